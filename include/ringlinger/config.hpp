@@ -1,0 +1,70 @@
+// Everything a Manager can be tuned with. Defaults follow nginx's lingering close where nginx has
+// an equivalent (lingering_timeout 5s, lingering_time 30s, send_timeout 60s).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace ringlinger {
+
+// What to do with a connection whose send or drain timed out.
+enum class OnTimeout : std::uint8_t {
+  // close(): the kernel sends FIN if nothing unread is queued, RST otherwise.
+  close,
+  // Set SO_LINGER {1, 0} first, so close() always sends RST and frees the socket at once
+  // (nginx's reset_timedout_connection).
+  reset,
+};
+
+// How SHUT_WR is issued once every queued byte was sent.
+enum class ShutdownMode : std::uint8_t {
+  // A direct shutdown(2) call: one syscall, runs inline. The default: IORING_OP_SHUTDOWN is
+  // always punted to an io-wq worker thread on current kernels, which costs more (see README).
+  syscall,
+  // IORING_OP_SHUTDOWN through the ring: no syscall of its own, but one io-wq punt per close.
+  ring,
+};
+
+// Lower-case names, as the command line spells them.
+std::string_view to_string(OnTimeout value) noexcept;
+std::string_view to_string(ShutdownMode value) noexcept;
+
+// Manager configuration. Check it with validate(); the Manager constructor rejects invalid values.
+struct Config {
+  // Longest gap between two reads while draining (nginx lingering_timeout).
+  std::uint32_t drain_idle_timeout_ms = 5'000;
+  // Longest time from SHUT_WR to close (nginx lingering_time).
+  std::uint32_t drain_timeout_ms = 30'000;
+  // Most bytes read and discarded after close() before giving up on the peer; 0 = unlimited.
+  // 16 MiB by default: more than a cooperative peer can have in flight when it learns of our
+  // close (its send buffer, at most tcp_wmem[2] = 4 MiB, plus our receive window, 6 MiB by
+  // default), while a peer that keeps uploading is cut off after a bounded amount of work.
+  std::uint64_t drain_max_bytes = 16u << 20;
+  // Longest time a send may make no progress (nginx send_timeout): a peer that stops reading
+  // cannot pin a connection forever.
+  std::uint32_t send_timeout_ms = 60'000;
+  // What a send or drain timeout does to the socket.
+  OnTimeout on_timeout = OnTimeout::close;
+  // How SHUT_WR is issued.
+  ShutdownMode shutdown_mode = ShutdownMode::syscall;
+  // Submission queue entries (power of two, 8..32768). The completion queue gets four times as
+  // many; overflow beyond that is kept by the kernel and flushed, never dropped.
+  std::uint32_t ring_entries = 4'096;
+  // Most connections at once (slots are allocated up front; also bounded by RLIMIT_NOFILE).
+  std::uint32_t max_connections = 16'384;
+  // Size of each shared receive buffer used to deliver application data (before close()).
+  std::uint32_t receive_buffer_bytes = 16'384;
+  // Number of shared receive buffers (power of two, 1..32768); they are lent to whichever
+  // connection has data, so this bounds memory, not connections.
+  std::uint32_t receive_buffer_count = 256;
+  // Use IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SINGLE_ISSUER when the kernel has them (it
+  // does since 6.1): completions are processed only when the manager's thread asks for them.
+  bool defer_taskrun = true;
+
+  // Empty when the configuration is usable; otherwise a message naming the first bad field and
+  // its value, e.g. "drain_idle_timeout_ms must be between 1 and 86400000 (got 0)".
+  std::string validate() const;
+};
+
+}  // namespace ringlinger

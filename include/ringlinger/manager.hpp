@@ -1,0 +1,103 @@
+// The Manager: one io_uring ring, driven by one thread, that carries thousands of connections
+// through send -> shutdown(SHUT_WR) -> drain to EOF -> close, batching every submission.
+//
+// Error convention: calls made while setting up (the constructor, listen) throw; calls on the
+// data path (adopt, send, close, abort, run_once) never throw and return error codes.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <system_error>
+
+#include "ringlinger/address.hpp"
+#include "ringlinger/config.hpp"
+#include "ringlinger/connection_id.hpp"
+#include "ringlinger/outcome.hpp"
+#include "ringlinger/state.hpp"
+#include "ringlinger/stats.hpp"
+
+namespace ringlinger {
+
+// What the manager tells the application. Every callback runs on the manager's thread, inside
+// run_once(), and may call any Manager method (send, close, abort, adopt, ...).
+struct Callbacks {
+  // A listener accepted a connection. It is open; data will reach on_receive.
+  std::function<void(ConnectionId)> on_accept;
+  // Application data arrived on an open connection; `data` is valid only during the call. An
+  // empty `data` means the peer sent EOF (no more data will come). When this callback is not set
+  // the manager does not read before close() is requested. Never called after close().
+  std::function<void(ConnectionId, std::span<const std::byte> data)> on_receive;
+  // The connection's fd was closed; called exactly once per connection, after which the id is
+  // stale. Not called for connections still open when the Manager is destroyed.
+  std::function<void(ConnectionId, const CloseReport&)> on_closed;
+};
+
+// Owns one io_uring ring and every connection given to it. Not copyable, not movable; create it
+// on the thread that will drive it (the ring is set up for a single issuer).
+class Manager {
+ public:
+  // Throws std::invalid_argument naming the field when `config` is invalid, std::system_error
+  // when io_uring cannot be set up (disabled by sysctl or seccomp, too old a kernel, ...).
+  explicit Manager(const Config& config = {}, Callbacks callbacks = {});
+  // Connections still open are closed at once (with RST if they have unread input); call
+  // stop() and run() first to close them gracefully.
+  ~Manager();
+  Manager(const Manager&) = delete;
+  Manager& operator=(const Manager&) = delete;
+
+  // Binds and listens on `address` (port 0 picks a free port) and accepts connections with a
+  // multishot accept; returns the bound address. Throws std::system_error on failure.
+  SocketAddress listen(const SocketAddress& address, int backlog = 4096);
+
+  // Takes ownership of a connected TCP socket. nullopt when the table is full or the manager is
+  // stopping; the fd then stays the caller's.
+  std::optional<ConnectionId> adopt(int fd);
+
+  // Queues bytes to send, in order after everything queued before; partial sends are resumed.
+  // Errors: bad_file_descriptor (stale id), broken_pipe (close() was already requested or the
+  // connection is failing).
+  std::error_code send(ConnectionId id, std::string bytes);
+  // Like send(), without copying: `bytes` must stay valid and unchanged until on_closed runs
+  // for this connection.
+  std::error_code send_view(ConnectionId id, std::span<const std::byte> bytes);
+
+  // Starts the graceful close: flush what is queued, shutdown(SHUT_WR), read and discard until
+  // the peer's EOF (or a drain limit), then close. Input is discarded from now on. Calling it
+  // again is harmless. Error: bad_file_descriptor (stale id).
+  std::error_code close(ConnectionId id);
+  // Resets the connection now (SO_LINGER {1, 0}, then close: the peer sees RST). Outcome
+  // "aborted" unless an outcome was already decided. Error: bad_file_descriptor (stale id).
+  std::error_code abort(ConnectionId id);
+
+  // The connection's fd (for setsockopt, getpeername); -1 for a stale id. Do not close it.
+  int fd(ConnectionId id) const noexcept;
+  // The connection's state; nullopt for a stale id.
+  std::optional<State> state(ConnectionId id) const noexcept;
+
+  // One loop step: submit everything prepared (one io_uring_enter), wait up to `max_wait` for a
+  // completion or the next timer, handle every completion, expire timers. Returns false once
+  // stop() was called and every connection and listener is closed.
+  bool run_once(std::chrono::milliseconds max_wait);
+  // Calls run_once until it returns false.
+  void run();
+  // Stops accepting, closes every open connection gracefully and lets closing ones finish;
+  // connections still there after `grace` are reset (outcome stop_deadline). Safe to call from
+  // a signal handler or another thread; takes effect at the next loop step.
+  void stop(std::chrono::milliseconds grace = std::chrono::seconds(30)) noexcept;
+
+  // A snapshot of the counters.
+  Stats stats() const;
+  // The configuration in use.
+  const Config& config() const noexcept;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ringlinger

@@ -1,0 +1,76 @@
+// Counters and gauges of one Manager. Read them with Manager::stats(); all are cumulative since
+// the Manager was created except the per-state gauges.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+#include "ringlinger/outcome.hpp"
+#include "ringlinger/state.hpp"
+
+namespace ringlinger {
+
+// A snapshot of what a Manager did so far.
+struct Stats {
+  // Gauges: connections in each state now (index with static_cast<size_t>(State)); the entry for
+  // State::free counts unused slots.
+  std::array<std::uint64_t, kStateCount> connections_in_state{};
+  // Counters: connections closed with each outcome (index with static_cast<size_t>(Outcome)).
+  std::array<std::uint64_t, kOutcomeCount> outcomes{};
+
+  // Connections taken over with adopt().
+  std::uint64_t connections_adopted = 0;
+  // Connections accepted by the manager's listeners.
+  std::uint64_t connections_accepted = 0;
+  // Accepted connections closed at once because the table was full or the manager was stopping.
+  std::uint64_t accepts_rejected = 0;
+  // Accept failures (EMFILE, ENFILE, ENOMEM, ...); accepting pauses briefly after each.
+  std::uint64_t accept_errors = 0;
+
+  // Bytes handed to the kernel by completed sends.
+  std::uint64_t bytes_sent = 0;
+  // Bytes delivered to the receive callback.
+  std::uint64_t bytes_received = 0;
+  // Bytes read and thrown away after close() was requested.
+  std::uint64_t bytes_discarded = 0;
+
+  // Submission queue entries consumed by the kernel.
+  std::uint64_t submissions = 0;
+  // Completion queue entries handled.
+  std::uint64_t completions = 0;
+  // io_uring_enter(2) calls made by the manager (every one of them, counted at the call).
+  std::uint64_t enter_calls = 0;
+  // Of those, calls made early because the submission queue was full.
+  std::uint64_t sq_full_submits = 0;
+  // Times the kernel reported completion queue overflow (completions kept, then flushed).
+  std::uint64_t cq_overflows = 0;
+  // Direct shutdown(2) calls (shutdown mode "syscall").
+  std::uint64_t shutdown_syscalls = 0;
+  // Receives that found no free shared receive buffer (ENOBUFS) and were retried.
+  std::uint64_t receive_buffer_waits = 0;
+  // Completions whose connection had already been closed and its slot reused (ignored). With the
+  // in-flight accounting this stays 0; a non-zero value is a bug worth reporting.
+  std::uint64_t stale_completions = 0;
+
+  // Connections currently using a slot (every state but free).
+  std::uint64_t live_connections() const noexcept {
+    std::uint64_t sum = 0;
+    for (std::size_t i = 1; i < kStateCount; ++i) sum += connections_in_state[i];
+    return sum;
+  }
+  // Connections closed so far, whatever the outcome.
+  std::uint64_t closed_connections() const noexcept {
+    std::uint64_t sum = 0;
+    for (auto count : outcomes) sum += count;
+    return sum;
+  }
+  // Convenience accessors.
+  std::uint64_t in_state(State state) const noexcept {
+    return connections_in_state[static_cast<std::size_t>(state)];
+  }
+  std::uint64_t with_outcome(Outcome outcome) const noexcept {
+    return outcomes[static_cast<std::size_t>(outcome)];
+  }
+};
+
+}  // namespace ringlinger

@@ -1,0 +1,64 @@
+// One connection slot: the state (see include/ringlinger/state.hpp for what each state means),
+// which requests are in flight, and what is accounted for the close report.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+
+#include "ringlinger/outcome.hpp"
+#include "ringlinger/state.hpp"
+#include "send_queue.hpp"
+#include "user_data.hpp"
+
+namespace ringlinger::detail {
+
+struct Connection {
+  using TimePoint = std::chrono::steady_clock::time_point;
+
+  // The socket; -1 when the slot is free.
+  int fd = -1;
+  // Incremented (mod 2^24) each time the slot is freed; part of every user_data and ConnectionId.
+  std::uint32_t generation = 0;
+  State state = State::free;
+  // One bit per Op in flight (submitted or prepared, completion not yet handled). At most one
+  // request of each kind is in flight per connection.
+  std::uint8_t in_flight = 0;
+  // A receive returned 0: the peer sent its FIN. No receive is started after that.
+  bool peer_eof = false;
+  // SO_LINGER {1, 0} was set: the close sends RST.
+  bool reset_on_close = false;
+  // A delivering receive found no shared buffer (ENOBUFS); the engine retries it after the
+  // current batch of completions, when buffers were given back.
+  bool waiting_for_buffer = false;
+  // Decided once, when the connection leaves the lingering states.
+  std::optional<Outcome> outcome;
+  // The first error seen (positive errno), 0 if none. Kept because the kernel reports an error
+  // only once: after ECONNRESET the next receive returns 0, which is not a clean EOF.
+  int first_error = 0;
+
+  SendQueue send_queue;
+  std::uint64_t bytes_sent = 0;
+  std::uint64_t bytes_received = 0;
+  std::uint64_t bytes_discarded = 0;
+
+  TimePoint opened_at{};
+  TimePoint close_requested_at{};
+  TimePoint shutdown_at{};
+  TimePoint teardown_at{};
+
+  bool is_in_flight(Op op) const noexcept { return (in_flight & bit(op)) != 0; }
+  void mark_submitted(Op op) noexcept { in_flight = static_cast<std::uint8_t>(in_flight | bit(op)); }
+  void mark_completed(Op op) noexcept {
+    in_flight = static_cast<std::uint8_t>(in_flight & ~bit(op));
+  }
+
+ private:
+  static constexpr std::uint8_t bit(Op op) noexcept {
+    return static_cast<std::uint8_t>(1u << static_cast<unsigned>(op));
+  }
+};
+
+static_assert(kOpCount <= 8, "Connection::in_flight has one bit per Op");
+
+}  // namespace ringlinger::detail

@@ -1,0 +1,494 @@
+#include "engine.hpp"
+
+#include <algorithm>
+#include <cerrno>
+
+#include "assert.hpp"
+#include "state_machine.hpp"
+
+namespace ringlinger::detail {
+namespace {
+
+using std::chrono::milliseconds;
+
+// Errors that mean the peer reset the connection (or it was reset on its behalf).
+bool is_reset(int error) noexcept {
+  return error == ECONNRESET || error == EPIPE || error == ECONNABORTED || error == ENOTCONN;
+}
+
+// Errors after which the same request is simply started again.
+bool is_transient(int error) noexcept {
+  return error == EAGAIN || error == EINTR || error == ENOMEM || error == ENOBUFS;
+}
+
+}  // namespace
+
+Engine::Engine(const Config& config, IoPort& io, const Callbacks& callbacks, Stats& stats)
+    : config_(config),
+      io_(io),
+      callbacks_(callbacks),
+      stats_(stats),
+      slots_(config.max_connections),
+      send_timers_(config.max_connections, milliseconds(config.send_timeout_ms)),
+      drain_idle_timers_(config.max_connections, milliseconds(config.drain_idle_timeout_ms)),
+      drain_total_timers_(config.max_connections, milliseconds(config.drain_timeout_ms)) {
+  RL_ASSERT(config.validate().empty());
+  free_slots_.reserve(config.max_connections);
+  for (std::uint32_t slot = config.max_connections; slot-- > 0;) free_slots_.push_back(slot);
+  stats_.connections_in_state[static_cast<std::size_t>(State::free)] = config.max_connections;
+}
+
+// ---------------------------------------------------------------------------------------------
+// API calls
+
+std::optional<ConnectionId> Engine::adopt(int fd, TimePoint now) {
+  now = last_now_ = std::max(now, last_now_);
+  if (fd < 0 || free_slots_.empty()) return std::nullopt;
+  std::uint32_t slot = free_slots_.back();
+  free_slots_.pop_back();
+  Connection& connection = slots_[slot];
+  RL_ASSERT(connection.state == State::free && connection.in_flight == 0);
+  connection.fd = fd;
+  connection.opened_at = now;
+  set_state(connection, State::open);
+  start_receive(connection);
+  return id_of(connection);
+}
+
+std::error_code Engine::send(ConnectionId id, std::string bytes, TimePoint now) {
+  now = last_now_ = std::max(now, last_now_);
+  Connection* connection = lookup(id.slot, id.generation);
+  if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
+  if (connection->state != State::open) return std::make_error_code(std::errc::broken_pipe);
+  connection->send_queue.push(std::move(bytes));
+  start_send(*connection, now);
+  return {};
+}
+
+std::error_code Engine::send_view(ConnectionId id, std::span<const std::byte> bytes,
+                                  TimePoint now) {
+  now = last_now_ = std::max(now, last_now_);
+  Connection* connection = lookup(id.slot, id.generation);
+  if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
+  if (connection->state != State::open) return std::make_error_code(std::errc::broken_pipe);
+  connection->send_queue.push_view(bytes);
+  start_send(*connection, now);
+  return {};
+}
+
+std::error_code Engine::close(ConnectionId id, TimePoint now) {
+  now = last_now_ = std::max(now, last_now_);
+  Connection* connection = lookup(id.slot, id.generation);
+  if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
+  if (connection->state != State::open) return {};  // already closing: harmless
+  connection->close_requested_at = now;
+  connection->waiting_for_buffer = false;  // from now on receives discard and need no buffer
+  set_state(*connection, State::flushing);
+  start_receive(*connection);  // keep reading (and discarding) while the queue drains
+  if (!connection->is_in_flight(Op::send) && connection->send_queue.empty()) {
+    begin_shutdown(*connection, now);
+  }
+  return {};
+}
+
+std::error_code Engine::abort(ConnectionId id, TimePoint now) {
+  now = last_now_ = std::max(now, last_now_);
+  Connection* connection = lookup(id.slot, id.generation);
+  if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
+  switch (connection->state) {
+    case State::closing:  // the close is submitted: the fd must not be touched any more
+      return {};
+    case State::cancelling:  // outcome decided, fd still open: make the close a reset
+      if (!connection->reset_on_close) {
+        io_.set_reset_on_close(connection->fd);
+        connection->reset_on_close = true;
+      }
+      return {};
+    case State::open:
+    case State::flushing:
+    case State::shutting_down:
+    case State::draining:
+      terminate(*connection, Outcome::aborted, now);
+      return {};
+    case State::free:
+      break;
+  }
+  RL_ASSERT(false && "lookup() never returns a free slot");
+  return {};
+}
+
+void Engine::close_all(TimePoint now) {
+  for (Connection& connection : slots_) {
+    if (connection.state == State::open) (void)close(id_of(connection), now);
+  }
+}
+
+void Engine::abort_all(Outcome outcome, TimePoint now) {
+  RL_ASSERT(resets_on(outcome));
+  for (Connection& connection : slots_) {
+    if (connection.state == State::cancelling) {
+      (void)abort(id_of(connection), now);  // already ending: make its close a reset too
+    } else if (connection.state != State::free && connection.state != State::closing) {
+      terminate(connection, outcome, now);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events
+
+void Engine::on_completion(const Completion& completion, TimePoint now) {
+  now = last_now_ = std::max(now, last_now_);
+  Connection* connection = lookup(completion.tag.slot, completion.tag.generation);
+  if (connection == nullptr) {
+    ++stats_.stale_completions;
+    return;
+  }
+  RL_ASSERT(connection->is_in_flight(completion.tag.op));
+  connection->mark_completed(completion.tag.op);
+  switch (completion.tag.op) {
+    case Op::recv:
+      return handle_recv(*connection, completion, now);
+    case Op::send:
+      return handle_send(*connection, completion.result, now);
+    case Op::shutdown:
+      return handle_shutdown(*connection, completion.result, now);
+    case Op::cancel:
+      return handle_cancel(*connection, completion.result);
+    case Op::close:
+      return handle_close(*connection, completion.result, now);
+    case Op::accept:
+    case Op::accept_cancel:
+      break;
+  }
+  RL_ASSERT(false && "listener completions are the manager's, not the engine's");
+}
+
+void Engine::expire_timers(TimePoint now) {
+  now = last_now_ = std::max(now, last_now_);
+  while (auto slot = send_timers_.pop_expired(now)) {
+    terminate(slots_[*slot], Outcome::send_timeout, now);
+  }
+  while (auto slot = drain_idle_timers_.pop_expired(now)) {
+    terminate(slots_[*slot], Outcome::drain_idle_timeout, now);
+  }
+  while (auto slot = drain_total_timers_.pop_expired(now)) {
+    terminate(slots_[*slot], Outcome::drain_timeout, now);
+  }
+}
+
+void Engine::retry_waiting_receives() {
+  for (ConnectionId id : waiting_for_buffer_) {
+    Connection* connection = lookup(id.slot, id.generation);
+    if (connection == nullptr || !connection->waiting_for_buffer) continue;
+    connection->waiting_for_buffer = false;
+    start_receive(*connection);
+  }
+  waiting_for_buffer_.clear();
+}
+
+std::optional<Engine::TimePoint> Engine::next_deadline() const noexcept {
+  std::optional<TimePoint> earliest;
+  for (const TimerQueue* queue : {&send_timers_, &drain_idle_timers_, &drain_total_timers_}) {
+    auto deadline = queue->next_deadline();
+    if (deadline && (!earliest || *deadline < *earliest)) earliest = deadline;
+  }
+  return earliest;
+}
+
+const Connection* Engine::find(ConnectionId id) const noexcept {
+  return const_cast<Engine*>(this)->lookup(id.slot, id.generation);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Completion handlers
+
+void Engine::handle_recv(Connection& connection, const Completion& completion, TimePoint now) {
+  const std::int32_t result = completion.result;
+  if (result > 0) {
+    const auto bytes = static_cast<std::uint32_t>(result);
+    if (connection.state == State::open) {
+      RL_ASSERT(callbacks_.on_receive);  // delivering receives are only started with a callback
+      connection.bytes_received += bytes;
+      stats_.bytes_received += bytes;
+      callbacks_.on_receive(id_of(connection), completion.data);  // may call close() or abort()
+    } else if (is_lingering(connection.state)) {
+      discard(connection, bytes, now);
+    } else {
+      connection.bytes_discarded += bytes;  // arrived before the cancel: still accounted
+      stats_.bytes_discarded += bytes;
+    }
+  } else if (result == 0) {
+    connection.peer_eof = true;
+    if (connection.state == State::open) {
+      if (callbacks_.on_receive) callbacks_.on_receive(id_of(connection), {});
+    } else if (connection.state == State::draining) {
+      terminate(connection, Outcome::clean, now);
+    }
+    // flushing / shutting_down: remembered; on_shutdown_done() then ends cleanly.
+  } else {
+    const int error = -result;
+    if (error == ECANCELED) {
+      // We cancelled it: the connection is terminating.
+    } else if (error == ENOBUFS && connection.state == State::open) {
+      ++stats_.receive_buffer_waits;
+      connection.waiting_for_buffer = true;
+      waiting_for_buffer_.push_back(id_of(connection));
+    } else if (is_transient(error)) {
+      // Started again below.
+    } else {
+      fail(connection, error, is_reset(error) ? Outcome::peer_reset : Outcome::receive_error, now);
+    }
+  }
+  if (is_terminating(connection.state)) return finish_if_idle(connection);
+  start_receive(connection);
+}
+
+void Engine::handle_send(Connection& connection, std::int32_t result, TimePoint now) {
+  if (result > 0) {
+    const auto bytes = static_cast<std::uint32_t>(result);
+    connection.bytes_sent += bytes;
+    stats_.bytes_sent += bytes;
+    connection.send_queue.consume(bytes);
+    if (!is_terminating(connection.state)) {
+      if (connection.send_queue.empty()) {
+        send_timers_.disarm(slot_of(connection));
+      } else {
+        send_timers_.arm(slot_of(connection), now);  // progress: the send timeout starts again
+      }
+    }
+  } else if (result < 0) {
+    const int error = -result;
+    if (error != ECANCELED && !is_transient(error)) {
+      fail(connection, error, is_reset(error) ? Outcome::peer_reset : Outcome::send_error, now);
+    }
+  }
+  // result == 0 sent nothing: started again below; the send timer is not re-armed, so a send
+  // that never progresses still times out.
+  if (is_terminating(connection.state)) return finish_if_idle(connection);
+  start_send(connection, now);
+  if (connection.state == State::flushing && !connection.is_in_flight(Op::send)) {
+    begin_shutdown(connection, now);
+  }
+}
+
+void Engine::handle_shutdown(Connection& connection, std::int32_t result, TimePoint now) {
+  if (result != -ECANCELED && !is_terminating(connection.state)) {
+    on_shutdown_done(connection, result, now);
+  }
+  if (is_terminating(connection.state)) finish_if_idle(connection);
+}
+
+void Engine::handle_cancel(Connection& connection, std::int32_t result) {
+  // The cancel's own result: how many requests it found, or -ENOENT (they had completed) or
+  // -EALREADY (one was running and completes by itself). Either way we wait for their
+  // completions, which the in-flight bits track.
+  (void)result;
+  RL_ASSERT(connection.state == State::cancelling);
+  finish_if_idle(connection);
+}
+
+void Engine::handle_close(Connection& connection, std::int32_t result, TimePoint now) {
+  RL_ASSERT(connection.state == State::closing && connection.in_flight == 0);
+  RL_ASSERT(connection.outcome.has_value());
+  CloseReport report;
+  report.outcome = *connection.outcome;
+  report.first_error = connection.first_error != 0 ? connection.first_error
+                                                   : (result < 0 ? -result : 0);
+  report.reset_sent = connection.reset_on_close;
+  report.bytes_sent = connection.bytes_sent;
+  report.bytes_received = connection.bytes_received;
+  report.bytes_discarded = connection.bytes_discarded;
+  const bool close_requested = connection.close_requested_at != TimePoint{};
+  const bool shut_down = connection.shutdown_at != TimePoint{};
+  const TimePoint end_of_open = close_requested ? connection.close_requested_at
+                                                : connection.teardown_at;
+  report.open_time = end_of_open - connection.opened_at;
+  if (close_requested) {
+    const TimePoint end_of_flush = shut_down ? connection.shutdown_at : connection.teardown_at;
+    report.flush_time = end_of_flush - connection.close_requested_at;
+  }
+  if (shut_down) report.drain_time = connection.teardown_at - connection.shutdown_at;
+  report.teardown_time = now - connection.teardown_at;
+  ++stats_.outcomes[static_cast<std::size_t>(report.outcome)];
+
+  const ConnectionId id = id_of(connection);
+  release(connection);
+  if (callbacks_.on_closed) callbacks_.on_closed(id, report);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Steps
+
+void Engine::start_send(Connection& connection, TimePoint now) {
+  if (connection.is_in_flight(Op::send) || connection.send_queue.empty()) return;
+  RL_ASSERT(connection.state == State::open || connection.state == State::flushing);
+  io_.submit_send(tag(connection, Op::send), connection.fd, connection.send_queue.front());
+  connection.mark_submitted(Op::send);
+  const std::uint32_t slot = slot_of(connection);
+  if (!send_timers_.armed(slot)) send_timers_.arm(slot, now);
+}
+
+void Engine::start_receive(Connection& connection) {
+  if (connection.is_in_flight(Op::recv) || connection.peer_eof) return;
+  switch (connection.state) {
+    case State::open:
+      if (!callbacks_.on_receive || connection.waiting_for_buffer) return;
+      io_.submit_recv(tag(connection, Op::recv), connection.fd, RecvMode::deliver, 0);
+      break;
+    case State::flushing:
+    case State::shutting_down:
+    case State::draining:
+      io_.submit_recv(tag(connection, Op::recv), connection.fd, RecvMode::discard,
+                      discard_chunk(connection));
+      break;
+    case State::free:
+    case State::cancelling:
+    case State::closing:
+      return;
+  }
+  connection.mark_submitted(Op::recv);
+}
+
+void Engine::begin_shutdown(Connection& connection, TimePoint now) {
+  RL_ASSERT(connection.state == State::flushing);
+  RL_ASSERT(connection.send_queue.empty() && !connection.is_in_flight(Op::send));
+  drain_total_timers_.arm(slot_of(connection), now);
+  switch (config_.shutdown_mode) {
+    case ShutdownMode::ring:
+      set_state(connection, State::shutting_down);
+      io_.submit_shutdown(tag(connection, Op::shutdown), connection.fd);
+      connection.mark_submitted(Op::shutdown);
+      return;
+    case ShutdownMode::syscall:
+      ++stats_.shutdown_syscalls;
+      return on_shutdown_done(connection, io_.shutdown_now(connection.fd), now);
+  }
+}
+
+void Engine::on_shutdown_done(Connection& connection, int result, TimePoint now) {
+  if (result < 0) {
+    // ENOTCONN: the peer's RST arrived before our FIN could go out.
+    return fail(connection, -result, is_reset(-result) ? Outcome::peer_reset : Outcome::send_error,
+                now);
+  }
+  connection.shutdown_at = now;
+  set_state(connection, State::draining);
+  if (connection.peer_eof) return terminate(connection, Outcome::clean, now);
+  drain_idle_timers_.arm(slot_of(connection), now);
+  start_receive(connection);
+}
+
+void Engine::discard(Connection& connection, std::uint32_t bytes, TimePoint now) {
+  connection.bytes_discarded += bytes;
+  stats_.bytes_discarded += bytes;
+  if (config_.drain_max_bytes != 0 && connection.bytes_discarded > config_.drain_max_bytes) {
+    return terminate(connection, Outcome::drain_byte_cap, now);
+  }
+  if (connection.state == State::draining) drain_idle_timers_.arm(slot_of(connection), now);
+}
+
+void Engine::fail(Connection& connection, int error, Outcome outcome, TimePoint now) {
+  if (connection.first_error == 0) connection.first_error = error;
+  terminate(connection, outcome, now);
+}
+
+void Engine::terminate(Connection& connection, Outcome outcome, TimePoint now) {
+  if (is_terminating(connection.state)) return;  // the first decision stands
+  RL_ASSERT(connection.state != State::free);
+  connection.outcome = outcome;
+  connection.teardown_at = now;
+  const std::uint32_t slot = slot_of(connection);
+  send_timers_.disarm(slot);
+  drain_idle_timers_.disarm(slot);
+  drain_total_timers_.disarm(slot);
+  connection.waiting_for_buffer = false;
+  if (resets_on(outcome)) {
+    io_.set_reset_on_close(connection.fd);
+    connection.reset_on_close = true;
+  }
+  if (connection.in_flight != 0) {
+    set_state(connection, State::cancelling);
+    io_.submit_cancel(tag(connection, Op::cancel), connection.fd);
+    connection.mark_submitted(Op::cancel);
+  } else {
+    set_state(connection, State::closing);
+    io_.submit_close(tag(connection, Op::close), connection.fd);
+    connection.mark_submitted(Op::close);
+  }
+}
+
+void Engine::finish_if_idle(Connection& connection) {
+  if (connection.state != State::cancelling || connection.in_flight != 0) return;
+  set_state(connection, State::closing);
+  io_.submit_close(tag(connection, Op::close), connection.fd);
+  connection.mark_submitted(Op::close);
+}
+
+void Engine::release(Connection& connection) {
+  const std::uint32_t generation = (connection.generation + 1) & kGenerationMask;
+  set_state(connection, State::free);
+  connection.send_queue.clear();
+  State state = connection.state;
+  connection = Connection{};
+  connection.state = state;
+  connection.generation = generation;
+  free_slots_.push_back(static_cast<std::uint32_t>(&connection - slots_.data()));
+}
+
+bool Engine::resets_on(Outcome outcome) const noexcept {
+  switch (outcome) {
+    case Outcome::aborted:
+    case Outcome::stop_deadline:
+      return true;
+    case Outcome::send_timeout:
+    case Outcome::drain_idle_timeout:
+    case Outcome::drain_timeout:
+      return config_.on_timeout == OnTimeout::reset;
+    case Outcome::clean:
+    case Outcome::peer_reset:
+    case Outcome::drain_byte_cap:
+    case Outcome::send_error:
+    case Outcome::receive_error:
+      return false;
+  }
+  return false;
+}
+
+std::uint32_t Engine::discard_chunk(const Connection& connection) const noexcept {
+  if (config_.drain_max_bytes == 0) return kDiscardChunkBytes;
+  // Ask for at most one byte more than the cap allows, so crossing it is seen at once.
+  const std::uint64_t left = config_.drain_max_bytes - std::min(config_.drain_max_bytes,
+                                                                connection.bytes_discarded);
+  return static_cast<std::uint32_t>(std::min<std::uint64_t>(kDiscardChunkBytes, left + 1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slot bookkeeping
+
+Connection* Engine::lookup(std::uint32_t slot, std::uint32_t generation) noexcept {
+  if (slot >= slots_.size()) return nullptr;
+  Connection& connection = slots_[slot];
+  if (connection.state == State::free || connection.generation != generation) return nullptr;
+  return &connection;
+}
+
+ConnectionId Engine::id_of(const Connection& connection) const noexcept {
+  return ConnectionId{slot_of(connection), connection.generation};
+}
+
+std::uint32_t Engine::slot_of(const Connection& connection) const noexcept {
+  return static_cast<std::uint32_t>(&connection - slots_.data());
+}
+
+OpTag Engine::tag(const Connection& connection, Op op) const noexcept {
+  return OpTag{op, connection.generation, slot_of(connection)};
+}
+
+void Engine::set_state(Connection& connection, State to) noexcept {
+  --stats_.connections_in_state[static_cast<std::size_t>(connection.state)];
+  transition(connection.state, to);
+  ++stats_.connections_in_state[static_cast<std::size_t>(to)];
+}
+
+}  // namespace ringlinger::detail

@@ -1,0 +1,46 @@
+// The boundary between the connection logic (Engine) and the kernel. The io_uring backend
+// implements it with SQEs; the test fuzzer implements it with a seeded fake that completes
+// requests in any order with any result.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "user_data.hpp"
+
+namespace ringlinger::detail {
+
+// What a receive does with the bytes.
+enum class RecvMode : std::uint8_t {
+  deliver,  // into a shared receive buffer, handed to the application's receive callback
+  discard,  // thrown away without copying (MSG_TRUNC): the connection is closing
+};
+
+// One finished request, as the engine sees it.
+struct Completion {
+  OpTag tag;
+  // The request's result: bytes for recv/send, 0 or -errno otherwise.
+  std::int32_t result = 0;
+  // For a delivering recv: the bytes received, valid only while the completion is handled.
+  std::span<const std::byte> data;
+};
+
+class IoPort {
+ public:
+  virtual ~IoPort() = default;
+
+  // Asynchronous requests. Each completes later, exactly once, with a Completion carrying `tag`.
+  virtual void submit_recv(OpTag tag, int fd, RecvMode mode, std::uint32_t max_bytes) = 0;
+  virtual void submit_send(OpTag tag, int fd, std::span<const std::byte> bytes) = 0;
+  virtual void submit_shutdown(OpTag tag, int fd) = 0;  // SHUT_WR
+  virtual void submit_cancel(OpTag tag, int fd) = 0;    // every request on fd
+  virtual void submit_close(OpTag tag, int fd) = 0;
+
+  // Synchronous system calls; only ever made on an fd whose close was not yet submitted.
+  // shutdown(fd, SHUT_WR): 0 or -errno.
+  virtual int shutdown_now(int fd) = 0;
+  // SO_LINGER {1, 0}: the coming close sends RST.
+  virtual void set_reset_on_close(int fd) = 0;
+};
+
+}  // namespace ringlinger::detail

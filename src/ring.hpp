@@ -1,0 +1,92 @@
+// The io_uring wrapper: setup with the best flags this kernel takes, SQE acquisition (with the
+// "submission queue full" case handled here and nowhere else), the one submit-and-wait call of
+// each loop step (counted exactly: we make the io_uring_enter call ourselves), and reaping a
+// batch of completions with a single advance of the completion queue.
+#pragma once
+
+#include <liburing.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ringlinger/stats.hpp"
+
+namespace ringlinger::detail {
+
+class Ring {
+ public:
+  struct Options {
+    std::uint32_t sq_entries = 4096;
+    std::uint32_t cq_entries = 16384;
+    bool defer_taskrun = true;  // DEFER_TASKRUN | SINGLE_ISSUER when the kernel has them
+  };
+
+  // Throws std::system_error with an explanation when io_uring cannot be set up.
+  Ring(const Options& options, Stats& stats);
+  ~Ring();
+  Ring(const Ring&) = delete;
+  Ring& operator=(const Ring&) = delete;
+
+  // A zeroed-by-prep SQE, never null: when the submission queue is full, what is prepared is
+  // submitted first (one early io_uring_enter, counted in Stats::sq_full_submits).
+  io_uring_sqe* get_sqe();
+
+  // Submits everything prepared and waits until at least one completion is ready or `timeout`
+  // passed: one io_uring_enter, skipped only when there is nothing to submit and completions
+  // are already waiting.
+  void submit_and_wait(std::chrono::nanoseconds timeout);
+
+  // Copies every ready completion into `batch` (appending) and advances the completion queue
+  // once. Returns how many were copied.
+  std::size_t reap(std::vector<io_uring_cqe>& batch);
+
+  // The setup flags the kernel accepted, e.g. "SUBMIT_ALL|CQSIZE|SINGLE_ISSUER|DEFER_TASKRUN".
+  std::string describe_flags() const;
+  unsigned setup_flags() const noexcept { return setup_flags_; }
+  io_uring& raw() noexcept { return ring_; }
+
+ private:
+  unsigned flush_submission_queue() noexcept;
+  int enter(unsigned to_submit, unsigned wait_nr, std::chrono::nanoseconds timeout);
+
+  io_uring ring_{};
+  Stats& stats_;
+  unsigned setup_flags_ = 0;
+  unsigned enter_flags_ = 0;  // IORING_ENTER_REGISTERED_RING when the ring fd is registered
+  int enter_fd_ = -1;
+};
+
+// A ring of provided buffers (IORING_REGISTER_PBUF_RING) from which delivering receives take a
+// buffer only when data arrives, so idle connections hold no receive memory. Debian's liburing
+// 2.3 has no io_uring_setup_buf_ring(), so the ring memory is mapped and registered here.
+class BufferRing {
+ public:
+  // `count` must be a power of two (<= 32768). Throws std::system_error on failure.
+  BufferRing(Ring& ring, std::uint16_t group, std::uint32_t count, std::uint32_t buffer_bytes);
+  ~BufferRing();
+  BufferRing(const BufferRing&) = delete;
+  BufferRing& operator=(const BufferRing&) = delete;
+
+  std::uint16_t group() const noexcept { return group_; }
+  std::uint32_t buffer_bytes() const noexcept { return buffer_bytes_; }
+  // The buffer with this id.
+  std::span<std::byte> buffer(std::uint16_t id) const noexcept;
+  // Gives a buffer back to the kernel once its bytes were handled.
+  void recycle(std::uint16_t id) noexcept;
+
+ private:
+  Ring& ring_;
+  io_uring_buf_ring* ring_memory_ = nullptr;
+  std::size_t ring_memory_bytes_ = 0;
+  std::byte* buffers_ = nullptr;
+  std::size_t buffers_bytes_ = 0;
+  std::uint16_t group_;
+  std::uint32_t count_;
+  std::uint32_t buffer_bytes_;
+};
+
+}  // namespace ringlinger::detail

@@ -1,0 +1,98 @@
+// The bytes queued for one connection, in order. Each piece is either owned (a std::string moved
+// in) or borrowed (the caller keeps it alive). Pieces live in heap nodes that never move, so the
+// pointer handed to an in-flight send stays valid whatever is queued behind it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "assert.hpp"
+
+namespace ringlinger::detail {
+
+class SendQueue {
+ public:
+  // Appends owned bytes (moved, not copied). Empty input is ignored.
+  void push(std::string bytes) {
+    if (bytes.empty()) return;
+    auto node = std::make_unique<Node>();
+    node->owned = std::move(bytes);
+    node->data = reinterpret_cast<const std::byte*>(node->owned.data());
+    node->size = node->owned.size();
+    append(std::move(node));
+  }
+
+  // Appends borrowed bytes. Empty input is ignored.
+  void push_view(std::span<const std::byte> bytes) {
+    if (bytes.empty()) return;
+    auto node = std::make_unique<Node>();
+    node->data = bytes.data();
+    node->size = bytes.size();
+    append(std::move(node));
+  }
+
+  // Whether nothing is left to send.
+  bool empty() const noexcept { return head_ == nullptr; }
+
+  // The unsent part of the first piece (empty when the queue is empty).
+  std::span<const std::byte> front() const noexcept {
+    if (head_ == nullptr) return {};
+    return {head_->data + head_->sent, head_->size - head_->sent};
+  }
+
+  // Marks `count` bytes of the front piece as sent; drops the piece when it is done.
+  void consume(std::size_t count) noexcept {
+    RL_ASSERT(head_ != nullptr && count <= head_->size - head_->sent);
+    head_->sent += count;
+    queued_ -= count;
+    if (head_->sent == head_->size) {
+      head_ = std::move(head_->next);
+      if (head_ == nullptr) tail_ = nullptr;
+    }
+  }
+
+  // Bytes still to send.
+  std::uint64_t queued_bytes() const noexcept { return queued_; }
+
+  // Drops everything (after the connection is closed).
+  void clear() noexcept {
+    // Unlink iteratively: a long queue must not recurse through unique_ptr destructors.
+    while (head_ != nullptr) head_ = std::move(head_->next);
+    tail_ = nullptr;
+    queued_ = 0;
+  }
+
+  ~SendQueue() { clear(); }
+  SendQueue() = default;
+  SendQueue(SendQueue&&) noexcept = default;
+  SendQueue& operator=(SendQueue&&) noexcept = default;
+
+ private:
+  struct Node {
+    std::unique_ptr<Node> next;
+    std::string owned;                // empty for a borrowed piece
+    const std::byte* data = nullptr;  // owned.data() or the borrowed bytes
+    std::size_t size = 0;
+    std::size_t sent = 0;
+  };
+
+  void append(std::unique_ptr<Node> node) {
+    queued_ += node->size;
+    Node* raw = node.get();
+    if (tail_ == nullptr) {
+      head_ = std::move(node);
+    } else {
+      tail_->next = std::move(node);
+    }
+    tail_ = raw;
+  }
+
+  std::unique_ptr<Node> head_;
+  Node* tail_ = nullptr;
+  std::uint64_t queued_ = 0;
+};
+
+}  // namespace ringlinger::detail

@@ -1,0 +1,60 @@
+// The 64-bit user_data of every submission: which operation, for which slot, in which generation
+// of that slot. A value, never a pointer, and never an fd.
+//
+//   63       56 55                     32 31                                   0
+//  +-----------+-------------------------+--------------------------------------+
+//  |    op     |    generation (24 bit)  |              slot (32 bit)           |
+//  +-----------+-------------------------+--------------------------------------+
+//
+// The generation is the slot's generation when the request was submitted. A completion whose
+// generation differs from the slot's current one belongs to an earlier connection in that slot
+// and is ignored, so a late completion can never touch the connection that reused the slot.
+#pragma once
+
+#include <cstdint>
+
+namespace ringlinger::detail {
+
+// Every kind of request the manager submits. A connection has at most one of each in flight.
+enum class Op : std::uint8_t {
+  accept,         // multishot accept on a listener (slot = listener index)
+  accept_cancel,  // cancel of a listener's multishot accept (slot = listener index)
+  recv,           // receive: application data, or data to discard while closing
+  send,           // send of the head of the connection's send queue
+  shutdown,       // IORING_OP_SHUTDOWN(SHUT_WR) (shutdown mode "ring")
+  cancel,         // cancel of every request on the connection's fd
+  close,          // IORING_OP_CLOSE of the connection's fd
+};
+
+// Number of values of Op.
+inline constexpr unsigned kOpCount = 7;
+
+// The decoded form of user_data.
+struct OpTag {
+  Op op;
+  std::uint32_t generation;  // only the low 24 bits are carried
+  std::uint32_t slot;
+
+  friend constexpr bool operator==(OpTag, OpTag) noexcept = default;
+};
+
+inline constexpr std::uint32_t kGenerationBits = 24;
+inline constexpr std::uint32_t kGenerationMask = (1u << kGenerationBits) - 1;
+
+// Packs a tag into user_data (the generation is truncated to 24 bits).
+constexpr std::uint64_t encode(OpTag tag) noexcept {
+  return (std::uint64_t{static_cast<std::uint8_t>(tag.op)} << 56) |
+         (std::uint64_t{tag.generation & kGenerationMask} << 32) | std::uint64_t{tag.slot};
+}
+
+// Unpacks user_data.
+constexpr OpTag decode(std::uint64_t user_data) noexcept {
+  return OpTag{static_cast<Op>(user_data >> 56),
+               static_cast<std::uint32_t>(user_data >> 32) & kGenerationMask,
+               static_cast<std::uint32_t>(user_data)};
+}
+
+// Whether `op` decoded from a completion is one the manager ever submits.
+constexpr bool is_known(Op op) noexcept { return static_cast<unsigned>(op) < kOpCount; }
+
+}  // namespace ringlinger::detail
