@@ -50,6 +50,7 @@ std::string Config::validate() const {
       !is_power_of_two(receive_buffer_count)) {
     return range_error("receive_buffer_count", 1, 32768, receive_buffer_count, "a power of two ");
   }
+  if (batch_wait_us > 100'000) return range_error("batch_wait_us", 0, 100'000, batch_wait_us);
   return {};
 }
 

@@ -59,7 +59,9 @@ struct Manager::Impl {
   Impl(const Config& config_in, Callbacks callbacks_in)
       : config(checked(config_in)),
         callbacks(std::move(callbacks_in)),
-        ring({config.ring_entries, completion_queue_entries(config), config.defer_taskrun}, stats),
+        ring({config.ring_entries, completion_queue_entries(config), config.defer_taskrun,
+              config.batch_wait_us},
+             stats),
         backend(ring, config.receive_buffer_count, config.receive_buffer_bytes),
         engine(config, backend, callbacks, stats) {
     batch.reserve(completion_queue_entries(config));
@@ -328,5 +330,7 @@ void Manager::stop(std::chrono::milliseconds grace) noexcept {
 Stats Manager::stats() const { return impl_->stats; }
 
 const Config& Manager::config() const noexcept { return impl_->config; }
+
+std::string Manager::describe_ring() const { return impl_->ring.describe_flags(); }
 
 }  // namespace ringlinger

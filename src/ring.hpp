@@ -23,7 +23,11 @@ class Ring {
     std::uint32_t sq_entries = 4096;
     std::uint32_t cq_entries = 16384;
     bool defer_taskrun = true;  // DEFER_TASKRUN | SINGLE_ISSUER when the kernel has them
+    std::uint32_t batch_wait_us = 0;  // see Config::batch_wait_us
   };
+
+  // How many completions a batched wait asks for before it returns early.
+  static constexpr unsigned kBatchCompletions = 128;
 
   // Throws std::system_error with an explanation when io_uring cannot be set up.
   Ring(const Options& options, Stats& stats);
@@ -47,17 +51,21 @@ class Ring {
   // The setup flags the kernel accepted, e.g. "SUBMIT_ALL|CQSIZE|SINGLE_ISSUER|DEFER_TASKRUN".
   std::string describe_flags() const;
   unsigned setup_flags() const noexcept { return setup_flags_; }
+  // Whether waits are batched (batch_wait_us > 0 and the kernel has IORING_FEAT_MIN_TIMEOUT).
+  bool batches_waits() const noexcept { return batch_wait_us_ > 0; }
   io_uring& raw() noexcept { return ring_; }
 
  private:
   unsigned flush_submission_queue() noexcept;
-  int enter(unsigned to_submit, unsigned wait_nr, std::chrono::nanoseconds timeout);
+  int enter(unsigned to_submit, unsigned wait_nr, std::chrono::nanoseconds timeout,
+            std::uint32_t min_wait_us = 0);
 
   io_uring ring_{};
   Stats& stats_;
   unsigned setup_flags_ = 0;
   unsigned enter_flags_ = 0;  // IORING_ENTER_REGISTERED_RING when the ring fd is registered
   int enter_fd_ = -1;
+  std::uint32_t batch_wait_us_ = 0;  // 0 when off or unsupported
 };
 
 // A ring of provided buffers (IORING_REGISTER_PBUF_RING) from which delivering receives take a

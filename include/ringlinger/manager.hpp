@@ -94,6 +94,9 @@ class Manager {
   Stats stats() const;
   // The configuration in use.
   const Config& config() const noexcept;
+  // The io_uring setup the kernel accepted, e.g. "SUBMIT_ALL|CQSIZE|SINGLE_ISSUER|DEFER_TASKRUN
+  // +registered ring fd +batched waits (200 us)".
+  std::string describe_ring() const;
 
  private:
   struct Impl;
