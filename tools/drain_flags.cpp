@@ -1,0 +1,97 @@
+// Flag conversion shared by the subcommands.
+#include <string>
+#include <utility>
+
+#include "cli_units.hpp"
+#include "commands.hpp"
+
+namespace ringlinger::tools {
+
+std::uint64_t duration_flag_ms(std::string_view flag, const std::string& text) {
+  auto parsed = parse_duration_ms(text);
+  if (auto* error = std::get_if<std::string>(&parsed)) {
+    throw UsageError(std::string(flag) + ": " + *error);
+  }
+  return std::get<std::uint64_t>(parsed);
+}
+
+std::uint64_t duration_flag_us(std::string_view flag, const std::string& text) {
+  auto parsed = parse_duration_us(text);
+  if (auto* error = std::get_if<std::string>(&parsed)) {
+    throw UsageError(std::string(flag) + ": " + *error);
+  }
+  return std::get<std::uint64_t>(parsed);
+}
+
+std::uint64_t bytes_flag(std::string_view flag, const std::string& text) {
+  auto parsed = parse_bytes(text);
+  if (auto* error = std::get_if<std::string>(&parsed)) {
+    throw UsageError(std::string(flag) + ": " + *error);
+  }
+  return std::get<std::uint64_t>(parsed);
+}
+
+void add_drain_flags(CLI::App& command, DrainFlags& flags) {
+  command.add_option("--drain-idle-timeout", flags.drain_idle_timeout,
+                     "Longest gap between two reads while draining (nginx lingering_timeout)")
+      ->capture_default_str()->group("Graceful close");
+  command.add_option("--drain-timeout", flags.drain_timeout,
+                     "Longest time from shutdown(SHUT_WR) to close (nginx lingering_time)")
+      ->capture_default_str()->group("Graceful close");
+  command.add_option("--drain-max-bytes", flags.drain_max_bytes,
+                     "Most input discarded after the response before giving up; 0 = unlimited")
+      ->capture_default_str()->group("Graceful close");
+  command.add_option("--send-timeout", flags.send_timeout,
+                     "Longest time a send may make no progress (nginx send_timeout)")
+      ->capture_default_str()->group("Graceful close");
+  command.add_option("--on-timeout", flags.on_timeout,
+                     "On a send or drain timeout: close (FIN, or RST if input is unread) or "
+                     "reset (always RST, frees the socket at once)")
+      ->check(CLI::IsMember({"close", "reset"}))->capture_default_str()->group("Graceful close");
+  command.add_option("--shutdown", flags.shutdown,
+                     "How SHUT_WR is issued: syscall (shutdown(2), inline) or ring "
+                     "(IORING_OP_SHUTDOWN, runs on an io-wq worker thread)")
+      ->check(CLI::IsMember({"syscall", "ring"}))->capture_default_str()->group("Graceful close");
+  command.add_option("--max-connections", flags.max_connections,
+                     "Most connections at once (RLIMIT_NOFILE bounds it too)")
+      ->capture_default_str()->group("Graceful close");
+  command.add_option("--batch-wait", flags.batch_wait,
+                     "Let the kernel gather completions this long before waking the loop "
+                     "(fewer syscalls per close, at most this much added latency); 0 = off")
+      ->capture_default_str()->group("Ring");
+}
+
+Config to_config(const DrainFlags& flags) {
+  Config config;
+  auto to_ms = [](std::string_view flag, const std::string& text) {
+    const std::uint64_t ms = duration_flag_ms(flag, text);
+    if (ms == 0 || ms > 86'400'000) {
+      throw UsageError(std::string(flag) + ": must be between 1ms and 24h (got " + text + ")");
+    }
+    return static_cast<std::uint32_t>(ms);
+  };
+  config.drain_idle_timeout_ms = to_ms("--drain-idle-timeout", flags.drain_idle_timeout);
+  config.drain_timeout_ms = to_ms("--drain-timeout", flags.drain_timeout);
+  config.send_timeout_ms = to_ms("--send-timeout", flags.send_timeout);
+  config.drain_max_bytes = bytes_flag("--drain-max-bytes", flags.drain_max_bytes);
+  config.on_timeout = flags.on_timeout == "reset" ? OnTimeout::reset : OnTimeout::close;
+  config.shutdown_mode = flags.shutdown == "ring" ? ShutdownMode::ring : ShutdownMode::syscall;
+  config.max_connections = flags.max_connections;
+  const std::uint64_t batch_wait_us = duration_flag_us("--batch-wait", flags.batch_wait);
+  if (batch_wait_us > 100'000) throw UsageError("--batch-wait: at most 100ms (got " + flags.batch_wait + ")");
+  config.batch_wait_us = static_cast<std::uint32_t>(batch_wait_us);
+  if (std::string error = config.validate(); !error.empty()) {
+    // Name the flag, not the field.
+    static const std::pair<std::string_view, std::string_view> kFlagOfField[] = {
+        {"max_connections", "--max-connections"},
+        {"drain_max_bytes", "--drain-max-bytes"},
+    };
+    for (const auto& [field, flag] : kFlagOfField) {
+      if (error.starts_with(field)) throw UsageError(std::string(flag) + ": " + error);
+    }
+    throw UsageError(error);
+  }
+  return config;
+}
+
+}  // namespace ringlinger::tools

@@ -1,0 +1,129 @@
+#include "http.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace ringlinger::tools {
+namespace {
+
+constexpr std::string_view kEndOfHead = "\r\n\r\n";
+
+bool is_token_char(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+         std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+// "METHOD SP target SP HTTP/1.x"
+bool is_request_line(std::string_view line) {
+  const auto first_space = line.find(' ');
+  if (first_space == 0 || first_space == std::string_view::npos) return false;
+  if (!std::all_of(line.begin(), line.begin() + static_cast<std::ptrdiff_t>(first_space),
+                   is_token_char)) {
+    return false;
+  }
+  const auto last_space = line.rfind(' ');
+  if (last_space == first_space || last_space == first_space + 1) return false;
+  const std::string_view version = line.substr(last_space + 1);
+  return version == "HTTP/1.1" || version == "HTTP/1.0";
+}
+
+}  // namespace
+
+std::size_t first_payload_mismatch(std::span<const char> bytes, std::uint64_t offset) noexcept {
+  // payload_byte(i) = alphabet[(i + q) % 59] with q = i / 4093 constant over each block of 4093
+  // bytes: within a block the payload is the alphabet repeated, so each block is one memcmp
+  // against a table of the repeated alphabet (instead of two divisions per byte).
+  constexpr std::uint64_t kBlock = 4093;
+  constexpr std::size_t kPeriod = 59;
+  static const std::string kRepeated = [] {
+    std::string table(kPeriod + kBlock, '\0');
+    for (std::size_t k = 0; k < table.size(); ++k) table[k] = payload_byte(k % kPeriod);
+    return table;
+  }();
+  std::size_t checked = 0;
+  while (checked < bytes.size()) {
+    const std::uint64_t index = offset + checked;
+    const std::uint64_t left_in_block = kBlock - index % kBlock;
+    const std::size_t length = static_cast<std::size_t>(
+        std::min<std::uint64_t>(left_in_block, bytes.size() - checked));
+    const std::size_t start = static_cast<std::size_t>((index + index / kBlock) % kPeriod);
+    if (std::memcmp(bytes.data() + checked, kRepeated.data() + start, length) != 0) {
+      for (std::size_t i = checked; i < checked + length; ++i) {
+        if (bytes[i] != payload_byte(offset + i)) return i;
+      }
+    }
+    checked += length;
+  }
+  return bytes.size();
+}
+
+std::string response_head(int status, std::string_view reason, std::uint64_t content_length) {
+  std::string head = "HTTP/1.1 " + std::to_string(status) + " ";
+  head += reason;
+  head += "\r\nServer: ringlinger\r\nContent-Type: application/octet-stream\r\nContent-Length: ";
+  head += std::to_string(content_length);
+  head += "\r\nConnection: close\r\n\r\n";
+  return head;
+}
+
+std::string make_response(std::uint64_t body_bytes) {
+  std::string response = response_head(200, "OK", body_bytes);
+  const std::size_t head_size = response.size();
+  response.resize(head_size + body_bytes);
+  for (std::uint64_t i = 0; i < body_bytes; ++i) response[head_size + i] = payload_byte(i);
+  return response;
+}
+
+std::string make_error_response(int status, std::string_view reason) {
+  std::string body = std::to_string(status) + " " + std::string(reason) + "\n";
+  std::string head = "HTTP/1.1 " + std::to_string(status) + " " + std::string(reason) +
+                     "\r\nServer: ringlinger\r\nContent-Type: text/plain\r\nContent-Length: " +
+                     std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n";
+  return head + body;
+}
+
+std::string make_request(std::uint64_t body_bytes) {
+  if (body_bytes == 0) return "GET / HTTP/1.1\r\nHost: ringlinger\r\n\r\n";
+  std::string request = "POST /upload HTTP/1.1\r\nHost: ringlinger\r\nContent-Length: " +
+                        std::to_string(body_bytes) + "\r\n\r\n";
+  request.append(body_bytes, 'b');
+  return request;
+}
+
+HeadReader::Status HeadReader::feed(std::span<const std::byte> bytes) {
+  if (status_ != Status::incomplete) return status_;
+  const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  if (pending_.empty()) {
+    // Fast path: the whole head in one read, no copy.
+    const auto end = text.find(kEndOfHead);
+    if (end != std::string_view::npos) {
+      if (end + kEndOfHead.size() > kMaxHeadBytes) return status_ = Status::too_large;
+      return finish(text.substr(0, end + kEndOfHead.size()));
+    }
+  }
+  // The terminator may straddle the previous read: search from a few bytes back.
+  const std::size_t search_from = pending_.size() >= 3 ? pending_.size() - 3 : 0;
+  const std::size_t room = kMaxHeadBytes + 1 - std::min(pending_.size(), kMaxHeadBytes + 1);
+  pending_.append(text.substr(0, std::min(text.size(), room)));
+  const auto end = pending_.find(kEndOfHead, search_from);
+  if (end != std::string::npos && end + kEndOfHead.size() <= kMaxHeadBytes) {
+    return finish(std::string_view(pending_).substr(0, end + kEndOfHead.size()));
+  }
+  if (pending_.size() > kMaxHeadBytes) return status_ = Status::too_large;
+  return status_;
+}
+
+HeadReader::Status HeadReader::finish(std::string_view head) {
+  const std::string_view request_line = head.substr(0, head.find("\r\n"));
+  status_ = is_request_line(request_line) ? Status::complete : Status::malformed;
+  pending_.clear();
+  pending_.shrink_to_fit();
+  return status_;
+}
+
+void HeadReader::reset() noexcept {
+  pending_.clear();
+  status_ = Status::incomplete;
+}
+
+}  // namespace ringlinger::tools

@@ -1,0 +1,23 @@
+// How load generator results are printed and saved, shared by `client` and `demo`.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "loadgen.hpp"
+#include "ringlinger/address.hpp"
+
+namespace ringlinger::tools {
+
+// "4998 complete, 2 failed (2 reset)".
+std::string summarize(const LoadResult& result);
+// Every figure of a result, for --json.
+nlohmann::json to_json(const LoadResult& result);
+// A progress line for stderr ("\r..." without newline).
+std::string progress_line(const LoadResult& result, std::uint64_t total);
+// Parses "127.0.0.2-127.0.0.9" or "127.0.0.2,127.0.0.3" (IPv4); throws UsageError.
+std::vector<SocketAddress> parse_source_addresses(const std::string& flag, const std::string& text);
+
+}  // namespace ringlinger::tools

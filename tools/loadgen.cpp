@@ -1,0 +1,701 @@
+// The load generator (see loadgen.hpp): one thread, one edge-triggered epoll loop, one slot per
+// connection that may be open at once.
+//
+// Edge-triggered: every socket is registered once, right after connect(), for
+// EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET and never modified. So every handler must go on until
+// the kernel says EAGAIN (send until EAGAIN or done, recv until EAGAIN, 0 or an error). Edges that
+// arrive while a connection is still in its read delay are ignored on purpose: when the delay ends
+// the loop reads at once, without waiting for an edge that already came.
+//
+// Time: every connection has the same timeout and the same read delay, so two FIFOs of slots
+// ordered by deadline (intrusive lists through the slots, O(1) removal) are the whole timer
+// structure; the epoll_wait timeout is the earliest of their fronts. Memory per open connection is
+// one slot (about 100 bytes) plus a response-head accumulator that exists only while a head spans
+// reads; all reads go through one shared 64 KiB buffer.
+#include "loadgen.hpp"
+
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <span>
+#include <string>
+#include <system_error>
+
+#include "http.hpp"
+
+namespace ringlinger::tools {
+
+std::string_view to_string(Failure failure) noexcept {
+  switch (failure) {
+    case Failure::reset: return "reset";
+    case Failure::short_read: return "short_read";
+    case Failure::bad_response: return "bad_response";
+    case Failure::extra_bytes: return "extra_bytes";
+    case Failure::connect_error: return "connect_error";
+    case Failure::timeout: return "timeout";
+  }
+  return "unknown";
+}
+
+namespace {
+
+static_assert(static_cast<std::size_t>(Failure::timeout) + 1 == kFailureCount,
+              "kFailureCount must match the Failure enum");
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::size_t kReadBufferBytes = 64 * 1024;
+// A response head longer than this without its blank line is a bad response.
+constexpr std::size_t kMaxResponseHeadBytes = 16 * 1024;
+constexpr int kMaxEventsPerWait = 1024;
+// Connections started per loop iteration at most, so that events are handled between batches: a
+// connect() can take milliseconds when most ephemeral ports of a (source, destination) are taken,
+// and a loop stuck in starting 19,000 of them would time out the ones that connected long ago.
+constexpr int kMaxStartsPerIteration = 256;
+// The loop wakes at least this often, whatever the deadlines say.
+constexpr std::chrono::milliseconds kMaxWait{1000};
+constexpr Clock::duration kProgressInterval = std::chrono::seconds(1);
+constexpr std::uint32_t kNoSlot = std::numeric_limits<std::uint32_t>::max();
+constexpr std::string_view kEndOfHead = "\r\n\r\n";
+
+// The state of one slot. Sending is orthogonal to it: see Connection::sending_stopped.
+enum class ConnectionState : std::uint8_t {
+  free,             // unused: fd == -1, in neither list, not registered with epoll
+  connecting,       // connect() in progress; waiting for an event, then SO_ERROR; in the timeout list
+  waiting_to_read,  // connected; in the read-delay list; nothing has been read yet
+  reading_head,     // reading; the response head is incomplete (head_pending holds its prefix)
+  reading_payload,  // head accepted; fewer than response_bytes payload bytes received so far
+  awaiting_eof,     // every payload byte received; the next recv must return 0
+};
+
+// Whether `from -> to` is an edge of the connection's life; every state change is checked.
+bool is_legal_transition(ConnectionState from, ConnectionState to) noexcept {
+  switch (from) {
+    case ConnectionState::free: return to == ConnectionState::connecting;
+    case ConnectionState::connecting:
+      return to == ConnectionState::waiting_to_read || to == ConnectionState::reading_head ||
+             to == ConnectionState::free;
+    case ConnectionState::waiting_to_read:
+      return to == ConnectionState::reading_head || to == ConnectionState::free;
+    case ConnectionState::reading_head:
+      return to == ConnectionState::reading_payload || to == ConnectionState::awaiting_eof ||
+             to == ConnectionState::free;
+    case ConnectionState::reading_payload:
+      return to == ConnectionState::awaiting_eof || to == ConnectionState::free;
+    case ConnectionState::awaiting_eof: return to == ConnectionState::free;
+  }
+  return false;
+}
+
+bool is_reading(ConnectionState state) noexcept {
+  switch (state) {
+    case ConnectionState::reading_head:
+    case ConnectionState::reading_payload:
+    case ConnectionState::awaiting_eof: return true;
+    case ConnectionState::free:
+    case ConnectionState::connecting:
+    case ConnectionState::waiting_to_read: return false;
+  }
+  return false;
+}
+
+// Links of one intrusive doubly linked list, as slot indices.
+struct ListLinks {
+  std::uint32_t previous = kNoSlot;
+  std::uint32_t next = kNoSlot;
+};
+
+struct Connection {
+  int fd = -1;
+  ConnectionState state = ConnectionState::free;
+  // No more send() calls: the request is fully sent, or a send failed.
+  bool sending_stopped = false;
+  // send() reported a reset (ECONNRESET or another error, not EPIPE). The kernel reports an error
+  // once, so a later recv() == 0 is not a clean EOF and the connection counts as reset.
+  bool reset_seen_while_sending = false;
+  // Bumped when the slot is reused, so an epoll event for the previous fd is recognised as stale.
+  std::uint32_t generation = 0;
+  std::uint64_t request_bytes_sent = 0;
+  std::uint64_t payload_bytes_received = 0;  // correct payload bytes, in order
+  Clock::time_point connect_started;
+  Clock::time_point read_start;  // when waiting_to_read ends
+  ListLinks timeout_links;       // in the timeout list whenever state != free
+  ListLinks read_delay_links;    // in the read-delay list exactly while waiting_to_read
+  std::string head_pending;      // response head prefix while it spans reads; empty otherwise
+};
+
+// A FIFO of slots threaded through one ListLinks member of every Connection: push_back, front
+// and unlink are O(1), no allocation.
+class SlotFifo {
+ public:
+  SlotFifo(std::vector<Connection>& connections, ListLinks Connection::*links) noexcept
+      : connections_(connections), links_(links) {}
+
+  bool empty() const noexcept { return first_ == kNoSlot; }
+  std::uint32_t front() const noexcept { return first_; }
+
+  void push_back(std::uint32_t slot) noexcept {
+    ListLinks& links = connections_[slot].*links_;
+    assert(links.previous == kNoSlot && links.next == kNoSlot && first_ != slot);
+    links.previous = last_;
+    if (last_ == kNoSlot) {
+      first_ = slot;
+    } else {
+      (connections_[last_].*links_).next = slot;
+    }
+    last_ = slot;
+  }
+
+  void unlink(std::uint32_t slot) noexcept {
+    ListLinks& links = connections_[slot].*links_;
+    if (links.previous == kNoSlot) {
+      assert(first_ == slot);
+      first_ = links.next;
+    } else {
+      (connections_[links.previous].*links_).next = links.next;
+    }
+    if (links.next == kNoSlot) {
+      assert(last_ == slot);
+      last_ = links.previous;
+    } else {
+      (connections_[links.next].*links_).previous = links.previous;
+    }
+    links = ListLinks{};
+  }
+
+ private:
+  std::vector<Connection>& connections_;
+  ListLinks Connection::*links_;
+  std::uint32_t first_ = kNoSlot;
+  std::uint32_t last_ = kNoSlot;
+};
+
+// epoll_event.data.u64 of a connection:
+//   63            32 31             0
+//   +---------------+---------------+
+//   |  generation   |     slot      |
+//   +---------------+---------------+
+std::uint64_t encode_token(std::uint32_t slot, std::uint32_t generation) noexcept {
+  return (std::uint64_t{generation} << 32) | slot;
+}
+std::uint32_t token_slot(std::uint64_t token) noexcept {
+  return static_cast<std::uint32_t>(token & 0xffff'ffffU);
+}
+std::uint32_t token_generation(std::uint64_t token) noexcept {
+  return static_cast<std::uint32_t>(token >> 32);
+}
+
+// Prints a failed syscall that cannot fail in a correct program, and stops the process.
+[[noreturn]] void abort_on_impossible_error(const char* what, int error) noexcept {
+  std::fprintf(stderr, "ringlinger loadgen: %s failed: %s\n", what, std::strerror(error));
+  std::abort();
+}
+
+bool equals_ignoring_case(std::string_view left, std::string_view right) noexcept {
+  if (left.size() != right.size()) return false;
+  for (std::size_t i = 0; i < left.size(); ++i) {
+    const auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
+    if (lower(left[i]) != lower(right[i])) return false;
+  }
+  return true;
+}
+
+std::string_view trim_spaces_and_tabs(std::string_view text) noexcept {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+  return text;
+}
+
+// Whether `head` (up to and including the blank line) is "HTTP/1.1 200 ..." with exactly one
+// Content-Length value, equal to `expected_content_length`, and well-formed header lines.
+bool is_expected_response_head(std::string_view head, std::uint64_t expected_content_length) {
+  constexpr std::string_view kStatus = "HTTP/1.1 200";
+  std::size_t line_end = head.find("\r\n");
+  const std::string_view status_line = head.substr(0, line_end);
+  if (!status_line.starts_with(kStatus)) return false;
+  if (status_line.size() > kStatus.size() && status_line[kStatus.size()] != ' ') return false;
+
+  bool content_length_seen = false;
+  for (std::size_t line_start = line_end + 2; line_start < head.size(); line_start = line_end + 2) {
+    line_end = head.find("\r\n", line_start);
+    if (line_end == std::string_view::npos) return false;
+    const std::string_view line = head.substr(line_start, line_end - line_start);
+    if (line.empty()) return content_length_seen;  // the blank line that ends the head
+    const std::size_t colon = line.find(':');
+    if (colon == std::string_view::npos || colon == 0) return false;
+    if (!equals_ignoring_case(line.substr(0, colon), "content-length")) continue;
+    const std::string_view value = trim_spaces_and_tabs(line.substr(colon + 1));
+    std::uint64_t content_length = 0;
+    const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(),
+                                              content_length);
+    if (error != std::errc() || end != value.data() + value.size() || value.empty()) return false;
+    if (content_length != expected_content_length) return false;
+    content_length_seen = true;
+  }
+  return false;
+}
+
+// One run of run_load(): the slots, the lists, the counters.
+class LoadRun {
+ public:
+  explicit LoadRun(const LoadOptions& options);
+  ~LoadRun();
+  LoadRun(const LoadRun&) = delete;
+  LoadRun& operator=(const LoadRun&) = delete;
+
+  LoadResult run();
+
+ private:
+  bool may_start_more(Clock::time_point now) const noexcept;
+  void start_connections();
+  void start_connection(Clock::time_point now);
+  void handle_event(std::uint64_t token, std::uint32_t events);
+  void handle_connect_event(std::uint32_t slot, std::uint32_t events);
+  void on_connected(std::uint32_t slot);
+  void send_request(Connection& connection);
+  void start_reading(std::uint32_t slot);
+  void read_available(std::uint32_t slot);
+  bool consume_bytes(std::uint32_t slot, std::span<const char> bytes);
+  bool consume_head_bytes(std::uint32_t slot, std::span<const char> bytes);
+  bool accept_head(std::uint32_t slot, std::string_view head, std::span<const char> rest);
+  bool consume_payload_bytes(std::uint32_t slot, std::span<const char> bytes);
+  void on_end_of_stream(std::uint32_t slot);
+  void expire_deadlines(Clock::time_point now);
+  int wait_timeout_ms(Clock::time_point now) const noexcept;
+  void report_progress_if_due(Clock::time_point now);
+  void transition(Connection& connection, ConnectionState next) noexcept;
+  void complete(std::uint32_t slot);
+  void fail(std::uint32_t slot, Failure failure);
+  void release(std::uint32_t slot);
+
+  const LoadOptions& options_;
+  const std::string request_;
+  const Clock::duration read_delay_;
+  const Clock::duration timeout_;
+  LoadResult result_;
+  std::vector<Connection> connections_;
+  std::vector<std::uint32_t> free_slots_;  // a stack
+  SlotFifo timeout_list_;                  // every open connection, oldest connect first
+  SlotFifo read_delay_list_;               // connections in waiting_to_read, oldest first
+  std::unique_ptr<char[]> read_buffer_;    // kReadBufferBytes, shared by every connection
+  int epoll_fd_ = -1;
+  std::uint64_t open_connections_ = 0;
+  Clock::time_point run_started_;
+  Clock::time_point next_progress_;
+};
+
+LoadRun::LoadRun(const LoadOptions& options)
+    : options_(options),
+      request_(make_request(options.body_bytes)),
+      read_delay_(std::chrono::milliseconds(options.read_delay_ms)),
+      timeout_(std::chrono::milliseconds(options.timeout_ms)),
+      connections_(static_cast<std::size_t>(
+          std::min<std::uint64_t>(options.concurrency, options.connections))),
+      timeout_list_(connections_, &Connection::timeout_links),
+      read_delay_list_(connections_, &Connection::read_delay_links),
+      read_buffer_(std::make_unique<char[]>(kReadBufferBytes)) {
+  free_slots_.reserve(connections_.size());
+  for (std::size_t slot = connections_.size(); slot > 0; --slot) {
+    free_slots_.push_back(static_cast<std::uint32_t>(slot - 1));
+  }
+  result_.latencies_us.reserve(
+      static_cast<std::size_t>(std::min<std::uint64_t>(options.connections, 1U << 20)));
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd_ < 0) throw std::system_error(errno, std::system_category(), "epoll_create1");
+}
+
+LoadRun::~LoadRun() {
+  // run() returns only when every connection is released; this is for an exception in between.
+  for (const Connection& connection : connections_) {
+    if (connection.fd >= 0) close(connection.fd);
+  }
+  if (epoll_fd_ >= 0) close(epoll_fd_);
+}
+
+LoadResult LoadRun::run() {
+  run_started_ = Clock::now();
+  next_progress_ = run_started_ + kProgressInterval;
+  std::array<epoll_event, kMaxEventsPerWait> events{};
+  for (;;) {
+    start_connections();
+    const Clock::time_point now = Clock::now();
+    if (open_connections_ == 0 && !may_start_more(now)) break;
+    report_progress_if_due(now);
+    const int ready = epoll_wait(epoll_fd_, events.data(), kMaxEventsPerWait, wait_timeout_ms(now));
+    if (ready < 0) {
+      if (errno == EINTR) continue;
+      abort_on_impossible_error("epoll_wait", errno);
+    }
+    for (int i = 0; i < ready; ++i) {
+      handle_event(events[static_cast<std::size_t>(i)].data.u64,
+                   events[static_cast<std::size_t>(i)].events);
+    }
+    // After the events: a connection whose EOF is already here is not declared timed out.
+    expire_deadlines(Clock::now());
+  }
+  assert(timeout_list_.empty() && read_delay_list_.empty());
+  result_.elapsed = Clock::now() - run_started_;
+  return std::move(result_);
+}
+
+bool LoadRun::may_start_more(Clock::time_point now) const noexcept {
+  if (result_.started >= options_.connections || connections_.empty()) return false;
+  return options_.duration_ms == 0 ||
+         now - run_started_ < std::chrono::milliseconds(options_.duration_ms);
+}
+
+// Fills free slots (at most kMaxStartsPerIteration) while the connection count and the duration
+// allow.
+void LoadRun::start_connections() {
+  for (int started_here = 0; started_here < kMaxStartsPerIteration && !free_slots_.empty();
+       ++started_here) {
+    const Clock::time_point now = Clock::now();  // fresh: also the connect start of this one
+    if (!may_start_more(now)) return;
+    start_connection(now);
+  }
+}
+
+// socket, optional bind to a source address, non-blocking connect, epoll registration. A failure
+// anywhere is this connection's connect_error.
+void LoadRun::start_connection(Clock::time_point now) {
+  const std::uint32_t slot = free_slots_.back();
+  free_slots_.pop_back();
+  Connection& connection = connections_[slot];
+  assert(connection.state == ConnectionState::free && connection.fd < 0);
+  const std::uint64_t index = result_.started++;
+  ++open_connections_;
+  ++connection.generation;
+  connection.sending_stopped = false;
+  connection.reset_seen_while_sending = false;
+  connection.request_bytes_sent = 0;
+  connection.payload_bytes_received = 0;
+  connection.connect_started = now;
+  transition(connection, ConnectionState::connecting);
+  timeout_list_.push_back(slot);
+
+  connection.fd = socket(options_.target.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (connection.fd < 0) return fail(slot, Failure::connect_error);  // EMFILE, ENFILE, EAFNOSUPPORT
+  if (!options_.sources.empty()) {
+    const SocketAddress& source = options_.sources[index % options_.sources.size()];
+    // Port chosen at connect() time, per (source, destination): each source has its own ports.
+    // Without it (an old kernel) bind() picks a port per source and the load still runs.
+    const int enable = 1;
+    (void)setsockopt(connection.fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &enable, sizeof(enable));
+    if (bind(connection.fd, source.data(), source.size()) != 0) {
+      return fail(slot, Failure::connect_error);  // EADDRNOTAVAIL, EADDRINUSE
+    }
+  }
+  bool connected_at_once = false;
+  if (connect(connection.fd, options_.target.data(), options_.target.size()) == 0) {
+    connected_at_once = true;
+  } else if (errno != EINPROGRESS && errno != EINTR) {
+    // EINTR: the connect goes on asynchronously, like EINPROGRESS. Anything else (ECONNREFUSED,
+    // EADDRNOTAVAIL when the ephemeral ports are exhausted, ENETUNREACH...) is a failed connect.
+    return fail(slot, Failure::connect_error);
+  }
+  epoll_event event{};
+  event.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  event.data.u64 = encode_token(slot, connection.generation);
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, connection.fd, &event) != 0) {
+    return fail(slot, Failure::connect_error);  // ENOMEM, ENOSPC (max_user_watches)
+  }
+  if (connected_at_once) on_connected(slot);
+}
+
+void LoadRun::handle_event(std::uint64_t token, std::uint32_t events) {
+  const std::uint32_t slot = token_slot(token);
+  if (slot >= connections_.size()) abort_on_impossible_error("epoll token", EINVAL);
+  Connection& connection = connections_[slot];
+  // Stale: the fd this event was for has been closed and the slot reused or freed.
+  if (connection.generation != token_generation(token)) return;
+  if (connection.state == ConnectionState::free) return;
+  if (connection.state == ConnectionState::connecting) {
+    // A just-connected socket has nothing to read yet; data that comes later brings a new edge.
+    return handle_connect_event(slot, events);
+  }
+  if (!connection.sending_stopped && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0) {
+    send_request(connection);  // never ends the connection: the response decides
+  }
+  if (is_reading(connection.state) &&
+      (events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) != 0) {
+    read_available(slot);
+  }
+}
+
+// The end of a non-blocking connect: SO_ERROR says whether it worked.
+void LoadRun::handle_connect_event(std::uint32_t slot, std::uint32_t events) {
+  Connection& connection = connections_[slot];
+  int socket_error = 0;
+  socklen_t length = sizeof(socket_error);
+  if (getsockopt(connection.fd, SOL_SOCKET, SO_ERROR, &socket_error, &length) != 0) {
+    socket_error = errno;
+  }
+  if (socket_error != 0) return fail(slot, Failure::connect_error);  // ECONNREFUSED, ETIMEDOUT...
+  if ((events & EPOLLOUT) != 0) return on_connected(slot);
+  if ((events & (EPOLLERR | EPOLLHUP)) != 0) return fail(slot, Failure::connect_error);
+  // Neither writable nor an error: still connecting.
+}
+
+void LoadRun::on_connected(std::uint32_t slot) {
+  Connection& connection = connections_[slot];
+  if (options_.read_delay_ms == 0) {
+    transition(connection, ConnectionState::reading_head);
+  } else {
+    transition(connection, ConnectionState::waiting_to_read);
+    connection.read_start = Clock::now() + read_delay_;
+    read_delay_list_.push_back(slot);
+  }
+  send_request(connection);
+}
+
+// Sends the rest of the request until done or EAGAIN. EPIPE (the peer's FIN came before its RST,
+// so everything it sent is already here) just stops writing; another error also stops writing and
+// is remembered, because it consumed the reset the response check would otherwise see.
+void LoadRun::send_request(Connection& connection) {
+  while (connection.request_bytes_sent < request_.size()) {
+    const std::size_t offset = static_cast<std::size_t>(connection.request_bytes_sent);
+    const ssize_t sent =
+        send(connection.fd, request_.data() + offset, request_.size() - offset, MSG_NOSIGNAL);
+    if (sent >= 0) {
+      connection.request_bytes_sent += static_cast<std::uint64_t>(sent);
+      continue;
+    }
+    const int error = errno;
+    if (error == EINTR) continue;
+    if (error == EAGAIN || error == EWOULDBLOCK) return;  // the next EPOLLOUT edge resumes
+    if (error != EPIPE) connection.reset_seen_while_sending = true;  // ECONNRESET, ETIMEDOUT...
+    connection.sending_stopped = true;
+    return;
+  }
+  connection.sending_stopped = true;
+}
+
+// The read delay is over: read what has queued up since (its edges were ignored).
+void LoadRun::start_reading(std::uint32_t slot) {
+  Connection& connection = connections_[slot];
+  read_delay_list_.unlink(slot);
+  transition(connection, ConnectionState::reading_head);
+  read_available(slot);
+}
+
+// recv until EAGAIN, EOF, an error, or the connection is decided.
+void LoadRun::read_available(std::uint32_t slot) {
+  const int fd = connections_[slot].fd;
+  for (;;) {
+    const ssize_t received = recv(fd, read_buffer_.get(), kReadBufferBytes, 0);
+    if (received > 0) {
+      const std::span<const char> bytes(read_buffer_.get(), static_cast<std::size_t>(received));
+      if (!consume_bytes(slot, bytes)) return;
+      continue;
+    }
+    if (received == 0) return on_end_of_stream(slot);
+    const int error = errno;
+    if (error == EINTR) continue;
+    if (error == EAGAIN || error == EWOULDBLOCK) return;
+    return fail(slot, Failure::reset);  // ECONNRESET, or ETIMEDOUT and the like
+  }
+}
+
+// Feeds received bytes to the response check; false when that ended the connection.
+bool LoadRun::consume_bytes(std::uint32_t slot, std::span<const char> bytes) {
+  switch (connections_[slot].state) {
+    case ConnectionState::reading_head: return consume_head_bytes(slot, bytes);
+    case ConnectionState::reading_payload: return consume_payload_bytes(slot, bytes);
+    case ConnectionState::awaiting_eof: fail(slot, Failure::extra_bytes); return false;
+    case ConnectionState::free:
+    case ConnectionState::connecting:
+    case ConnectionState::waiting_to_read: break;
+  }
+  abort_on_impossible_error("consume_bytes in a state that does not read", EINVAL);
+}
+
+// Finds the end of the response head, in this read alone (no copy) or across reads (accumulated
+// in head_pending, at most kMaxResponseHeadBytes).
+bool LoadRun::consume_head_bytes(std::uint32_t slot, std::span<const char> bytes) {
+  Connection& connection = connections_[slot];
+  const std::string_view text(bytes.data(), bytes.size());
+  if (connection.head_pending.empty()) {
+    const std::size_t end = text.find(kEndOfHead);
+    if (end != std::string_view::npos) {
+      const std::size_t head_size = end + kEndOfHead.size();
+      return accept_head(slot, text.substr(0, head_size), bytes.subspan(head_size));
+    }
+  }
+  const std::size_t previous_size = connection.head_pending.size();
+  const std::size_t room = kMaxResponseHeadBytes - previous_size;
+  connection.head_pending.append(text.substr(0, std::min(room, text.size())));
+  const std::size_t end =
+      connection.head_pending.find(kEndOfHead, previous_size >= 3 ? previous_size - 3 : 0);
+  if (end == std::string::npos) {
+    if (connection.head_pending.size() >= kMaxResponseHeadBytes) {
+      fail(slot, Failure::bad_response);
+      return false;
+    }
+    return true;
+  }
+  // The blank line ends inside this read: the bytes after it are payload.
+  const std::size_t head_size = end + kEndOfHead.size();
+  const std::size_t head_bytes_in_this_read = head_size - previous_size;
+  std::string head = std::move(connection.head_pending);
+  connection.head_pending = std::string();  // a moved-from string is unspecified: make it empty
+  head.resize(head_size);
+  return accept_head(slot, head, bytes.subspan(head_bytes_in_this_read));
+}
+
+// Checks the head, then treats `rest` (the bytes after it in this read) as payload.
+bool LoadRun::accept_head(std::uint32_t slot, std::string_view head, std::span<const char> rest) {
+  Connection& connection = connections_[slot];
+  if (!is_expected_response_head(head, options_.response_bytes)) {
+    fail(slot, Failure::bad_response);
+    return false;
+  }
+  transition(connection, options_.response_bytes == 0 ? ConnectionState::awaiting_eof
+                                                      : ConnectionState::reading_payload);
+  if (rest.empty()) return true;
+  return consume_bytes(slot, rest);
+}
+
+// Checks payload bytes against payload_byte() at their offset; bytes past response_bytes are extra.
+bool LoadRun::consume_payload_bytes(std::uint32_t slot, std::span<const char> bytes) {
+  Connection& connection = connections_[slot];
+  const std::uint64_t missing = options_.response_bytes - connection.payload_bytes_received;
+  const std::size_t expected_here =
+      static_cast<std::size_t>(std::min<std::uint64_t>(missing, bytes.size()));
+  const std::size_t correct =
+      first_payload_mismatch(bytes.first(expected_here), connection.payload_bytes_received);
+  connection.payload_bytes_received += correct;
+  if (correct < expected_here) {
+    fail(slot, Failure::bad_response);
+    return false;
+  }
+  if (connection.payload_bytes_received == options_.response_bytes) {
+    transition(connection, ConnectionState::awaiting_eof);
+  }
+  if (bytes.size() > expected_here) {
+    fail(slot, Failure::extra_bytes);
+    return false;
+  }
+  return true;
+}
+
+// recv() returned 0: a clean EOF completes the connection only after the whole response, and only
+// if no reset was swallowed by a send().
+void LoadRun::on_end_of_stream(std::uint32_t slot) {
+  Connection& connection = connections_[slot];
+  if (connection.reset_seen_while_sending) return fail(slot, Failure::reset);
+  switch (connection.state) {
+    case ConnectionState::awaiting_eof: return complete(slot);
+    case ConnectionState::reading_head:
+    case ConnectionState::reading_payload: return fail(slot, Failure::short_read);
+    case ConnectionState::free:
+    case ConnectionState::connecting:
+    case ConnectionState::waiting_to_read: break;
+  }
+  abort_on_impossible_error("end of stream in a state that does not read", EINVAL);
+}
+
+// Starts reading for every connection whose read delay is over and fails every connection whose
+// timeout is over (still connecting: connect_error, a SYN that got no answer; else timeout).
+void LoadRun::expire_deadlines(Clock::time_point now) {
+  while (!read_delay_list_.empty() && connections_[read_delay_list_.front()].read_start <= now) {
+    start_reading(read_delay_list_.front());
+  }
+  while (!timeout_list_.empty() &&
+         connections_[timeout_list_.front()].connect_started + timeout_ <= now) {
+    const std::uint32_t slot = timeout_list_.front();
+    fail(slot, connections_[slot].state == ConnectionState::connecting ? Failure::connect_error
+                                                                       : Failure::timeout);
+  }
+}
+
+// Milliseconds until the earliest deadline (rounded up), at most kMaxWait; 0 while there are
+// connections to start.
+int LoadRun::wait_timeout_ms(Clock::time_point now) const noexcept {
+  if (!free_slots_.empty() && may_start_more(now)) return 0;
+  Clock::time_point wake = now + kMaxWait;
+  if (!read_delay_list_.empty()) {
+    wake = std::min(wake, connections_[read_delay_list_.front()].read_start);
+  }
+  if (!timeout_list_.empty()) {
+    wake = std::min(wake, connections_[timeout_list_.front()].connect_started + timeout_);
+  }
+  if (options_.progress) wake = std::min(wake, next_progress_);
+  if (wake <= now) return 0;
+  const auto wait = std::chrono::ceil<std::chrono::milliseconds>(wake - now);
+  return static_cast<int>(wait.count());
+}
+
+void LoadRun::report_progress_if_due(Clock::time_point now) {
+  if (!options_.progress || now < next_progress_) return;
+  next_progress_ = now + kProgressInterval;
+  result_.elapsed = now - run_started_;
+  options_.progress(result_);
+}
+
+void LoadRun::transition(Connection& connection, ConnectionState next) noexcept {
+  if (!is_legal_transition(connection.state, next)) {
+    abort_on_impossible_error("connection state transition", EINVAL);
+  }
+  connection.state = next;
+}
+
+void LoadRun::complete(std::uint32_t slot) {
+  Connection& connection = connections_[slot];
+  assert(connection.state == ConnectionState::awaiting_eof);
+  const auto latency = std::chrono::duration_cast<std::chrono::microseconds>(
+      Clock::now() - connection.connect_started);
+  result_.latencies_us.push_back(static_cast<std::uint32_t>(std::min<std::int64_t>(
+      latency.count(), std::numeric_limits<std::uint32_t>::max())));
+  ++result_.complete;
+  release(slot);  // plain close: the server's FIN came and everything was read
+}
+
+void LoadRun::fail(std::uint32_t slot, Failure failure) {
+  Connection& connection = connections_[slot];
+  ++result_.failures[static_cast<std::size_t>(failure)];
+  if (connection.fd >= 0) {
+    // Close with RST: this side keeps no TIME_WAIT or FIN_WAIT state for a failed connection.
+    // If it fails (it cannot on a valid TCP socket) the close below sends a FIN instead.
+    const linger abort_on_close{1, 0};
+    (void)setsockopt(connection.fd, SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof(abort_on_close));
+  }
+  release(slot);
+}
+
+// Closes the fd (which also removes it from epoll), takes the slot out of its lists, counts the
+// bytes, and returns the slot to the free stack.
+void LoadRun::release(std::uint32_t slot) {
+  Connection& connection = connections_[slot];
+  if (connection.fd >= 0) {
+    close(connection.fd);  // on Linux the fd is released even when close reports an error
+    connection.fd = -1;
+  }
+  if (connection.state == ConnectionState::waiting_to_read) read_delay_list_.unlink(slot);
+  timeout_list_.unlink(slot);
+  transition(connection, ConnectionState::free);
+  connection.head_pending = std::string();
+  result_.payload_bytes_expected += options_.response_bytes;
+  result_.payload_bytes_received += connection.payload_bytes_received;
+  --open_connections_;
+  free_slots_.push_back(slot);
+}
+
+}  // namespace
+
+LoadResult run_load(const LoadOptions& options) {
+  LoadRun load_run(options);
+  return load_run.run();
+}
+
+}  // namespace ringlinger::tools

@@ -1,0 +1,335 @@
+// `ringlinger serve`: an HTTP/1.x responder that answers without reading the request body, then
+// closes gracefully through the manager: the early-response case (a 413 or an auth failure sent
+// before an upload ends) that a plain close() breaks.
+#include <sys/resource.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cli_units.hpp"
+#include "commands.hpp"
+#include "http.hpp"
+#include "naive_server.hpp"
+#include "percentiles.hpp"
+#include "ringlinger/ringlinger.hpp"
+
+namespace ringlinger::tools {
+namespace {
+
+struct ServeFlags {
+  std::string listen = "127.0.0.1:8080";
+  std::string response_bytes = "16KiB";
+  std::string backend = "uring";
+  std::string stop_grace = "10s";
+  std::string json_path;
+  bool quiet = false;
+  DrainFlags drain;
+};
+
+// Samples kept for the close latency percentiles (about 4 MB at most).
+constexpr std::size_t kMaxLatencySamples = 1'000'000;
+
+// The responder: reads each request head, answers it, closes gracefully.
+class Responder {
+ public:
+  Responder(const Config& config, std::uint64_t response_bytes)
+      : response_(make_response(response_bytes)),
+        bad_request_(make_error_response(400, "Bad Request")),
+        head_too_large_(make_error_response(431, "Request Header Fields Too Large")),
+        heads_(config.max_connections),
+        manager_(config, callbacks()) {}
+
+  Manager& manager() noexcept { return manager_; }
+  std::vector<std::uint32_t>& close_latencies_us() noexcept { return close_latencies_us_; }
+
+ private:
+  Callbacks callbacks() {
+    Callbacks callbacks;
+    callbacks.on_accept = [this](ConnectionId id) { heads_[id.slot].reset(); };
+    callbacks.on_receive = [this](ConnectionId id, std::span<const std::byte> data) {
+      on_receive(id, data);
+    };
+    callbacks.on_closed = [this](ConnectionId, const CloseReport& report) {
+      if (close_latencies_us_.size() < kMaxLatencySamples) {
+        const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+            report.close_latency());
+        close_latencies_us_.push_back(static_cast<std::uint32_t>(us.count()));
+      }
+    };
+    return callbacks;
+  }
+
+  void on_receive(ConnectionId id, std::span<const std::byte> data) {
+    if (data.empty()) {  // EOF before a whole head: nothing to answer
+      (void)manager_.close(id);
+      return;
+    }
+    switch (heads_[id.slot].feed(data)) {
+      case HeadReader::Status::incomplete:
+        return;
+      case HeadReader::Status::complete:
+        (void)manager_.send_view(id, std::as_bytes(std::span(response_)));
+        break;
+      case HeadReader::Status::too_large:
+        (void)manager_.send_view(id, std::as_bytes(std::span(head_too_large_)));
+        break;
+      case HeadReader::Status::malformed:
+        (void)manager_.send_view(id, std::as_bytes(std::span(bad_request_)));
+        break;
+    }
+    (void)manager_.close(id);  // the body, if any, is never read: the drain discards it
+  }
+
+  const std::string response_;
+  const std::string bad_request_;
+  const std::string head_too_large_;
+  std::vector<HeadReader> heads_;  // indexed by ConnectionId::slot
+  std::vector<std::uint32_t> close_latencies_us_;
+  Manager manager_;
+};
+
+std::atomic<Manager*> g_manager{nullptr};
+std::atomic<NaiveServer*> g_naive{nullptr};
+std::atomic<std::int64_t> g_stop_grace_ms{10'000};
+
+extern "C" void on_stop_signal(int) {
+  if (Manager* manager = g_manager.load()) manager->stop(std::chrono::milliseconds(g_stop_grace_ms.load()));
+  if (NaiveServer* naive = g_naive.load()) naive->stop();
+}
+
+void install_stop_signals() {
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = 0;  // no SA_RESTART: the wait in io_uring_enter returns EINTR at once
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+}
+
+void warn_about_fd_limit(std::uint32_t max_connections) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < max_connections + 32u) {
+    fmt::print(stderr,
+               "ringlinger serve: warning: RLIMIT_NOFILE is {}, below --max-connections {} plus "
+               "a few; accepts will fail with EMFILE (and pause) before the table is full\n",
+               limit.rlim_cur, max_connections);
+  }
+}
+
+nlohmann::json stats_json(const Stats& stats) {
+  nlohmann::json outcomes = nlohmann::json::object();
+  for (std::size_t i = 0; i < kOutcomeCount; ++i) {
+    outcomes[std::string(to_string(static_cast<Outcome>(i)))] = stats.outcomes[i];
+  }
+  nlohmann::json states = nlohmann::json::object();
+  for (std::size_t i = 0; i < kStateCount; ++i) {
+    states[std::string(to_string(static_cast<State>(i)))] = stats.connections_in_state[i];
+  }
+  return {
+      {"connections_accepted", stats.connections_accepted},
+      {"connections_adopted", stats.connections_adopted},
+      {"connections_closed", stats.closed_connections()},
+      {"accepts_rejected", stats.accepts_rejected},
+      {"accept_errors", stats.accept_errors},
+      {"outcomes", outcomes},
+      {"connections_in_state", states},
+      {"bytes_sent", stats.bytes_sent},
+      {"bytes_received", stats.bytes_received},
+      {"bytes_discarded", stats.bytes_discarded},
+      {"submissions", stats.submissions},
+      {"completions", stats.completions},
+      {"enter_calls", stats.enter_calls},
+      {"sq_full_submits", stats.sq_full_submits},
+      {"cq_overflows", stats.cq_overflows},
+      {"shutdown_syscalls", stats.shutdown_syscalls},
+      {"receive_buffer_waits", stats.receive_buffer_waits},
+      {"stale_completions", stats.stale_completions},
+  };
+}
+
+// CPU time and context switches of the whole process (io-wq worker threads included).
+struct CpuUsage {
+  std::uint64_t user_us = 0;
+  std::uint64_t system_us = 0;
+  std::uint64_t voluntary_switches = 0;
+  std::uint64_t involuntary_switches = 0;
+
+  static CpuUsage now() {
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    auto us = [](const timeval& tv) {
+      return static_cast<std::uint64_t>(tv.tv_sec) * 1'000'000 + static_cast<std::uint64_t>(tv.tv_usec);
+    };
+    return {us(usage.ru_utime), us(usage.ru_stime), static_cast<std::uint64_t>(usage.ru_nvcsw),
+            static_cast<std::uint64_t>(usage.ru_nivcsw)};
+  }
+  CpuUsage since(const CpuUsage& start) const {
+    return {user_us - start.user_us, system_us - start.system_us,
+            voluntary_switches - start.voluntary_switches,
+            involuntary_switches - start.involuntary_switches};
+  }
+};
+
+void print_cpu(const CpuUsage& cpu, std::uint64_t closed) {
+  const double per_close = closed == 0 ? 0.0 : 1.0 / static_cast<double>(closed);
+  fmt::print("cpu:         {:.3f} s user, {:.3f} s system ({:.1f} + {:.1f} us per close), {} "
+             "context switches ({:.3f} per close)\n",
+             static_cast<double>(cpu.user_us) / 1e6, static_cast<double>(cpu.system_us) / 1e6,
+             static_cast<double>(cpu.user_us) * per_close,
+             static_cast<double>(cpu.system_us) * per_close,
+             cpu.voluntary_switches + cpu.involuntary_switches,
+             static_cast<double>(cpu.voluntary_switches + cpu.involuntary_switches) * per_close);
+}
+
+nlohmann::json cpu_json(const CpuUsage& cpu) {
+  return {{"user_us", cpu.user_us},
+          {"system_us", cpu.system_us},
+          {"voluntary_context_switches", cpu.voluntary_switches},
+          {"involuntary_context_switches", cpu.involuntary_switches}};
+}
+
+void print_stats(const Stats& stats, const Percentiles& latency) {
+  const std::uint64_t closed = stats.closed_connections();
+  fmt::print("connections: {} accepted, {} closed, {} rejected, {} accept errors\n",
+             stats.connections_accepted + stats.connections_adopted, closed,
+             stats.accepts_rejected, stats.accept_errors);
+  std::string outcomes;
+  for (std::size_t i = 0; i < kOutcomeCount; ++i) {
+    if (stats.outcomes[i] == 0) continue;
+    outcomes += fmt::format("{}{} {}", outcomes.empty() ? "" : ", ", stats.outcomes[i],
+                            to_string(static_cast<Outcome>(i)));
+  }
+  fmt::print("outcomes:    {}\n", outcomes.empty() ? "none" : outcomes);
+  fmt::print("bytes:       {} sent, {} of request heads read, {} discarded while draining\n",
+             format_bytes(stats.bytes_sent), format_bytes(stats.bytes_received),
+             format_bytes(stats.bytes_discarded));
+  const double per_close = closed == 0 ? 0.0 : 1.0 / static_cast<double>(closed);
+  fmt::print("io_uring:    {} io_uring_enter calls ({:.3f} per close), {} submissions, {} "
+             "completions, {} shutdown(2) calls\n",
+             stats.enter_calls, static_cast<double>(stats.enter_calls) * per_close,
+             stats.submissions, stats.completions, stats.shutdown_syscalls);
+  if (latency.count > 0) {
+    fmt::print("close latency (close requested -> fd closed): p50 {} us, p99 {} us, max {} us\n",
+               latency.p50, latency.p99, latency.max);
+  }
+}
+
+int run_naive(const SocketAddress& address, std::uint64_t response_bytes, const ServeFlags& flags) {
+  NaiveServer server({address, response_bytes, 4096});
+  fmt::print("ringlinger serve: listening on {} (backend naive: plain close(), loses data)\n",
+             server.address().to_string());
+  std::fflush(stdout);
+  g_naive.store(&server);
+  install_stop_signals();
+  const CpuUsage cpu_at_start = CpuUsage::now();
+  server.run();
+  const CpuUsage cpu = CpuUsage::now().since(cpu_at_start);
+  g_naive.store(nullptr);
+  if (!flags.quiet) {
+    fmt::print("connections: {} closed with a plain close()\n", server.connections_closed());
+    print_cpu(cpu, server.connections_closed());
+  }
+  if (!flags.json_path.empty()) {
+    std::ofstream(flags.json_path) << nlohmann::json{
+        {"backend", "naive"}, {"listen", server.address().to_string()},
+        {"response_bytes", response_bytes},
+        {"stats", {{"connections_closed", server.connections_closed()}}},
+        {"cpu", cpu_json(cpu)}}.dump(2);
+  }
+  return 0;
+}
+
+int run_serve(const ServeFlags& flags) {
+  auto address = SocketAddress::parse(flags.listen);
+  if (!address) {
+    throw UsageError("--listen: '" + flags.listen +
+                     "' is not an address like 127.0.0.1:8080 or [::1]:8080");
+  }
+  const std::uint64_t response_bytes = bytes_flag("--response-bytes", flags.response_bytes);
+  g_stop_grace_ms.store(static_cast<std::int64_t>(duration_flag_ms("--stop-grace", flags.stop_grace)));
+  if (flags.backend == "naive") return run_naive(*address, response_bytes, flags);
+
+  const Config config = to_config(flags.drain);
+  warn_about_fd_limit(config.max_connections);
+  Responder responder(config, response_bytes);
+  Manager& manager = responder.manager();
+  const SocketAddress bound = manager.listen(*address);
+  fmt::print("ringlinger serve: listening on {} (backend uring, shutdown {}, on timeout {}, "
+             "response {}; ring {})\n",
+             bound.to_string(), to_string(config.shutdown_mode), to_string(config.on_timeout),
+             format_bytes(response_bytes), manager.describe_ring());
+  std::fflush(stdout);
+  g_manager.store(&manager);
+  install_stop_signals();
+  const CpuUsage cpu_at_start = CpuUsage::now();
+  manager.run();
+  const CpuUsage cpu = CpuUsage::now().since(cpu_at_start);
+  g_manager.store(nullptr);
+
+  const Stats stats = manager.stats();
+  const Percentiles latency = percentiles_of(responder.close_latencies_us());
+  if (!flags.quiet) {
+    print_stats(stats, latency);
+    print_cpu(cpu, stats.closed_connections());
+  }
+  if (!flags.json_path.empty()) {
+    nlohmann::json json = {
+        {"backend", "uring"},
+        {"listen", bound.to_string()},
+        {"response_bytes", response_bytes},
+        {"config",
+         {{"drain_idle_timeout_ms", config.drain_idle_timeout_ms},
+          {"drain_timeout_ms", config.drain_timeout_ms},
+          {"drain_max_bytes", config.drain_max_bytes},
+          {"send_timeout_ms", config.send_timeout_ms},
+          {"on_timeout", to_string(config.on_timeout)},
+          {"shutdown", to_string(config.shutdown_mode)},
+          {"max_connections", config.max_connections},
+          {"batch_wait_us", config.batch_wait_us}}},
+        {"ring", manager.describe_ring()},
+        {"stats", stats_json(stats)},
+        {"cpu", cpu_json(cpu)},
+        {"close_latency_us",
+         {{"p50", latency.p50}, {"p99", latency.p99}, {"max", latency.max}, {"samples", latency.count}}},
+    };
+    std::ofstream(flags.json_path) << json.dump(2) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+Command add_serve_command(CLI::App& program) {
+  auto flags = std::make_shared<ServeFlags>();
+  CLI::App* app = program.add_subcommand(
+      "serve",
+      "HTTP/1.x responder that answers without reading the request body, then closes "
+      "gracefully (flush, SHUT_WR, drain to EOF, close). Stops on SIGINT/SIGTERM and prints "
+      "its counters.");
+  app->add_option("--listen", flags->listen, "Address to listen on; port 0 picks a free port")
+      ->capture_default_str();
+  app->add_option("--response-bytes", flags->response_bytes,
+                  "Body size of every 200 response (e.g. 16384, 16KiB, 1MiB)")
+      ->capture_default_str();
+  app->add_option("--backend", flags->backend,
+                  "uring (ringlinger) or naive (plain close() right after the response: "
+                  "shows the data loss)")
+      ->check(CLI::IsMember({"uring", "naive"}))->capture_default_str();
+  app->add_option("--stop-grace", flags->stop_grace,
+                  "On SIGINT/SIGTERM, how long lingering connections may take before they are reset")
+      ->capture_default_str();
+  app->add_option("--json", flags->json_path, "Write the configuration and counters to FILE at exit");
+  app->add_flag("--quiet", flags->quiet, "Do not print the counters at exit");
+  add_drain_flags(*app, flags->drain);
+  return {app, [flags] { return run_serve(*flags); }};
+}
+
+}  // namespace ringlinger::tools
