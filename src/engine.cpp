@@ -300,6 +300,7 @@ void Engine::handle_close(Connection& connection, std::int32_t result, TimePoint
   report.bytes_received = connection.bytes_received;
   report.bytes_discarded = connection.bytes_discarded;
   const bool close_requested = connection.close_requested_at != TimePoint{};
+  report.close_requested = close_requested;
   const bool shut_down = connection.shutdown_at != TimePoint{};
   const TimePoint end_of_open = close_requested ? connection.close_requested_at
                                                 : connection.teardown_at;

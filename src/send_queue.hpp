@@ -67,8 +67,25 @@ class SendQueue {
 
   ~SendQueue() { clear(); }
   SendQueue() = default;
-  SendQueue(SendQueue&&) noexcept = default;
-  SendQueue& operator=(SendQueue&&) noexcept = default;
+  // Moving leaves the source empty (a defaulted move would leave it a dangling tail).
+  SendQueue(SendQueue&& other) noexcept
+      : head_(std::move(other.head_)), tail_(other.tail_), queued_(other.queued_) {
+    other.tail_ = nullptr;
+    other.queued_ = 0;
+  }
+  SendQueue& operator=(SendQueue&& other) noexcept {
+    if (this != &other) {
+      clear();
+      head_ = std::move(other.head_);
+      tail_ = other.tail_;
+      queued_ = other.queued_;
+      other.tail_ = nullptr;
+      other.queued_ = 0;
+    }
+    return *this;
+  }
+  SendQueue(const SendQueue&) = delete;
+  SendQueue& operator=(const SendQueue&) = delete;
 
  private:
   struct Node {

@@ -46,13 +46,17 @@ struct CloseReport {
   int first_error = 0;
   // Whether the socket was closed with SO_LINGER {1, 0}, i.e. with an RST.
   bool reset_sent = false;
+  // Whether close() was requested (false: ended by abort, an error or stop from the open state).
+  bool close_requested = false;
   // Bytes handed to the kernel by completed sends.
   std::uint64_t bytes_sent = 0;
   // Bytes delivered to the receive callback.
   std::uint64_t bytes_received = 0;
   // Bytes read and thrown away after close() was requested.
   std::uint64_t bytes_discarded = 0;
-  // adopt/accept -> close() requested (the whole lifetime when close() was never requested).
+  // adopt/accept -> close() requested; when close() was never requested (abort, an error, a
+  // timeout or stop from the open state): adopt/accept -> outcome decided. Together the four
+  // phases add up to the whole lifetime, adopt/accept -> fd closed.
   std::chrono::nanoseconds open_time{0};
   // close() requested -> SHUT_WR done (sending the queued bytes).
   std::chrono::nanoseconds flush_time{0};
@@ -63,7 +67,7 @@ struct CloseReport {
 
   // close() requested -> fd closed: the close latency (0 when close() was never requested).
   std::chrono::nanoseconds close_latency() const noexcept {
-    return flush_time + drain_time + teardown_time;
+    return close_requested ? flush_time + drain_time + teardown_time : std::chrono::nanoseconds(0);
   }
 };
 
