@@ -1,0 +1,270 @@
+// The Manager's API contracts on real sockets: adopt() of a connected socket, stale handles,
+// send after close, a full table, abort(), configuration errors that name the field, and stop()
+// both letting graceful closes finish and resetting what is left at its deadline.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <stdexcept>
+#include <thread>
+
+#include "tcp_support.hpp"
+
+namespace ringlinger {
+namespace {
+
+using namespace testing_support;
+
+// A connected pair over loopback: the client end and the accepted server end.
+struct TcpPair {
+  int client = -1;
+  int server = -1;
+};
+
+TcpPair make_pair() {
+  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const SocketAddress any = loopback_any_port();
+  EXPECT_EQ(::bind(listener, any.data(), any.size()), 0);
+  EXPECT_EQ(::listen(listener, 1), 0);
+  TcpPair pair;
+  pair.client = connect_client(*SocketAddress::local_of(listener));
+  pair.server = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+  ::close(listener);
+  return pair;
+}
+
+struct Recorder {
+  Callbacks callbacks() {
+    Callbacks callbacks;
+    callbacks.on_closed = [this](ConnectionId id, const CloseReport& report) {
+      reports.emplace_back(id, report);
+    };
+    return callbacks;
+  }
+  std::vector<std::pair<ConnectionId, CloseReport>> reports;
+};
+
+void run_until(Manager& manager, const std::function<bool()>& done, std::chrono::milliseconds limit = 10s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done() && std::chrono::steady_clock::now() < deadline) manager.run_once(10ms);
+}
+
+TEST(ManagerApi, AdoptedSocketIsFlushedShutDownDrainedAndClosed) {
+  Recorder recorder;
+  Manager manager(Config{}, recorder.callbacks());
+  TcpPair pair = make_pair();
+  auto id = manager.adopt(pair.server);
+  ASSERT_TRUE(id.has_value());
+  EXPECT_EQ(manager.state(*id), State::open);
+  EXPECT_FALSE(manager.send(*id, "hello, ").value());
+  EXPECT_FALSE(manager.send(*id, std::string(100'000, 'x')).value());
+  EXPECT_FALSE(manager.close(*id).value());
+  ReadResult read;
+  std::thread client([&] {
+    set_receive_timeout(pair.client, 10s);
+    read = read_to_end(pair.client);
+    ::close(pair.client);
+  });
+  run_until(manager, [&] { return !recorder.reports.empty(); });
+  client.join();
+  EXPECT_EQ(read.bytes, "hello, " + std::string(100'000, 'x'));
+  EXPECT_TRUE(read.clean_eof);
+  ASSERT_EQ(recorder.reports.size(), 1u);
+  EXPECT_EQ(recorder.reports[0].first, *id);
+  EXPECT_EQ(recorder.reports[0].second.outcome, Outcome::clean);
+  EXPECT_EQ(recorder.reports[0].second.bytes_sent, 100'007u);
+  EXPECT_EQ(manager.stats().connections_adopted, 1u);
+}
+
+TEST(ManagerApi, StaleHandlesAndLateSendsAreRefused) {
+  Recorder recorder;
+  Manager manager(Config{}, recorder.callbacks());
+  TcpPair pair = make_pair();
+  auto id = manager.adopt(pair.server);
+  ASSERT_TRUE(id.has_value());
+  EXPECT_FALSE(manager.close(*id).value());
+  EXPECT_EQ(manager.send(*id, "late"), std::errc::broken_pipe);
+  EXPECT_FALSE(manager.close(*id).value()) << "a second close() is harmless";
+  ::close(pair.client);  // the peer's FIN ends the drain
+  run_until(manager, [&] { return !recorder.reports.empty(); });
+  ASSERT_EQ(recorder.reports.size(), 1u);
+  EXPECT_EQ(manager.send(*id, "x"), std::errc::bad_file_descriptor);
+  EXPECT_EQ(manager.close(*id), std::errc::bad_file_descriptor);
+  EXPECT_EQ(manager.abort(*id), std::errc::bad_file_descriptor);
+  EXPECT_EQ(manager.fd(*id), -1);
+  EXPECT_FALSE(manager.state(*id).has_value());
+  EXPECT_EQ(manager.send(ConnectionId{}, "x"), std::errc::bad_file_descriptor);
+}
+
+TEST(ManagerApi, AdoptRefusesBadFdsAndAFullTable) {
+  Config config;
+  config.max_connections = 1;
+  Manager manager(config);
+  EXPECT_FALSE(manager.adopt(-1).has_value());
+  TcpPair first = make_pair();
+  TcpPair second = make_pair();
+  auto id = manager.adopt(first.server);
+  ASSERT_TRUE(id.has_value());
+  EXPECT_FALSE(manager.adopt(second.server).has_value()) << "the table holds one connection";
+  ::close(second.server);  // refused: still ours to close
+  ::close(second.client);
+  EXPECT_FALSE(manager.abort(*id).value());
+  run_until(manager, [&] { return !manager.state(*id).has_value(); });
+  ::close(first.client);
+}
+
+TEST(ManagerApi, AbortResetsTheConnectionAtOnce) {
+  Recorder recorder;
+  Manager manager(Config{}, recorder.callbacks());
+  TcpPair pair = make_pair();
+  auto id = manager.adopt(pair.server);
+  ASSERT_TRUE(id.has_value());
+  EXPECT_FALSE(manager.abort(*id).value());
+  run_until(manager, [&] { return !recorder.reports.empty(); });
+  ASSERT_EQ(recorder.reports.size(), 1u);
+  EXPECT_EQ(recorder.reports[0].second.outcome, Outcome::aborted);
+  EXPECT_TRUE(recorder.reports[0].second.reset_sent);
+  set_receive_timeout(pair.client, 5s);
+  const ReadResult read = read_to_end(pair.client);
+  EXPECT_EQ(read.error, ECONNRESET);
+  ::close(pair.client);
+}
+
+TEST(ManagerApi, InvalidConfigurationIsRejectedNamingTheField) {
+  Config config;
+  config.drain_idle_timeout_ms = 0;
+  try {
+    Manager manager(config);
+    FAIL() << "an invalid configuration was accepted";
+  } catch (const std::invalid_argument& error) {
+    EXPECT_NE(std::string(error.what()).find("drain_idle_timeout_ms"), std::string::npos)
+        << error.what();
+  }
+  config = Config{};
+  config.ring_entries = 1000;  // not a power of two
+  EXPECT_THROW(Manager{config}, std::invalid_argument);
+}
+
+TEST(ManagerStop, LingeringConnectionsAreResetAtTheStopDeadline) {
+  Config config;
+  config.drain_idle_timeout_ms = 60'000;  // the drain alone would take a minute
+  Responder responder(config, tools::make_response(1000));
+  constexpr int kClients = 20;
+  std::vector<int> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.push_back(connect_client(responder.address));
+    send_all(clients.back(), tools::make_request(0));
+  }
+  // Every connection answered and draining (the clients never send FIN).
+  EXPECT_TRUE(responder.run_until(
+      [&] { return responder.manager().stats().in_state(State::draining) == kClients; }));
+  const auto start = std::chrono::steady_clock::now();
+  responder.stop_and_finish(300ms);
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(responder.reports.size(), static_cast<std::size_t>(kClients));
+  EXPECT_EQ(responder.count(Outcome::stop_deadline), static_cast<std::size_t>(kClients));
+  EXPECT_GE(took, 300ms);
+  EXPECT_LT(took, 5s);
+  EXPECT_FALSE(responder.manager().run_once(0ms)) << "a stopped manager stays stopped";
+  for (int fd : clients) ::close(fd);
+}
+
+TEST(ManagerStop, GracefulClosesInProgressFinishCleanly) {
+  Responder responder(Config{}, tools::make_response(300'000));
+  constexpr int kClients = 10;
+  std::vector<ReadResult> reads(kClients);
+  std::atomic<int> requests_sent{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kClients; ++i) {
+    threads.emplace_back([&, i] {
+      const int fd = connect_client(responder.address);
+      set_receive_timeout(fd, 10s);
+      send_all(fd, tools::make_request(20'000));
+      ++requests_sent;
+      std::this_thread::sleep_for(200ms);  // read late: the server is stopping meanwhile
+      reads[static_cast<std::size_t>(i)] = read_to_end(fd);
+      ::close(fd);
+    });
+  }
+  EXPECT_TRUE(responder.run_until([&] {
+    return requests_sent == kClients &&
+           responder.manager().stats().closed_connections() + responder.manager().stats().in_state(State::flushing) +
+                   responder.manager().stats().in_state(State::draining) >= kClients;
+  }));
+  responder.stop_and_finish(10s);
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(responder.count(Outcome::clean), static_cast<std::size_t>(kClients));
+  for (const ReadResult& read : reads) {
+    EXPECT_TRUE(read.bytes == responder.response()) << read.bytes.size() << " bytes";
+    EXPECT_TRUE(read.clean_eof) << "errno " << read.error;
+  }
+}
+
+}  // namespace
+}  // namespace ringlinger
+
+namespace ringlinger {
+namespace {
+
+using namespace testing_support;
+
+TEST(ManagerRing, ATinySubmissionQueueStillCarriesHundredsOfConnections) {
+  Config config;
+  config.ring_entries = 8;  // far fewer SQEs than the requests of one step
+  config.max_connections = 400;
+  Responder responder(config, tools::make_response(20'000));
+  constexpr int kClients = 300;
+  std::vector<int> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.push_back(connect_client(responder.address));
+    ASSERT_GE(clients.back(), 0);
+    set_receive_timeout(clients.back(), 10s);
+    send_all(clients.back(), tools::make_request(0));
+  }
+  // All requests are in: one step now has hundreds of sends and receives to submit.
+  std::vector<ReadResult> reads(kClients);
+  std::thread readers([&] {
+    for (int i = 0; i < kClients; ++i) {
+      reads[static_cast<std::size_t>(i)] = read_to_end(clients[static_cast<std::size_t>(i)]);
+      ::close(clients[static_cast<std::size_t>(i)]);
+    }
+  });
+  EXPECT_TRUE(responder.run_until_closed(kClients, 30s));
+  readers.join();
+  EXPECT_EQ(responder.count(Outcome::clean), static_cast<std::size_t>(kClients));
+  for (const ReadResult& read : reads) {
+    EXPECT_TRUE(read.bytes == responder.response() && read.clean_eof);
+  }
+  EXPECT_GT(responder.manager().stats().sq_full_submits, 0u) << "the full-queue path was not taken";
+}
+
+TEST(ManagerRing, AnAcceptBurstBeyondTheTableIsServedOrRefusedNeverLost) {
+  Config config;
+  config.ring_entries = 8;
+  config.max_connections = 8;  // completion queue: 32 entries
+  Responder responder(config, tools::make_response(1000));
+  constexpr int kClients = 200;
+  std::vector<int> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.push_back(connect_client(responder.address));
+    send_all(clients.back(), tools::make_request(0));
+    ::shutdown(clients.back(), SHUT_WR);  // served at once: slots free up again
+  }
+  // The multishot accept finds 200 connections waiting for 8 slots (and a 32-entry completion
+  // queue: the kernel ends a multishot accept when the queue is full, and the manager re-arms it).
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    responder.manager().run_once(10ms);
+    const Stats stats = responder.manager().stats();
+    if (stats.connections_accepted + stats.accepts_rejected >= kClients) break;
+  }
+  const Stats stats = responder.manager().stats();
+  EXPECT_EQ(stats.connections_accepted + stats.accepts_rejected, static_cast<std::uint64_t>(kClients))
+      << "every connection is either served or refused, none lost; accepted "
+      << stats.connections_accepted << ", rejected " << stats.accepts_rejected;
+  for (int fd : clients) ::close(fd);
+  responder.stop_and_finish(2s);
+  EXPECT_EQ(responder.manager().stats().live_connections(), 0u);
+}
+
+}  // namespace
+}  // namespace ringlinger

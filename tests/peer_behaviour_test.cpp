@@ -1,0 +1,218 @@
+// How the manager ends connections with each kind of peer, on real TCP over loopback: a peer
+// that half-closes, one behind a tiny send buffer (partial sends), one that sends late pipelined
+// data, one that never sends FIN, one that floods during the drain, one that resets mid-response,
+// one that never reads. Each test checks the outcome reported, the accounting, and for peers that
+// read, the exact bytes AND a clean EOF. The cooperative cases run for both shutdown modes and
+// with and without DEFER_TASKRUN.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "tcp_support.hpp"
+
+namespace ringlinger {
+namespace {
+
+using namespace testing_support;
+
+struct RingVariant {
+  ShutdownMode shutdown;
+  bool defer_taskrun;
+};
+
+class CooperativePeer : public ::testing::TestWithParam<RingVariant> {
+ protected:
+  Config config() const {
+    Config config;
+    config.shutdown_mode = GetParam().shutdown;
+    config.defer_taskrun = GetParam().defer_taskrun;
+    return config;
+  }
+};
+
+TEST_P(CooperativePeer, HalfClosingPeerGetsEverything) {
+  Responder responder(config(), tools::make_response(200'000));
+  ReadResult read;
+  std::thread client([&] {
+    const int fd = connect_client(responder.address);
+    set_receive_timeout(fd, 10s);
+    send_all(fd, tools::make_request(10'000));
+    ::shutdown(fd, SHUT_WR);  // our request is complete: FIN right after it
+    read = read_to_end(fd);
+    ::close(fd);
+  });
+  EXPECT_TRUE(responder.run_until_closed(1));
+  client.join();
+  EXPECT_EQ(read.bytes, responder.response());
+  EXPECT_TRUE(read.clean_eof) << "errno " << read.error;
+  ASSERT_EQ(responder.reports.size(), 1u);
+  EXPECT_EQ(responder.reports[0].second.outcome, Outcome::clean);
+  EXPECT_EQ(responder.reports[0].second.first_error, 0);
+}
+
+TEST_P(CooperativePeer, PartialSendsBehindATinySendBufferAreResumedInOrder) {
+  Responder responder(config(), tools::make_response(1 << 20));
+  responder.on_accept_hook = [&](ConnectionId id) {
+    const int size = 4096;
+    setsockopt(responder.manager().fd(id), SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+  };
+  ReadResult read;
+  std::thread client([&] {
+    const int fd = connect_client(responder.address);
+    set_receive_timeout(fd, 10s);
+    send_all(fd, tools::make_request(0));
+    read = read_to_end(fd);
+    ::close(fd);
+  });
+  EXPECT_TRUE(responder.run_until_closed(1));
+  client.join();
+  EXPECT_EQ(read.bytes.size(), responder.response().size());
+  EXPECT_TRUE(read.bytes == responder.response()) << "bytes out of order or corrupt";
+  EXPECT_TRUE(read.clean_eof) << "errno " << read.error;
+  ASSERT_EQ(responder.reports.size(), 1u);
+  EXPECT_EQ(responder.reports[0].second.outcome, Outcome::clean);
+  EXPECT_EQ(responder.reports[0].second.bytes_sent, responder.response().size());
+  // 1 MiB through a few KiB of buffers cannot go in one send: it was resumed many times.
+  EXPECT_GT(responder.manager().stats().completions, 20u);
+}
+
+TEST_P(CooperativePeer, LatePipelinedRequestDoesNotResetTheResponse) {
+  Responder responder(config(), tools::make_response(1 << 20));
+  ReadResult read;
+  std::thread client([&] {
+    const int fd = connect_client(responder.address);
+    set_receive_timeout(fd, 10s);
+    send_all(fd, tools::make_request(0));
+    std::this_thread::sleep_for(50ms);  // the server has answered and asked to close by now
+    send_all(fd, tools::make_request(0) + tools::make_request(0));  // pipelined, never read
+    std::this_thread::sleep_for(50ms);
+    read = read_to_end(fd);
+    ::close(fd);
+  });
+  EXPECT_TRUE(responder.run_until_closed(1));
+  client.join();
+  EXPECT_TRUE(read.bytes == responder.response()) << read.bytes.size() << " bytes";
+  EXPECT_TRUE(read.clean_eof) << "errno " << read.error;
+  ASSERT_EQ(responder.reports.size(), 1u);
+  EXPECT_EQ(responder.reports[0].second.outcome, Outcome::clean);
+  EXPECT_GT(responder.reports[0].second.bytes_discarded, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    RingVariants, CooperativePeer,
+    ::testing::Values(RingVariant{ShutdownMode::syscall, true}, RingVariant{ShutdownMode::ring, true},
+                      RingVariant{ShutdownMode::syscall, false}, RingVariant{ShutdownMode::ring, false}),
+    [](const ::testing::TestParamInfo<RingVariant>& variant) {
+      return std::string(variant.param.shutdown == ShutdownMode::ring ? "RingShutdown" : "SyscallShutdown") +
+             (variant.param.defer_taskrun ? "DeferTaskrun" : "Plain");
+    });
+
+TEST(HostilePeer, PeerThatNeverSendsFinIsClosedAtTheDrainIdleTimeout) {
+  Config config;
+  config.drain_idle_timeout_ms = 200;
+  Responder responder(config, tools::make_response(50'000));
+  ReadResult read;
+  std::atomic<bool> release{false};
+  std::thread client([&] {
+    const int fd = connect_client(responder.address);
+    set_receive_timeout(fd, 10s);
+    send_all(fd, tools::make_request(0));
+    read = read_to_end(fd);  // ends at our FIN; the client keeps its side open
+    while (!release) std::this_thread::sleep_for(5ms);
+    ::close(fd);
+  });
+  EXPECT_TRUE(responder.run_until_closed(1));
+  release = true;
+  client.join();
+  EXPECT_TRUE(read.bytes == responder.response());
+  EXPECT_TRUE(read.clean_eof) << "errno " << read.error;
+  ASSERT_EQ(responder.reports.size(), 1u);
+  const CloseReport& report = responder.reports[0].second;
+  EXPECT_EQ(report.outcome, Outcome::drain_idle_timeout);
+  EXPECT_GE(report.drain_time, 200ms);  // never before the timeout
+  EXPECT_LT(report.drain_time, 5s);     // and not forgotten
+}
+
+TEST(HostilePeer, PeerThatFloodsDuringTheDrainIsCutOffAtTheByteCap) {
+  Config config;
+  config.drain_max_bytes = 1 << 20;
+  Responder responder(config, tools::make_response(1000));
+  std::atomic<bool> stop{false};
+  std::uint64_t flooded = 0;
+  std::thread client([&] {
+    const int fd = connect_client(responder.address);
+    send_all(fd, tools::make_request(0));
+    const std::string chunk(64 * 1024, 'f');
+    timeval tv{0, 200'000};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!stop && std::chrono::steady_clock::now() < deadline) {
+      const ssize_t sent = ::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL);
+      if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK) break;  // reset by the server
+      if (sent > 0) flooded += static_cast<std::uint64_t>(sent);
+    }
+    ::close(fd);
+  });
+  EXPECT_TRUE(responder.run_until_closed(1));
+  stop = true;
+  client.join();
+  ASSERT_EQ(responder.reports.size(), 1u);
+  const CloseReport& report = responder.reports[0].second;
+  EXPECT_EQ(report.outcome, Outcome::drain_byte_cap);
+  // Receives ask for at most one byte beyond the cap, so the cut is exact.
+  EXPECT_EQ(report.bytes_discarded, config.drain_max_bytes + 1);
+  EXPECT_GT(flooded, config.drain_max_bytes);
+}
+
+TEST(HostilePeer, PeerThatResetsMidResponseIsReportedOnceAndKillsNothing) {
+  // SIGPIPE keeps its default action here: a send without MSG_NOSIGNAL would kill the test.
+  Responder responder(Config{}, tools::make_response(16 << 20));
+  std::thread client([&] {
+    const int fd = connect_client(responder.address);
+    set_receive_timeout(fd, 10s);
+    send_all(fd, tools::make_request(0));
+    (void)read_to_end(fd, 64 * 1024);
+    reset_close(fd);
+  });
+  EXPECT_TRUE(responder.run_until_closed(1));
+  client.join();
+  ASSERT_EQ(responder.reports.size(), 1u);
+  const CloseReport& report = responder.reports[0].second;
+  EXPECT_EQ(report.outcome, Outcome::peer_reset);
+  EXPECT_TRUE(report.first_error == ECONNRESET || report.first_error == EPIPE)
+      << "first error " << report.first_error;
+  EXPECT_LT(report.bytes_sent, responder.response().size());
+  EXPECT_EQ(responder.manager().stats().with_outcome(Outcome::peer_reset), 1u);
+}
+
+TEST(HostilePeer, PeerThatNeverReadsEndsAtTheSendTimeoutWithAReset) {
+  Config config;
+  config.send_timeout_ms = 300;
+  config.on_timeout = OnTimeout::reset;
+  Responder responder(config, tools::make_response(32 << 20));
+  std::atomic<bool> release{false};
+  ReadResult read;
+  std::thread client([&] {
+    const int fd = connect_client(responder.address);
+    const int size = 8192;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+    send_all(fd, tools::make_request(0));
+    while (!release) std::this_thread::sleep_for(5ms);  // never reads while the server waits
+    set_receive_timeout(fd, 5s);
+    read = read_to_end(fd);
+    ::close(fd);
+  });
+  EXPECT_TRUE(responder.run_until_closed(1));
+  release = true;
+  client.join();
+  ASSERT_EQ(responder.reports.size(), 1u);
+  const CloseReport& report = responder.reports[0].second;
+  EXPECT_EQ(report.outcome, Outcome::send_timeout);
+  EXPECT_TRUE(report.reset_sent);
+  EXPECT_GE(report.flush_time + report.open_time, 300ms);
+  EXPECT_EQ(read.error, ECONNRESET) << "the client should see the reset";
+}
+
+}  // namespace
+}  // namespace ringlinger

@@ -1,0 +1,164 @@
+// The tools' building blocks: the fast payload check agrees with the byte-by-byte definition at
+// any offset and finds the first corrupt byte; the request head reader handles heads split
+// anywhere, refuses heads over 64 KiB and malformed request lines; unit parsing refuses
+// ambiguous values; and the `ringlinger` program exits with 2 and names the flag on bad input.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+
+#include "child_process.hpp"
+#include "cli_units.hpp"
+#include "http.hpp"
+#include "tcp_support.hpp"
+
+namespace ringlinger::tools {
+namespace {
+
+std::span<const std::byte> bytes_of(std::string_view text) {
+  return std::as_bytes(std::span(text.data(), text.size()));
+}
+
+TEST(Payload, FastCheckAgreesWithTheDefinitionAtEveryKindOfOffset) {
+  std::mt19937_64 random(42);
+  for (int trial = 0; trial < 200; ++trial) {
+    const std::uint64_t offset = random() % 1'000'000;
+    const std::size_t length = random() % 20'000;
+    std::string expected(length, '\0');
+    for (std::size_t i = 0; i < length; ++i) expected[i] = payload_byte(offset + i);
+    EXPECT_EQ(first_payload_mismatch(expected, offset), length);
+    if (length == 0) continue;
+    std::string corrupt = expected;
+    const std::size_t at = random() % length;
+    corrupt[at] = static_cast<char>(corrupt[at] ^ 0x20);
+    EXPECT_EQ(first_payload_mismatch(corrupt, offset), at) << "offset " << offset;
+    // Shifted by one: not the payload at this offset.
+    EXPECT_LT(first_payload_mismatch(expected, offset + 1), length);
+  }
+}
+
+TEST(Payload, ResponseCarriesTheHeadAndThePayload) {
+  const std::string response = make_response(100'000);
+  const auto head_end = response.find("\r\n\r\n") + 4;
+  EXPECT_NE(response.find("Content-Length: 100000\r\n"), std::string::npos);
+  EXPECT_EQ(response.size() - head_end, 100'000u);
+  EXPECT_EQ(first_payload_mismatch(std::string_view(response).substr(head_end), 0), 100'000u);
+}
+
+TEST(HeadReader, CompletesWhereverTheHeadIsSplit) {
+  const std::string request = make_request(1000);
+  const std::size_t head_size = request.find("\r\n\r\n") + 4;
+  for (std::size_t split = 1; split < head_size + 10; ++split) {
+    HeadReader reader;
+    EXPECT_EQ(reader.feed(bytes_of(std::string_view(request).substr(0, split))),
+              split >= head_size ? HeadReader::Status::complete : HeadReader::Status::incomplete)
+        << "split at " << split;
+    EXPECT_EQ(reader.feed(bytes_of(std::string_view(request).substr(split))),
+              HeadReader::Status::complete);
+  }
+}
+
+TEST(HeadReader, ByteByByteHeadCompletes) {
+  const std::string request = make_request(0);
+  HeadReader reader;
+  for (char c : request) reader.feed(bytes_of(std::string_view(&c, 1)));
+  EXPECT_EQ(reader.status(), HeadReader::Status::complete);
+}
+
+TEST(HeadReader, RefusesHeadsOverTheLimitAndMalformedRequestLines) {
+  HeadReader big;
+  const std::string huge_header = "GET / HTTP/1.1\r\nX: " + std::string(kMaxHeadBytes, 'a');
+  EXPECT_EQ(big.feed(bytes_of(huge_header)), HeadReader::Status::too_large);
+  HeadReader in_pieces;
+  for (int i = 0; i < 100 && in_pieces.status() == HeadReader::Status::incomplete; ++i) {
+    in_pieces.feed(bytes_of(std::string(1000, 'h')));
+  }
+  EXPECT_EQ(in_pieces.status(), HeadReader::Status::too_large);
+  for (const char* bad : {"\r\n\r\n", "GET\r\n\r\n", "GET / HTTP/2.0\r\n\r\n", "G(T / HTTP/1.1\r\n\r\n",
+                          " / HTTP/1.1\r\n\r\n"}) {
+    HeadReader reader;
+    EXPECT_EQ(reader.feed(bytes_of(bad)), HeadReader::Status::malformed) << bad;
+  }
+  HeadReader ok;
+  EXPECT_EQ(ok.feed(bytes_of("POST /a?b=c HTTP/1.0\r\nHost: x\r\n\r\n")), HeadReader::Status::complete);
+}
+
+TEST(Units, DurationsNeedAUnitAndSizesTakeBinarySuffixes) {
+  EXPECT_EQ(std::get<std::uint64_t>(parse_duration_ms("250ms")), 250u);
+  EXPECT_EQ(std::get<std::uint64_t>(parse_duration_ms("1.5s")), 1500u);
+  EXPECT_EQ(std::get<std::uint64_t>(parse_duration_ms("2m")), 120'000u);
+  EXPECT_EQ(std::get<std::uint64_t>(parse_duration_ms("0")), 0u);
+  EXPECT_EQ(std::get<std::uint64_t>(parse_duration_us("200us")), 200u);
+  EXPECT_TRUE(std::holds_alternative<std::string>(parse_duration_ms("30")));
+  EXPECT_TRUE(std::holds_alternative<std::string>(parse_duration_ms("5 s")));
+  EXPECT_TRUE(std::holds_alternative<std::string>(parse_duration_ms("abc")));
+  EXPECT_TRUE(std::holds_alternative<std::string>(parse_duration_ms("100us")));
+  EXPECT_EQ(std::get<std::uint64_t>(parse_bytes("16384")), 16384u);
+  EXPECT_EQ(std::get<std::uint64_t>(parse_bytes("16KiB")), 16384u);
+  EXPECT_EQ(std::get<std::uint64_t>(parse_bytes("1M")), 1u << 20);
+  EXPECT_EQ(std::get<std::uint64_t>(parse_bytes("1.5k")), 1536u);
+  EXPECT_TRUE(std::holds_alternative<std::string>(parse_bytes("1.3B")));
+  EXPECT_TRUE(std::holds_alternative<std::string>(parse_bytes("12 parsecs")));
+}
+
+// Runs the program with `arguments`, capturing stderr into stdout; returns {exit code, output}.
+std::pair<int, std::string> run_program(std::vector<std::string> arguments) {
+  std::vector<std::string> shell = {"-c", "exec \"$0\" \"$@\" 2>&1", testing_support::ringlinger_exe()};
+  shell.insert(shell.end(), arguments.begin(), arguments.end());
+  ChildProcess child({"/bin/sh", shell, -1, true});
+  std::string output;
+  while (auto line = child.read_line(std::chrono::seconds(10))) output += *line + "\n";
+  return {child.wait(std::chrono::seconds(10)), output};
+}
+
+TEST(CommandLine, BadFlagsExitWithTwoAndNameTheFlag) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"serve", "--drain-timeout", "30"}, "--drain-timeout"},
+      {{"serve", "--drain-idle-timeout", "0"}, "--drain-idle-timeout"},
+      {{"serve", "--response-bytes", "lots"}, "--response-bytes"},
+      {{"serve", "--on-timeout", "maybe"}, "--on-timeout"},
+      {{"serve", "--shutdown", "later"}, "--shutdown"},
+      {{"serve", "--max-connections", "0"}, "--max-connections"},
+      {{"serve", "--listen", "localhost"}, "--listen"},
+      {{"serve", "--batch-wait", "1s"}, "--batch-wait"},
+      {{"serve", "--no-such-flag"}, "--no-such-flag"},
+      {{"client", "--connect", "nowhere"}, "--connect"},
+      {{"client", "--source-addrs", "127.0.0.9-127.0.0.2"}, "--source-addrs"},
+      {{"client", "--concurrency", "0"}, "--concurrency"},
+      {{}, "subcommand"},
+  };
+  for (const auto& [arguments, flag] : cases) {
+    const auto [code, output] = run_program(arguments);
+    EXPECT_EQ(code, 2) << output;
+    EXPECT_NE(output.find(flag), std::string::npos) << "message does not name " << flag << ": " << output;
+  }
+}
+
+TEST(CommandLine, HelpExitsWithZero) {
+  for (const char* command : {"serve", "client", "demo"}) {
+    const auto [code, output] = run_program({command, "--help"});
+    EXPECT_EQ(code, 0) << output;
+    EXPECT_NE(output.find("Usage"), std::string::npos) << output;
+  }
+}
+
+TEST(CommandLine, ServeStopsOnSigtermAndPrintsItsCounters) {
+  ChildProcess serve({testing_support::ringlinger_exe(), {"serve", "--listen", "127.0.0.1:0"}, -1, true});
+  const auto address = serve.read_listening_address(std::chrono::seconds(10));
+  ASSERT_TRUE(address.has_value());
+  const int fd = testing_support::connect_client(*address);
+  ASSERT_GE(fd, 0);
+  testing_support::set_receive_timeout(fd, std::chrono::seconds(10));
+  testing_support::send_all(fd, make_request(0));
+  const auto read = testing_support::read_to_end(fd);
+  ::close(fd);
+  EXPECT_EQ(read.bytes, make_response(16384));
+  EXPECT_TRUE(read.clean_eof);
+  EXPECT_EQ(serve.terminate(std::chrono::seconds(10)), 0);
+  std::string output;
+  while (auto line = serve.read_line(std::chrono::seconds(2))) output += *line + "\n";
+  EXPECT_NE(output.find("1 clean"), std::string::npos) << output;
+}
+
+}  // namespace
+}  // namespace ringlinger::tools

@@ -1,0 +1,250 @@
+// What this proves: TimerQueue keeps its deadlines oldest first with O(1) arm / re-arm / disarm:
+// arm sets now + duration, re-arming moves a slot to the tail with its new deadline, disarming
+// (also of an unarmed slot) is harmless, pop_expired() returns slots in deadline order and a
+// deadline equal to `now` has expired, next_deadline() and size() follow every change; and a
+// seeded random sequence of operations on up to 64 slots behaves exactly like a reference model
+// built on std::map.
+#include "timer_queue.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <random>
+#include <utility>
+#include <vector>
+
+namespace ringlinger::detail {
+namespace {
+
+using namespace std::chrono_literals;
+using TimePoint = TimerQueue::TimePoint;
+
+// A fixed, non-zero origin so that no test depends on the clock.
+const TimePoint kT0 = TimePoint{} + 1000h;
+
+std::vector<std::uint32_t> pop_all(TimerQueue& queue, TimePoint now) {
+  std::vector<std::uint32_t> slots;
+  while (auto slot = queue.pop_expired(now)) slots.push_back(*slot);
+  return slots;
+}
+
+TEST(TimerQueue, StartsEmpty) {
+  TimerQueue queue(8, 10ms);
+  EXPECT_EQ(queue.size(), 0u);
+  EXPECT_EQ(queue.next_deadline(), std::nullopt);
+  EXPECT_EQ(queue.pop_expired(kT0 + 24h), std::nullopt);
+  EXPECT_EQ(queue.duration(), 10ms);
+  for (std::uint32_t slot = 0; slot < 8; ++slot) EXPECT_FALSE(queue.armed(slot));
+}
+
+TEST(TimerQueue, ArmSetsNowPlusDuration) {
+  TimerQueue queue(4, 10ms);
+  queue.arm(2, kT0);
+  EXPECT_TRUE(queue.armed(2));
+  EXPECT_FALSE(queue.armed(1));
+  EXPECT_EQ(queue.size(), 1u);
+  EXPECT_EQ(queue.next_deadline(), kT0 + 10ms);
+}
+
+TEST(TimerQueue, DeadlineEqualToNowHasExpiredOneNanosecondEarlierHasNot) {
+  TimerQueue queue(4, 10ms);
+  queue.arm(1, kT0);
+  EXPECT_EQ(queue.pop_expired(kT0 + 10ms - 1ns), std::nullopt);
+  EXPECT_TRUE(queue.armed(1));
+  EXPECT_EQ(queue.pop_expired(kT0 + 10ms), std::optional<std::uint32_t>(1));
+  EXPECT_FALSE(queue.armed(1));
+  EXPECT_EQ(queue.size(), 0u);
+  EXPECT_EQ(queue.pop_expired(kT0 + 10ms), std::nullopt);
+}
+
+TEST(TimerQueue, PopsInDeadlineOrderAndStopsAtTheFirstFutureDeadline) {
+  TimerQueue queue(8, 100ms);
+  queue.arm(5, kT0);
+  queue.arm(3, kT0 + 1ms);
+  queue.arm(7, kT0 + 2ms);
+  queue.arm(0, kT0 + 3ms);
+  EXPECT_EQ(pop_all(queue, kT0 + 102ms), (std::vector<std::uint32_t>{5, 3, 7}));
+  EXPECT_EQ(queue.size(), 1u);
+  EXPECT_EQ(queue.next_deadline(), kT0 + 103ms);
+  EXPECT_EQ(pop_all(queue, kT0 + 103ms), (std::vector<std::uint32_t>{0}));
+  EXPECT_EQ(queue.next_deadline(), std::nullopt);
+}
+
+TEST(TimerQueue, EqualDeadlinesPopInArmingOrder) {
+  TimerQueue queue(8, 5ms);
+  for (std::uint32_t slot : {6u, 2u, 4u, 0u}) queue.arm(slot, kT0);
+  EXPECT_EQ(pop_all(queue, kT0 + 5ms), (std::vector<std::uint32_t>{6, 2, 4, 0}));
+}
+
+TEST(TimerQueue, RearmMovesTheSlotToTheTailWithItsNewDeadline) {
+  TimerQueue queue(8, 10ms);
+  queue.arm(1, kT0);
+  queue.arm(2, kT0 + 1ms);
+  queue.arm(3, kT0 + 2ms);
+  queue.arm(1, kT0 + 3ms);  // re-arm: was the head
+  EXPECT_EQ(queue.size(), 3u);
+  EXPECT_EQ(queue.next_deadline(), kT0 + 11ms);
+  EXPECT_EQ(pop_all(queue, kT0 + 12ms), (std::vector<std::uint32_t>{2, 3}));
+  EXPECT_EQ(queue.next_deadline(), kT0 + 13ms);
+  queue.arm(2, kT0 + 4ms);
+  queue.arm(1, kT0 + 4ms);  // re-arm of the tail itself
+  EXPECT_EQ(queue.size(), 2u);
+  EXPECT_EQ(pop_all(queue, kT0 + 14ms), (std::vector<std::uint32_t>{2, 1}));
+}
+
+TEST(TimerQueue, RearmOfAMiddleSlotKeepsItsNeighboursLinked) {
+  TimerQueue queue(8, 10ms);
+  for (std::uint32_t slot = 0; slot < 5; ++slot)
+    queue.arm(slot, kT0 + std::chrono::milliseconds(slot));
+  queue.arm(2, kT0 + 5ms);
+  EXPECT_EQ(queue.size(), 5u);
+  EXPECT_EQ(pop_all(queue, kT0 + 1h), (std::vector<std::uint32_t>{0, 1, 3, 4, 2}));
+}
+
+TEST(TimerQueue, DisarmRemovesHeadMiddleAndTail) {
+  TimerQueue queue(8, 10ms);
+  for (std::uint32_t slot = 0; slot < 6; ++slot)
+    queue.arm(slot, kT0 + std::chrono::milliseconds(slot));
+  queue.disarm(0);  // head
+  EXPECT_EQ(queue.next_deadline(), kT0 + 11ms);
+  queue.disarm(3);  // middle
+  queue.disarm(5);  // tail
+  EXPECT_EQ(queue.size(), 3u);
+  EXPECT_FALSE(queue.armed(0));
+  EXPECT_FALSE(queue.armed(3));
+  EXPECT_FALSE(queue.armed(5));
+  queue.arm(0, kT0 + 6ms);  // after the tail was removed, appending must still link correctly
+  EXPECT_EQ(pop_all(queue, kT0 + 1h), (std::vector<std::uint32_t>{1, 2, 4, 0}));
+}
+
+TEST(TimerQueue, DisarmOfAnUnarmedSlotIsHarmless) {
+  TimerQueue queue(4, 10ms);
+  queue.disarm(0);  // never armed
+  queue.disarm(0);  // twice
+  EXPECT_EQ(queue.size(), 0u);
+  queue.arm(1, kT0);
+  queue.disarm(2);
+  queue.disarm(1);
+  queue.disarm(1);  // already disarmed
+  EXPECT_EQ(queue.size(), 0u);
+  EXPECT_EQ(queue.next_deadline(), std::nullopt);
+  queue.arm(3, kT0 + 1ms);
+  EXPECT_EQ(queue.size(), 1u);
+  EXPECT_EQ(queue.next_deadline(), kT0 + 11ms);
+}
+
+TEST(TimerQueue, SingleSlotCapacityAndTheLastSlotOfALargeQueue) {
+  TimerQueue one(1, 1ns);
+  one.arm(0, kT0);
+  one.arm(0, kT0);
+  EXPECT_EQ(one.size(), 1u);
+  EXPECT_EQ(one.pop_expired(kT0 + 1ns), std::optional<std::uint32_t>(0));
+
+  TimerQueue large(20'000, 1s);
+  large.arm(19'999, kT0);
+  large.arm(0, kT0);
+  EXPECT_EQ(pop_all(large, kT0 + 1s), (std::vector<std::uint32_t>{19'999, 0}));
+}
+
+TEST(TimerQueue, ZeroDurationExpiresAtTheArmingInstant) {
+  TimerQueue queue(2, 0ns);
+  queue.arm(1, kT0);
+  EXPECT_EQ(queue.next_deadline(), kT0);
+  EXPECT_EQ(queue.pop_expired(kT0), std::optional<std::uint32_t>(1));
+}
+
+// The reference: deadline per slot, plus an order key (deadline, arming sequence) for popping.
+class ReferenceTimers {
+ public:
+  explicit ReferenceTimers(std::chrono::nanoseconds duration) : duration_(duration) {}
+
+  void arm(std::uint32_t slot, TimePoint now) {
+    disarm(slot);
+    const Key key{now + duration_, ++sequence_};
+    by_slot_[slot] = key;
+    by_order_[key] = slot;
+  }
+  void disarm(std::uint32_t slot) {
+    auto it = by_slot_.find(slot);
+    if (it == by_slot_.end()) return;
+    by_order_.erase(it->second);
+    by_slot_.erase(it);
+  }
+  bool armed(std::uint32_t slot) const { return by_slot_.count(slot) != 0; }
+  std::optional<TimePoint> next_deadline() const {
+    if (by_order_.empty()) return std::nullopt;
+    return by_order_.begin()->first.first;
+  }
+  std::optional<std::uint32_t> pop_expired(TimePoint now) {
+    if (by_order_.empty() || by_order_.begin()->first.first > now) return std::nullopt;
+    const std::uint32_t slot = by_order_.begin()->second;
+    disarm(slot);
+    return slot;
+  }
+  std::size_t size() const { return by_slot_.size(); }
+
+ private:
+  using Key = std::pair<TimePoint, std::uint64_t>;
+  std::map<std::uint32_t, Key> by_slot_;
+  std::map<Key, std::uint32_t> by_order_;
+  std::chrono::nanoseconds duration_;
+  std::uint64_t sequence_ = 0;
+};
+
+class TimerQueueModel : public testing::TestWithParam<std::uint64_t> {};
+
+TEST_P(TimerQueueModel, RandomOperationsMatchAStdMapReference) {
+  std::mt19937_64 rng(GetParam());
+  const std::uint32_t capacity = 1 + static_cast<std::uint32_t>(rng() % 64);
+  const auto duration = std::chrono::microseconds(rng() % 2000);  // 0 included
+  TimerQueue queue(capacity, duration);
+  ReferenceTimers reference(duration);
+  TimePoint now = kT0;
+  for (int step = 0; step < 5000; ++step) {
+    const std::uint32_t slot = static_cast<std::uint32_t>(rng() % capacity);
+    switch (rng() % 8) {
+      case 0:
+      case 1:
+      case 2:
+        queue.arm(slot, now);
+        reference.arm(slot, now);
+        break;
+      case 3:
+      case 4:
+        queue.disarm(slot);
+        reference.disarm(slot);
+        break;
+      case 5:
+        now += std::chrono::microseconds(rng() % 600);  // often 0: time may stand still
+        break;
+      case 6: {
+        const auto popped = queue.pop_expired(now);
+        ASSERT_EQ(popped, reference.pop_expired(now)) << "step " << step;
+        break;
+      }
+      case 7: {
+        // Pop everything due: the same slots in the same order.
+        std::vector<std::uint32_t> got;
+        std::vector<std::uint32_t> want;
+        while (auto s = queue.pop_expired(now)) got.push_back(*s);
+        while (auto s = reference.pop_expired(now)) want.push_back(*s);
+        ASSERT_EQ(got, want) << "step " << step;
+        break;
+      }
+    }
+    ASSERT_EQ(queue.size(), reference.size()) << "step " << step;
+    ASSERT_EQ(queue.next_deadline(), reference.next_deadline()) << "step " << step;
+    ASSERT_EQ(queue.armed(slot), reference.armed(slot)) << "step " << step << " slot " << slot;
+  }
+  for (std::uint32_t slot = 0; slot < capacity; ++slot) {
+    ASSERT_EQ(queue.armed(slot), reference.armed(slot)) << "slot " << slot;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Seeds, TimerQueueModel, testing::Range<std::uint64_t>(1, 65));
+
+}  // namespace
+}  // namespace ringlinger::detail
