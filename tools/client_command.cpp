@@ -82,22 +82,22 @@ Command add_client_command(CLI::App& program) {
       "Verifying load generator: each connection sends a request (and an optional body the "
       "server need not read), reads the response, and must get every byte AND a clean EOF. "
       "Exit code 0 when every connection was complete, 1 otherwise.");
-  app->add_option("--connect", flags->connect, "Server address")->capture_default_str();
+  app->add_option("--connect", flags->connect, "Server address")->type_name("ADDRESS")->capture_default_str();
   app->add_option("--connections", flags->connections, "Total connections")->capture_default_str();
   app->add_option("--concurrency", flags->concurrency, "Connections open at once")->capture_default_str();
-  app->add_option("--response-bytes", flags->response_bytes, "Expected response body size")
+  app->add_option("--response-bytes", flags->response_bytes, "Expected response body size")->type_name("SIZE")
       ->capture_default_str();
-  app->add_option("--body-bytes", flags->body_bytes, "Request body size (POST when > 0)")
+  app->add_option("--body-bytes", flags->body_bytes, "Request body size (POST when > 0)")->type_name("SIZE")
       ->capture_default_str();
-  app->add_option("--read-delay", flags->read_delay, "Start reading this long after connecting")
+  app->add_option("--read-delay", flags->read_delay, "Start reading this long after connecting")->type_name("DURATION")
       ->capture_default_str();
-  app->add_option("--timeout", flags->timeout, "Per connection limit, connect to EOF")
+  app->add_option("--timeout", flags->timeout, "Per connection limit, connect to EOF")->type_name("DURATION")
       ->capture_default_str();
-  app->add_option("--duration", flags->duration, "Stop starting connections after this long (0: no limit)")
+  app->add_option("--duration", flags->duration, "Stop starting connections after this long (0: no limit)")->type_name("DURATION")
       ->capture_default_str();
   app->add_option("--source-addrs", flags->source_addresses,
-                  "Local addresses to spread connections over, e.g. 127.0.0.2-127.0.0.9");
-  app->add_option("--json", flags->json_path, "Write every figure to FILE");
+                  "Local addresses to spread connections over, e.g. 127.0.0.2-127.0.0.9")->type_name("ADDRESSES");
+  app->add_option("--json", flags->json_path, "Write every figure to FILE")->type_name("FILE");
   return {app, [flags] { return run_client(*flags); }};
 }
 

@@ -102,6 +102,7 @@ int run_demo(const DemoFlags& flags) {
              "the whole {} response AND a clean EOF.\n\n",
              options.connections, options.concurrency, format_bytes(options.body_bytes),
              options.read_delay_ms, format_bytes(options.response_bytes));
+  std::fflush(stdout);
   const Run graceful =
       run_against("ringlinger serve (graceful close)", "uring", options, flags.response_bytes);
   const Run naive = run_against("plain close() server", "naive", options, flags.response_bytes);
@@ -116,12 +117,16 @@ int run_demo(const DemoFlags& flags) {
   if (graceful.server.is_object() && graceful.server.contains("stats")) {
     const auto& stats = graceful.server["stats"];
     const double closed = stats.value("connections_closed", 0.0);
-    fmt::print("ringlinger: {} io_uring_enter calls for {} closes ({:.3f} per close), {} "
-               "discarded unread, outcomes {}\n",
+    std::string outcomes;
+    for (const auto& [name, count] : stats["outcomes"].items()) {
+      if (count.get<std::uint64_t>() == 0) continue;
+      outcomes += fmt::format("{}{} {}", outcomes.empty() ? "" : ", ", count.get<std::uint64_t>(), name);
+    }
+    fmt::print("ringlinger: outcomes {}; {} of unread request bodies discarded; {} io_uring_enter "
+               "calls for {} closes ({:.3f} per close)\n",
+               outcomes, format_bytes(stats.value("bytes_discarded", std::uint64_t{0})),
                stats.value("enter_calls", 0), stats.value("connections_closed", 0),
-               closed > 0 ? stats.value("enter_calls", 0.0) / closed : 0.0,
-               format_bytes(stats.value("bytes_discarded", std::uint64_t{0})),
-               stats["outcomes"].dump());
+               closed > 0 ? stats.value("enter_calls", 0.0) / closed : 0.0);
     const auto& latency = graceful.server["close_latency_us"];
     fmt::print("ringlinger close latency (close requested -> fd closed): p50 {} us, p99 {} us, "
                "max {} us\n",
@@ -148,10 +153,10 @@ Command add_demo_command(CLI::App& program) {
       "close() server on the same workload, and shows what each lost.");
   app->add_option("--connections", flags->connections, "Total connections per server")->capture_default_str();
   app->add_option("--concurrency", flags->concurrency, "Connections open at once")->capture_default_str();
-  app->add_option("--response-bytes", flags->response_bytes, "Response body size")->capture_default_str();
-  app->add_option("--body-bytes", flags->body_bytes, "Unread request body size")->capture_default_str();
-  app->add_option("--read-delay", flags->read_delay, "How late clients start reading")->capture_default_str();
-  app->add_option("--json", flags->json_path, "Write both runs' figures to FILE");
+  app->add_option("--response-bytes", flags->response_bytes, "Response body size")->type_name("SIZE")->capture_default_str();
+  app->add_option("--body-bytes", flags->body_bytes, "Unread request body size")->type_name("SIZE")->capture_default_str();
+  app->add_option("--read-delay", flags->read_delay, "How late clients start reading")->type_name("DURATION")->capture_default_str();
+  app->add_option("--json", flags->json_path, "Write both runs' figures to FILE")->type_name("FILE");
   return {app, [flags] { return run_demo(*flags); }};
 }
 

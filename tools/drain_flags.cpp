@@ -33,16 +33,16 @@ std::uint64_t bytes_flag(std::string_view flag, const std::string& text) {
 
 void add_drain_flags(CLI::App& command, DrainFlags& flags) {
   command.add_option("--drain-idle-timeout", flags.drain_idle_timeout,
-                     "Longest gap between two reads while draining (nginx lingering_timeout)")
+                     "Longest gap between two reads while draining (nginx lingering_timeout)")->type_name("DURATION")
       ->capture_default_str()->group("Graceful close");
   command.add_option("--drain-timeout", flags.drain_timeout,
-                     "Longest time from shutdown(SHUT_WR) to close (nginx lingering_time)")
+                     "Longest time from shutdown(SHUT_WR) to close (nginx lingering_time)")->type_name("DURATION")
       ->capture_default_str()->group("Graceful close");
   command.add_option("--drain-max-bytes", flags.drain_max_bytes,
-                     "Most input discarded after the response before giving up; 0 = unlimited")
+                     "Most input discarded after the response before giving up; 0 = unlimited")->type_name("SIZE")
       ->capture_default_str()->group("Graceful close");
   command.add_option("--send-timeout", flags.send_timeout,
-                     "Longest time a send may make no progress (nginx send_timeout)")
+                     "Longest time a send may make no progress (nginx send_timeout)")->type_name("DURATION")
       ->capture_default_str()->group("Graceful close");
   command.add_option("--on-timeout", flags.on_timeout,
                      "On a send or drain timeout: close (FIN, or RST if input is unread) or "
@@ -57,7 +57,7 @@ void add_drain_flags(CLI::App& command, DrainFlags& flags) {
       ->capture_default_str()->group("Graceful close");
   command.add_option("--batch-wait", flags.batch_wait,
                      "Let the kernel gather completions this long before waking the loop "
-                     "(fewer syscalls per close, at most this much added latency); 0 = off")
+                     "(fewer syscalls per close, at most this much added latency); 0 = off")->type_name("DURATION")
       ->capture_default_str()->group("Ring");
 }
 

@@ -314,19 +314,19 @@ Command add_serve_command(CLI::App& program) {
       "HTTP/1.x responder that answers without reading the request body, then closes "
       "gracefully (flush, SHUT_WR, drain to EOF, close). Stops on SIGINT/SIGTERM and prints "
       "its counters.");
-  app->add_option("--listen", flags->listen, "Address to listen on; port 0 picks a free port")
+  app->add_option("--listen", flags->listen, "Address to listen on; port 0 picks a free port")->type_name("ADDRESS")
       ->capture_default_str();
   app->add_option("--response-bytes", flags->response_bytes,
-                  "Body size of every 200 response (e.g. 16384, 16KiB, 1MiB)")
+                  "Body size of every 200 response (e.g. 16384, 16KiB, 1MiB)")->type_name("SIZE")
       ->capture_default_str();
   app->add_option("--backend", flags->backend,
                   "uring (ringlinger) or naive (plain close() right after the response: "
                   "shows the data loss)")
       ->check(CLI::IsMember({"uring", "naive"}))->capture_default_str();
   app->add_option("--stop-grace", flags->stop_grace,
-                  "On SIGINT/SIGTERM, how long lingering connections may take before they are reset")
+                  "On SIGINT/SIGTERM, how long lingering connections may take before they are reset")->type_name("DURATION")
       ->capture_default_str();
-  app->add_option("--json", flags->json_path, "Write the configuration and counters to FILE at exit");
+  app->add_option("--json", flags->json_path, "Write the configuration and counters to FILE at exit")->type_name("FILE");
   app->add_flag("--quiet", flags->quiet, "Do not print the counters at exit");
   add_drain_flags(*app, flags->drain);
   return {app, [flags] { return run_serve(*flags); }};

@@ -1,0 +1,43 @@
+# Shared by tools/run and tools/test: install what is missing, configure, build.
+# shellcheck shell=bash
+
+# Debian packages the build and the tests need.
+RINGLINGER_PACKAGES=(
+  g++ pkg-config meson ninja-build
+  liburing-dev                       # the library's one dependency
+  libgtest-dev libgmock-dev          # tests
+  libbenchmark-dev                   # bench/
+  libcli11-dev libfmt-dev nlohmann-json3-dev   # the command line program
+)
+
+# Installs the packages that are not installed yet (apt-get, as root).
+ensure_packages() {
+  local missing=()
+  local package
+  for package in "${RINGLINGER_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+      missing+=("$package")
+    fi
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "ringlinger: installing ${missing[*]}" >&2
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "ringlinger: not root; install them with: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# build_into DIR [meson options...]: configures DIR (once) and builds everything in it.
+build_into() {
+  local dir=$1
+  shift
+  if [ -f "$dir/build.ninja" ]; then
+    meson setup --reconfigure "$dir" "$@" >/dev/null
+  else
+    meson setup "$dir" "$@" >/dev/null
+  fi
+  ninja -C "$dir"
+}
