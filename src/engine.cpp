@@ -56,22 +56,21 @@ std::optional<ConnectionId> Engine::adopt(int fd, TimePoint now) {
 }
 
 std::error_code Engine::send(ConnectionId id, std::string bytes, TimePoint now) {
-  now = last_now_ = std::max(now, last_now_);
-  Connection* connection = lookup(id.slot, id.generation);
-  if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
-  if (connection->state != State::open) return std::make_error_code(std::errc::broken_pipe);
-  connection->send_queue.push(std::move(bytes));
-  start_send(*connection, now);
-  return {};
+  return enqueue(id, now, [&](SendQueue& queue) { queue.push(std::move(bytes)); });
 }
 
 std::error_code Engine::send_view(ConnectionId id, std::span<const std::byte> bytes,
                                   TimePoint now) {
+  return enqueue(id, now, [&](SendQueue& queue) { queue.push_view(bytes); });
+}
+
+template <class Push>
+std::error_code Engine::enqueue(ConnectionId id, TimePoint now, Push&& push) {
   now = last_now_ = std::max(now, last_now_);
   Connection* connection = lookup(id.slot, id.generation);
   if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
   if (connection->state != State::open) return std::make_error_code(std::errc::broken_pipe);
-  connection->send_queue.push_view(bytes);
+  push(connection->send_queue);
   start_send(*connection, now);
   return {};
 }

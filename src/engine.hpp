@@ -61,6 +61,9 @@ class Engine {
   const std::vector<Connection>& slots() const noexcept { return slots_; }
 
  private:
+  // The part of send() and send_view() they share; `push` adds the bytes to the queue.
+  template <class Push>
+  std::error_code enqueue(ConnectionId id, TimePoint now, Push&& push);
   Connection* lookup(std::uint32_t slot, std::uint32_t generation) noexcept;
   ConnectionId id_of(const Connection& connection) const noexcept;
   std::uint32_t slot_of(const Connection& connection) const noexcept;

@@ -268,3 +268,34 @@ TEST(ManagerRing, AnAcceptBurstBeyondTheTableIsServedOrRefusedNeverLost) {
 
 }  // namespace
 }  // namespace ringlinger
+
+namespace ringlinger {
+namespace {
+
+using namespace testing_support;
+
+TEST(ManagerLifetime, DestroyingAManagerWithLingeringConnectionsClosesThemAndLeaksNothing) {
+  std::vector<int> clients;
+  const auto start = std::chrono::steady_clock::now();
+  {
+    Config config;
+    config.drain_idle_timeout_ms = 60'000;
+    Responder responder(config, tools::make_response(1000));
+    for (int i = 0; i < 10; ++i) {
+      clients.push_back(connect_client(responder.address));
+      send_all(clients.back(), tools::make_request(0));
+    }
+    EXPECT_TRUE(responder.run_until(
+        [&] { return responder.manager().stats().in_state(State::draining) == 10; }));
+  }  // ~Manager: resets the 10 lingering connections and waits for their requests
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  for (int fd : clients) {
+    set_receive_timeout(fd, 5s);
+    const ReadResult read = read_to_end(fd);
+    EXPECT_EQ(read.bytes, tools::make_response(1000)) << "the response was delivered before";
+    ::close(fd);
+  }
+}
+
+}  // namespace
+}  // namespace ringlinger
