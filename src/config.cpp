@@ -31,6 +31,10 @@ std::string Config::validate() const {
   if (send_timeout_ms < 1 || send_timeout_ms > kOneDayMs) {
     return range_error("send_timeout_ms", 1, kOneDayMs, send_timeout_ms);
   }
+  if (backend != IoBackend::automatic && backend != IoBackend::io_uring &&
+      backend != IoBackend::epoll) {
+    return "backend must be automatic, io_uring or epoll (got " + std::to_string(int(backend)) + ")";
+  }
   if (on_timeout != OnTimeout::close && on_timeout != OnTimeout::reset) {
     return "on_timeout must be close or reset (got " + std::to_string(int(on_timeout)) + ")";
   }
@@ -66,6 +70,15 @@ std::string_view to_string(ShutdownMode value) noexcept {
   switch (value) {
     case ShutdownMode::syscall: return "syscall";
     case ShutdownMode::ring: return "ring";
+  }
+  return "?";
+}
+
+std::string_view to_string(IoBackend value) noexcept {
+  switch (value) {
+    case IoBackend::automatic: return "automatic";
+    case IoBackend::io_uring: return "io_uring";
+    case IoBackend::epoll: return "epoll";
   }
   return "?";
 }

@@ -51,6 +51,8 @@ std::optional<ConnectionId> Engine::adopt(int fd, TimePoint now) {
   connection.fd = fd;
   connection.opened_at = now;
   set_state(connection, State::open);
+  stats_.peak_live_connections = std::max<std::uint64_t>(stats_.peak_live_connections,
+                                                         live_connections());
   start_receive(connection);
   return id_of(connection);
 }

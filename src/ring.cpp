@@ -165,6 +165,7 @@ int Ring::enter(unsigned to_submit, unsigned wait_nr, std::chrono::nanoseconds t
   arg.ts = reinterpret_cast<std::uint64_t>(&ts);
   const unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG | enter_flags_;
   ++stats_.enter_calls;
+  ++stats_.syscalls;
   const int result = io_uring_enter2(static_cast<unsigned>(enter_fd_), to_submit, wait_nr, flags,
                                      reinterpret_cast<sigset_t*>(&arg), sizeof(arg));
   if (result >= 0) {

@@ -3,8 +3,10 @@
 #include <netinet/in.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <system_error>
 
@@ -12,18 +14,90 @@
 
 namespace ringlinger::detail {
 namespace {
+
+using namespace std::chrono_literals;
+
 constexpr std::uint16_t kReceiveGroup = 0;
+// How long a listener waits before accepting again after an error such as EMFILE.
+constexpr auto kAcceptBackoff = 100ms;
+
+std::uint32_t completion_queue_entries(const Config& config) {
+  // Room for every request that can be in flight at once (about three per connection), so the
+  // completion queue does not overflow even when every connection completes in the same step.
+  const std::uint64_t wanted = std::max<std::uint64_t>(std::uint64_t{config.ring_entries} * 4,
+                                                       std::uint64_t{config.max_connections} * 3);
+  return static_cast<std::uint32_t>(std::min<std::uint64_t>(std::bit_ceil(wanted), 65536));
+}
+
 }  // namespace
 
-UringBackend::UringBackend(Ring& ring, std::uint32_t buffer_count, std::uint32_t buffer_bytes)
-    : ring_(ring), buffers_(ring, kReceiveGroup, buffer_count, buffer_bytes) {
+UringBackend::UringBackend(const Config& config, Stats& stats)
+    : stats_(stats),
+      ring_({config.ring_entries, completion_queue_entries(config), config.defer_taskrun,
+             config.batch_wait_us},
+            stats),
+      buffers_(ring_, kReceiveGroup, config.receive_buffer_count, config.receive_buffer_bytes) {
   void* area = mmap(nullptr, kDiscardChunkBytes, PROT_READ | PROT_WRITE,
                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (area == MAP_FAILED) throw std::system_error(errno, std::system_category(), "discard area");
   discard_area_ = static_cast<std::byte*>(area);
+  batch_.reserve(completion_queue_entries(config));
 }
 
-UringBackend::~UringBackend() { munmap(discard_area_, kDiscardChunkBytes); }
+UringBackend::~UringBackend() {
+  for (const Listener& listener : listeners_) {
+    if (listener.fd >= 0) ::close(listener.fd);
+  }
+  munmap(discard_area_, kDiscardChunkBytes);
+}
+
+void UringBackend::attach(Engine& engine, Host& host) {
+  engine_ = &engine;
+  host_ = &host;
+}
+
+std::string UringBackend::describe() const { return "io_uring " + ring_.describe_flags(); }
+
+// --- the step ---------------------------------------------------------------------------------
+
+void UringBackend::step(std::chrono::nanoseconds timeout, TimePoint& now) {
+  ring_.submit_and_wait(timeout);  // the one io_uring_enter of this step
+  now = Engine::Clock::now();
+  batch_.clear();
+  ring_.reap(batch_);  // copied out, completion queue advanced once
+  for (const io_uring_cqe& cqe : batch_) dispatch(cqe, now);
+}
+
+void UringBackend::dispatch(const io_uring_cqe& cqe, TimePoint now) {
+  const OpTag tag = decode(cqe.user_data);
+  switch (tag.op) {
+    case Op::accept:
+      return handle_accept(tag, cqe.res, cqe.flags, now);
+    case Op::accept_cancel:
+      return handle_accept_cancel(tag);
+    case Op::recv:
+    case Op::send:
+    case Op::shutdown:
+    case Op::cancel:
+    case Op::close:
+      return complete_connection_request(cqe, now);
+  }
+  RL_ASSERT(false && "a completion with an unknown op in its user_data");
+}
+
+void UringBackend::complete_connection_request(const io_uring_cqe& cqe, TimePoint now) {
+  Completion completion{decode(cqe.user_data), cqe.res, {}};
+  const bool has_buffer = (cqe.flags & IORING_CQE_F_BUFFER) != 0;
+  const auto buffer_id = static_cast<std::uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
+  if (has_buffer && cqe.res > 0) {
+    completion.data = buffers_.buffer(buffer_id).first(static_cast<std::size_t>(cqe.res));
+  }
+  engine_->on_completion(completion, now);
+  // Given back whether or not the connection still exists.
+  if (has_buffer) buffers_.recycle(buffer_id);
+}
+
+// --- IoPort: requests become SQEs -------------------------------------------------------------
 
 void UringBackend::submit_recv(OpTag tag, int fd, RecvMode mode, std::uint32_t max_bytes) {
   io_uring_sqe* sqe = ring_.get_sqe();
@@ -69,23 +143,116 @@ void UringBackend::submit_close(OpTag tag, int fd) {
   io_uring_sqe_set_data64(sqe, encode(tag));
 }
 
-int UringBackend::shutdown_now(int fd) { return ::shutdown(fd, SHUT_WR) == 0 ? 0 : -errno; }
+int UringBackend::shutdown_now(int fd) {
+  ++stats_.syscalls;
+  return ::shutdown(fd, SHUT_WR) == 0 ? 0 : -errno;
+}
 
 void UringBackend::set_reset_on_close(int fd) {
+  ++stats_.syscalls;
   const linger reset{1, 0};
   // Fails only for a bad fd, which the engine never passes; the close then ends as it would.
   (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
 }
 
-void UringBackend::complete(const io_uring_cqe& cqe, Engine& engine, Engine::TimePoint now) {
-  Completion completion{decode(cqe.user_data), cqe.res, {}};
-  const bool has_buffer = (cqe.flags & IORING_CQE_F_BUFFER) != 0;
-  const auto buffer_id = static_cast<std::uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
-  if (has_buffer && cqe.res > 0) {
-    completion.data = buffers_.buffer(buffer_id).first(static_cast<std::size_t>(cqe.res));
+// --- listeners --------------------------------------------------------------------------------
+
+SocketAddress UringBackend::listen(const SocketAddress& address, int backlog) {
+  const int fd = ::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::system_error(errno, std::system_category(), "socket");
+  const int one = 1;
+  (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (::bind(fd, address.data(), address.size()) != 0 || ::listen(fd, backlog) != 0) {
+    const int error = errno;
+    ::close(fd);
+    throw std::system_error(error, std::system_category(), "listen on " + address.to_string());
   }
-  engine.on_completion(completion, now);
-  if (has_buffer) buffers_.recycle(buffer_id);
+  auto bound = SocketAddress::local_of(fd);
+  RL_ASSERT(bound.has_value());
+  listeners_.push_back(Listener{fd, false, false, {}});
+  arm_accept(static_cast<std::uint32_t>(listeners_.size() - 1));
+  return *bound;
+}
+
+void UringBackend::arm_accept(std::uint32_t index) {
+  Listener& listener = listeners_[index];
+  RL_ASSERT(listener.fd >= 0 && !listener.accept_in_flight && !listener.cancel_in_flight);
+  io_uring_sqe* sqe = ring_.get_sqe();
+  io_uring_prep_multishot_accept(sqe, listener.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  io_uring_sqe_set_data64(sqe, encode({Op::accept, 0, index}));
+  listener.accept_in_flight = true;
+}
+
+void UringBackend::pause_accept(std::uint32_t index) {
+  Listener& listener = listeners_[index];
+  if (!listener.accept_in_flight || listener.cancel_in_flight) return;
+  io_uring_sqe* sqe = ring_.get_sqe();
+  io_uring_prep_cancel64(sqe, encode({Op::accept, 0, index}), 0);
+  io_uring_sqe_set_data64(sqe, encode({Op::accept_cancel, 0, index}));
+  listener.cancel_in_flight = true;
+}
+
+void UringBackend::handle_accept(OpTag tag, int result, unsigned flags, TimePoint now) {
+  Listener& listener = listeners_[tag.slot];
+  RL_ASSERT(listener.accept_in_flight);
+  if ((flags & IORING_CQE_F_MORE) == 0) listener.accept_in_flight = false;
+  if (result >= 0) {
+    host_->on_accepted(result, now);
+    if (!host_->can_accept()) pause_accept(tag.slot);  // full: leave the rest in the backlog
+  } else if (result != -ECANCELED) {
+    ++stats_.accept_errors;  // EMFILE, ENFILE, ENOMEM...: try again a little later
+    listener.resume_at = now + kAcceptBackoff;
+  }
+  close_listener_if_idle(tag.slot);
+}
+
+void UringBackend::handle_accept_cancel(OpTag tag) {
+  listeners_[tag.slot].cancel_in_flight = false;
+  close_listener_if_idle(tag.slot);
+}
+
+void UringBackend::resume_listeners(TimePoint now) {
+  for (std::uint32_t index = 0; index < listeners_.size(); ++index) {
+    const Listener& listener = listeners_[index];
+    if (listeners_closing_ || listener.fd < 0 || listener.accept_in_flight ||
+        listener.cancel_in_flight || !host_->can_accept() || now < listener.resume_at) {
+      continue;
+    }
+    arm_accept(index);
+  }
+}
+
+std::optional<Backend::TimePoint> UringBackend::next_listener_deadline(TimePoint now) const {
+  std::optional<TimePoint> earliest;
+  for (const Listener& listener : listeners_) {
+    if (listener.fd < 0 || listener.accept_in_flight || listener.resume_at <= now) continue;
+    if (!earliest || listener.resume_at < *earliest) earliest = listener.resume_at;
+  }
+  return earliest;
+}
+
+void UringBackend::close_listeners() {
+  listeners_closing_ = true;
+  for (std::uint32_t index = 0; index < listeners_.size(); ++index) {
+    pause_accept(index);
+    close_listener_if_idle(index);
+  }
+}
+
+void UringBackend::close_listener_if_idle(std::uint32_t index) {
+  Listener& listener = listeners_[index];
+  if (!listeners_closing_ || listener.fd < 0 || listener.accept_in_flight ||
+      listener.cancel_in_flight) {
+    return;
+  }
+  ++stats_.syscalls;
+  ::close(listener.fd);  // nothing of ours is in flight on it any more
+  listener.fd = -1;
+}
+
+bool UringBackend::has_open_listeners() const {
+  return std::any_of(listeners_.begin(), listeners_.end(),
+                     [](const Listener& listener) { return listener.fd >= 0; });
 }
 
 }  // namespace ringlinger::detail

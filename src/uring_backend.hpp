@@ -1,5 +1,6 @@
-// The io_uring backend: the engine's IoPort requests become SQEs on the ring, and a connection's
-// CQE becomes the engine's Completion (with the provided buffer resolved and given back after).
+// The io_uring backend: the engine's requests become SQEs on one ring; each loop step is one
+// io_uring_enter that submits them all and waits; completions go back to the engine (with the
+// provided buffer resolved and given back after). Listeners use a multishot accept.
 #pragma once
 
 #include <liburing.h>
@@ -7,20 +8,35 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <vector>
 
-#include "engine.hpp"
-#include "io_port.hpp"
+#include "backend.hpp"
 #include "ring.hpp"
+#include "ringlinger/config.hpp"
 
 namespace ringlinger::detail {
 
-class UringBackend final : public IoPort {
+class UringBackend final : public Backend, private IoPort {
  public:
-  UringBackend(Ring& ring, std::uint32_t buffer_count, std::uint32_t buffer_bytes);
+  // Throws std::system_error when io_uring (or a feature it needs) is unavailable.
+  UringBackend(const Config& config, Stats& stats);
   ~UringBackend() override;
   UringBackend(const UringBackend&) = delete;
   UringBackend& operator=(const UringBackend&) = delete;
 
+  // Backend
+  IoPort& io() override { return *this; }
+  void attach(Engine& engine, Host& host) override;
+  SocketAddress listen(const SocketAddress& address, int backlog) override;
+  void step(std::chrono::nanoseconds timeout, TimePoint& now) override;
+  void resume_listeners(TimePoint now) override;
+  std::optional<TimePoint> next_listener_deadline(TimePoint now) const override;
+  void close_listeners() override;
+  bool has_open_listeners() const override;
+  std::string describe() const override;
+
+ private:
+  // IoPort
   void submit_recv(OpTag tag, int fd, RecvMode mode, std::uint32_t max_bytes) override;
   void submit_send(OpTag tag, int fd, std::span<const std::byte> bytes) override;
   void submit_shutdown(OpTag tag, int fd) override;
@@ -29,17 +45,34 @@ class UringBackend final : public IoPort {
   int shutdown_now(int fd) override;
   void set_reset_on_close(int fd) override;
 
-  // Hands a connection request's CQE to the engine; a provided buffer the CQE carries goes back
-  // to the kernel afterwards (whether or not the connection still exists).
-  void complete(const io_uring_cqe& cqe, Engine& engine, Engine::TimePoint now);
+  // A listening socket and its multishot accept.
+  struct Listener {
+    int fd = -1;
+    bool accept_in_flight = false;  // the multishot accept is armed
+    bool cancel_in_flight = false;  // a cancel of that accept is in flight (pause or stop)
+    TimePoint resume_at{};          // after an accept error, not before this
+  };
 
- private:
-  Ring& ring_;
+  void dispatch(const io_uring_cqe& cqe, TimePoint now);
+  void complete_connection_request(const io_uring_cqe& cqe, TimePoint now);
+  void handle_accept(OpTag tag, int result, unsigned flags, TimePoint now);
+  void handle_accept_cancel(OpTag tag);
+  void arm_accept(std::uint32_t index);
+  void pause_accept(std::uint32_t index);
+  void close_listener_if_idle(std::uint32_t index);
+
+  Stats& stats_;
+  Ring ring_;
   BufferRing buffers_;
   // Where discarding receives point. With MSG_TRUNC TCP copies nothing into it, so its pages are
   // never touched; it is still as large as any discarding receive, so a socket type that ignores
   // MSG_TRUNC cannot write past it.
   std::byte* discard_area_ = nullptr;
+  std::vector<Listener> listeners_;
+  bool listeners_closing_ = false;
+  std::vector<io_uring_cqe> batch_;
+  Engine* engine_ = nullptr;
+  Host* host_ = nullptr;
 };
 
 }  // namespace ringlinger::detail

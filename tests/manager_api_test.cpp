@@ -14,6 +14,24 @@ namespace {
 
 using namespace testing_support;
 
+// The API, stop and lifetime tests run on both backends.
+class BackendTest : public ::testing::TestWithParam<IoBackend> {
+ protected:
+  Config base_config() const {
+    Config config;
+    config.backend = GetParam();
+    return config;
+  }
+};
+class ManagerApi : public BackendTest {};
+class ManagerStop : public BackendTest {};
+class ManagerLifetime : public BackendTest {};
+
+std::string backend_name(const ::testing::TestParamInfo<IoBackend>& backend) {
+  return backend.param == IoBackend::epoll ? "Epoll" : "IoUring";
+}
+
+
 // A connected pair over loopback: the client end and the accepted server end.
 struct TcpPair {
   int client = -1;
@@ -48,9 +66,9 @@ void run_until(Manager& manager, const std::function<bool()>& done, std::chrono:
   while (!done() && std::chrono::steady_clock::now() < deadline) manager.run_once(10ms);
 }
 
-TEST(ManagerApi, AdoptedSocketIsFlushedShutDownDrainedAndClosed) {
+TEST_P(ManagerApi, AdoptedSocketIsFlushedShutDownDrainedAndClosed) {
   Recorder recorder;
-  Manager manager(Config{}, recorder.callbacks());
+  Manager manager(base_config(), recorder.callbacks());
   TcpPair pair = make_pair();
   auto id = manager.adopt(pair.server);
   ASSERT_TRUE(id.has_value());
@@ -75,9 +93,9 @@ TEST(ManagerApi, AdoptedSocketIsFlushedShutDownDrainedAndClosed) {
   EXPECT_EQ(manager.stats().connections_adopted, 1u);
 }
 
-TEST(ManagerApi, StaleHandlesAndLateSendsAreRefused) {
+TEST_P(ManagerApi, StaleHandlesAndLateSendsAreRefused) {
   Recorder recorder;
-  Manager manager(Config{}, recorder.callbacks());
+  Manager manager(base_config(), recorder.callbacks());
   TcpPair pair = make_pair();
   auto id = manager.adopt(pair.server);
   ASSERT_TRUE(id.has_value());
@@ -95,8 +113,8 @@ TEST(ManagerApi, StaleHandlesAndLateSendsAreRefused) {
   EXPECT_EQ(manager.send(ConnectionId{}, "x"), std::errc::bad_file_descriptor);
 }
 
-TEST(ManagerApi, AdoptRefusesBadFdsAndAFullTable) {
-  Config config;
+TEST_P(ManagerApi, AdoptRefusesBadFdsAndAFullTable) {
+  Config config = base_config();
   config.max_connections = 1;
   Manager manager(config);
   EXPECT_FALSE(manager.adopt(-1).has_value());
@@ -112,9 +130,9 @@ TEST(ManagerApi, AdoptRefusesBadFdsAndAFullTable) {
   ::close(first.client);
 }
 
-TEST(ManagerApi, AbortResetsTheConnectionAtOnce) {
+TEST_P(ManagerApi, AbortResetsTheConnectionAtOnce) {
   Recorder recorder;
-  Manager manager(Config{}, recorder.callbacks());
+  Manager manager(base_config(), recorder.callbacks());
   TcpPair pair = make_pair();
   auto id = manager.adopt(pair.server);
   ASSERT_TRUE(id.has_value());
@@ -129,8 +147,8 @@ TEST(ManagerApi, AbortResetsTheConnectionAtOnce) {
   ::close(pair.client);
 }
 
-TEST(ManagerApi, InvalidConfigurationIsRejectedNamingTheField) {
-  Config config;
+TEST_P(ManagerApi, InvalidConfigurationIsRejectedNamingTheField) {
+  Config config = base_config();
   config.drain_idle_timeout_ms = 0;
   try {
     Manager manager(config);
@@ -139,13 +157,13 @@ TEST(ManagerApi, InvalidConfigurationIsRejectedNamingTheField) {
     EXPECT_NE(std::string(error.what()).find("drain_idle_timeout_ms"), std::string::npos)
         << error.what();
   }
-  config = Config{};
+  config = base_config();
   config.ring_entries = 1000;  // not a power of two
   EXPECT_THROW(Manager{config}, std::invalid_argument);
 }
 
-TEST(ManagerStop, LingeringConnectionsAreResetAtTheStopDeadline) {
-  Config config;
+TEST_P(ManagerStop, LingeringConnectionsAreResetAtTheStopDeadline) {
+  Config config = base_config();
   config.drain_idle_timeout_ms = 60'000;  // the drain alone would take a minute
   Responder responder(config, tools::make_response(1000));
   constexpr int kClients = 20;
@@ -168,8 +186,8 @@ TEST(ManagerStop, LingeringConnectionsAreResetAtTheStopDeadline) {
   for (int fd : clients) ::close(fd);
 }
 
-TEST(ManagerStop, GracefulClosesInProgressFinishCleanly) {
-  Responder responder(Config{}, tools::make_response(300'000));
+TEST_P(ManagerStop, GracefulClosesInProgressFinishCleanly) {
+  Responder responder(base_config(), tools::make_response(300'000));
   constexpr int kClients = 10;
   std::vector<ReadResult> reads(kClients);
   std::atomic<int> requests_sent{0};
@@ -209,6 +227,7 @@ using namespace testing_support;
 
 TEST(ManagerRing, ATinySubmissionQueueStillCarriesHundredsOfConnections) {
   Config config;
+  config.backend = IoBackend::io_uring;  // the submission queue is io_uring's
   config.ring_entries = 8;  // far fewer SQEs than the requests of one step
   config.max_connections = 400;
   Responder responder(config, tools::make_response(20'000));
@@ -274,11 +293,11 @@ namespace {
 
 using namespace testing_support;
 
-TEST(ManagerLifetime, DestroyingAManagerWithLingeringConnectionsClosesThemAndLeaksNothing) {
+TEST_P(ManagerLifetime, DestroyingAManagerWithLingeringConnectionsClosesThemAndLeaksNothing) {
   std::vector<int> clients;
   const auto start = std::chrono::steady_clock::now();
   {
-    Config config;
+    Config config = base_config();
     config.drain_idle_timeout_ms = 60'000;
     Responder responder(config, tools::make_response(1000));
     for (int i = 0; i < 10; ++i) {
@@ -296,6 +315,21 @@ TEST(ManagerLifetime, DestroyingAManagerWithLingeringConnectionsClosesThemAndLea
     ::close(fd);
   }
 }
+
+}  // namespace
+}  // namespace ringlinger
+
+namespace ringlinger {
+namespace {
+
+using namespace testing_support;
+
+INSTANTIATE_TEST_SUITE_P(Backends, ManagerApi, ::testing::Values(IoBackend::io_uring, IoBackend::epoll),
+                         backend_name);
+INSTANTIATE_TEST_SUITE_P(Backends, ManagerStop, ::testing::Values(IoBackend::io_uring, IoBackend::epoll),
+                         backend_name);
+INSTANTIATE_TEST_SUITE_P(Backends, ManagerLifetime,
+                         ::testing::Values(IoBackend::io_uring, IoBackend::epoll), backend_name);
 
 }  // namespace
 }  // namespace ringlinger

@@ -2,8 +2,8 @@
 // that half-closes, one behind a tiny send buffer (partial sends), one that sends late pipelined
 // data, one that never sends FIN, one that floods during the drain, one that resets mid-response,
 // one that never reads. Each test checks the outcome reported, the accounting, and for peers that
-// read, the exact bytes AND a clean EOF. The cooperative cases run for both shutdown modes and
-// with and without DEFER_TASKRUN.
+// read, the exact bytes AND a clean EOF. Everything runs on both backends (io_uring and epoll);
+// the cooperative cases also for both shutdown modes and with and without DEFER_TASKRUN.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -17,14 +17,16 @@ namespace {
 using namespace testing_support;
 
 struct RingVariant {
+  IoBackend backend;
   ShutdownMode shutdown;
   bool defer_taskrun;
 };
 
 class CooperativePeer : public ::testing::TestWithParam<RingVariant> {
  protected:
-  Config config() const {
+  Config base_config() const {
     Config config;
+    config.backend = GetParam().backend;
     config.shutdown_mode = GetParam().shutdown;
     config.defer_taskrun = GetParam().defer_taskrun;
     return config;
@@ -32,7 +34,7 @@ class CooperativePeer : public ::testing::TestWithParam<RingVariant> {
 };
 
 TEST_P(CooperativePeer, HalfClosingPeerGetsEverything) {
-  Responder responder(config(), tools::make_response(200'000));
+  Responder responder(base_config(), tools::make_response(200'000));
   ReadResult read;
   std::thread client([&] {
     const int fd = connect_client(responder.address);
@@ -52,7 +54,7 @@ TEST_P(CooperativePeer, HalfClosingPeerGetsEverything) {
 }
 
 TEST_P(CooperativePeer, PartialSendsBehindATinySendBufferAreResumedInOrder) {
-  Responder responder(config(), tools::make_response(1 << 20));
+  Responder responder(base_config(), tools::make_response(1 << 20));
   responder.on_accept_hook = [&](ConnectionId id) {
     const int size = 4096;
     setsockopt(responder.manager().fd(id), SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
@@ -78,7 +80,7 @@ TEST_P(CooperativePeer, PartialSendsBehindATinySendBufferAreResumedInOrder) {
 }
 
 TEST_P(CooperativePeer, LatePipelinedRequestDoesNotResetTheResponse) {
-  Responder responder(config(), tools::make_response(1 << 20));
+  Responder responder(base_config(), tools::make_response(1 << 20));
   ReadResult read;
   std::thread client([&] {
     const int fd = connect_client(responder.address);
@@ -101,15 +103,33 @@ TEST_P(CooperativePeer, LatePipelinedRequestDoesNotResetTheResponse) {
 
 INSTANTIATE_TEST_SUITE_P(
     RingVariants, CooperativePeer,
-    ::testing::Values(RingVariant{ShutdownMode::syscall, true}, RingVariant{ShutdownMode::ring, true},
-                      RingVariant{ShutdownMode::syscall, false}, RingVariant{ShutdownMode::ring, false}),
+    ::testing::Values(RingVariant{IoBackend::io_uring, ShutdownMode::syscall, true},
+                      RingVariant{IoBackend::io_uring, ShutdownMode::ring, true},
+                      RingVariant{IoBackend::io_uring, ShutdownMode::syscall, false},
+                      RingVariant{IoBackend::io_uring, ShutdownMode::ring, false},
+                      RingVariant{IoBackend::epoll, ShutdownMode::syscall, true},
+                      RingVariant{IoBackend::epoll, ShutdownMode::ring, true}),
     [](const ::testing::TestParamInfo<RingVariant>& variant) {
+      if (variant.param.backend == IoBackend::epoll) {
+        return std::string("Epoll") +
+               (variant.param.shutdown == ShutdownMode::ring ? "DeferredShutdown" : "SyscallShutdown");
+      }
       return std::string(variant.param.shutdown == ShutdownMode::ring ? "RingShutdown" : "SyscallShutdown") +
              (variant.param.defer_taskrun ? "DeferTaskrun" : "Plain");
     });
 
-TEST(HostilePeer, PeerThatNeverSendsFinIsClosedAtTheDrainIdleTimeout) {
-  Config config;
+// The hostile peers, on both backends.
+class HostilePeer : public ::testing::TestWithParam<IoBackend> {
+ protected:
+  Config base_config() const {
+    Config config;
+    config.backend = GetParam();
+    return config;
+  }
+};
+
+TEST_P(HostilePeer, PeerThatNeverSendsFinIsClosedAtTheDrainIdleTimeout) {
+  Config config = base_config();
   config.drain_idle_timeout_ms = 200;
   Responder responder(config, tools::make_response(50'000));
   ReadResult read;
@@ -134,8 +154,8 @@ TEST(HostilePeer, PeerThatNeverSendsFinIsClosedAtTheDrainIdleTimeout) {
   EXPECT_LT(report.drain_time, 5s);     // and not forgotten
 }
 
-TEST(HostilePeer, PeerThatFloodsDuringTheDrainIsCutOffAtTheByteCap) {
-  Config config;
+TEST_P(HostilePeer, PeerThatFloodsDuringTheDrainIsCutOffAtTheByteCap) {
+  Config config = base_config();
   config.drain_max_bytes = 1 << 20;
   Responder responder(config, tools::make_response(1000));
   std::atomic<bool> stop{false};
@@ -165,9 +185,9 @@ TEST(HostilePeer, PeerThatFloodsDuringTheDrainIsCutOffAtTheByteCap) {
   EXPECT_GT(flooded, config.drain_max_bytes);
 }
 
-TEST(HostilePeer, PeerThatResetsMidResponseIsReportedOnceAndKillsNothing) {
+TEST_P(HostilePeer, PeerThatResetsMidResponseIsReportedOnceAndKillsNothing) {
   // SIGPIPE keeps its default action here: a send without MSG_NOSIGNAL would kill the test.
-  Responder responder(Config{}, tools::make_response(16 << 20));
+  Responder responder(base_config(), tools::make_response(16 << 20));
   std::thread client([&] {
     const int fd = connect_client(responder.address);
     set_receive_timeout(fd, 10s);
@@ -186,8 +206,8 @@ TEST(HostilePeer, PeerThatResetsMidResponseIsReportedOnceAndKillsNothing) {
   EXPECT_EQ(responder.manager().stats().with_outcome(Outcome::peer_reset), 1u);
 }
 
-TEST(HostilePeer, PeerThatNeverReadsEndsAtTheSendTimeoutWithAReset) {
-  Config config;
+TEST_P(HostilePeer, PeerThatNeverReadsEndsAtTheSendTimeoutWithAReset) {
+  Config config = base_config();
   config.send_timeout_ms = 300;
   config.on_timeout = OnTimeout::reset;
   Responder responder(config, tools::make_response(32 << 20));
@@ -213,6 +233,12 @@ TEST(HostilePeer, PeerThatNeverReadsEndsAtTheSendTimeoutWithAReset) {
   EXPECT_GE(report.flush_time + report.open_time, 300ms);
   EXPECT_EQ(read.error, ECONNRESET) << "the client should see the reset";
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, HostilePeer,
+                         ::testing::Values(IoBackend::io_uring, IoBackend::epoll),
+                         [](const ::testing::TestParamInfo<IoBackend>& backend) {
+                           return backend.param == IoBackend::epoll ? "Epoll" : "IoUring";
+                         });
 
 }  // namespace
 }  // namespace ringlinger

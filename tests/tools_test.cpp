@@ -162,3 +162,52 @@ TEST(CommandLine, ServeStopsOnSigtermAndPrintsItsCounters) {
 
 }  // namespace
 }  // namespace ringlinger::tools
+
+namespace ringlinger::tools {
+namespace {
+
+std::string without_io_uring() {
+  const char* path = std::getenv("WITHOUT_IO_URING_EXE");
+  return path != nullptr ? path : "tests/without_io_uring";
+}
+
+TEST(Fallback, WithoutIoUringServeFallsBackToEpollAndServes) {
+  ChildProcess serve({without_io_uring(),
+                      {testing_support::ringlinger_exe(), "serve", "--listen", "127.0.0.1:0"},
+                      -1,
+                      true});
+  std::string first_line;
+  std::optional<SocketAddress> address;
+  while (auto line = serve.read_line(std::chrono::seconds(10))) {
+    if (line->find("listening on") == std::string::npos) continue;
+    first_line = *line;
+    const auto start = line->find("listening on ") + 13;
+    address = SocketAddress::parse(line->substr(start, line->find(' ', start) - start));
+    break;
+  }
+  ASSERT_TRUE(address.has_value()) << "serve did not start";
+  EXPECT_NE(first_line.find("epoll"), std::string::npos) << first_line;
+  EXPECT_NE(first_line.find("io_uring unavailable"), std::string::npos) << first_line;
+  const int fd = testing_support::connect_client(*address);
+  testing_support::set_receive_timeout(fd, std::chrono::seconds(10));
+  testing_support::send_all(fd, make_request(100'000));  // a body it will not read
+  const auto read = testing_support::read_to_end(fd);
+  ::close(fd);
+  EXPECT_EQ(read.bytes, make_response(16384));
+  EXPECT_TRUE(read.clean_eof);
+  EXPECT_EQ(serve.terminate(std::chrono::seconds(10)), 0);
+}
+
+TEST(Fallback, WithoutIoUringAnExplicitUringBackendFailsWithAClearMessage) {
+  std::vector<std::string> shell = {"-c", "exec \"$0\" \"$@\" 2>&1", without_io_uring(),
+                                    testing_support::ringlinger_exe(), "serve", "--listen",
+                                    "127.0.0.1:0", "--backend", "uring"};
+  ChildProcess serve({"/bin/sh", shell, -1, true});
+  std::string output;
+  while (auto line = serve.read_line(std::chrono::seconds(10))) output += *line + "\n";
+  EXPECT_EQ(serve.wait(std::chrono::seconds(10)), 1) << output;
+  EXPECT_NE(output.find("io_uring is not permitted"), std::string::npos) << output;
+}
+
+}  // namespace
+}  // namespace ringlinger::tools

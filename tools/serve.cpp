@@ -27,7 +27,7 @@ namespace {
 struct ServeFlags {
   std::string listen = "127.0.0.1:8080";
   std::string response_bytes = "16KiB";
-  std::string backend = "uring";
+  std::string backend = "auto";
   std::string stop_grace = "10s";
   std::string json_path;
   bool quiet = false;
@@ -147,6 +147,8 @@ nlohmann::json stats_json(const Stats& stats) {
       {"submissions", stats.submissions},
       {"completions", stats.completions},
       {"enter_calls", stats.enter_calls},
+      {"syscalls", stats.syscalls},
+      {"peak_live_connections", stats.peak_live_connections},
       {"sq_full_submits", stats.sq_full_submits},
       {"cq_overflows", stats.cq_overflows},
       {"shutdown_syscalls", stats.shutdown_syscalls},
@@ -212,10 +214,11 @@ void print_stats(const Stats& stats, const Percentiles& latency) {
              format_bytes(stats.bytes_sent), format_bytes(stats.bytes_received),
              format_bytes(stats.bytes_discarded));
   const double per_close = closed == 0 ? 0.0 : 1.0 / static_cast<double>(closed);
-  fmt::print("io_uring:    {} io_uring_enter calls ({:.3f} per close), {} submissions, {} "
-             "completions, {} shutdown(2) calls\n",
-             stats.enter_calls, static_cast<double>(stats.enter_calls) * per_close,
-             stats.submissions, stats.completions, stats.shutdown_syscalls);
+  fmt::print("kernel:      {} system calls ({:.2f} per close), {} of them io_uring_enter ({:.3f} "
+             "per close); {} submissions, {} completions\n",
+             stats.syscalls, static_cast<double>(stats.syscalls) * per_close, stats.enter_calls,
+             static_cast<double>(stats.enter_calls) * per_close, stats.submissions,
+             stats.completions);
   if (latency.count > 0) {
     fmt::print("close latency (close requested -> fd closed): p50 {} us, p99 {} us, max {} us\n",
                latency.p50, latency.p99, latency.max);
@@ -257,15 +260,18 @@ int run_serve(const ServeFlags& flags) {
   g_stop_grace_ms.store(static_cast<std::int64_t>(duration_flag_ms("--stop-grace", flags.stop_grace)));
   if (flags.backend == "naive") return run_naive(*address, response_bytes, flags);
 
-  const Config config = to_config(flags.drain);
+  Config config = to_config(flags.drain);
+  config.backend = flags.backend == "uring"   ? IoBackend::io_uring
+                   : flags.backend == "epoll" ? IoBackend::epoll
+                                              : IoBackend::automatic;
   warn_about_fd_limit(config.max_connections);
   Responder responder(config, response_bytes);
   Manager& manager = responder.manager();
   const SocketAddress bound = manager.listen(*address);
-  fmt::print("ringlinger serve: listening on {} (backend uring, shutdown {}, on timeout {}, "
-             "response {}; ring {})\n",
+  fmt::print("ringlinger serve: listening on {} (shutdown {}, on timeout {}, response {}; "
+             "backend {})\n",
              bound.to_string(), to_string(config.shutdown_mode), to_string(config.on_timeout),
-             format_bytes(response_bytes), manager.describe_ring());
+             format_bytes(response_bytes), manager.describe_backend());
   std::fflush(stdout);
   g_manager.store(&manager);
   install_stop_signals();
@@ -282,7 +288,7 @@ int run_serve(const ServeFlags& flags) {
   }
   if (!flags.json_path.empty()) {
     nlohmann::json json = {
-        {"backend", "uring"},
+        {"backend", manager.backend() == IoBackend::io_uring ? "uring" : "epoll"},
         {"listen", bound.to_string()},
         {"response_bytes", response_bytes},
         {"config",
@@ -294,7 +300,7 @@ int run_serve(const ServeFlags& flags) {
           {"shutdown", to_string(config.shutdown_mode)},
           {"max_connections", config.max_connections},
           {"batch_wait_us", config.batch_wait_us}}},
-        {"ring", manager.describe_ring()},
+        {"backend_description", manager.describe_backend()},
         {"stats", stats_json(stats)},
         {"cpu", cpu_json(cpu)},
         {"close_latency_us",
@@ -320,9 +326,10 @@ Command add_serve_command(CLI::App& program) {
                   "Body size of every 200 response (e.g. 16384, 16KiB, 1MiB)")->type_name("SIZE")
       ->capture_default_str();
   app->add_option("--backend", flags->backend,
-                  "uring (ringlinger) or naive (plain close() right after the response: "
+                  "auto (io_uring, or epoll where io_uring is unavailable), uring, epoll (the "
+                  "library's two backends), or naive (plain close() right after the response: "
                   "shows the data loss)")
-      ->check(CLI::IsMember({"uring", "naive"}))->capture_default_str();
+      ->check(CLI::IsMember({"auto", "uring", "epoll", "naive"}))->capture_default_str();
   app->add_option("--stop-grace", flags->stop_grace,
                   "On SIGINT/SIGTERM, how long lingering connections may take before they are reset")->type_name("DURATION")
       ->capture_default_str();

@@ -26,12 +26,28 @@ enum class ShutdownMode : std::uint8_t {
   ring,
 };
 
+// Which kernel interface carries the connections.
+enum class IoBackend : std::uint8_t {
+  // io_uring when it can be set up with what the manager needs, epoll otherwise (io_uring
+  // disabled by sysctl or a seccomp filter, kernel too old); Manager::describe_backend() says
+  // which, and why.
+  automatic,
+  // io_uring or nothing: the Manager constructor throws when it is unavailable.
+  io_uring,
+  // Edge-triggered epoll and non-blocking system calls: the same state machine and semantics,
+  // more system calls per close.
+  epoll,
+};
+
 // Lower-case names, as the command line spells them.
 std::string_view to_string(OnTimeout value) noexcept;
 std::string_view to_string(ShutdownMode value) noexcept;
+std::string_view to_string(IoBackend value) noexcept;
 
 // Manager configuration. Check it with validate(); the Manager constructor rejects invalid values.
 struct Config {
+  // The kernel interface.
+  IoBackend backend = IoBackend::automatic;
   // Longest gap between two reads while draining (nginx lingering_timeout).
   std::uint32_t drain_idle_timeout_ms = 5'000;
   // Longest time from SHUT_WR to close (nginx lingering_time).

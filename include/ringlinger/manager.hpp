@@ -42,7 +42,8 @@ struct Callbacks {
 class Manager {
  public:
   // Throws std::invalid_argument naming the field when `config` is invalid, std::system_error
-  // when io_uring cannot be set up (disabled by sysctl or seccomp, too old a kernel, ...).
+  // when the backend cannot be set up (with IoBackend::io_uring: io_uring disabled by sysctl or
+  // seccomp, too old a kernel, ...; IoBackend::automatic falls back to epoll instead).
   explicit Manager(const Config& config = {}, Callbacks callbacks = {});
   // Connections still open are closed at once (with RST if they have unread input); call
   // stop() and run() first to close them gracefully.
@@ -94,9 +95,11 @@ class Manager {
   Stats stats() const;
   // The configuration in use.
   const Config& config() const noexcept;
-  // The io_uring setup the kernel accepted, e.g. "SUBMIT_ALL|CQSIZE|SINGLE_ISSUER|DEFER_TASKRUN
-  // +registered ring fd +batched waits (200 us)".
-  std::string describe_ring() const;
+  // The backend in use: io_uring, or epoll (asked for, or fallen back to).
+  IoBackend backend() const noexcept;
+  // What the backend is, e.g. "io_uring SUBMIT_ALL|CQSIZE|SINGLE_ISSUER|DEFER_TASKRUN +registered
+  // ring fd +batched waits (200 us)", or "epoll (edge-triggered) (io_uring unavailable: ...)".
+  std::string describe_backend() const;
 
  private:
   struct Impl;

@@ -40,6 +40,10 @@ struct Stats {
   std::uint64_t completions = 0;
   // io_uring_enter(2) calls made by the manager (every one of them, counted at the call).
   std::uint64_t enter_calls = 0;
+  // Every system call the manager made on the data path, whatever the backend (io_uring_enter,
+  // shutdown, setsockopt, close of a refused socket; with epoll also epoll_wait, epoll_ctl,
+  // accept4, recv, send, close). Setup calls (socket, bind, listen, ring setup) are not counted.
+  std::uint64_t syscalls = 0;
   // Of those, calls made early because the submission queue was full.
   std::uint64_t sq_full_submits = 0;
   // Times the kernel reported completion queue overflow (completions kept, then flushed).
@@ -51,6 +55,8 @@ struct Stats {
   // Completions whose connection had already been closed and its slot reused (ignored). With the
   // in-flight accounting this stays 0; a non-zero value is a bug worth reporting.
   std::uint64_t stale_completions = 0;
+  // The most connections that were live at once.
+  std::uint64_t peak_live_connections = 0;
 
   // Connections currently using a slot (every state but free).
   std::uint64_t live_connections() const noexcept {

@@ -1,0 +1,52 @@
+// What the manager needs of a kernel interface: the engine's IoPort, listening sockets, and one
+// "submit, wait, dispatch" step. Two implementations: io_uring (uring_backend) and epoll
+// (epoll_backend), the fallback where io_uring is unavailable (sysctl, seccomp, old kernel).
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+#include "engine.hpp"
+#include "io_port.hpp"
+#include "ringlinger/address.hpp"
+
+namespace ringlinger::detail {
+
+class Backend {
+ public:
+  using TimePoint = Engine::TimePoint;
+
+  // What a backend tells the manager about its listeners.
+  class Host {
+   public:
+    virtual ~Host() = default;
+    // A listener accepted `fd`: the manager adopts it, or closes it when it cannot take it.
+    virtual void on_accepted(int fd, TimePoint now) = 0;
+    // Whether accepted connections would be taken now (not stopping, table not full).
+    virtual bool can_accept() const = 0;
+  };
+
+  virtual ~Backend() = default;
+
+  // The engine's way to the kernel.
+  virtual IoPort& io() = 0;
+  // Completions go to `engine`, accepted sockets to `host`; called once, before the first step.
+  virtual void attach(Engine& engine, Host& host) = 0;
+  // Binds, listens and starts accepting; returns the bound address. Throws std::system_error.
+  virtual SocketAddress listen(const SocketAddress& address, int backlog) = 0;
+  // Submits what is prepared, waits up to `timeout` for something to happen, and hands every
+  // completion to the engine and every accepted socket to the host. Sets `now` after the wait.
+  virtual void step(std::chrono::nanoseconds timeout, TimePoint& now) = 0;
+  // Accepts again on listeners that paused (table full, EMFILE backoff) when that is possible.
+  virtual void resume_listeners(TimePoint now) = 0;
+  // The earliest future moment (after `now`) at which a paused listener's backoff ends, if any.
+  virtual std::optional<TimePoint> next_listener_deadline(TimePoint now) const = 0;
+  // Stops accepting; each listening socket is closed once nothing of ours is in flight on it.
+  virtual void close_listeners() = 0;
+  virtual bool has_open_listeners() const = 0;
+  // E.g. "io_uring (SUBMIT_ALL|...)" or "epoll".
+  virtual std::string describe() const = 0;
+};
+
+}  // namespace ringlinger::detail
