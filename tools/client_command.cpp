@@ -1,10 +1,13 @@
-// `ringlinger client`: the verifying load generator. Every connection must deliver the exact
-// response AND a clean EOF; anything else is counted as a failure with its reason.
+// `ringlinger client`: the verifying load generator. Every connection must get what its peer type
+// should get (for all but reset peers: the exact response AND a clean EOF); anything else is
+// counted as a failure with its reason.
 #include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <memory>
+#include <variant>
 
 #include <fmt/format.h>
 
@@ -28,7 +31,28 @@ struct ClientFlags {
   std::string duration = "0";
   std::string source_addresses;
   std::string json_path;
+  std::string peers = "cooperative=100";
+  std::string never_fin_hold = "6s";
+  std::string flood_limit = "35s";
+  std::string reset_after = "4KiB";
+  std::string slow_reader_bytes = "512";
+  std::string slow_reader_interval = "10ms";
 };
+
+// A flag value that LoadOptions keeps in 32 bits; throws UsageError naming the flag if larger.
+std::uint32_t to_u32(std::string_view flag, std::uint64_t value, std::string_view unit) {
+  if (value > std::numeric_limits<std::uint32_t>::max()) {
+    throw UsageError(fmt::format("{}: at most {} {}", flag, std::numeric_limits<std::uint32_t>::max(),
+                                 unit));
+  }
+  return static_cast<std::uint32_t>(value);
+}
+std::uint32_t duration_flag_ms_u32(std::string_view flag, const std::string& text) {
+  return to_u32(flag, duration_flag_ms(flag, text), "ms");
+}
+std::uint32_t bytes_flag_u32(std::string_view flag, const std::string& text) {
+  return to_u32(flag, bytes_flag(flag, text), "bytes");
+}
 
 int run_client(const ClientFlags& flags) {
   LoadOptions options;
@@ -44,10 +68,20 @@ int run_client(const ClientFlags& flags) {
   options.concurrency = flags.concurrency;
   options.response_bytes = bytes_flag("--response-bytes", flags.response_bytes);
   options.body_bytes = bytes_flag("--body-bytes", flags.body_bytes);
-  options.read_delay_ms = static_cast<std::uint32_t>(duration_flag_ms("--read-delay", flags.read_delay));
-  options.timeout_ms = static_cast<std::uint32_t>(duration_flag_ms("--timeout", flags.timeout));
-  options.duration_ms = static_cast<std::uint32_t>(duration_flag_ms("--duration", flags.duration));
+  options.read_delay_ms = duration_flag_ms_u32("--read-delay", flags.read_delay);
+  options.timeout_ms = duration_flag_ms_u32("--timeout", flags.timeout);
+  options.duration_ms = duration_flag_ms_u32("--duration", flags.duration);
   if (options.timeout_ms == 0) throw UsageError("--timeout: must be more than 0");
+  auto peers = parse_peer_mix(flags.peers);
+  if (auto* error = std::get_if<std::string>(&peers)) throw UsageError("--peers: " + *error);
+  options.peers = std::get<PeerMix>(peers);
+  options.never_fin_hold_ms = duration_flag_ms_u32("--never-fin-hold", flags.never_fin_hold);
+  options.flood_limit_ms = duration_flag_ms_u32("--flood-limit", flags.flood_limit);
+  options.reset_after_bytes = bytes_flag_u32("--reset-after", flags.reset_after);
+  options.slow_reader_bytes = bytes_flag_u32("--slow-reader-bytes", flags.slow_reader_bytes);
+  options.slow_reader_interval_ms =
+      duration_flag_ms_u32("--slow-reader-interval", flags.slow_reader_interval);
+  if (options.slow_reader_bytes == 0) throw UsageError("--slow-reader-bytes: must be at least 1");
   if (isatty(STDERR_FILENO)) {
     options.progress = [total = options.connections](const LoadResult& result) {
       fmt::print(stderr, "{}", progress_line(result, total));
@@ -69,8 +103,10 @@ int run_client(const ClientFlags& flags) {
     fmt::print("latency (connect -> EOF): p50 {} us, p99 {} us, max {} us\n", latency.p50,
                latency.p99, latency.max);
   }
+  if (peer_types_used(result) > 1) fmt::print("\n{}", peer_table(result));
   if (!flags.json_path.empty()) std::ofstream(flags.json_path) << to_json(result).dump(2) << "\n";
-  return result.failed() == 0 ? 0 : 1;
+  // Complete means "got what its type should get", for every type.
+  return result.failed() == 0 && result.complete == result.started ? 0 : 1;
 }
 
 }  // namespace
@@ -81,7 +117,9 @@ Command add_client_command(CLI::App& program) {
       "client",
       "Verifying load generator: each connection sends a request (and an optional body the "
       "server need not read), reads the response, and must get every byte AND a clean EOF. "
-      "Exit code 0 when every connection was complete, 1 otherwise.");
+      "With --peers, some connections behave as hostile or unusual peers (never-fin, flood, "
+      "reset, slow-reader, half-close) and are judged by what their type should get. "
+      "Exit code 0 when every connection got that, 1 otherwise.");
   app->add_option("--connect", flags->connect, "Server address")->type_name("ADDRESS")->capture_default_str();
   app->add_option("--connections", flags->connections, "Total connections")->capture_default_str();
   app->add_option("--concurrency", flags->concurrency, "Connections open at once")->capture_default_str();
@@ -98,6 +136,24 @@ Command add_client_command(CLI::App& program) {
   app->add_option("--source-addrs", flags->source_addresses,
                   "Local addresses to spread connections over, e.g. 127.0.0.2-127.0.0.9")->type_name("ADDRESSES");
   app->add_option("--json", flags->json_path, "Write every figure to FILE")->type_name("FILE");
+  app->add_option("--peers", flags->peers,
+                  "Peer types and weights: cooperative, never-fin, flood, reset, slow-reader, "
+                  "half-close, e.g. cooperative=90,never-fin=2,flood=2,reset=2,slow-reader=2,half-close=2")
+      ->type_name("MIX")->capture_default_str()->group("Peer types");
+  app->add_option("--never-fin-hold", flags->never_fin_hold,
+                  "never-fin: keep the socket open this long after the EOF, then reset")
+      ->type_name("DURATION")->capture_default_str()->group("Peer types");
+  app->add_option("--flood-limit", flags->flood_limit,
+                  "flood: stop flooding this long after connecting at the latest")
+      ->type_name("DURATION")->capture_default_str()->group("Peer types");
+  app->add_option("--reset-after", flags->reset_after,
+                  "reset: payload bytes to read before closing with RST")
+      ->type_name("SIZE")->capture_default_str()->group("Peer types");
+  app->add_option("--slow-reader-bytes", flags->slow_reader_bytes, "slow-reader: bytes per read")
+      ->type_name("SIZE")->capture_default_str()->group("Peer types");
+  app->add_option("--slow-reader-interval", flags->slow_reader_interval,
+                  "slow-reader: pause between two reads")
+      ->type_name("DURATION")->capture_default_str()->group("Peer types");
   return {app, [flags] { return run_client(*flags); }};
 }
 

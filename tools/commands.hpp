@@ -47,5 +47,7 @@ struct Command {
 Command add_serve_command(CLI::App& program);
 Command add_client_command(CLI::App& program);
 Command add_demo_command(CLI::App& program);
+Command add_probe_command(CLI::App& program);
+Command add_bench_command(CLI::App& program);
 
 }  // namespace ringlinger::tools

@@ -10,11 +10,18 @@ RINGLINGER_PACKAGES=(
   libcli11-dev libfmt-dev nlohmann-json3-dev   # the command line program
 )
 
-# Installs the packages that are not installed yet (apt-get, as root).
+# What `tools/run` needs on top: gnuplot for `bench --plot`, perf to count system calls and
+# io-wq punts (optional: bench runs without it).
+RINGLINGER_RUN_PACKAGES=(gnuplot-nox linux-perf)
+
+# Installs the packages given (default: RINGLINGER_PACKAGES) that are not installed yet
+# (apt-get, as root).
 ensure_packages() {
+  local wanted=("$@")
+  [ ${#wanted[@]} -eq 0 ] && wanted=("${RINGLINGER_PACKAGES[@]}")
   local missing=()
   local package
-  for package in "${RINGLINGER_PACKAGES[@]}"; do
+  for package in "${wanted[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
       missing+=("$package")
     fi
@@ -23,11 +30,11 @@ ensure_packages() {
   echo "ringlinger: installing ${missing[*]}" >&2
   if [ "$(id -u)" -ne 0 ]; then
     echo "ringlinger: not root; install them with: sudo apt-get install ${missing[*]}" >&2
-    exit 1
+    return 1
   fi
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get update -qq || return 1
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || return 1
 }
 
 # build_into DIR [meson options...]: configures DIR (once) and builds everything in it.

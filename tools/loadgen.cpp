@@ -3,15 +3,26 @@
 //
 // Edge-triggered: every socket is registered once, right after connect(), for
 // EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET and never modified. So every handler must go on until
-// the kernel says EAGAIN (send until EAGAIN or done, recv until EAGAIN, 0 or an error). Edges that
-// arrive while a connection is still in its read delay are ignored on purpose: when the delay ends
-// the loop reads at once, without waiting for an edge that already came.
+// the kernel says EAGAIN (send until EAGAIN or done, recv until EAGAIN, 0 or an error), or put the
+// connection in a list that brings it back without an edge. Edges that arrive while a connection
+// does not want them (in its read delay, in a slow reader's pause) are ignored on purpose: when
+// the wait ends the loop reads at once, without waiting for an edge that already came. The two
+// exceptions to "until EAGAIN": a slow reader stops after one read of slow_reader_bytes (its
+// pause timer brings it back), and a flood stops after kMaxFloodBytesPerTurn (the send-ready
+// list brings it back next turn), so that one connection cannot hold the loop.
 //
-// Time: every connection has the same timeout and the same read delay, so two FIFOs of slots
-// ordered by deadline (intrusive lists through the slots, O(1) removal) are the whole timer
-// structure; the epoll_wait timeout is the earliest of their fronts. Memory per open connection is
-// one slot (about 100 bytes) plus a response-head accumulator that exists only while a head spans
-// reads; all reads go through one shared 64 KiB buffer.
+// Peer types (PeerType): each connection gets one when it starts (see PeerSchedule) and is judged
+// against it. A connection is "decided" when it is counted complete or failed; most are closed at
+// that moment, but a never-fin peer then holds its fd open (state holding) and a flood peer goes
+// on sending (state flooding). Decided connections still occupy their slot.
+//
+// Time: every deadline of one kind is "start of something + the same duration", so one FIFO of
+// slots per kind, ordered by deadline (intrusive lists through the slots, O(1) insertion and
+// removal), is the whole timer structure: connect timeouts, read delays, slow-reader pauses,
+// never-fin holds, flood limits. The epoll_wait timeout is the earliest of their fronts. Memory
+// per open connection is one slot (about 150 bytes) plus a response-head accumulator that exists
+// only while a head spans reads; all reads go through one shared 64 KiB buffer and every flood
+// sends from one shared read-only 64 KiB chunk.
 #include "loadgen.hpp"
 
 #include <netinet/in.h>
@@ -29,6 +40,7 @@
 #include <limits>
 #include <memory>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 
@@ -48,10 +60,86 @@ std::string_view to_string(Failure failure) noexcept {
   return "unknown";
 }
 
+std::string_view to_string(PeerType type) noexcept {
+  switch (type) {
+    case PeerType::cooperative: return "cooperative";
+    case PeerType::never_fin: return "never-fin";
+    case PeerType::flood: return "flood";
+    case PeerType::reset: return "reset";
+    case PeerType::slow_reader: return "slow-reader";
+    case PeerType::half_close: return "half-close";
+  }
+  return "unknown";
+}
+
 namespace {
 
 static_assert(static_cast<std::size_t>(Failure::timeout) + 1 == kFailureCount,
               "kFailureCount must match the Failure enum");
+static_assert(static_cast<std::size_t>(PeerType::half_close) + 1 == kPeerTypeCount,
+              "kPeerTypeCount must match the PeerType enum");
+
+std::string_view trim_spaces(std::string_view text) noexcept {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+  return text;
+}
+
+std::string known_peer_type_names() {
+  std::string names;
+  for (std::size_t i = 0; i < kPeerTypeCount; ++i) {
+    names += (i == 0 ? "" : ", ");
+    names += to_string(static_cast<PeerType>(i));
+  }
+  return names;
+}
+
+}  // namespace
+
+std::variant<PeerMix, std::string> parse_peer_mix(std::string_view text) {
+  PeerMix mix;
+  mix.weights.fill(0);
+  std::array<bool, kPeerTypeCount> named{};
+  if (trim_spaces(text).empty()) {
+    return std::string("no peer types given (expected e.g. 'cooperative=90,flood=10')");
+  }
+  for (std::size_t start = 0;;) {
+    const std::size_t comma = text.find(',', start);
+    const std::string_view item =
+        trim_spaces(text.substr(start, comma == std::string_view::npos ? text.npos : comma - start));
+    if (item.empty()) return "empty item in '" + std::string(text) + "'";
+    const std::size_t equals = item.find('=');
+    if (equals == std::string_view::npos) {
+      return "'" + std::string(item) + "' is not name=weight";
+    }
+    const std::string_view name = trim_spaces(item.substr(0, equals));
+    const std::string_view weight_text = trim_spaces(item.substr(equals + 1));
+    std::size_t type = 0;
+    while (type < kPeerTypeCount && to_string(static_cast<PeerType>(type)) != name) ++type;
+    if (type == kPeerTypeCount) {
+      return "unknown peer type '" + std::string(name) + "' (known: " + known_peer_type_names() +
+             ")";
+    }
+    if (named[type]) return "peer type '" + std::string(name) + "' is given twice";
+    named[type] = true;
+    std::uint32_t weight = 0;
+    const auto [end, error] =
+        std::from_chars(weight_text.data(), weight_text.data() + weight_text.size(), weight);
+    if (weight_text.empty() || error != std::errc() ||
+        end != weight_text.data() + weight_text.size()) {
+      return "'" + std::string(item) + "': the weight must be a non-negative integer below 2^32";
+    }
+    mix.weights[type] = weight;
+    if (comma == std::string_view::npos) break;
+    start = comma + 1;
+  }
+  if (std::all_of(mix.weights.begin(), mix.weights.end(), [](auto w) { return w == 0; })) {
+    return "'" + std::string(text) + "': at least one peer type needs a positive weight";
+  }
+  return mix;
+}
+
+namespace {
 
 using Clock = std::chrono::steady_clock;
 
@@ -68,15 +156,67 @@ constexpr std::chrono::milliseconds kMaxWait{1000};
 constexpr Clock::duration kProgressInterval = std::chrono::seconds(1);
 constexpr std::uint32_t kNoSlot = std::numeric_limits<std::uint32_t>::max();
 constexpr std::string_view kEndOfHead = "\r\n\r\n";
+// A flood peer sends at most this much per turn of the loop before it lets the others run; a
+// server that reads as fast as we send would otherwise never let send() say EAGAIN.
+constexpr std::size_t kMaxFloodBytesPerTurn = 256 * 1024;
 
-// The state of one slot. Sending is orthogonal to it: see Connection::sending_stopped.
+// What every flood peer sends after its request: one read-only chunk shared by all of them.
+constexpr std::size_t kFloodChunkBytes = 64 * 1024;
+constexpr std::array<char, kFloodChunkBytes> make_flood_chunk() {
+  std::array<char, kFloodChunkBytes> chunk{};
+  chunk.fill('F');
+  return chunk;
+}
+constexpr std::array<char, kFloodChunkBytes> kFloodChunk = make_flood_chunk();
+
+// Connection i's peer type, by smooth weighted round robin (nginx's upstream balancer): at every
+// pick each type's credit grows by its weight, the type with the most credit wins (the lowest
+// PeerType value on a tie) and pays the total weight W back. So in every block of W consecutive
+// connections from the first one, type t appears exactly weights[t] times, spread as evenly as
+// the weights allow; and since multiplying every weight by k gives the same sequence, the real
+// period is W / gcd(weights). Example: 90,2,2,2,2,2 repeats every 50 connections, each rare type
+// once per 50, the first of them at index 8. Deterministic: a run can be repeated exactly.
+class PeerSchedule {
+ public:
+  explicit PeerSchedule(const PeerMix& mix) {
+    for (std::size_t i = 0; i < kPeerTypeCount; ++i) {
+      weights_[i] = mix.weights[i];
+      total_ += mix.weights[i];
+    }
+    if (total_ == 0) throw std::invalid_argument("LoadOptions::peers: every weight is 0");
+  }
+
+  PeerType next() noexcept {
+    std::size_t best = 0;
+    for (std::size_t i = 0; i < kPeerTypeCount; ++i) {
+      credit_[i] += weights_[i];
+      if (credit_[i] > credit_[best]) best = i;
+    }
+    credit_[best] -= total_;
+    return static_cast<PeerType>(best);
+  }
+
+ private:
+  // 6 weights below 2^32: the credits stay within (-6 * 2^32, 6 * 2^32).
+  std::array<std::int64_t, kPeerTypeCount> weights_{};
+  std::array<std::int64_t, kPeerTypeCount> credit_{};
+  std::int64_t total_ = 0;
+};
+
+// The state of one slot. Sending is orthogonal to it: see Connection::sending_stopped. The
+// states up to awaiting_eof are "undecided" (the connection is in the timeout list); holding and
+// flooding come after the connection was counted complete.
 enum class ConnectionState : std::uint8_t {
-  free,             // unused: fd == -1, in neither list, not registered with epoll
+  free,             // unused: fd == -1, in no list, not registered with epoll
   connecting,       // connect() in progress; waiting for an event, then SO_ERROR; in the timeout list
   waiting_to_read,  // connected; in the read-delay list; nothing has been read yet
   reading_head,     // reading; the response head is incomplete (head_pending holds its prefix)
-  reading_payload,  // head accepted; fewer than response_bytes payload bytes received so far
+  reading_payload,  // head accepted; fewer payload bytes than the goal received so far
   awaiting_eof,     // every payload byte received; the next recv must return 0
+  holding,          // never-fin: complete; fd open, nothing read or sent; in the hold list until
+                    // hold_until, then closed with RST
+  flooding,         // flood: complete; sends on every EPOLLOUT edge, never reads; in the flood
+                    // list; a failed send (the server's cut) or the flood limit closes it with RST
 };
 
 // Whether `from -> to` is an edge of the connection's life; every state change is checked.
@@ -88,12 +228,16 @@ bool is_legal_transition(ConnectionState from, ConnectionState to) noexcept {
              to == ConnectionState::free;
     case ConnectionState::waiting_to_read:
       return to == ConnectionState::reading_head || to == ConnectionState::free;
-    case ConnectionState::reading_head:
+    case ConnectionState::reading_head:  // -> free also when a reset peer's goal is 0
       return to == ConnectionState::reading_payload || to == ConnectionState::awaiting_eof ||
              to == ConnectionState::free;
     case ConnectionState::reading_payload:
       return to == ConnectionState::awaiting_eof || to == ConnectionState::free;
-    case ConnectionState::awaiting_eof: return to == ConnectionState::free;
+    case ConnectionState::awaiting_eof:
+      return to == ConnectionState::holding || to == ConnectionState::flooding ||
+             to == ConnectionState::free;
+    case ConnectionState::holding:
+    case ConnectionState::flooding: return to == ConnectionState::free;
   }
   return false;
 }
@@ -105,7 +249,24 @@ bool is_reading(ConnectionState state) noexcept {
     case ConnectionState::awaiting_eof: return true;
     case ConnectionState::free:
     case ConnectionState::connecting:
-    case ConnectionState::waiting_to_read: return false;
+    case ConnectionState::waiting_to_read:
+    case ConnectionState::holding:
+    case ConnectionState::flooding: return false;
+  }
+  return false;
+}
+
+// Not yet counted as complete or failed (and so in the timeout list).
+bool is_undecided(ConnectionState state) noexcept {
+  switch (state) {
+    case ConnectionState::connecting:
+    case ConnectionState::waiting_to_read:
+    case ConnectionState::reading_head:
+    case ConnectionState::reading_payload:
+    case ConnectionState::awaiting_eof: return true;
+    case ConnectionState::free:
+    case ConnectionState::holding:
+    case ConnectionState::flooding: return false;
   }
   return false;
 }
@@ -119,24 +280,34 @@ struct ListLinks {
 struct Connection {
   int fd = -1;
   ConnectionState state = ConnectionState::free;
-  // No more send() calls: the request is fully sent, or a send failed.
+  PeerType peer = PeerType::cooperative;
+  // No more send() calls: the request is fully sent (and, for a flood peer, its flood is over),
+  // or a send failed.
   bool sending_stopped = false;
-  // send() reported a reset (ECONNRESET or another error, not EPIPE). The kernel reports an error
-  // once, so a later recv() == 0 is not a clean EOF and the connection counts as reset.
+  // send() reported a reset (ECONNRESET or another error, not EPIPE) before the connection was
+  // decided. The kernel reports an error once, so a later recv() == 0 is not a clean EOF and the
+  // connection counts as reset.
   bool reset_seen_while_sending = false;
   // Bumped when the slot is reused, so an epoll event for the previous fd is recognised as stale.
   std::uint32_t generation = 0;
   std::uint64_t request_bytes_sent = 0;
-  std::uint64_t payload_bytes_received = 0;  // correct payload bytes, in order
+  std::uint64_t payload_bytes_received = 0;  // correct payload bytes, in order, at most the goal
   Clock::time_point connect_started;
-  Clock::time_point read_start;  // when waiting_to_read ends
-  ListLinks timeout_links;       // in the timeout list whenever state != free
-  ListLinks read_delay_links;    // in the read-delay list exactly while waiting_to_read
-  std::string head_pending;      // response head prefix while it spans reads; empty otherwise
+  Clock::time_point read_start;      // when waiting_to_read ends
+  Clock::time_point resume_reading;  // slow reader: when its pause ends
+  Clock::time_point hold_until;      // never-fin: when holding ends
+  // One member per list (a slot can be in several at once); membership is the list's contains().
+  ListLinks timeout_links;      // timeout list: exactly while undecided
+  ListLinks read_delay_links;   // read-delay list: exactly while waiting_to_read
+  ListLinks slow_read_links;    // slow-read list: a slow reader between two reads (events ignored)
+  ListLinks hold_links;         // hold list: exactly while holding
+  ListLinks flood_links;        // flood list: a flood peer from connect until its flood ends
+  ListLinks send_ready_links;   // send-ready list: a flood that used its turn's budget
+  std::string head_pending;     // response head prefix while it spans reads; empty otherwise
 };
 
-// A FIFO of slots threaded through one ListLinks member of every Connection: push_back, front
-// and unlink are O(1), no allocation.
+// A FIFO of slots threaded through one ListLinks member of every Connection: push_back, front,
+// back, contains and unlink are O(1), no allocation.
 class SlotFifo {
  public:
   SlotFifo(std::vector<Connection>& connections, ListLinks Connection::*links) noexcept
@@ -144,6 +315,10 @@ class SlotFifo {
 
   bool empty() const noexcept { return first_ == kNoSlot; }
   std::uint32_t front() const noexcept { return first_; }
+  std::uint32_t back() const noexcept { return last_; }
+  bool contains(std::uint32_t slot) const noexcept {
+    return first_ == slot || (connections_[slot].*links_).previous != kNoSlot;
+  }
 
   void push_back(std::uint32_t slot) noexcept {
     ListLinks& links = connections_[slot].*links_;
@@ -158,9 +333,9 @@ class SlotFifo {
   }
 
   void unlink(std::uint32_t slot) noexcept {
+    assert(contains(slot));
     ListLinks& links = connections_[slot].*links_;
     if (links.previous == kNoSlot) {
-      assert(first_ == slot);
       first_ = links.next;
     } else {
       (connections_[links.previous].*links_).next = links.next;
@@ -172,6 +347,10 @@ class SlotFifo {
       (connections_[links.next].*links_).previous = links.previous;
     }
     links = ListLinks{};
+  }
+
+  void unlink_if_linked(std::uint32_t slot) noexcept {
+    if (contains(slot)) unlink(slot);
   }
 
  private:
@@ -246,6 +425,13 @@ bool is_expected_response_head(std::string_view head, std::uint64_t expected_con
   return false;
 }
 
+
+// How release() closes the fd.
+enum class CloseWith : std::uint8_t {
+  fin,    // plain close(): the server's FIN came and everything was read, so this sends a FIN
+  reset,  // SO_LINGER {1, 0} first: RST, and no TIME_WAIT or FIN_WAIT state kept on this side
+};
+
 // One run of run_load(): the slots, the lists, the counters.
 class LoadRun {
  public:
@@ -263,31 +449,52 @@ class LoadRun {
   void handle_event(std::uint64_t token, std::uint32_t events);
   void handle_connect_event(std::uint32_t slot, std::uint32_t events);
   void on_connected(std::uint32_t slot);
-  void send_request(Connection& connection);
+  void send_more(std::uint32_t slot);
+  bool send_request(Connection& connection);
+  void send_flood(std::uint32_t slot);
+  void on_flood_send_error(std::uint32_t slot, int error);
+  void end_flood(std::uint32_t slot);
+  void continue_floods();
   void start_reading(std::uint32_t slot);
+  void resume_slow_read(std::uint32_t slot);
+  std::size_t read_limit(const Connection& connection) const noexcept;
   void read_available(std::uint32_t slot);
   bool consume_bytes(std::uint32_t slot, std::span<const char> bytes);
   bool consume_head_bytes(std::uint32_t slot, std::span<const char> bytes);
   bool accept_head(std::uint32_t slot, std::string_view head, std::span<const char> rest);
   bool consume_payload_bytes(std::uint32_t slot, std::span<const char> bytes);
   void on_end_of_stream(std::uint32_t slot);
+  std::uint64_t payload_goal(const Connection& connection) const noexcept;
   void expire_deadlines(Clock::time_point now);
   int wait_timeout_ms(Clock::time_point now) const noexcept;
   void report_progress_if_due(Clock::time_point now);
   void transition(Connection& connection, ConnectionState next) noexcept;
+  void count_decided(const Connection& connection);
   void complete(std::uint32_t slot);
   void fail(std::uint32_t slot, Failure failure);
-  void release(std::uint32_t slot);
+  void release(std::uint32_t slot, CloseWith close_with);
 
   const LoadOptions& options_;
   const std::string request_;
   const Clock::duration read_delay_;
   const Clock::duration timeout_;
+  const Clock::duration never_fin_hold_;
+  const Clock::duration flood_limit_;
+  const Clock::duration slow_reader_interval_;
+  const std::size_t slow_reader_bytes_;  // at least 1
+  PeerSchedule schedule_;
   LoadResult result_;
   std::vector<Connection> connections_;
   std::vector<std::uint32_t> free_slots_;  // a stack
-  SlotFifo timeout_list_;                  // every open connection, oldest connect first
-  SlotFifo read_delay_list_;               // connections in waiting_to_read, oldest first
+  // The deadline FIFOs: every one is ordered by its deadline because every slot enters it at
+  // "now" (or its connect start, for the flood list) plus the same duration.
+  SlotFifo timeout_list_;     // undecided connections, by connect_started + timeout_
+  SlotFifo read_delay_list_;  // waiting_to_read, by read_start
+  SlotFifo slow_read_list_;   // slow readers in a pause, by resume_reading
+  SlotFifo hold_list_;        // holding never-fin peers, by hold_until
+  SlotFifo flood_list_;       // flood peers still flooding, by connect_started + flood_limit_
+  // Not a deadline list: floods that stopped at kMaxFloodBytesPerTurn, continued next turn.
+  SlotFifo send_ready_list_;
   std::unique_ptr<char[]> read_buffer_;    // kReadBufferBytes, shared by every connection
   int epoll_fd_ = -1;
   std::uint64_t open_connections_ = 0;
@@ -300,10 +507,19 @@ LoadRun::LoadRun(const LoadOptions& options)
       request_(make_request(options.body_bytes)),
       read_delay_(std::chrono::milliseconds(options.read_delay_ms)),
       timeout_(std::chrono::milliseconds(options.timeout_ms)),
+      never_fin_hold_(std::chrono::milliseconds(options.never_fin_hold_ms)),
+      flood_limit_(std::chrono::milliseconds(options.flood_limit_ms)),
+      slow_reader_interval_(std::chrono::milliseconds(options.slow_reader_interval_ms)),
+      slow_reader_bytes_(std::clamp<std::size_t>(options.slow_reader_bytes, 1, kReadBufferBytes)),
+      schedule_(options.peers),
       connections_(static_cast<std::size_t>(
           std::min<std::uint64_t>(options.concurrency, options.connections))),
       timeout_list_(connections_, &Connection::timeout_links),
       read_delay_list_(connections_, &Connection::read_delay_links),
+      slow_read_list_(connections_, &Connection::slow_read_links),
+      hold_list_(connections_, &Connection::hold_links),
+      flood_list_(connections_, &Connection::flood_links),
+      send_ready_list_(connections_, &Connection::send_ready_links),
       read_buffer_(std::make_unique<char[]>(kReadBufferBytes)) {
   free_slots_.reserve(connections_.size());
   for (std::size_t slot = connections_.size(); slot > 0; --slot) {
@@ -341,10 +557,12 @@ LoadResult LoadRun::run() {
       handle_event(events[static_cast<std::size_t>(i)].data.u64,
                    events[static_cast<std::size_t>(i)].events);
     }
+    continue_floods();
     // After the events: a connection whose EOF is already here is not declared timed out.
     expire_deadlines(Clock::now());
   }
-  assert(timeout_list_.empty() && read_delay_list_.empty());
+  assert(timeout_list_.empty() && read_delay_list_.empty() && slow_read_list_.empty() &&
+         hold_list_.empty() && flood_list_.empty() && send_ready_list_.empty());
   result_.elapsed = Clock::now() - run_started_;
   return std::move(result_);
 }
@@ -366,14 +584,16 @@ void LoadRun::start_connections() {
   }
 }
 
-// socket, optional bind to a source address, non-blocking connect, epoll registration. A failure
-// anywhere is this connection's connect_error.
+// Picks the peer type, then socket, optional bind to a source address, non-blocking connect,
+// epoll registration. A failure anywhere is this connection's connect_error.
 void LoadRun::start_connection(Clock::time_point now) {
   const std::uint32_t slot = free_slots_.back();
   free_slots_.pop_back();
   Connection& connection = connections_[slot];
   assert(connection.state == ConnectionState::free && connection.fd < 0);
   const std::uint64_t index = result_.started++;
+  connection.peer = schedule_.next();
+  ++result_.by_peer[static_cast<std::size_t>(connection.peer)].started;
   ++open_connections_;
   ++connection.generation;
   connection.sending_stopped = false;
@@ -383,6 +603,7 @@ void LoadRun::start_connection(Clock::time_point now) {
   connection.connect_started = now;
   transition(connection, ConnectionState::connecting);
   timeout_list_.push_back(slot);
+  if (connection.peer == PeerType::flood) flood_list_.push_back(slot);
 
   connection.fd = socket(options_.target.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (connection.fd < 0) return fail(slot, Failure::connect_error);  // EMFILE, ENFILE, EAFNOSUPPORT
@@ -425,9 +646,9 @@ void LoadRun::handle_event(std::uint64_t token, std::uint32_t events) {
     return handle_connect_event(slot, events);
   }
   if (!connection.sending_stopped && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0) {
-    send_request(connection);  // never ends the connection: the response decides
+    send_more(slot);  // ends the connection only for a flood that is already complete
   }
-  if (is_reading(connection.state) &&
+  if (is_reading(connection.state) && !slow_read_list_.contains(slot) &&
       (events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) != 0) {
     read_available(slot);
   }
@@ -456,13 +677,44 @@ void LoadRun::on_connected(std::uint32_t slot) {
     connection.read_start = Clock::now() + read_delay_;
     read_delay_list_.push_back(slot);
   }
-  send_request(connection);
+  send_more(slot);
 }
 
-// Sends the rest of the request until done or EAGAIN. EPIPE (the peer's FIN came before its RST,
-// so everything it sent is already here) just stops writing; another error also stops writing and
-// is remembered, because it consumed the reset the response check would otherwise see.
-void LoadRun::send_request(Connection& connection) {
+// The request first, then what the peer type does after it: a half-close sends its FIN, a flood
+// goes on with garbage while its flood lasts, everyone else stops sending.
+void LoadRun::send_more(std::uint32_t slot) {
+  Connection& connection = connections_[slot];
+  assert(!connection.sending_stopped);
+  if (!send_request(connection)) {
+    // EAGAIN: the next EPOLLOUT edge resumes. A failed send also ends a flood (it could not even
+    // finish its request body); one that is already complete has nothing left to do.
+    if (connection.sending_stopped && connection.peer == PeerType::flood) {
+      if (connection.state == ConnectionState::flooding) return release(slot, CloseWith::reset);
+      if (flood_list_.contains(slot)) end_flood(slot);
+    }
+    return;
+  }
+  switch (connection.peer) {
+    case PeerType::flood:
+      if (flood_list_.contains(slot)) return send_flood(slot);
+      break;  // its flood ended before its request was out: the request was all it sent
+    case PeerType::half_close:
+      // ENOTCONN after the server's reset: the response check sees that reset.
+      (void)shutdown(connection.fd, SHUT_WR);
+      break;
+    case PeerType::cooperative:
+    case PeerType::never_fin:
+    case PeerType::reset:
+    case PeerType::slow_reader: break;
+  }
+  connection.sending_stopped = true;
+}
+
+// Sends the rest of the request until done (true) or EAGAIN (false). EPIPE (the peer's FIN came
+// before its RST, so everything it sent is already here) just stops writing; another error also
+// stops writing and is remembered, because it consumed the reset the response check would
+// otherwise see.
+bool LoadRun::send_request(Connection& connection) {
   while (connection.request_bytes_sent < request_.size()) {
     const std::size_t offset = static_cast<std::size_t>(connection.request_bytes_sent);
     const ssize_t sent =
@@ -473,12 +725,66 @@ void LoadRun::send_request(Connection& connection) {
     }
     const int error = errno;
     if (error == EINTR) continue;
-    if (error == EAGAIN || error == EWOULDBLOCK) return;  // the next EPOLLOUT edge resumes
+    if (error == EAGAIN || error == EWOULDBLOCK) return false;  // the next EPOLLOUT edge resumes
     if (error != EPIPE) connection.reset_seen_while_sending = true;  // ECONNRESET, ETIMEDOUT...
     connection.sending_stopped = true;
-    return;
+    return false;
   }
-  connection.sending_stopped = true;
+  return true;
+}
+
+// A flood peer's garbage, after its request: until EAGAIN (the next EPOLLOUT edge resumes), an
+// error, or kMaxFloodBytesPerTurn (the send-ready list resumes it next turn).
+void LoadRun::send_flood(std::uint32_t slot) {
+  Connection& connection = connections_[slot];
+  std::size_t budget = kMaxFloodBytesPerTurn;
+  while (budget > 0) {
+    const ssize_t sent = send(connection.fd, kFloodChunk.data(),
+                              std::min(budget, kFloodChunk.size()), MSG_NOSIGNAL);
+    if (sent > 0) {
+      budget -= std::min(budget, static_cast<std::size_t>(sent));
+      continue;
+    }
+    const int error = sent == 0 ? EAGAIN : errno;  // 0 cannot happen for a non-empty send
+    if (error == EINTR) continue;
+    if (error == EAGAIN || error == EWOULDBLOCK) return;
+    return on_flood_send_error(slot, error);
+  }
+  if (!send_ready_list_.contains(slot)) send_ready_list_.push_back(slot);
+}
+
+// A flood's send failed. After the verified EOF this is the server giving up on the flood (its
+// byte cap or drain timeout, usually with an RST): expected, and the end of the connection.
+// Before it, it is judged like a failed request send.
+void LoadRun::on_flood_send_error(std::uint32_t slot, int error) {
+  Connection& connection = connections_[slot];
+  if (connection.state == ConnectionState::flooding) return release(slot, CloseWith::reset);
+  if (error != EPIPE) connection.reset_seen_while_sending = true;
+  end_flood(slot);
+}
+
+// An undecided flood peer stops flooding (its limit passed, or a send failed) and from now on
+// only reads (after the rest of its request, if the limit came first); it closes with RST as soon
+// as it is complete. A flood peer is in the flood list exactly while it may still send garbage.
+void LoadRun::end_flood(std::uint32_t slot) {
+  Connection& connection = connections_[slot];
+  assert(is_undecided(connection.state));
+  flood_list_.unlink(slot);
+  send_ready_list_.unlink_if_linked(slot);
+  if (connection.request_bytes_sent == request_.size()) connection.sending_stopped = true;
+}
+
+// Gives every flood that used up its budget last turn one more turn; those that use it up again
+// go to the back and wait for the next pass.
+void LoadRun::continue_floods() {
+  if (send_ready_list_.empty()) return;
+  const std::uint32_t last = send_ready_list_.back();
+  for (;;) {
+    const std::uint32_t slot = send_ready_list_.front();
+    send_ready_list_.unlink(slot);
+    send_more(slot);  // sending_stopped is false: end_flood() takes a slot out of this list
+    if (slot == last) return;
+  }
 }
 
 // The read delay is over: read what has queued up since (its edges were ignored).
@@ -489,14 +795,46 @@ void LoadRun::start_reading(std::uint32_t slot) {
   read_available(slot);
 }
 
-// recv until EAGAIN, EOF, an error, or the connection is decided.
+// A slow reader's pause is over: read (its edges during the pause were ignored).
+void LoadRun::resume_slow_read(std::uint32_t slot) {
+  slow_read_list_.unlink(slot);
+  read_available(slot);
+}
+
+// How much one recv() may take: a slow reader takes slow_reader_bytes; a reset peer no payload
+// beyond its goal (the head read before may have brought more: those bytes are not counted).
+std::size_t LoadRun::read_limit(const Connection& connection) const noexcept {
+  switch (connection.peer) {
+    case PeerType::slow_reader: return slow_reader_bytes_;
+    case PeerType::reset:
+      if (connection.state == ConnectionState::reading_payload) {
+        return static_cast<std::size_t>(std::min<std::uint64_t>(
+            kReadBufferBytes, payload_goal(connection) - connection.payload_bytes_received));
+      }
+      return kReadBufferBytes;
+    case PeerType::cooperative:
+    case PeerType::never_fin:
+    case PeerType::flood:
+    case PeerType::half_close: return kReadBufferBytes;
+  }
+  return kReadBufferBytes;
+}
+
+// recv until EAGAIN, EOF, an error, or the connection is decided; a slow reader pauses after
+// each read that brought bytes.
 void LoadRun::read_available(std::uint32_t slot) {
-  const int fd = connections_[slot].fd;
+  Connection& connection = connections_[slot];
+  const bool pauses = connection.peer == PeerType::slow_reader &&
+                      slow_reader_interval_ > Clock::duration::zero();
   for (;;) {
-    const ssize_t received = recv(fd, read_buffer_.get(), kReadBufferBytes, 0);
+    const ssize_t received = recv(connection.fd, read_buffer_.get(), read_limit(connection), 0);
     if (received > 0) {
       const std::span<const char> bytes(read_buffer_.get(), static_cast<std::size_t>(received));
       if (!consume_bytes(slot, bytes)) return;
+      if (pauses) {
+        connection.resume_reading = Clock::now() + slow_reader_interval_;
+        return slow_read_list_.push_back(slot);
+      }
       continue;
     }
     if (received == 0) return on_end_of_stream(slot);
@@ -507,7 +845,7 @@ void LoadRun::read_available(std::uint32_t slot) {
   }
 }
 
-// Feeds received bytes to the response check; false when that ended the connection.
+// Feeds received bytes to the response check; false when that decided the connection.
 bool LoadRun::consume_bytes(std::uint32_t slot, std::span<const char> bytes) {
   switch (connections_[slot].state) {
     case ConnectionState::reading_head: return consume_head_bytes(slot, bytes);
@@ -515,7 +853,9 @@ bool LoadRun::consume_bytes(std::uint32_t slot, std::span<const char> bytes) {
     case ConnectionState::awaiting_eof: fail(slot, Failure::extra_bytes); return false;
     case ConnectionState::free:
     case ConnectionState::connecting:
-    case ConnectionState::waiting_to_read: break;
+    case ConnectionState::waiting_to_read:
+    case ConnectionState::holding:
+    case ConnectionState::flooding: break;
   }
   abort_on_impossible_error("consume_bytes in a state that does not read", EINVAL);
 }
@@ -553,23 +893,33 @@ bool LoadRun::consume_head_bytes(std::uint32_t slot, std::span<const char> bytes
   return accept_head(slot, head, bytes.subspan(head_bytes_in_this_read));
 }
 
-// Checks the head, then treats `rest` (the bytes after it in this read) as payload.
+// Checks the head, then treats `rest` (the bytes after it in this read) as payload. A reset peer
+// whose goal is 0 is done right here.
 bool LoadRun::accept_head(std::uint32_t slot, std::string_view head, std::span<const char> rest) {
   Connection& connection = connections_[slot];
   if (!is_expected_response_head(head, options_.response_bytes)) {
     fail(slot, Failure::bad_response);
     return false;
   }
-  transition(connection, options_.response_bytes == 0 ? ConnectionState::awaiting_eof
-                                                      : ConnectionState::reading_payload);
+  if (payload_goal(connection) == 0) {
+    if (connection.peer == PeerType::reset) {
+      complete(slot);
+      return false;
+    }
+    transition(connection, ConnectionState::awaiting_eof);
+  } else {
+    transition(connection, ConnectionState::reading_payload);
+  }
   if (rest.empty()) return true;
   return consume_bytes(slot, rest);
 }
 
-// Checks payload bytes against payload_byte() at their offset; bytes past response_bytes are extra.
+// Checks payload bytes against payload_byte() at their offset. Bytes past the response are
+// extra; a reset peer completes at its goal and ignores what came with it in the same read.
 bool LoadRun::consume_payload_bytes(std::uint32_t slot, std::span<const char> bytes) {
   Connection& connection = connections_[slot];
-  const std::uint64_t missing = options_.response_bytes - connection.payload_bytes_received;
+  const std::uint64_t goal = payload_goal(connection);
+  const std::uint64_t missing = goal - connection.payload_bytes_received;
   const std::size_t expected_here =
       static_cast<std::size_t>(std::min<std::uint64_t>(missing, bytes.size()));
   const std::size_t correct =
@@ -579,7 +929,11 @@ bool LoadRun::consume_payload_bytes(std::uint32_t slot, std::span<const char> by
     fail(slot, Failure::bad_response);
     return false;
   }
-  if (connection.payload_bytes_received == options_.response_bytes) {
+  if (connection.payload_bytes_received == goal) {
+    if (connection.peer == PeerType::reset) {
+      complete(slot);
+      return false;
+    }
     transition(connection, ConnectionState::awaiting_eof);
   }
   if (bytes.size() > expected_here) {
@@ -600,16 +954,43 @@ void LoadRun::on_end_of_stream(std::uint32_t slot) {
     case ConnectionState::reading_payload: return fail(slot, Failure::short_read);
     case ConnectionState::free:
     case ConnectionState::connecting:
-    case ConnectionState::waiting_to_read: break;
+    case ConnectionState::waiting_to_read:
+    case ConnectionState::holding:
+    case ConnectionState::flooding: break;
   }
   abort_on_impossible_error("end of stream in a state that does not read", EINVAL);
 }
 
-// Starts reading for every connection whose read delay is over and fails every connection whose
-// timeout is over (still connecting: connect_error, a SYN that got no answer; else timeout).
+// The payload bytes this connection must receive: the whole response, or for a reset peer
+// min(reset_after_bytes, response_bytes).
+std::uint64_t LoadRun::payload_goal(const Connection& connection) const noexcept {
+  if (connection.peer != PeerType::reset) return options_.response_bytes;
+  return std::min<std::uint64_t>(options_.reset_after_bytes, options_.response_bytes);
+}
+
+// Every deadline that has come: read delays end, slow readers read again, holds end, floods end,
+// and undecided connections time out (still connecting: connect_error, a SYN that got no answer;
+// else timeout). Each step takes the front out of its list, and whatever a step puts back in a
+// list has a deadline after `now`, so every loop ends.
 void LoadRun::expire_deadlines(Clock::time_point now) {
   while (!read_delay_list_.empty() && connections_[read_delay_list_.front()].read_start <= now) {
     start_reading(read_delay_list_.front());
+  }
+  while (!slow_read_list_.empty() &&
+         connections_[slow_read_list_.front()].resume_reading <= now) {
+    resume_slow_read(slow_read_list_.front());
+  }
+  while (!hold_list_.empty() && connections_[hold_list_.front()].hold_until <= now) {
+    release(hold_list_.front(), CloseWith::reset);
+  }
+  while (!flood_list_.empty() &&
+         connections_[flood_list_.front()].connect_started + flood_limit_ <= now) {
+    const std::uint32_t slot = flood_list_.front();
+    if (connections_[slot].state == ConnectionState::flooding) {
+      release(slot, CloseWith::reset);
+    } else {
+      end_flood(slot);
+    }
   }
   while (!timeout_list_.empty() &&
          connections_[timeout_list_.front()].connect_started + timeout_ <= now) {
@@ -620,12 +1001,20 @@ void LoadRun::expire_deadlines(Clock::time_point now) {
 }
 
 // Milliseconds until the earliest deadline (rounded up), at most kMaxWait; 0 while there are
-// connections to start.
+// connections to start or floods to continue.
 int LoadRun::wait_timeout_ms(Clock::time_point now) const noexcept {
   if (!free_slots_.empty() && may_start_more(now)) return 0;
+  if (!send_ready_list_.empty()) return 0;
   Clock::time_point wake = now + kMaxWait;
   if (!read_delay_list_.empty()) {
     wake = std::min(wake, connections_[read_delay_list_.front()].read_start);
+  }
+  if (!slow_read_list_.empty()) {
+    wake = std::min(wake, connections_[slow_read_list_.front()].resume_reading);
+  }
+  if (!hold_list_.empty()) wake = std::min(wake, connections_[hold_list_.front()].hold_until);
+  if (!flood_list_.empty()) {
+    wake = std::min(wake, connections_[flood_list_.front()].connect_started + flood_limit_);
   }
   if (!timeout_list_.empty()) {
     wake = std::min(wake, connections_[timeout_list_.front()].connect_started + timeout_);
@@ -650,43 +1039,74 @@ void LoadRun::transition(Connection& connection, ConnectionState next) noexcept 
   connection.state = next;
 }
 
+// The payload figures of a connection that was just decided (complete or failed), exactly once.
+void LoadRun::count_decided(const Connection& connection) {
+  assert(is_undecided(connection.state));
+  assert(connection.payload_bytes_received <= payload_goal(connection));
+  result_.payload_bytes_expected += payload_goal(connection);
+  result_.payload_bytes_received += connection.payload_bytes_received;
+}
+
+// The connection got what its type should get. Counted now; then closed at once, or kept open
+// (never-fin: holding; flood: flooding while its flood lasts).
 void LoadRun::complete(std::uint32_t slot) {
   Connection& connection = connections_[slot];
-  assert(connection.state == ConnectionState::awaiting_eof);
-  const auto latency = std::chrono::duration_cast<std::chrono::microseconds>(
-      Clock::now() - connection.connect_started);
-  result_.latencies_us.push_back(static_cast<std::uint32_t>(std::min<std::int64_t>(
-      latency.count(), std::numeric_limits<std::uint32_t>::max())));
+  const Clock::time_point now = Clock::now();
+  count_decided(connection);
   ++result_.complete;
-  release(slot);  // plain close: the server's FIN came and everything was read
+  ++result_.by_peer[static_cast<std::size_t>(connection.peer)].complete;
+  timeout_list_.unlink(slot);
+  if (connection.peer != PeerType::reset) {  // a reset peer has no EOF to measure up to
+    const auto latency =
+        std::chrono::duration_cast<std::chrono::microseconds>(now - connection.connect_started);
+    result_.latencies_us.push_back(static_cast<std::uint32_t>(std::min<std::int64_t>(
+        latency.count(), std::numeric_limits<std::uint32_t>::max())));
+  }
+  switch (connection.peer) {
+    case PeerType::cooperative:
+    case PeerType::slow_reader:
+    case PeerType::half_close: return release(slot, CloseWith::fin);
+    case PeerType::reset: return release(slot, CloseWith::reset);
+    case PeerType::never_fin:
+      transition(connection, ConnectionState::holding);
+      connection.hold_until = now + never_fin_hold_;
+      return hold_list_.push_back(slot);
+    case PeerType::flood:
+      // Flooding goes on only while the flood lasts (no failed send, flood_limit_ms not over).
+      if (!flood_list_.contains(slot)) return release(slot, CloseWith::reset);
+      return transition(connection, ConnectionState::flooding);
+  }
 }
 
 void LoadRun::fail(std::uint32_t slot, Failure failure) {
   Connection& connection = connections_[slot];
+  count_decided(connection);
   ++result_.failures[static_cast<std::size_t>(failure)];
-  if (connection.fd >= 0) {
-    // Close with RST: this side keeps no TIME_WAIT or FIN_WAIT state for a failed connection.
-    // If it fails (it cannot on a valid TCP socket) the close below sends a FIN instead.
-    const linger abort_on_close{1, 0};
-    (void)setsockopt(connection.fd, SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof(abort_on_close));
-  }
-  release(slot);
+  ++result_.by_peer[static_cast<std::size_t>(connection.peer)]
+        .failures[static_cast<std::size_t>(failure)];
+  release(slot, CloseWith::reset);
 }
 
-// Closes the fd (which also removes it from epoll), takes the slot out of its lists, counts the
-// bytes, and returns the slot to the free stack.
-void LoadRun::release(std::uint32_t slot) {
+// Closes the fd (which also removes it from epoll), takes the slot out of every list, and returns
+// the slot to the free stack. The connection was counted before (count_decided).
+void LoadRun::release(std::uint32_t slot, CloseWith close_with) {
   Connection& connection = connections_[slot];
   if (connection.fd >= 0) {
+    if (close_with == CloseWith::reset) {
+      // If this fails (it cannot on a valid TCP socket) the close below sends a FIN instead.
+      const linger abort_on_close{1, 0};
+      (void)setsockopt(connection.fd, SOL_SOCKET, SO_LINGER, &abort_on_close,
+                       sizeof(abort_on_close));
+    }
     close(connection.fd);  // on Linux the fd is released even when close reports an error
     connection.fd = -1;
   }
-  if (connection.state == ConnectionState::waiting_to_read) read_delay_list_.unlink(slot);
-  timeout_list_.unlink(slot);
+  for (SlotFifo* list : {&timeout_list_, &read_delay_list_, &slow_read_list_, &hold_list_,
+                         &flood_list_, &send_ready_list_}) {
+    list->unlink_if_linked(slot);
+  }
   transition(connection, ConnectionState::free);
   connection.head_pending = std::string();
-  result_.payload_bytes_expected += options_.response_bytes;
-  result_.payload_bytes_received += connection.payload_bytes_received;
   --open_connections_;
   free_slots_.push_back(slot);
 }

@@ -2,6 +2,8 @@
 //   ringlinger serve   a gracefully closing HTTP/1.x responder (the early-response case)
 //   ringlinger client  a verifying load generator (exact bytes AND clean EOF per connection)
 //   ringlinger demo    serve + client, then the same with a plain close(), side by side
+//   ringlinger bench   the same workload against several backends, side by side
+//   ringlinger probe   what this machine supports, and which backend serve and bench would use
 #include <iostream>
 #include <vector>
 
@@ -16,7 +18,8 @@ int main(int argc, char** argv) {
   program.require_subcommand(1);
   program.set_version_flag("--version", "ringlinger 0.1.0");
   const std::vector<Command> commands = {add_serve_command(program), add_client_command(program),
-                                         add_demo_command(program)};
+                                         add_demo_command(program), add_bench_command(program),
+                                         add_probe_command(program)};
   try {
     program.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

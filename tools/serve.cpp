@@ -3,7 +3,10 @@
 // before an upload ends) that a plain close() breaks.
 #include <sys/resource.h>
 
+#include <unistd.h>
+
 #include <atomic>
+#include <functional>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -17,6 +20,7 @@
 #include "cli_units.hpp"
 #include "commands.hpp"
 #include "http.hpp"
+#include "blocking_server.hpp"
 #include "naive_server.hpp"
 #include "percentiles.hpp"
 #include "ringlinger/ringlinger.hpp"
@@ -96,16 +100,27 @@ class Responder {
   Manager manager_;
 };
 
-std::atomic<Manager*> g_manager{nullptr};
-std::atomic<NaiveServer*> g_naive{nullptr};
+// What SIGINT/SIGTERM stop: a function and its argument, set while a server runs.
+std::atomic<void (*)(void*)> g_stop_function{nullptr};
+std::atomic<void*> g_stop_argument{nullptr};
 std::atomic<std::int64_t> g_stop_grace_ms{10'000};
 
 extern "C" void on_stop_signal(int) {
-  if (Manager* manager = g_manager.load()) manager->stop(std::chrono::milliseconds(g_stop_grace_ms.load()));
-  if (NaiveServer* naive = g_naive.load()) naive->stop();
+  if (auto stop = g_stop_function.load()) stop(g_stop_argument.load());
 }
 
-void install_stop_signals() {
+template <class Server>
+void stop_server(void* server) {
+  static_cast<Server*>(server)->stop();
+}
+
+void stop_manager(void* manager) {
+  static_cast<Manager*>(manager)->stop(std::chrono::milliseconds(g_stop_grace_ms.load()));
+}
+
+void install_stop_signals(void (*stop)(void*), void* argument) {
+  g_stop_argument.store(argument);
+  g_stop_function.store(stop);
   struct sigaction action {};
   action.sa_handler = on_stop_signal;
   sigemptyset(&action.sa_mask);
@@ -124,11 +139,19 @@ void warn_about_fd_limit(std::uint32_t max_connections) {
   }
 }
 
-nlohmann::json stats_json(const Stats& stats) {
+nlohmann::json latency_json(const Percentiles& latency) {
+  return {{"p50", latency.p50}, {"p99", latency.p99}, {"max", latency.max}, {"samples", latency.count}};
+}
+
+nlohmann::json outcomes_json(const std::array<std::uint64_t, kOutcomeCount>& counts) {
   nlohmann::json outcomes = nlohmann::json::object();
   for (std::size_t i = 0; i < kOutcomeCount; ++i) {
-    outcomes[std::string(to_string(static_cast<Outcome>(i)))] = stats.outcomes[i];
+    outcomes[std::string(to_string(static_cast<Outcome>(i)))] = counts[i];
   }
+  return outcomes;
+}
+
+nlohmann::json stats_json(const Stats& stats) {
   nlohmann::json states = nlohmann::json::object();
   for (std::size_t i = 0; i < kStateCount; ++i) {
     states[std::string(to_string(static_cast<State>(i)))] = stats.connections_in_state[i];
@@ -139,7 +162,7 @@ nlohmann::json stats_json(const Stats& stats) {
       {"connections_closed", stats.closed_connections()},
       {"accepts_rejected", stats.accepts_rejected},
       {"accept_errors", stats.accept_errors},
-      {"outcomes", outcomes},
+      {"outcomes", outcomes_json(stats.outcomes)},
       {"connections_in_state", states},
       {"bytes_sent", stats.bytes_sent},
       {"bytes_received", stats.bytes_received},
@@ -179,6 +202,26 @@ struct CpuUsage {
             involuntary_switches - start.involuntary_switches};
   }
 };
+
+// Resident memory of this process now, and at its peak (KiB).
+std::uint64_t resident_kib() {
+  std::ifstream statm("/proc/self/statm");
+  std::uint64_t size = 0;
+  std::uint64_t resident = 0;
+  statm >> size >> resident;
+  return resident * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE)) / 1024;
+}
+std::uint64_t peak_resident_kib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<std::uint64_t>(usage.ru_maxrss);
+}
+
+nlohmann::json memory_json(std::uint64_t start_kib, std::uint64_t peak_live_connections) {
+  return {{"rss_start_kib", start_kib},
+          {"rss_peak_kib", peak_resident_kib()},
+          {"peak_live_connections", peak_live_connections}};
+}
 
 void print_cpu(const CpuUsage& cpu, std::uint64_t closed) {
   const double per_close = closed == 0 ? 0.0 : 1.0 / static_cast<double>(closed);
@@ -225,29 +268,62 @@ void print_stats(const Stats& stats, const Percentiles& latency) {
   }
 }
 
-int run_naive(const SocketAddress& address, std::uint64_t response_bytes, const ServeFlags& flags) {
-  NaiveServer server({address, response_bytes, 4096});
-  fmt::print("ringlinger serve: listening on {} (backend naive: plain close(), loses data)\n",
-             server.address().to_string());
+// Runs the naive or blocking server until SIGINT/SIGTERM and reports like the manager does.
+template <class Server>
+int run_plain_server(Server& server, std::string_view backend, std::string_view description,
+                     std::uint64_t response_bytes, const ServeFlags& flags,
+                     const std::function<void(nlohmann::json&)>& add_figures) {
+  fmt::print("ringlinger serve: listening on {} (backend {}: {})\n", server.address().to_string(),
+             backend, description);
   std::fflush(stdout);
-  g_naive.store(&server);
-  install_stop_signals();
+  install_stop_signals(stop_server<Server>, &server);
+  const std::uint64_t rss_start_kib = resident_kib();
   const CpuUsage cpu_at_start = CpuUsage::now();
   server.run();
   const CpuUsage cpu = CpuUsage::now().since(cpu_at_start);
-  g_naive.store(nullptr);
+  g_stop_function.store(nullptr);
   if (!flags.quiet) {
-    fmt::print("connections: {} closed with a plain close()\n", server.connections_closed());
+    fmt::print("connections: {} closed\n", server.connections_closed());
     print_cpu(cpu, server.connections_closed());
   }
   if (!flags.json_path.empty()) {
-    std::ofstream(flags.json_path) << nlohmann::json{
-        {"backend", "naive"}, {"listen", server.address().to_string()},
-        {"response_bytes", response_bytes},
-        {"stats", {{"connections_closed", server.connections_closed()}}},
-        {"cpu", cpu_json(cpu)}}.dump(2);
+    nlohmann::json json = {{"backend", backend},
+                           {"listen", server.address().to_string()},
+                           {"response_bytes", response_bytes},
+                           {"stats", {{"connections_closed", server.connections_closed()}}},
+                           {"cpu", cpu_json(cpu)},
+                           {"memory", memory_json(rss_start_kib, 0)}};
+    add_figures(json);
+    std::ofstream(flags.json_path) << json.dump(2) << "\n";
   }
   return 0;
+}
+
+int run_naive(const SocketAddress& address, std::uint64_t response_bytes, const ServeFlags& flags) {
+  NaiveServer server({address, response_bytes, 4096});
+  return run_plain_server(server, "naive", "plain close() right after the response, loses data",
+                          response_bytes, flags, [](nlohmann::json&) {});
+}
+
+int run_blocking(const SocketAddress& address, std::uint64_t response_bytes, const Config& config,
+                 const ServeFlags& flags) {
+  BlockingServerOptions options;
+  options.listen = address;
+  options.response_bytes = response_bytes;
+  options.drain_idle_timeout_ms = config.drain_idle_timeout_ms;
+  options.drain_timeout_ms = config.drain_timeout_ms;
+  options.drain_max_bytes = config.drain_max_bytes;
+  options.send_timeout_ms = config.send_timeout_ms;
+  options.reset_on_timeout = config.on_timeout == OnTimeout::reset;
+  BlockingServer server(options);
+  return run_plain_server(
+      server, "blocking", "one connection at a time, blocking system calls", response_bytes, flags,
+      [&](nlohmann::json& json) {
+        json["stats"]["outcomes"] = outcomes_json(server.outcomes());
+        json["stats"]["bytes_discarded"] = server.bytes_discarded();
+        std::vector<std::uint32_t> latencies = server.close_latencies_us();
+        json["close_latency_us"] = latency_json(percentiles_of(latencies));
+      });
 }
 
 int run_serve(const ServeFlags& flags) {
@@ -259,8 +335,9 @@ int run_serve(const ServeFlags& flags) {
   const std::uint64_t response_bytes = bytes_flag("--response-bytes", flags.response_bytes);
   g_stop_grace_ms.store(static_cast<std::int64_t>(duration_flag_ms("--stop-grace", flags.stop_grace)));
   if (flags.backend == "naive") return run_naive(*address, response_bytes, flags);
-
   Config config = to_config(flags.drain);
+  if (flags.backend == "blocking") return run_blocking(*address, response_bytes, config, flags);
+
   config.backend = flags.backend == "uring"   ? IoBackend::io_uring
                    : flags.backend == "epoll" ? IoBackend::epoll
                                               : IoBackend::automatic;
@@ -273,12 +350,12 @@ int run_serve(const ServeFlags& flags) {
              bound.to_string(), to_string(config.shutdown_mode), to_string(config.on_timeout),
              format_bytes(response_bytes), manager.describe_backend());
   std::fflush(stdout);
-  g_manager.store(&manager);
-  install_stop_signals();
+  install_stop_signals(stop_manager, &manager);
+  const std::uint64_t rss_start_kib = resident_kib();
   const CpuUsage cpu_at_start = CpuUsage::now();
   manager.run();
   const CpuUsage cpu = CpuUsage::now().since(cpu_at_start);
-  g_manager.store(nullptr);
+  g_stop_function.store(nullptr);
 
   const Stats stats = manager.stats();
   const Percentiles latency = percentiles_of(responder.close_latencies_us());
@@ -303,8 +380,8 @@ int run_serve(const ServeFlags& flags) {
         {"backend_description", manager.describe_backend()},
         {"stats", stats_json(stats)},
         {"cpu", cpu_json(cpu)},
-        {"close_latency_us",
-         {{"p50", latency.p50}, {"p99", latency.p99}, {"max", latency.max}, {"samples", latency.count}}},
+        {"memory", memory_json(rss_start_kib, stats.peak_live_connections)},
+        {"close_latency_us", latency_json(latency)},
     };
     std::ofstream(flags.json_path) << json.dump(2) << "\n";
   }
@@ -327,9 +404,10 @@ Command add_serve_command(CLI::App& program) {
       ->capture_default_str();
   app->add_option("--backend", flags->backend,
                   "auto (io_uring, or epoll where io_uring is unavailable), uring, epoll (the "
-                  "library's two backends), or naive (plain close() right after the response: "
-                  "shows the data loss)")
-      ->check(CLI::IsMember({"auto", "uring", "epoll", "naive"}))->capture_default_str();
+                  "library's two backends), blocking (the same procedure with blocking system "
+                  "calls, one connection at a time), or naive (plain close() right after the "
+                  "response: shows the data loss)")
+      ->check(CLI::IsMember({"auto", "uring", "epoll", "blocking", "naive"}))->capture_default_str();
   app->add_option("--stop-grace", flags->stop_grace,
                   "On SIGINT/SIGTERM, how long lingering connections may take before they are reset")->type_name("DURATION")
       ->capture_default_str();

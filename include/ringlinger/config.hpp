@@ -54,8 +54,10 @@ struct Config {
   std::uint32_t drain_timeout_ms = 30'000;
   // Most bytes read and discarded after close() before giving up on the peer; 0 = unlimited.
   // 16 MiB by default: more than a cooperative peer can have in flight when it learns of our
-  // close (its send buffer, at most tcp_wmem[2] = 4 MiB, plus our receive window, 6 MiB by
-  // default), while a peer that keeps uploading is cut off after a bounded amount of work.
+  // close (its send buffer, at most tcp_wmem[2] = 4 MiB, plus our receive window, at most
+  // tcp_rmem[2] = 6 MiB with the kernel's defaults), while a peer that keeps uploading is cut off
+  // after a bounded amount of work. Where tcp_rmem[2] is raised (32 MiB on our test machines),
+  // raise this with it if uploads that large are expected.
   std::uint64_t drain_max_bytes = 16u << 20;
   // Longest time a send may make no progress (nginx send_timeout): a peer that stops reading
   // cannot pin a connection forever.

@@ -6,5 +6,6 @@
 #include "ringlinger/connection_id.hpp"
 #include "ringlinger/manager.hpp"
 #include "ringlinger/outcome.hpp"
+#include "ringlinger/probe.hpp"
 #include "ringlinger/state.hpp"
 #include "ringlinger/stats.hpp"
