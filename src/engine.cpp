@@ -171,6 +171,11 @@ void Engine::expire_timers(TimePoint now) {
     terminate(slots_[*slot], Outcome::send_timeout, now);
   }
   while (auto slot = drain_idle_timers_.pop_expired(now)) {
+    if (peer_still_reading(slots_[*slot])) {
+      drain_idle_timers_.arm(*slot, now);  // not idle: it is consuming our data
+      ++stats_.drain_idle_extensions;
+      continue;
+    }
     terminate(slots_[*slot], Outcome::drain_idle_timeout, now);
   }
   while (auto slot = drain_total_timers_.pop_expired(now)) {
@@ -436,6 +441,19 @@ void Engine::release(Connection& connection) {
   connection.state = state;
   connection.generation = generation;
   free_slots_.push_back(static_cast<std::uint32_t>(&connection - slots_.data()));
+}
+
+// The drain idle timeout measures the peer's silence, but a peer can be silent because it is
+// still reading what we sent: then our send queue shrinks between two checks. Closing (and with
+// on_timeout = reset, resetting) it then would cut off data it is about to read. The first check
+// gives a peer with data still in flight one more idle period; after that, only progress counts.
+// The drain timeout (total) bounds it all.
+bool Engine::peer_still_reading(Connection& connection) {
+  const std::uint32_t unacknowledged = io_.unacknowledged_bytes(connection.fd);
+  if (unacknowledged <= 1) return false;  // at most our FIN: the peer has all our data
+  const std::uint32_t before = connection.unacknowledged_at_idle_check;
+  connection.unacknowledged_at_idle_check = unacknowledged;
+  return before == 0 || unacknowledged < before;
 }
 
 bool Engine::resets_on(Outcome outcome) const noexcept {

@@ -2,6 +2,8 @@
 
 #include <netinet/in.h>
 #include <sys/mman.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -294,6 +296,12 @@ void EpollBackend::set_reset_on_close(int fd) {
   ++stats_.syscalls;
   const linger reset{1, 0};
   (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+}
+
+std::uint32_t EpollBackend::unacknowledged_bytes(int fd) {
+  ++stats_.syscalls;
+  int bytes = 0;
+  return ioctl(fd, SIOCOUTQ, &bytes) == 0 && bytes > 0 ? static_cast<std::uint32_t>(bytes) : 0;
 }
 
 // --- listeners --------------------------------------------------------------------------------

@@ -41,6 +41,9 @@ class IoPort {
   virtual int shutdown_now(int fd) = 0;
   // SO_LINGER {1, 0}: the coming close sends RST.
   virtual void set_reset_on_close(int fd) = 0;
+  // Bytes we sent that the peer has not acknowledged yet, our FIN counting as one (SIOCOUTQ);
+  // 0 when unknown.
+  virtual std::uint32_t unacknowledged_bytes(int fd) = 0;
 };
 
 }  // namespace ringlinger::detail

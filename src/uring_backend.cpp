@@ -2,6 +2,8 @@
 
 #include <netinet/in.h>
 #include <sys/mman.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -153,6 +155,12 @@ void UringBackend::set_reset_on_close(int fd) {
   const linger reset{1, 0};
   // Fails only for a bad fd, which the engine never passes; the close then ends as it would.
   (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+}
+
+std::uint32_t UringBackend::unacknowledged_bytes(int fd) {
+  ++stats_.syscalls;
+  int bytes = 0;
+  return ioctl(fd, SIOCOUTQ, &bytes) == 0 && bytes > 0 ? static_cast<std::uint32_t>(bytes) : 0;
 }
 
 // --- listeners --------------------------------------------------------------------------------

@@ -234,6 +234,42 @@ TEST_P(HostilePeer, PeerThatNeverReadsEndsAtTheSendTimeoutWithAReset) {
   EXPECT_EQ(read.error, ECONNRESET) << "the client should see the reset";
 }
 
+TEST_P(HostilePeer, SlowReaderStillConsumingOurDataOutlastsTheDrainIdleTimeout) {
+  // Silence from the peer is not idleness while it is still acknowledging our data: a reset at
+  // the drain idle timeout would throw away the part of the response it has not read yet.
+  Config config = base_config();
+  config.drain_idle_timeout_ms = 200;
+  config.on_timeout = OnTimeout::reset;
+  Responder responder(config, tools::make_response(4 << 20));
+  ReadResult read;
+  std::thread client([&] {
+    const int fd = connect_client(responder.address);
+    const int size = 64 * 1024;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+    set_receive_timeout(fd, 10s);
+    send_all(fd, tools::make_request(0));
+    char buffer[16 * 1024];
+    while (true) {  // 16 KiB every 10 ms: about 1.6 MB/s, 2.6 s for the whole response
+      const ssize_t count = ::recv(fd, buffer, sizeof(buffer), 0);
+      if (count <= 0) {
+        read.clean_eof = count == 0;
+        read.error = count < 0 ? errno : 0;
+        break;
+      }
+      read.bytes.append(buffer, static_cast<std::size_t>(count));
+      std::this_thread::sleep_for(10ms);
+    }
+    ::close(fd);
+  });
+  EXPECT_TRUE(responder.run_until_closed(1, 30s));
+  client.join();
+  EXPECT_EQ(read.bytes.size(), responder.response().size());
+  EXPECT_TRUE(read.bytes == responder.response());
+  EXPECT_TRUE(read.clean_eof) << "errno " << read.error;
+  ASSERT_EQ(responder.reports.size(), 1u);
+  EXPECT_EQ(responder.reports[0].second.outcome, Outcome::clean);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, HostilePeer,
                          ::testing::Values(IoBackend::io_uring, IoBackend::epoll),
                          [](const ::testing::TestParamInfo<IoBackend>& backend) {

@@ -50,6 +50,9 @@ struct Stats {
   std::uint64_t cq_overflows = 0;
   // Direct shutdown(2) calls (shutdown mode "syscall").
   std::uint64_t shutdown_syscalls = 0;
+  // Drain idle timeouts put off because the peer was still acknowledging our data (reading
+  // slowly, not idle).
+  std::uint64_t drain_idle_extensions = 0;
   // Receives that found no free shared receive buffer (ENOBUFS) and were retried.
   std::uint64_t receive_buffer_waits = 0;
   // Completions whose connection had already been closed and its slot reused (ignored). With the

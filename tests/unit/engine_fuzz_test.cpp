@@ -1902,3 +1902,52 @@ TEST(FakeIoChecks, ReusesTheLowestFdOnlyOnceItsCloseRan) {
 
 }  // namespace
 }  // namespace ringlinger::detail
+
+namespace ringlinger::detail {
+namespace {
+
+// engine.cpp, peer_still_reading(): a drain idle timer that fires while the peer is still
+// acknowledging our data is put off (the peer is reading, not idle); once its acknowledgements
+// stall, the next expiry ends the drain; a lone unacknowledged FIN does not count as data.
+TEST(EngineScenario, DrainIdleTimeoutWaitsForAPeerStillAcknowledgingOurData) {
+  Config config = small_config();
+  config.drain_idle_timeout_ms = 100;
+  Harness h(config);
+  std::uint32_t unacknowledged = 50'000;
+  h.io.unacknowledged_result = [&](int) { return unacknowledged; };
+  const ConnectionId id = *h.engine->adopt(h.io.open_fd(), h.now);
+  ASSERT_FALSE(h.engine->send(id, "response", h.now));
+  ASSERT_FALSE(h.engine->close(id, h.now));
+  h.complete(Op::send, id, 8);  // flushed; shutdown(2); draining with a recv outstanding
+  ASSERT_EQ(h.state(id), State::draining);
+
+  h.now += 100ms;
+  h.engine->expire_timers(h.now);  // first expiry: data in flight, one more idle period
+  EXPECT_EQ(h.state(id), State::draining);
+  unacknowledged = 20'000;
+  h.now += 100ms;
+  h.engine->expire_timers(h.now);  // progress: 50000 -> 20000
+  EXPECT_EQ(h.state(id), State::draining);
+  EXPECT_EQ(h.stats.drain_idle_extensions, 2u);
+  h.now += 100ms;
+  h.engine->expire_timers(h.now);  // no progress: 20000 -> 20000, idle for real
+  EXPECT_EQ(h.state(id), State::cancelling);
+  h.complete(Op::recv, id, -ECANCELED);
+  h.complete(Op::cancel, id, 1);
+  h.complete(Op::close, id, 0);
+  ASSERT_EQ(h.closed.size(), 1u);
+  EXPECT_EQ(h.closed[0].second.outcome, Outcome::drain_idle_timeout);
+
+  // Only our FIN unacknowledged: the peer has everything, the first expiry ends the drain.
+  unacknowledged = 1;
+  const ConnectionId second = *h.engine->adopt(h.io.open_fd(), h.now);
+  ASSERT_FALSE(h.engine->close(second, h.now));
+  ASSERT_EQ(h.state(second), State::draining);
+  h.now += 100ms;
+  h.engine->expire_timers(h.now);
+  EXPECT_EQ(h.state(second), State::cancelling);
+  EXPECT_EQ(h.stats.drain_idle_extensions, 2u);
+}
+
+}  // namespace
+}  // namespace ringlinger::detail

@@ -104,6 +104,8 @@ class FakeIo final : public detail::IoPort {
 
   // The result of each shutdown_now(fd); 0 (success) when unset.
   std::function<int(int fd)> shutdown_result;
+  // What unacknowledged_bytes() returns (unset: 0, the peer has acknowledged everything).
+  std::function<std::uint32_t(int fd)> unacknowledged_result;
   // Told about every call; may be null.
   Observer* observer = nullptr;
 
@@ -181,6 +183,13 @@ class FakeIo final : public detail::IoPort {
     const int result = shutdown_result ? shutdown_result(fd) : 0;
     if (observer != nullptr) observer->on_shutdown_now(fd, result);
     return result;
+  }
+
+  std::uint32_t unacknowledged_bytes(int fd) override {
+    if (fd_state(fd) != FdState::open) {
+      note("unacknowledged_bytes(" + std::to_string(fd) + ") on an fd not open");
+    }
+    return unacknowledged_result ? unacknowledged_result(fd) : 0;
   }
 
   void set_reset_on_close(int fd) override {
