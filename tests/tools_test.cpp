@@ -4,6 +4,7 @@
 // ambiguous values; and the `ringlinger` program exits with 2 and names the flag on bad input.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <random>
 #include <string>
 
@@ -11,6 +12,8 @@
 #include "cli_units.hpp"
 #include "http.hpp"
 #include "tcp_support.hpp"
+
+#include <nlohmann/json.hpp>
 
 namespace ringlinger::tools {
 namespace {
@@ -207,6 +210,83 @@ TEST(Fallback, WithoutIoUringAnExplicitUringBackendFailsWithAClearMessage) {
   while (auto line = serve.read_line(std::chrono::seconds(10))) output += *line + "\n";
   EXPECT_EQ(serve.wait(std::chrono::seconds(10)), 1) << output;
   EXPECT_NE(output.find("io_uring is not permitted"), std::string::npos) << output;
+}
+
+}  // namespace
+}  // namespace ringlinger::tools
+
+namespace ringlinger::tools {
+namespace {
+
+// Runs `ringlinger bench` with `arguments` plus --json; returns the report.
+nlohmann::json run_bench(std::vector<std::string> arguments) {
+  char path[] = "/tmp/ringlinger-bench-test-XXXXXX";
+  const int fd = mkstemp(path);
+  ::close(fd);
+  arguments.insert(arguments.begin(), "bench");
+  arguments.insert(arguments.end(), {"--no-perf", "--json", path});
+  ChildProcess bench({testing_support::ringlinger_exe(), arguments, -1, true});
+  while (bench.read_line(std::chrono::seconds(120))) {
+  }
+  bench.wait(std::chrono::seconds(120));
+  std::ifstream file(path);
+  nlohmann::json report = nlohmann::json::parse(file, nullptr, false);
+  std::remove(path);
+  return report;
+}
+
+const nlohmann::json& medians_of(const nlohmann::json& report, const std::string& backend) {
+  for (const auto& entry : report["summary"]) {
+    if (entry["backend"] == backend) return entry["medians"];
+  }
+  static const nlohmann::json kNone;
+  return kNone;
+}
+
+TEST(Bench, EveryBackendButNaiveLosesNothingAndNaiveLoses) {
+  const auto report = run_bench({"--backend", "uring,epoll,blocking,naive", "--connections", "400",
+                                 "--concurrency", "100", "--runs", "1"});
+  ASSERT_TRUE(report.is_object() && report.contains("summary")) << report.dump();
+  for (const char* backend : {"uring", "epoll", "blocking"}) {
+    const auto& medians = medians_of(report, backend);
+    EXPECT_EQ(medians["complete"], 400) << backend;
+    EXPECT_EQ(medians["failed"], 0) << backend;
+    EXPECT_GT(medians["cpu_us_per_close"].get<double>(), 0.0) << backend;
+  }
+  EXPECT_EQ(medians_of(report, "naive")["failed"], 400) << "a plain close() with an unread body resets";
+  EXPECT_LT(medians_of(report, "uring")["syscalls_per_close"].get<double>(),
+            medians_of(report, "epoll")["syscalls_per_close"].get<double>());
+}
+
+TEST(Bench, HostilePeersEachEndAsTheirTypeShould) {
+  const auto report = run_bench(
+      {"--backend", "uring,epoll", "--connections", "120", "--concurrency", "60", "--runs", "1",
+       "--peers", "cooperative=50,never-fin=10,flood=10,reset=10,slow-reader=10,half-close=10",
+       "--drain-idle-timeout", "300ms", "--drain-max-bytes", "1MiB", "--drain-timeout", "5s"});
+  ASSERT_TRUE(report.is_object() && report.contains("runs")) << report.dump();
+  for (const auto& run : report["runs"]) {
+    SCOPED_TRACE(run["backend"].get<std::string>());
+    EXPECT_EQ(run["client"]["failed"], 0) << run["client"].dump(2);
+    EXPECT_EQ(run["client"]["payload_bytes_lost"], 0);
+    const auto& peers = run["client"]["peers"];
+    for (const char* type : {"cooperative", "never-fin", "flood", "reset", "slow-reader", "half-close"}) {
+      EXPECT_GT(peers[type]["started"].get<int>(), 0) << type;
+      EXPECT_EQ(peers[type]["complete"], peers[type]["started"]) << type;
+    }
+    const auto& outcomes = run["server"]["stats"]["outcomes"];
+    const int never_fin = peers["never-fin"]["started"].get<int>();
+    const int flood = peers["flood"]["started"].get<int>();
+    const int slow = peers["slow-reader"]["started"].get<int>();
+    // Never-fin peers end at the drain idle timeout; so may slow readers whose whole response
+    // already sits in their receive buffer (acknowledged) while they take longer than the
+    // timeout to read it and send their FIN: they still got everything (checked above).
+    EXPECT_GE(outcomes["drain_idle_timeout"].get<int>(), never_fin);
+    EXPECT_LE(outcomes["drain_idle_timeout"].get<int>(), never_fin + slow);
+    EXPECT_GE(outcomes["clean"].get<int>(), peers["cooperative"]["started"].get<int>() +
+                                                peers["half-close"]["started"].get<int>());
+    EXPECT_EQ(outcomes["drain_byte_cap"].get<int>() + outcomes["drain_timeout"].get<int>(), flood);
+    EXPECT_EQ(outcomes["peer_reset"], peers["reset"]["started"]);
+  }
 }
 
 }  // namespace

@@ -165,6 +165,8 @@ struct Figures {
   double punts = -1;
   double latency_p50_ms = 0, latency_p99_ms = 0, latency_max_ms = 0;
   double rss_peak_mib = 0;
+  double rss_growth_mib = 0;          // peak RSS - RSS when the server started serving
+  double peak_live_connections = 0;   // the most connections the server held at once
   double bytes_per_connection = -1;
   double socket_memory_mib = 0;
   std::uint64_t complete = 0, failed = 0, lost = 0, closed = 0;
@@ -202,7 +204,10 @@ Figures figures_of(const RunResult& run) {
   figures.latency_max_ms = number(latency, "max") / 1000;
   const json memory = server.value("memory", json::object());
   figures.rss_peak_mib = number(memory, "rss_peak_kib") / 1024;
+  figures.rss_growth_mib =
+      std::max(0.0, number(memory, "rss_peak_kib") - number(memory, "rss_start_kib")) / 1024;
   const double peak_live = number(memory, "peak_live_connections");
+  figures.peak_live_connections = peak_live;
   if (peak_live > 0) {
     // Growth of the resident set over the run per connection at the peak: includes pools touched
     // once (receive buffers, rings), so it means something at high concurrency only.
@@ -238,6 +243,7 @@ Figures summarize(const std::vector<Figures>& runs) {
         &Figures::syscalls, &Figures::syscalls_counted, &Figures::enter_calls,
         &Figures::context_switches, &Figures::punts, &Figures::latency_p50_ms,
         &Figures::latency_p99_ms, &Figures::latency_max_ms, &Figures::rss_peak_mib,
+        &Figures::rss_growth_mib, &Figures::peak_live_connections,
         &Figures::bytes_per_connection, &Figures::socket_memory_mib}) {
     summary.*field = med(field);
   }
@@ -264,7 +270,11 @@ json figures_json(const Figures& figures) {
           {"close_latency_ms", {{"p50", figures.latency_p50_ms}, {"p99", figures.latency_p99_ms},
                                 {"max", figures.latency_max_ms}}},
           {"server_peak_rss_mib", figures.rss_peak_mib},
-          {"server_bytes_per_connection", optional(figures.bytes_per_connection)},
+          {"server_rss_growth_mib", figures.rss_growth_mib},
+          {"server_peak_live_connections", figures.peak_live_connections},
+          // Growth per connection at the peak: includes pools touched once (receive buffers,
+          // rings), so it means something only when the peak is large.
+          {"server_rss_growth_bytes_per_peak_connection", optional(figures.bytes_per_connection)},
           {"tcp_socket_memory_peak_mib", figures.socket_memory_mib},
           {"complete", figures.complete},
           {"failed", figures.failed},
@@ -483,13 +493,15 @@ class Bench {
                                f.latency_max_ms),
                    f.failed, format_bytes(f.lost));
       }
-      fmt::print("{:<9} {:>14} {:>16} {:>16}   {}\n", "", "peak RSS MiB", "server B/conn",
-                 "TCP mem MiB", "outcomes (all runs)");
+      fmt::print("{:<9} {:>10} {:>11} {:>10} {:>9}   {}\n", "", "RSS MiB", "RSS growth",
+                 "peak conns", "TCP MiB", "outcomes (all runs)");
       for (const std::string& backend : backends_) {
         const Figures f = summary(backend, concurrency);
-        fmt::print("{:<9} {:>14.1f} {:>16} {:>16.1f}   {}\n", backend, f.rss_peak_mib,
-                   optional_text(f.bytes_per_connection, "{:.0f}"), f.socket_memory_mib,
-                   outcomes_text(backend, concurrency));
+        fmt::print("{:<9} {:>10.1f} {:>11.1f} {:>10} {:>9.1f}   {}\n", backend, f.rss_peak_mib,
+                   f.rss_growth_mib,
+                   f.peak_live_connections > 0 ? fmt::format("{:.0f}", f.peak_live_connections)
+                                               : std::string("-"),
+                   f.socket_memory_mib, outcomes_text(backend, concurrency));
       }
       print_peer_failures(concurrency);
     }
