@@ -226,9 +226,10 @@ nlohmann::json run_bench(std::vector<std::string> arguments) {
   arguments.insert(arguments.begin(), "bench");
   arguments.insert(arguments.end(), {"--no-perf", "--json", path});
   ChildProcess bench({testing_support::ringlinger_exe(), arguments, -1, true});
-  while (bench.read_line(std::chrono::seconds(120))) {
-  }
-  bench.wait(std::chrono::seconds(120));
+  std::string output;
+  while (auto line = bench.read_line(std::chrono::seconds(120))) output += *line + "\n";
+  const int code = bench.wait(std::chrono::seconds(120));
+  if (code != 0) ADD_FAILURE() << "ringlinger bench exited with " << code << ":\n" << output;
   std::ifstream file(path);
   nlohmann::json report = nlohmann::json::parse(file, nullptr, false);
   std::remove(path);
@@ -256,6 +257,20 @@ TEST(Bench, EveryBackendButNaiveLosesNothingAndNaiveLoses) {
   EXPECT_EQ(medians_of(report, "naive")["failed"], 400) << "a plain close() with an unread body resets";
   EXPECT_LT(medians_of(report, "uring")["syscalls_per_close"].get<double>(),
             medians_of(report, "epoll")["syscalls_per_close"].get<double>());
+}
+
+// nginx as a comparison server: the client verifies its responses exactly like serve's, so a
+// wrong configuration (a 405 for the POST, another body) fails here, not silently in a benchmark.
+TEST(Bench, NginxServesTheSameResponseAndLingers) {
+  const auto report = run_bench({"--backend", "nginx,uring", "--connections", "400",
+                                 "--concurrency", "100", "--runs", "1"});
+  ASSERT_TRUE(report.is_object() && report.contains("summary")) << report.dump();
+  for (const char* backend : {"nginx", "uring"}) {
+    const auto& medians = medians_of(report, backend);
+    EXPECT_EQ(medians["complete"], 400) << backend;
+    EXPECT_EQ(medians["failed"], 0) << backend;
+    EXPECT_EQ(medians["payload_bytes_lost"], 0) << backend;
+  }
 }
 
 TEST(Bench, HostilePeersEachEndAsTheirTypeShould) {

@@ -25,6 +25,7 @@
 #include "cli_units.hpp"
 #include "commands.hpp"
 #include "loadgen.hpp"
+#include "nginx_server.hpp"
 
 namespace ringlinger::tools {
 namespace {
@@ -51,7 +52,7 @@ struct BenchFlags {
   DrainFlags drain;
 };
 
-const std::vector<std::string> kBackends = {"uring", "epoll", "blocking", "naive"};
+const std::vector<std::string> kBackends = {"uring", "epoll", "blocking", "naive", "nginx"};
 
 std::vector<std::string> split(const std::string& text) {
   std::vector<std::string> items;
@@ -198,10 +199,14 @@ Figures figures_of(const RunResult& run) {
   if (auto it = run.perf.find("io_uring:io_uring_queue_async_work"); it != run.perf.end()) {
     figures.punts = it->second / closed;
   }
-  const json latency = server.value("close_latency_us", json::object());
-  figures.latency_p50_ms = number(latency, "p50") / 1000;
-  figures.latency_p99_ms = number(latency, "p99") / 1000;
-  figures.latency_max_ms = number(latency, "max") / 1000;
+  if (server.contains("close_latency_us")) {
+    const json& latency = server["close_latency_us"];
+    figures.latency_p50_ms = number(latency, "p50") / 1000;
+    figures.latency_p99_ms = number(latency, "p99") / 1000;
+    figures.latency_max_ms = number(latency, "max") / 1000;
+  } else {  // nginx: not observable from outside
+    figures.latency_p50_ms = figures.latency_p99_ms = figures.latency_max_ms = -1;
+  }
   const json memory = server.value("memory", json::object());
   figures.rss_peak_mib = number(memory, "rss_peak_kib") / 1024;
   figures.rss_growth_mib =
@@ -262,13 +267,16 @@ json figures_json(const Figures& figures) {
           {"cpu_user_us_per_close", figures.user_us},
           {"cpu_system_us_per_close", figures.system_us},
           {"cpu_us_per_close", figures.user_us + figures.system_us},
-          {"syscalls_per_close", figures.syscalls},
+          {"syscalls_per_close", optional(figures.syscalls)},
           {"syscalls_per_close_counted_by_the_library", optional(figures.syscalls_counted)},
           {"io_uring_enter_per_close", optional(figures.enter_calls)},
           {"context_switches_per_close", figures.context_switches},
           {"io_wq_punts_per_close", optional(figures.punts)},
-          {"close_latency_ms", {{"p50", figures.latency_p50_ms}, {"p99", figures.latency_p99_ms},
-                                {"max", figures.latency_max_ms}}},
+          {"close_latency_ms", figures.latency_p50_ms < 0
+                                   ? json(nullptr)
+                                   : json{{"p50", figures.latency_p50_ms},
+                                          {"p99", figures.latency_p99_ms},
+                                          {"max", figures.latency_max_ms}}},
           {"server_peak_rss_mib", figures.rss_peak_mib},
           {"server_rss_growth_mib", figures.rss_growth_mib},
           {"server_peak_live_connections", figures.peak_live_connections},
@@ -314,7 +322,10 @@ class Bench {
     for (const std::string& backend : backends_) {
       if (std::find(kBackends.begin(), kBackends.end(), backend) == kBackends.end()) {
         throw UsageError("--backend: unknown backend '" + backend +
-                         "' (choose from uring, epoll, blocking, naive)");
+                         "' (choose from uring, epoll, blocking, naive, nginx)");
+      }
+      if (backend == "nginx" && NginxServer::find_binary().empty()) {
+        throw UsageError("--backend nginx: nginx is not installed (apt-get install nginx-light)");
       }
     }
     rlimit limit{};
@@ -360,15 +371,13 @@ class Bench {
 
   std::vector<std::string> server_arguments(const std::string& backend, std::uint32_t concurrency,
                                             const std::string& json_path) const {
-    const std::uint64_t max_connections =
-        std::min<std::uint64_t>(fd_limit_ - 64, std::max<std::uint64_t>(concurrency + 1024, 4096));
     const DrainFlags& drain = flags_.drain;
     return {"serve", "--listen", "127.0.0.1:0", "--backend", backend, "--quiet", "--json", json_path,
             "--response-bytes", flags_.response_bytes, "--drain-idle-timeout",
             drain.drain_idle_timeout, "--drain-timeout", drain.drain_timeout, "--drain-max-bytes",
             drain.drain_max_bytes, "--send-timeout", drain.send_timeout, "--on-timeout",
             drain.on_timeout, "--shutdown", drain.shutdown, "--batch-wait", drain.batch_wait,
-            "--max-connections", std::to_string(max_connections), "--stop-grace", "2s"};
+            "--max-connections", std::to_string(max_connections(concurrency)), "--stop-grace", "2s"};
   }
 
   std::vector<std::string> client_arguments(const SocketAddress& address,
@@ -388,7 +397,86 @@ class Bench {
     return arguments;
   }
 
+  std::uint64_t max_connections(std::uint32_t concurrency) const {
+    return std::min<std::uint64_t>(fd_limit_ - 64, std::max<std::uint64_t>(concurrency + 1024, 4096));
+  }
+
+  // Counts the server's system calls, io-wq punts and context switches while the load runs.
+  std::unique_ptr<ChildProcess> start_perf(pid_t pid, const std::string& output) const {
+    if (!use_perf_) return nullptr;
+    auto perf = std::make_unique<ChildProcess>(ChildProcess::Options{
+        "/usr/bin/perf",
+        {"stat", "-x,", "-e",
+         "raw_syscalls:sys_enter,io_uring:io_uring_queue_async_work,context-switches", "-p",
+         std::to_string(pid), "-o", output},
+        -1,
+        true});
+    std::this_thread::sleep_for(300ms);  // perf attaches to the server before the load starts
+    return perf;
+  }
+
+  void stop_perf(std::unique_ptr<ChildProcess>& perf, const std::string& output,
+                 RunResult& result) const {
+    if (perf) {
+      ::kill(perf->pid(), SIGINT);
+      perf->wait(10s);
+      result.perf = read_perf(output);
+    }
+    std::remove(output.c_str());
+  }
+
+  // Runs the client against `address` (on CPU 1), sampling kernel socket memory meanwhile.
+  void run_client(const SocketAddress& address, std::uint32_t concurrency,
+                  const std::string& client_json, RunResult& result) const {
+    SocketMemorySampler sampler;
+    ChildProcess client({"/proc/self/exe", client_arguments(address, concurrency, client_json),
+                         1, true});
+    const int code = client.wait(std::chrono::hours(1));
+    if (code != 0 && code != 1) {
+      throw std::runtime_error("`ringlinger client` failed with exit code " + std::to_string(code));
+    }
+    result.sockets = sampler.result();
+  }
+
+  // nginx reports nothing itself: its worker's CPU, context switches and memory come from /proc
+  // (CPU in clock ticks, 10 ms, against the ~1 s of CPU a run takes), shaped like serve's JSON.
+  RunResult run_nginx(std::uint32_t concurrency, std::uint32_t run) {
+    RunResult result{"nginx", concurrency, run, json::object(), json::object(), {}, {}};
+    const std::string client_json = temporary_path("client");
+    const std::string perf_output = temporary_path("perf");
+    NginxOptions options;
+    options.response_bytes = response_bytes_;
+    options.drain_idle_timeout_ms = config_.drain_idle_timeout_ms;
+    options.drain_timeout_ms = config_.drain_timeout_ms;
+    options.send_timeout_ms = config_.send_timeout_ms;
+    options.worker_connections = static_cast<std::uint32_t>(max_connections(concurrency));
+    options.cpu = 0;
+    NginxServer nginx(options);
+    const ProcessSample before = nginx.sample();
+    auto perf = start_perf(nginx.worker_pid(), perf_output);
+    run_client(nginx.address(), concurrency, client_json, result);
+    stop_perf(perf, perf_output, result);
+    const ProcessSample after = nginx.sample();
+    result.client = read_json(client_json);
+    const double closed = number(result.client, "started");
+    result.server = {
+        {"backend", "nginx"},
+        {"backend_description", "nginx-light, 1 worker, lingering_close on, sendfile on"},
+        {"stats", {{"connections_closed", closed}}},
+        {"cpu",
+         {{"user_us", after.user_us - before.user_us},
+          {"system_us", after.system_us - before.system_us},
+          {"voluntary_context_switches",
+           after.voluntary_context_switches - before.voluntary_context_switches},
+          {"involuntary_context_switches",
+           after.involuntary_context_switches - before.involuntary_context_switches},
+          {"source", "/proc/PID/stat of the worker, clock ticks"}}},
+        {"memory", {{"rss_start_kib", before.rss_kib}, {"rss_peak_kib", after.rss_peak_kib}}}};
+    return result;
+  }
+
   RunResult run_one(const std::string& backend, std::uint32_t concurrency, std::uint32_t run) {
+    if (backend == "nginx") return run_nginx(concurrency, run);
     RunResult result{backend, concurrency, run, json::object(), json::object(), {}, {}};
     const std::string server_json = temporary_path("server");
     const std::string client_json = temporary_path("client");
@@ -398,33 +486,9 @@ class Bench {
     if (!address) {
       throw std::runtime_error("`ringlinger serve --backend " + backend + "` did not start");
     }
-    std::unique_ptr<ChildProcess> perf;
-    if (use_perf_) {
-      perf = std::make_unique<ChildProcess>(ChildProcess::Options{
-          "/usr/bin/perf",
-          {"stat", "-x,", "-e",
-           "raw_syscalls:sys_enter,io_uring:io_uring_queue_async_work,context-switches", "-p",
-           std::to_string(server.pid()), "-o", perf_output},
-          -1,
-          true});
-      std::this_thread::sleep_for(300ms);  // perf attaches to the server before the load starts
-    }
-    {
-      SocketMemorySampler sampler;
-      ChildProcess client({"/proc/self/exe", client_arguments(*address, concurrency, client_json),
-                           1, true});
-      const int code = client.wait(std::chrono::hours(1));
-      if (code != 0 && code != 1) {
-        throw std::runtime_error("`ringlinger client` failed with exit code " + std::to_string(code));
-      }
-      result.sockets = sampler.result();
-    }
-    if (perf) {
-      ::kill(perf->pid(), SIGINT);
-      perf->wait(10s);
-      result.perf = read_perf(perf_output);
-    }
-    std::remove(perf_output.c_str());
+    auto perf = start_perf(server.pid(), perf_output);
+    run_client(*address, concurrency, client_json, result);
+    stop_perf(perf, perf_output, result);
     server.terminate(60s);
     result.client = read_json(client_json);
     result.server = read_json(server_json);
@@ -483,14 +547,15 @@ class Bench {
                  "close ms p50/p99/max", "failed", "lost");
       for (const std::string& backend : backends_) {
         const Figures f = summary(backend, concurrency);
-        fmt::print("{:<9} {:>8.0f} {:>22} {:>9.2f} {:>8} {:>7.3f} {:>6} {:>22} {:>9} {:>9}\n",
+        fmt::print("{:<9} {:>8.0f} {:>22} {:>9} {:>8} {:>7.3f} {:>6} {:>22} {:>9} {:>9}\n",
                    backend, f.connections_per_second,
                    fmt::format("{:.1f} + {:.1f} = {:.1f}", f.user_us, f.system_us,
                                f.user_us + f.system_us),
-                   f.syscalls, optional_text(f.enter_calls, "{:.3f}"), f.context_switches,
-                   optional_text(f.punts, "{:.2f}"),
-                   fmt::format("{:.1f}/{:.1f}/{:.1f}", f.latency_p50_ms, f.latency_p99_ms,
-                               f.latency_max_ms),
+                   optional_text(f.syscalls, "{:.2f}"), optional_text(f.enter_calls, "{:.3f}"),
+                   f.context_switches, optional_text(f.punts, "{:.2f}"),
+                   f.latency_p50_ms < 0 ? std::string("-")
+                                        : fmt::format("{:.1f}/{:.1f}/{:.1f}", f.latency_p50_ms,
+                                                      f.latency_p99_ms, f.latency_max_ms),
                    f.failed, format_bytes(f.lost));
       }
       fmt::print("{:<9} {:>10} {:>11} {:>10} {:>9}   {}\n", "", "RSS MiB", "RSS growth",
@@ -734,7 +799,8 @@ Command add_bench_command(CLI::App& program) {
       "a connection.");
   app->add_option("--backend", flags->backends,
                   "Comma-separated: uring, epoll (the library's backends), blocking (one "
-                  "connection at a time, blocking calls), naive (plain close())")
+                  "connection at a time, blocking calls), naive (plain close()), nginx (Debian's "
+                  "nginx-light, one worker, lingering_close on)")
       ->type_name("LIST")->capture_default_str();
   app->add_option("--connections", flags->connections, "Connections per run")->capture_default_str();
   app->add_option("--concurrency", flags->concurrency,

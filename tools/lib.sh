@@ -8,6 +8,7 @@ RINGLINGER_PACKAGES=(
   libgtest-dev libgmock-dev          # tests
   libbenchmark-dev                   # bench/
   libcli11-dev libfmt-dev nlohmann-json3-dev   # the command line program
+  nginx-light                        # the peer `bench --backend nginx` compares against
 )
 
 # What `tools/run` needs on top: gnuplot for `bench --plot`, perf to count system calls and
