@@ -47,40 +47,42 @@ class SendQueue {
   void consume(std::size_t count) noexcept {
     RL_ASSERT(head_ != nullptr && count <= head_->size - head_->sent);
     head_->sent += count;
-    queued_ -= count;
     if (head_->sent == head_->size) {
       head_ = std::move(head_->next);
       if (head_ == nullptr) tail_ = nullptr;
     }
   }
 
-  // Bytes still to send.
-  std::uint64_t queued_bytes() const noexcept { return queued_; }
+  // Bytes still to send (walks the pieces: for tests and diagnostics, not the hot path; not
+  // keeping a running total saves 8 bytes in every connection slot).
+  std::uint64_t queued_bytes() const noexcept {
+    std::uint64_t total = 0;
+    for (const Node* node = head_.get(); node != nullptr; node = node->next.get()) {
+      total += node->size - node->sent;
+    }
+    return total;
+  }
 
   // Drops everything (after the connection is closed).
   void clear() noexcept {
     // Unlink iteratively: a long queue must not recurse through unique_ptr destructors.
     while (head_ != nullptr) head_ = std::move(head_->next);
     tail_ = nullptr;
-    queued_ = 0;
   }
 
   ~SendQueue() { clear(); }
   SendQueue() = default;
   // Moving leaves the source empty (a defaulted move would leave it a dangling tail).
   SendQueue(SendQueue&& other) noexcept
-      : head_(std::move(other.head_)), tail_(other.tail_), queued_(other.queued_) {
+      : head_(std::move(other.head_)), tail_(other.tail_) {
     other.tail_ = nullptr;
-    other.queued_ = 0;
   }
   SendQueue& operator=(SendQueue&& other) noexcept {
     if (this != &other) {
       clear();
       head_ = std::move(other.head_);
       tail_ = other.tail_;
-      queued_ = other.queued_;
       other.tail_ = nullptr;
-      other.queued_ = 0;
     }
     return *this;
   }
@@ -97,7 +99,6 @@ class SendQueue {
   };
 
   void append(std::unique_ptr<Node> node) {
-    queued_ += node->size;
     Node* raw = node.get();
     if (tail_ == nullptr) {
       head_ = std::move(node);
@@ -109,7 +110,6 @@ class SendQueue {
 
   std::unique_ptr<Node> head_;
   Node* tail_ = nullptr;
-  std::uint64_t queued_ = 0;
 };
 
 }  // namespace ringlinger::detail

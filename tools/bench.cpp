@@ -213,11 +213,14 @@ Figures figures_of(const RunResult& run) {
       std::max(0.0, number(memory, "rss_peak_kib") - number(memory, "rss_start_kib")) / 1024;
   const double peak_live = number(memory, "peak_live_connections");
   figures.peak_live_connections = peak_live;
-  if (peak_live > 0) {
-    // Growth of the resident set over the run per connection at the peak: includes pools touched
-    // once (receive buffers, rings), so it means something at high concurrency only.
+  if (peak_live > 0 && memory.contains("rss_before_manager_kib")) {
+    // Everything the Manager added to the resident set (its slot table, timers, rings, receive
+    // buffers, queued sends), at the peak, per connection held then. Fixed costs are spread over
+    // the connections, so this is meaningful when many are held at once (--read-delay).
     figures.bytes_per_connection = std::max(
-        0.0, (number(memory, "rss_peak_kib") - number(memory, "rss_start_kib")) * 1024 / peak_live);
+        0.0,
+        (number(memory, "rss_peak_kib") - number(memory, "rss_before_manager_kib")) * 1024 /
+            peak_live);
   }
   figures.socket_memory_mib =
       static_cast<double>(run.sockets.peak_pages) * static_cast<double>(sysconf(_SC_PAGESIZE)) /
@@ -282,7 +285,7 @@ json figures_json(const Figures& figures) {
           {"server_peak_live_connections", figures.peak_live_connections},
           // Growth per connection at the peak: includes pools touched once (receive buffers,
           // rings), so it means something only when the peak is large.
-          {"server_rss_growth_bytes_per_peak_connection", optional(figures.bytes_per_connection)},
+          {"manager_bytes_per_peak_connection", optional(figures.bytes_per_connection)},
           {"tcp_socket_memory_peak_mib", figures.socket_memory_mib},
           {"complete", figures.complete},
           {"failed", figures.failed},
@@ -558,14 +561,15 @@ class Bench {
                                                       f.latency_p99_ms, f.latency_max_ms),
                    f.failed, format_bytes(f.lost));
       }
-      fmt::print("{:<9} {:>10} {:>11} {:>10} {:>9}   {}\n", "", "RSS MiB", "RSS growth",
-                 "peak conns", "TCP MiB", "outcomes (all runs)");
+      fmt::print("{:<9} {:>10} {:>11} {:>10} {:>11} {:>9}   {}\n", "", "RSS MiB", "RSS growth",
+                 "peak conns", "mgr B/conn", "TCP MiB", "outcomes (all runs)");
       for (const std::string& backend : backends_) {
         const Figures f = summary(backend, concurrency);
-        fmt::print("{:<9} {:>10.1f} {:>11.1f} {:>10} {:>9.1f}   {}\n", backend, f.rss_peak_mib,
-                   f.rss_growth_mib,
+        fmt::print("{:<9} {:>10.1f} {:>11.1f} {:>10} {:>11} {:>9.1f}   {}\n", backend,
+                   f.rss_peak_mib, f.rss_growth_mib,
                    f.peak_live_connections > 0 ? fmt::format("{:.0f}", f.peak_live_connections)
                                                : std::string("-"),
+                   optional_text(f.bytes_per_connection, "{:.0f}"),
                    f.socket_memory_mib, outcomes_text(backend, concurrency));
       }
       print_peer_failures(concurrency);

@@ -41,6 +41,8 @@ struct ServeFlags {
 // Samples kept for the close latency percentiles (about 4 MB at most).
 constexpr std::size_t kMaxLatencySamples = 1'000'000;
 
+std::uint64_t resident_kib();
+
 // The responder: reads each request head, answers it, closes gracefully.
 class Responder {
  public:
@@ -53,15 +55,23 @@ class Responder {
 
   Manager& manager() noexcept { return manager_; }
   std::vector<std::uint32_t>& close_latencies_us() noexcept { return close_latencies_us_; }
+  std::uint64_t rss_before_manager_kib() const noexcept { return rss_before_manager_kib_; }
+  // The resident set when the most connections were open (sampled from /proc/self/statm each
+  // time the count grew by an eighth: ru_maxrss is updated lazily and can lag behind).
+  std::uint64_t rss_at_peak_kib() const noexcept { return rss_at_peak_kib_; }
 
  private:
   Callbacks callbacks() {
     Callbacks callbacks;
-    callbacks.on_accept = [this](ConnectionId id) { heads_[id.slot].reset(); };
+    callbacks.on_accept = [this](ConnectionId id) {
+      heads_[id.slot].reset();
+      if (++live_ >= sample_rss_at_live_) sample_peak_rss();
+    };
     callbacks.on_receive = [this](ConnectionId id, std::span<const std::byte> data) {
       on_receive(id, data);
     };
     callbacks.on_closed = [this](ConnectionId, const CloseReport& report) {
+      --live_;
       if (close_latencies_us_.size() < kMaxLatencySamples) {
         const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
             report.close_latency());
@@ -97,6 +107,16 @@ class Responder {
   const std::string head_too_large_;
   std::vector<HeadReader> heads_;  // indexed by ConnectionId::slot
   std::vector<std::uint32_t> close_latencies_us_;
+  void sample_peak_rss() {
+    rss_at_peak_kib_ = std::max(rss_at_peak_kib_, resident_kib());
+    sample_rss_at_live_ = live_ + std::max<std::uint64_t>(64, live_ / 8);
+  }
+
+  std::uint64_t live_ = 0;
+  std::uint64_t sample_rss_at_live_ = 64;
+  std::uint64_t rss_at_peak_kib_ = 0;
+  // Resident memory just before the Manager exists: what it costs is measured from here.
+  std::uint64_t rss_before_manager_kib_ = resident_kib();
   Manager manager_;
 };
 
@@ -217,10 +237,13 @@ std::uint64_t peak_resident_kib() {
   return static_cast<std::uint64_t>(usage.ru_maxrss);
 }
 
-nlohmann::json memory_json(std::uint64_t start_kib, std::uint64_t peak_live_connections) {
-  return {{"rss_start_kib", start_kib},
-          {"rss_peak_kib", peak_resident_kib()},
-          {"peak_live_connections", peak_live_connections}};
+nlohmann::json memory_json(std::uint64_t start_kib, std::uint64_t peak_live_connections,
+                           std::uint64_t before_manager_kib = 0, std::uint64_t sampled_peak_kib = 0) {
+  nlohmann::json memory = {{"rss_start_kib", start_kib},
+                           {"rss_peak_kib", std::max(peak_resident_kib(), sampled_peak_kib)},
+                           {"peak_live_connections", peak_live_connections}};
+  if (before_manager_kib != 0) memory["rss_before_manager_kib"] = before_manager_kib;
+  return memory;
 }
 
 void print_cpu(const CpuUsage& cpu, std::uint64_t closed) {
@@ -380,7 +403,9 @@ int run_serve(const ServeFlags& flags) {
         {"backend_description", manager.describe_backend()},
         {"stats", stats_json(stats)},
         {"cpu", cpu_json(cpu)},
-        {"memory", memory_json(rss_start_kib, stats.peak_live_connections)},
+        {"memory", memory_json(rss_start_kib, stats.peak_live_connections,
+                               responder.rss_before_manager_kib(),
+                               responder.rss_at_peak_kib())},
         {"close_latency_us", latency_json(latency)},
     };
     std::ofstream(flags.json_path) << json.dump(2) << "\n";

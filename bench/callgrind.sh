@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# User-space instructions per close of `ringlinger serve` (the manager plus serve's own HTTP
+# work), counted by callgrind: two runs that differ only in the number of connections, so the
+# difference divided by the extra connections leaves out start-up and exit.
+#
+#   bench/callgrind.sh [BACKEND] [RESPONSE] [BODY]     # defaults: uring 16KiB 64KiB
+# Prints the total per close and the share of the top functions. Needs valgrind and a build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+backend=${1:-uring}
+response=${2:-16KiB}
+body=${3:-64KiB}
+ringlinger=build/tools/ringlinger
+command -v valgrind >/dev/null || { echo "callgrind.sh: apt-get install valgrind" >&2; exit 2; }
+[[ -x $ringlinger ]] || { echo "callgrind.sh: build first (tools/test)" >&2; exit 2; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+count() {  # CONNECTIONS -> total instructions (Ir) of the server process
+  local connections=$1 out=$work/callgrind.$1
+  valgrind --tool=callgrind --callgrind-out-file="$out" -q \
+    "$ringlinger" serve --listen 127.0.0.1:0 --backend "$backend" --response-bytes "$response" \
+    --quiet >"$work/serve.$connections" 2>&1 &
+  local server=$!
+  local address=""
+  for _ in $(seq 200); do
+    address=$(grep -o 'listening on [0-9.:]*' "$work/serve.$connections" | awk '{print $3}' || true)
+    [[ -n $address ]] && break
+    sleep 0.1
+  done
+  [[ -n $address ]] || { echo "callgrind.sh: serve did not start" >&2; cat "$work/serve.$connections" >&2; exit 1; }
+  "$ringlinger" client --connect "$address" --connections "$connections" --concurrency 50 \
+    --response-bytes "$response" --body-bytes "$body" --timeout 60s >"$work/client.$connections"
+  grep -q " 0 failed" "$work/client.$connections" ||
+    { echo "callgrind.sh: connections failed:" >&2; cat "$work/client.$connections" >&2; exit 1; }
+  # serve's stop signal handler lets the manager close what is left, then the process exits.
+  kill -INT "$server"
+  wait "$server" || true
+  grep '^summary:' "$out" | awk '{print $2}'
+}
+
+small=1000
+large=3000
+ir_small=$(count $small)
+ir_large=$(count $large)
+per_close=$(( (ir_large - ir_small) / (large - small) ))
+echo "backend $backend, response $response, body $body: $ir_small instructions for $small closes, $ir_large for $large"
+echo "user-space instructions per close: $per_close"
+echo "top functions in the $large-connection run (inclusive of nothing: self cost):"
+callgrind_annotate --inclusive=no "$work/callgrind.$large" 2>/dev/null | sed -n '/Ir/,$p' | head -25
