@@ -5,7 +5,7 @@
 # client, same run, alternating, at concurrency 100, 1000 and 19000; then the memory and batching
 # measurements. Needs a build in build/ (tools/run or tools/test makes one) and nginx-light.
 #
-#   bench/performance.sh [OUTPUT_DIR]        # default docs/perf; about 40 minutes on 2 cores
+#   bench/performance.sh [OUTPUT_DIR]        # default docs/perf; about 25 minutes on 2 cores
 #   RUNS=3 bench/performance.sh /tmp/perf    # quicker, less steady
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,16 +28,16 @@ bench() {  # NAME ARGS...: one bench invocation, its table, JSON and plot kept u
 }
 
 # 1. The body case (what lingering close exists for): 16 KiB response, 64 KiB unread body.
-bench body --backend uring,epoll,blocking,nginx --connections 40000 --concurrency 100,1000,19000 \
+bench body --backend uring,epoll,blocking,nginx --connections 20000 --concurrency 100,1000,19000 \
   --response-bytes 16KiB --body-bytes 64KiB "${common[@]}"
 # 2. No body: 16 KiB response to a GET.
-bench nobody --backend uring,epoll,blocking,nginx --connections 40000 --concurrency 100,1000,19000 \
+bench nobody --backend uring,epoll,blocking,nginx --connections 20000 --concurrency 100,1000,19000 \
   --response-bytes 16KiB --body-bytes 0 "${common[@]}"
 # 3. Small responses: 1 KiB, no body.
-bench small --backend uring,epoll,blocking,nginx --connections 40000 --concurrency 100,1000 \
+bench small --backend uring,epoll,blocking,nginx --connections 20000 --concurrency 100,1000 \
   --response-bytes 1KiB --body-bytes 0 "${common[@]}"
 # 4. Large responses: 1 MiB, no body (nginx uses sendfile; ringlinger sends from memory).
-bench large --backend uring,epoll,blocking,nginx --connections 4000 --concurrency 100,1000 \
+bench large --backend uring,epoll,blocking,nginx --connections 2000 --concurrency 100,1000 \
   --response-bytes 1MiB --body-bytes 0 "${common[@]}"
 # 5. 19000 connections lingering in the server at once (clients read 2 s late): memory per
 #    connection from the server's RSS, kernel socket memory from /proc/net/sockstat.
@@ -45,6 +45,6 @@ bench lingering --backend uring,epoll,nginx --connections 19000 --concurrency 19
   --response-bytes 16KiB --body-bytes 64KiB --read-delay 2s "${common[@]}"
 # 6. Completion batching: io_uring_enter calls per close against added latency.
 for wait in 0 200us 1ms; do
-  bench "batch-$wait" --backend uring --connections 40000 --concurrency 1000 \
+  bench "batch-$wait" --backend uring --connections 20000 --concurrency 1000 \
     --response-bytes 16KiB --body-bytes 64KiB --batch-wait "$wait" "${common[@]}"
 done
