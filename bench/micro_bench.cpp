@@ -281,7 +281,7 @@ void BM_Baseline_FakeIoCycle(benchmark::State& state) {
   for (auto _ : state) {
     for (std::uint32_t i = 0; i < batch; ++i) {
       fds[i] = io.open_fd();
-      io.submit_send(OpTag{Op::send, 0, i}, fds[i], response);
+      io.submit_send(OpTag{Op::send, 0, i}, fds[i], response, false);
       io.submit_recv(OpTag{Op::recv, 0, i}, fds[i], RecvMode::discard, 1024);
     }
     for (std::uint32_t i = batch; i-- > 0;) {

@@ -41,9 +41,12 @@ bench nobody --backend uring,epoll,blocking,nginx --connections 20000 --concurre
 # 3. Small responses: 1 KiB, no body.
 bench small --backend uring,epoll,blocking,nginx --connections 20000 --concurrency 100,1000 \
   --response-bytes 1KiB --body-bytes 0 "${common[@]}"
-# 4. Large responses: 1 MiB, no body (nginx uses sendfile; ringlinger sends from memory).
+# 4. Large responses: 1 MiB, no body. nginx uses sendfile; ringlinger sends from memory, then
+#    (large-sendfile) from a file with Manager::send_file.
 bench large --backend uring,epoll,blocking,nginx --connections 2000 --concurrency 100,1000 \
   --response-bytes 1MiB --body-bytes 0 "${common[@]}"
+bench large-sendfile --backend uring,epoll,nginx --connections 2000 --concurrency 100,1000 \
+  --response-bytes 1MiB --body-bytes 0 --sendfile "${common[@]}"
 # 5. 19000 connections lingering in the server at once (clients read 2 s late): memory per
 #    connection from the server's RSS, kernel socket memory from /proc/net/sockstat.
 bench lingering --backend uring,epoll,nginx --connections 19000 --concurrency 19000 \

@@ -66,6 +66,13 @@ std::error_code Engine::send_view(ConnectionId id, std::span<const std::byte> by
   return enqueue(id, now, [&](SendQueue& queue) { queue.push_view(bytes); });
 }
 
+std::error_code Engine::send_file(ConnectionId id, int file_fd, std::uint64_t offset,
+                                  std::uint64_t length, TimePoint now) {
+  if (file_fd < 0) return std::make_error_code(std::errc::bad_file_descriptor);
+  return enqueue(id, now,
+                 [&](SendQueue& queue) { queue.push_file(file_fd, offset, length); });
+}
+
 template <class Push>
 std::error_code Engine::enqueue(ConnectionId id, TimePoint now, Push&& push) {
   now = last_now_ = std::max(now, last_now_);
@@ -330,7 +337,15 @@ void Engine::handle_close(Connection& connection, std::int32_t result, TimePoint
 void Engine::start_send(Connection& connection, TimePoint now) {
   if (connection.is_in_flight(Op::send) || connection.send_queue.empty()) return;
   RL_ASSERT(connection.state == State::open || connection.state == State::flushing);
-  io_.submit_send(tag(connection, Op::send), connection.fd, connection.send_queue.front());
+  if (connection.send_queue.front_is_file()) {
+    const SendQueue::FileRange range = connection.send_queue.front_file();
+    // sendfile sends at most 2^31 - 4096 bytes per call anyway.
+    io_.submit_send_file(tag(connection, Op::send), connection.fd, range.fd, range.offset,
+                         static_cast<std::uint32_t>(std::min<std::uint64_t>(range.length, 1u << 30)));
+  } else {
+    io_.submit_send(tag(connection, Op::send), connection.fd, connection.send_queue.front(),
+                    connection.send_queue.more_after_front());
+  }
   connection.mark_submitted(Op::send);
   const std::uint32_t slot = slot_of(connection);
   if (!send_timers_.armed(slot)) send_timers_.arm(slot, now);

@@ -37,6 +37,8 @@ class Engine {
   std::optional<ConnectionId> adopt(int fd, TimePoint now);
   std::error_code send(ConnectionId id, std::string bytes, TimePoint now);
   std::error_code send_view(ConnectionId id, std::span<const std::byte> bytes, TimePoint now);
+  std::error_code send_file(ConnectionId id, int file_fd, std::uint64_t offset,
+                            std::uint64_t length, TimePoint now);
   std::error_code close(ConnectionId id, TimePoint now);
   std::error_code abort(ConnectionId id, TimePoint now);
   // close() on every open connection.

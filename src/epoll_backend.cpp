@@ -12,6 +12,7 @@
 #include <system_error>
 
 #include "assert.hpp"
+#include "send_file.hpp"
 
 namespace ringlinger::detail {
 namespace {
@@ -138,16 +139,23 @@ bool EpollBackend::attempt(std::uint32_t index, TimePoint now) {
 
 void EpollBackend::attempt_send(Slot& slot, TimePoint now) {
   const PendingSend send = *slot.send;
-  ++stats_.syscalls;
-  const ssize_t sent = ::send(slot.fd, send.bytes.data(), send.bytes.size(),
-                              MSG_NOSIGNAL | MSG_DONTWAIT);
-  if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+  std::int32_t result = 0;
+  if (send.file_fd >= 0) {
+    result = send_file_now(slot.fd, send.file_fd, send.file_offset, send.file_length,
+                           stats_.syscalls);
+  } else {
+    ++stats_.syscalls;
+    const ssize_t sent = ::send(slot.fd, send.bytes.data(), send.bytes.size(),
+                                MSG_NOSIGNAL | MSG_DONTWAIT | (send.more ? MSG_MORE : 0));
+    result = sent < 0 ? -errno : static_cast<std::int32_t>(sent);
+  }
+  if (result == -EAGAIN || result == -EWOULDBLOCK) {
     slot.writable = false;
     wait_for_edge(slot);
     return;
   }
   slot.send.reset();
-  complete(send.tag, sent < 0 ? -errno : static_cast<std::int32_t>(sent), now);
+  complete(send.tag, result, now);
 }
 
 void EpollBackend::attempt_recv(Slot& slot, TimePoint now) {
@@ -258,10 +266,19 @@ void EpollBackend::submit_recv(OpTag tag, int fd, RecvMode mode, std::uint32_t m
   if (slot.readable) queue_attempt(tag.slot);
 }
 
-void EpollBackend::submit_send(OpTag tag, int fd, std::span<const std::byte> bytes) {
+void EpollBackend::submit_send(OpTag tag, int fd, std::span<const std::byte> bytes, bool more) {
   Slot& slot = slot_for(tag, fd);
   RL_ASSERT(!slot.send);
-  slot.send = PendingSend{tag, bytes};
+  slot.send = PendingSend{tag, bytes, more};
+  ++stats_.submissions;
+  if (slot.writable) queue_attempt(tag.slot);
+}
+
+void EpollBackend::submit_send_file(OpTag tag, int fd, int file_fd, std::uint64_t offset,
+                                    std::uint32_t length) {
+  Slot& slot = slot_for(tag, fd);
+  RL_ASSERT(!slot.send);
+  slot.send = PendingSend{tag, {}, false, file_fd, offset, length};
   ++stats_.submissions;
   if (slot.writable) queue_attempt(tag.slot);
 }

@@ -40,7 +40,9 @@ class EpollBackend final : public Backend, private IoPort {
  private:
   // IoPort
   void submit_recv(OpTag tag, int fd, RecvMode mode, std::uint32_t max_bytes) override;
-  void submit_send(OpTag tag, int fd, std::span<const std::byte> bytes) override;
+  void submit_send(OpTag tag, int fd, std::span<const std::byte> bytes, bool more) override;
+  void submit_send_file(OpTag tag, int fd, int file_fd, std::uint64_t offset,
+                        std::uint32_t length) override;
   void submit_shutdown(OpTag tag, int fd) override;
   void submit_cancel(OpTag tag, int fd) override;
   void submit_close(OpTag tag, int fd) override;
@@ -56,6 +58,10 @@ class EpollBackend final : public Backend, private IoPort {
   struct PendingSend {
     OpTag tag;
     std::span<const std::byte> bytes;
+    bool more = false;
+    int file_fd = -1;  // >= 0: a file send of `file_length` bytes from `file_offset`
+    std::uint64_t file_offset = 0;
+    std::uint32_t file_length = 0;
   };
   // The requests of one connection slot that have not completed yet, and what epoll said.
   struct Slot {

@@ -31,7 +31,13 @@ class IoPort {
 
   // Asynchronous requests. Each completes later, exactly once, with a Completion carrying `tag`.
   virtual void submit_recv(OpTag tag, int fd, RecvMode mode, std::uint32_t max_bytes) = 0;
-  virtual void submit_send(OpTag tag, int fd, std::span<const std::byte> bytes) = 0;
+  // `more`: other bytes are queued behind these (MSG_MORE: the kernel may wait for them to fill
+  // a segment instead of sending a small one, e.g. a response head before its body).
+  virtual void submit_send(OpTag tag, int fd, std::span<const std::byte> bytes, bool more) = 0;
+  // A send of up to `length` bytes of `file_fd` from `offset`, without copying them (sendfile);
+  // completes like submit_send, with the bytes sent.
+  virtual void submit_send_file(OpTag tag, int fd, int file_fd, std::uint64_t offset,
+                                std::uint32_t length) = 0;
   virtual void submit_shutdown(OpTag tag, int fd) = 0;  // SHUT_WR
   virtual void submit_cancel(OpTag tag, int fd) = 0;    // every request on fd
   virtual void submit_close(OpTag tag, int fd) = 0;

@@ -13,6 +13,7 @@
 #include "assert.hpp"
 #include "backend.hpp"
 #include "engine.hpp"
+#include "send_file.hpp"
 #include "epoll_backend.hpp"
 #include "uring_backend.hpp"
 
@@ -179,6 +180,20 @@ std::error_code Manager::send(ConnectionId id, std::string bytes) {
 
 std::error_code Manager::send_view(ConnectionId id, std::span<const std::byte> bytes) {
   return impl_->engine.send_view(id, bytes, Engine::Clock::now());
+}
+
+std::error_code Manager::send_file(ConnectionId id, int file_fd, std::uint64_t offset,
+                                   std::uint64_t length) {
+  if (const detail::Connection* connection = impl_->engine.find(id);
+      connection != nullptr && connection->state == State::open && file_fd >= 0 && length > 0) {
+    // Once per file send queued, not per chunk: sendfile needs a non-blocking socket (accepted
+    // ones are; an adopted one may not be).
+    ++impl_->stats.syscalls;
+    if (const int error = detail::make_nonblocking(connection->fd); error < 0) {
+      return std::error_code(-error, std::system_category());
+    }
+  }
+  return impl_->engine.send_file(id, file_fd, offset, length, Engine::Clock::now());
 }
 
 std::error_code Manager::close(ConnectionId id) {

@@ -1,5 +1,5 @@
 // The bytes queued for one connection, in order. Each piece is either owned (a std::string moved
-// in) or borrowed (the caller keeps it alive). Pieces live in heap nodes that never move, so the
+// in), borrowed (the caller keeps it alive) or a range of a file (sent with sendfile). Pieces live in heap nodes that never move, so the
 // pointer handed to an in-flight send stays valid whatever is queued behind it.
 #pragma once
 
@@ -34,12 +34,40 @@ class SendQueue {
     append(std::move(node));
   }
 
+  // Appends `length` bytes of the file `file_fd` from `offset` (the caller keeps the file open).
+  // Empty input is ignored.
+  void push_file(int file_fd, std::uint64_t offset, std::uint64_t length) {
+    if (length == 0) return;
+    auto node = std::make_unique<Node>();
+    node->file_fd = file_fd;
+    node->file_offset = offset;
+    node->size = length;
+    append(std::move(node));
+  }
+
   // Whether nothing is left to send.
   bool empty() const noexcept { return head_ == nullptr; }
 
+  // Whether another piece follows the first.
+  bool more_after_front() const noexcept { return head_ != nullptr && head_->next != nullptr; }
+
+  // Whether the first piece is a file range (then front_file() describes it, front() is empty).
+  bool front_is_file() const noexcept { return head_ != nullptr && head_->file_fd >= 0; }
+
+  // The unsent part of the first piece when it is a file range.
+  struct FileRange {
+    int fd;
+    std::uint64_t offset;
+    std::uint64_t length;
+  };
+  FileRange front_file() const noexcept {
+    RL_ASSERT(front_is_file());
+    return {head_->file_fd, head_->file_offset + head_->sent, head_->size - head_->sent};
+  }
+
   // The unsent part of the first piece (empty when the queue is empty).
   std::span<const std::byte> front() const noexcept {
-    if (head_ == nullptr) return {};
+    if (head_ == nullptr || head_->file_fd >= 0) return {};
     return {head_->data + head_->sent, head_->size - head_->sent};
   }
 
@@ -96,6 +124,8 @@ class SendQueue {
     const std::byte* data = nullptr;  // owned.data() or the borrowed bytes
     std::size_t size = 0;
     std::size_t sent = 0;
+    int file_fd = -1;                 // >= 0 for a file range
+    std::uint64_t file_offset = 0;
   };
 
   void append(std::unique_ptr<Node> node) {

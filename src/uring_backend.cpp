@@ -1,6 +1,7 @@
 #include "uring_backend.hpp"
 
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
@@ -13,6 +14,7 @@
 #include <system_error>
 
 #include "assert.hpp"
+#include "send_file.hpp"
 
 namespace ringlinger::detail {
 namespace {
@@ -91,6 +93,18 @@ void UringBackend::dispatch(const io_uring_cqe& cqe, TimePoint now) {
 
 void UringBackend::complete_connection_request(const io_uring_cqe& cqe, TimePoint now) {
   Completion completion{decode(cqe.user_data), cqe.res, {}};
+  if (completion.tag.op == Op::send && !file_sends_.empty()) {
+    // A file send's poll: the socket is writable (or failed, or the poll was cancelled).
+    auto it = file_sends_.find(completion.tag.slot);
+    if (it != file_sends_.end() && it->second.generation == completion.tag.generation) {
+      const FileSend send = it->second;
+      file_sends_.erase(it);
+      if (cqe.res >= 0) {
+        completion.result = send_file_now(send.socket_fd, send.file_fd, send.offset, send.length,
+                                          stats_.syscalls);
+      }
+    }
+  }
   const bool has_buffer = (cqe.flags & IORING_CQE_F_BUFFER) != 0;
   const auto buffer_id = static_cast<std::uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
   if (has_buffer && cqe.res > 0) {
@@ -121,12 +135,23 @@ void UringBackend::submit_recv(OpTag tag, int fd, RecvMode mode, std::uint32_t m
   io_uring_sqe_set_data64(sqe, encode(tag));
 }
 
-void UringBackend::submit_send(OpTag tag, int fd, std::span<const std::byte> bytes) {
+void UringBackend::submit_send(OpTag tag, int fd, std::span<const std::byte> bytes, bool more) {
   io_uring_sqe* sqe = ring_.get_sqe();
   // No MSG_WAITALL: a partial send completes with its count, which is progress for the send
   // timeout (a slow reader is not a dead one); the engine sends the rest.
-  io_uring_prep_send(sqe, fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+  io_uring_prep_send(sqe, fd, bytes.data(), bytes.size(), MSG_NOSIGNAL | (more ? MSG_MORE : 0));
   io_uring_sqe_set_data64(sqe, encode(tag));
+}
+
+void UringBackend::submit_send_file(OpTag tag, int fd, int file_fd, std::uint64_t offset,
+                                    std::uint32_t length) {
+  // io_uring has no sendfile; IORING_OP_SPLICE would need a pipe per connection and always runs
+  // on an io-wq thread. So: wait for writability in the ring, then sendfile(2) inline (zero-copy,
+  // non-blocking), whose result is this request's completion.
+  io_uring_sqe* sqe = ring_.get_sqe();
+  io_uring_prep_poll_add(sqe, fd, POLLOUT);
+  io_uring_sqe_set_data64(sqe, encode(tag));
+  file_sends_[tag.slot] = FileSend{tag.generation, fd, file_fd, offset, length};
 }
 
 void UringBackend::submit_shutdown(OpTag tag, int fd) {

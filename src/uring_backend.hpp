@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <unordered_map>
 #include <vector>
 
 #include "backend.hpp"
@@ -38,7 +39,9 @@ class UringBackend final : public Backend, private IoPort {
  private:
   // IoPort
   void submit_recv(OpTag tag, int fd, RecvMode mode, std::uint32_t max_bytes) override;
-  void submit_send(OpTag tag, int fd, std::span<const std::byte> bytes) override;
+  void submit_send(OpTag tag, int fd, std::span<const std::byte> bytes, bool more) override;
+  void submit_send_file(OpTag tag, int fd, int file_fd, std::uint64_t offset,
+                        std::uint32_t length) override;
   void submit_shutdown(OpTag tag, int fd) override;
   void submit_cancel(OpTag tag, int fd) override;
   void submit_close(OpTag tag, int fd) override;
@@ -72,6 +75,16 @@ class UringBackend final : public Backend, private IoPort {
   std::vector<Listener> listeners_;
   bool listeners_closing_ = false;
   std::vector<io_uring_cqe> batch_;
+  // File sends waiting for their socket to be writable (a POLLOUT poll in the ring), by slot:
+  // the sendfile runs when the poll completes. Only connections using send_file() are here.
+  struct FileSend {
+    std::uint32_t generation;
+    int socket_fd;
+    int file_fd;
+    std::uint64_t offset;
+    std::uint32_t length;
+  };
+  std::unordered_map<std::uint32_t, FileSend> file_sends_;
   Engine* engine_ = nullptr;
   Host* host_ = nullptr;
 };

@@ -3,7 +3,14 @@
 // both letting graceful closes finish and resetting what is left at its deadline.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cerrno>
+#include <csignal>
 #include <stdexcept>
 #include <thread>
 
@@ -13,6 +20,21 @@ namespace ringlinger {
 namespace {
 
 using namespace testing_support;
+
+// An unnamed temporary file holding `bytes`.
+int file_with(const std::string& bytes) {
+  int fd = ::open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0) fd = ::memfd_create("ringlinger-test", MFD_CLOEXEC);
+  EXPECT_GE(fd, 0);
+  EXPECT_EQ(::write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+  return fd;
+}
+
+std::string pattern(std::size_t size) {
+  std::string bytes(size, '\0');
+  for (std::size_t i = 0; i < size; ++i) bytes[i] = static_cast<char>('a' + (i * 7 + i / 4096) % 26);
+  return bytes;
+}
 
 // The API, stop and lifetime tests run on both backends.
 class BackendTest : public ::testing::TestWithParam<IoBackend> {
@@ -91,6 +113,97 @@ TEST_P(ManagerApi, AdoptedSocketIsFlushedShutDownDrainedAndClosed) {
   EXPECT_EQ(recorder.reports[0].second.outcome, Outcome::clean);
   EXPECT_EQ(recorder.reports[0].second.bytes_sent, 100'007u);
   EXPECT_EQ(manager.stats().connections_adopted, 1u);
+}
+
+// send_file() between two sends: the range (not the whole file) goes out in order, across many
+// partial sendfile calls (the client starts reading late, so the socket buffer fills), on a
+// socket adopted in blocking mode; then the usual graceful close.
+TEST_P(ManagerApi, SendFileSendsTheRangeInOrderWithTheOtherPieces) {
+  Recorder recorder;
+  Manager manager(base_config(), recorder.callbacks());
+  const std::string contents = pattern(3u << 20);
+  const int file = file_with(contents);
+  TcpPair pair = make_pair();
+  auto id = manager.adopt(pair.server);
+  ASSERT_TRUE(id.has_value());
+  constexpr std::size_t kOffset = 12345;
+  constexpr std::size_t kLength = 2u << 20;
+  EXPECT_FALSE(manager.send(*id, "head|").value());
+  EXPECT_FALSE(manager.send_file(*id, file, kOffset, kLength).value());
+  EXPECT_FALSE(manager.send(*id, "|tail").value());
+  EXPECT_FALSE(manager.close(*id).value());
+  EXPECT_EQ(manager.send_file(*id, file, 0, 1), std::errc::broken_pipe) << "after close()";
+  ReadResult read;
+  std::thread client([&] {
+    std::this_thread::sleep_for(100ms);
+    set_receive_timeout(pair.client, 10s);
+    read = read_to_end(pair.client);
+    ::close(pair.client);
+  });
+  run_until(manager, [&] { return !recorder.reports.empty(); });
+  client.join();
+  ::close(file);
+  EXPECT_EQ(read.bytes.size(), 5 + kLength + 5);
+  EXPECT_TRUE(read.bytes == "head|" + contents.substr(kOffset, kLength) + "|tail")
+      << "the bytes differ from the file range";
+  EXPECT_TRUE(read.clean_eof);
+  ASSERT_EQ(recorder.reports.size(), 1u);
+  EXPECT_EQ(recorder.reports[0].second.outcome, Outcome::clean);
+  EXPECT_EQ(recorder.reports[0].second.bytes_sent, 5 + kLength + 5);
+}
+
+TEST_P(ManagerApi, SendFilePastTheEndOfTheFileFailsTheConnection) {
+  Recorder recorder;
+  Manager manager(base_config(), recorder.callbacks());
+  const int file = file_with(pattern(1000));
+  TcpPair pair = make_pair();
+  auto id = manager.adopt(pair.server);
+  ASSERT_TRUE(id.has_value());
+  EXPECT_EQ(manager.send_file(*id, -1, 0, 10), std::errc::bad_file_descriptor);
+  EXPECT_FALSE(manager.send_file(*id, file, 500, 1000).value());  // 500 bytes exist
+  EXPECT_FALSE(manager.close(*id).value());
+  run_until(manager, [&] { return !recorder.reports.empty(); });
+  ::close(file);
+  ::close(pair.client);
+  ASSERT_EQ(recorder.reports.size(), 1u);
+  EXPECT_EQ(recorder.reports[0].second.outcome, Outcome::send_error);
+  EXPECT_EQ(recorder.reports[0].second.first_error, ENODATA);
+  EXPECT_EQ(recorder.reports[0].second.bytes_sent, 500u);
+}
+
+// sendfile has no MSG_NOSIGNAL: to a reset peer it fails with EPIPE and raises SIGPIPE, whose
+// default action kills the process. The manager must catch it: this test dies if it does not.
+TEST_P(ManagerApi, SendFileToAResetPeerRaisesNoSigpipe) {
+  struct sigaction previous {};
+  struct sigaction default_action {};
+  default_action.sa_handler = SIG_DFL;
+  ASSERT_EQ(sigaction(SIGPIPE, &default_action, &previous), 0);
+  Recorder recorder;
+  Manager manager(base_config(), recorder.callbacks());
+  const int file = file_with(pattern(100'000));
+  TcpPair pair = make_pair();
+  const linger reset{1, 0};
+  ASSERT_EQ(setsockopt(pair.client, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset)), 0);
+  ::close(pair.client);  // RST
+  // Take the pending ECONNRESET now, so that the next send sees the EPIPE that raises SIGPIPE.
+  char byte = 0;
+  for (int tries = 0; tries < 200; ++tries) {
+    if (::recv(pair.server, &byte, 1, MSG_DONTWAIT) < 0 && errno == ECONNRESET) break;
+    std::this_thread::sleep_for(5ms);
+  }
+  auto id = manager.adopt(pair.server);
+  ASSERT_TRUE(id.has_value());
+  EXPECT_FALSE(manager.send_file(*id, file, 0, 100'000).value());
+  EXPECT_FALSE(manager.close(*id).value());
+  run_until(manager, [&] { return !recorder.reports.empty(); });
+  ::close(file);
+  sigset_t pending;
+  sigpending(&pending);
+  EXPECT_EQ(sigismember(&pending, SIGPIPE), 0) << "a SIGPIPE was left pending";
+  sigaction(SIGPIPE, &previous, nullptr);
+  ASSERT_EQ(recorder.reports.size(), 1u);
+  EXPECT_EQ(recorder.reports[0].second.outcome, Outcome::peer_reset);
+  EXPECT_EQ(recorder.reports[0].second.first_error, EPIPE) << "the path that raises SIGPIPE ran";
 }
 
 TEST_P(ManagerApi, StaleHandlesAndLateSendsAreRefused) {

@@ -49,6 +49,7 @@ struct BenchFlags {
   std::string json_path;
   std::string plot_path;
   bool no_perf = false;
+  bool sendfile = false;
   DrainFlags drain;
 };
 
@@ -375,12 +376,15 @@ class Bench {
   std::vector<std::string> server_arguments(const std::string& backend, std::uint32_t concurrency,
                                             const std::string& json_path) const {
     const DrainFlags& drain = flags_.drain;
-    return {"serve", "--listen", "127.0.0.1:0", "--backend", backend, "--quiet", "--json", json_path,
+    std::vector<std::string> arguments = {"serve", "--listen", "127.0.0.1:0", "--backend", backend, "--quiet", "--json", json_path,
             "--response-bytes", flags_.response_bytes, "--drain-idle-timeout",
             drain.drain_idle_timeout, "--drain-timeout", drain.drain_timeout, "--drain-max-bytes",
             drain.drain_max_bytes, "--send-timeout", drain.send_timeout, "--on-timeout",
             drain.on_timeout, "--shutdown", drain.shutdown, "--batch-wait", drain.batch_wait,
             "--max-connections", std::to_string(max_connections(concurrency)), "--stop-grace", "2s"};
+    // The library's backends can send the body from a file; blocking and naive always copy.
+    if (flags_.sendfile && (backend == "uring" || backend == "epoll")) arguments.push_back("--sendfile");
+    return arguments;
   }
 
   std::vector<std::string> client_arguments(const SocketAddress& address,
@@ -684,7 +688,7 @@ class Bench {
         {"backends", backends_}, {"connections", flags_.connections},
         {"concurrency", concurrency_levels_}, {"runs", flags_.runs},
         {"response_bytes", flags_.response_bytes}, {"body_bytes", flags_.body_bytes},
-        {"read_delay", flags_.read_delay}, {"timeout", flags_.timeout},
+        {"read_delay", flags_.read_delay}, {"timeout", flags_.timeout}, {"sendfile", flags_.sendfile},
         {"duration", flags_.duration}, {"source_addresses", flags_.source_addresses},
         {"peers", flags_.peers}, {"never_fin_hold", never_fin_hold_},
         {"drain_idle_timeout", drain.drain_idle_timeout}, {"drain_timeout", drain.drain_timeout},
@@ -837,6 +841,9 @@ Command add_bench_command(CLI::App& program) {
   app->add_option("--plot", flags->plot_path, "Draw closes/s and CPU per close to FILE.png or FILE.svg (gnuplot)")
       ->type_name("FILE");
   app->add_flag("--no-perf", flags->no_perf, "Do not count system calls and io-wq punts with perf");
+  app->add_flag("--sendfile", flags->sendfile,
+                "uring and epoll send the response body from a file with Manager::send_file "
+                "(sendfile(2), no copy), as nginx does");
   add_drain_flags(*app, flags->drain);
   return {app, [flags] { return Bench(*flags).run(); }};
 }

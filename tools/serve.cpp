@@ -1,6 +1,8 @@
 // `ringlinger serve`: an HTTP/1.x responder that answers without reading the request body, then
 // closes gracefully through the manager: the early-response case (a 413 or an auth failure sent
 // before an upload ends) that a plain close() breaks.
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 
 #include <unistd.h>
@@ -8,10 +10,13 @@
 #include <atomic>
 #include <functional>
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <string_view>
+#include <system_error>
 #include <vector>
 
 #include <fmt/format.h>
@@ -35,6 +40,7 @@ struct ServeFlags {
   std::string stop_grace = "10s";
   std::string json_path;
   bool quiet = false;
+  bool sendfile = false;
   DrainFlags drain;
 };
 
@@ -46,8 +52,12 @@ std::uint64_t resident_kib();
 // The responder: reads each request head, answers it, closes gracefully.
 class Responder {
  public:
-  Responder(const Config& config, std::uint64_t response_bytes)
-      : response_(make_response(response_bytes)),
+  // With `sendfile`, the response body lives in a memfd and goes out with Manager::send_file
+  // (zero-copy), after the head from memory.
+  Responder(const Config& config, std::uint64_t response_bytes, bool sendfile)
+      : response_(sendfile ? response_head(200, "OK", response_bytes) : make_response(response_bytes)),
+        body_file_(sendfile ? make_body_file(response_bytes) : -1),
+        body_bytes_(response_bytes),
         bad_request_(make_error_response(400, "Bad Request")),
         head_too_large_(make_error_response(431, "Request Header Fields Too Large")),
         heads_(config.max_connections),
@@ -91,6 +101,7 @@ class Responder {
         return;
       case HeadReader::Status::complete:
         (void)manager_.send_view(id, std::as_bytes(std::span(response_)));
+        if (body_file_ >= 0) (void)manager_.send_file(id, body_file_, 0, body_bytes_);
         break;
       case HeadReader::Status::too_large:
         (void)manager_.send_view(id, std::as_bytes(std::span(head_too_large_)));
@@ -102,7 +113,27 @@ class Responder {
     (void)manager_.close(id);  // the body, if any, is never read: the drain discards it
   }
 
-  const std::string response_;
+  static int make_body_file(std::uint64_t bytes) {
+    // An unnamed file in the temporary directory: on a disk filesystem the page cache holds it
+    // in large folios, which sendfile walks faster than a memfd's 4 KiB shmem pages (measured:
+    // 1 MiB responses cost about a third more CPU from a memfd). memfd where that fails.
+    const char* directory = std::getenv("TMPDIR");
+    int fd = ::open(directory != nullptr ? directory : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) fd = memfd_create("ringlinger-response", MFD_CLOEXEC);
+    if (fd < 0) throw std::system_error(errno, std::system_category(), "creating the response file");
+    const std::string response = make_response(bytes);
+    const std::string_view body = std::string_view(response).substr(response.size() - bytes);
+    for (std::size_t written = 0; written < body.size();) {
+      const ssize_t n = ::write(fd, body.data() + written, body.size() - written);
+      if (n < 0) throw std::system_error(errno, std::system_category(), "writing the response file");
+      written += static_cast<std::size_t>(n);
+    }
+    return fd;
+  }
+
+  const std::string response_;  // the whole response, or only its head with a body file
+  const int body_file_;         // -1, or the memfd holding the body (lives as long as serve)
+  const std::uint64_t body_bytes_;
   const std::string bad_request_;
   const std::string head_too_large_;
   std::vector<HeadReader> heads_;  // indexed by ConnectionId::slot
@@ -365,7 +396,8 @@ int run_serve(const ServeFlags& flags) {
                    : flags.backend == "epoll" ? IoBackend::epoll
                                               : IoBackend::automatic;
   warn_about_fd_limit(config.max_connections);
-  Responder responder(config, response_bytes);
+  if (flags.sendfile) std::signal(SIGPIPE, SIG_IGN);  // like nginx; send_file works either way
+  Responder responder(config, response_bytes, flags.sendfile);
   Manager& manager = responder.manager();
   const SocketAddress bound = manager.listen(*address);
   fmt::print("ringlinger serve: listening on {} (shutdown {}, on timeout {}, response {}; "
@@ -438,6 +470,9 @@ Command add_serve_command(CLI::App& program) {
       ->capture_default_str();
   app->add_option("--json", flags->json_path, "Write the configuration and counters to FILE at exit")->type_name("FILE");
   app->add_flag("--quiet", flags->quiet, "Do not print the counters at exit");
+  app->add_flag("--sendfile", flags->sendfile,
+                "Send the response body from a file with Manager::send_file (sendfile(2), no copy: "
+                "nginx's `sendfile on`) instead of from memory (uring and epoll backends)");
   add_drain_flags(*app, flags->drain);
   return {app, [flags] { return run_serve(*flags); }};
 }

@@ -66,6 +66,13 @@ class Manager {
   // Like send(), without copying: `bytes` must stay valid and unchanged until on_closed runs
   // for this connection.
   std::error_code send_view(ConnectionId id, std::span<const std::byte> bytes);
+  // Queues `length` bytes of the file `file_fd` from `offset`, sent with sendfile(2): the kernel
+  // passes the file's page-cache pages to the socket without copying them, which is what makes
+  // large responses cheap (nginx's `sendfile on`). The file must stay open and unchanged until
+  // on_closed runs for this connection; a range past its end fails the connection (send_error, ENODATA).
+  // SIGPIPE is never raised. Extra error: bad_file_descriptor when file_fd < 0.
+  std::error_code send_file(ConnectionId id, int file_fd, std::uint64_t offset,
+                            std::uint64_t length);
 
   // Starts the graceful close: flush what is queued, shutdown(SHUT_WR), read and discard until
   // the peer's EOF (or a drain limit), then close. Input is discarded from now on. Calling it

@@ -1876,7 +1876,7 @@ TEST(FakeIoChecks, FlagsMixedGenerationsAndSyncCallsOnClosedFds) {
   FakeIo io;
   const int fd = io.open_fd();
   io.submit_recv({Op::recv, 0, 0}, fd, RecvMode::discard, 10);
-  io.submit_send({Op::send, 1, 0}, fd, std::as_bytes(std::span("x", 1)));
+  io.submit_send({Op::send, 1, 0}, fd, std::as_bytes(std::span("x", 1)), false);
   EXPECT_EQ(io.violations().size(), 1u);
   io.clear_violations();
   const int other = io.open_fd();
