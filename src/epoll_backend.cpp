@@ -2,8 +2,6 @@
 
 #include <netinet/in.h>
 #include <sys/mman.h>
-#include <linux/sockios.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -12,7 +10,7 @@
 #include <system_error>
 
 #include "assert.hpp"
-#include "send_file.hpp"
+#include "socket_calls.hpp"
 
 namespace ringlinger::detail {
 namespace {
@@ -304,35 +302,24 @@ void EpollBackend::submit_close(OpTag tag, int fd) {
   queue_attempt(tag.slot);
 }
 
-int EpollBackend::shutdown_now(int fd) {
-  ++stats_.syscalls;
-  return ::shutdown(fd, SHUT_WR) == 0 ? 0 : -errno;
-}
+int EpollBackend::shutdown_now(int fd) { return shutdown_write(fd, stats_.syscalls); }
 
 void EpollBackend::set_reset_on_close(int fd) {
-  ++stats_.syscalls;
-  const linger reset{1, 0};
-  (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+  detail::set_reset_on_close(fd, stats_.syscalls);
 }
 
 std::uint32_t EpollBackend::unacknowledged_bytes(int fd) {
-  ++stats_.syscalls;
-  int bytes = 0;
-  return ioctl(fd, SIOCOUTQ, &bytes) == 0 && bytes > 0 ? static_cast<std::uint32_t>(bytes) : 0;
+  return detail::unacknowledged_bytes(fd, stats_.syscalls);
 }
 
 // --- listeners --------------------------------------------------------------------------------
 
 SocketAddress EpollBackend::listen(const SocketAddress& address, int backlog) {
-  const int fd = ::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw std::system_error(errno, std::system_category(), "socket");
-  const int one = 1;
-  (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  const int fd = open_listener(address, backlog);
   epoll_event event{};
   event.events = EPOLLIN | EPOLLET;
   event.data.u64 = kListenerBit | listeners_.size();
-  if (::bind(fd, address.data(), address.size()) != 0 || ::listen(fd, backlog) != 0 ||
-      epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event) != 0) {
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event) != 0) {
     const int error = errno;
     ::close(fd);
     throw std::system_error(error, std::system_category(), "listen on " + address.to_string());

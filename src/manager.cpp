@@ -13,7 +13,7 @@
 #include "assert.hpp"
 #include "backend.hpp"
 #include "engine.hpp"
-#include "send_file.hpp"
+#include "socket_calls.hpp"
 #include "epoll_backend.hpp"
 #include "uring_backend.hpp"
 
@@ -188,8 +188,8 @@ std::error_code Manager::send_file(ConnectionId id, int file_fd, std::uint64_t o
       connection != nullptr && connection->state == State::open && file_fd >= 0 && length > 0) {
     // Once per file send queued, not per chunk: sendfile needs a non-blocking socket (accepted
     // ones are; an adopted one may not be).
-    ++impl_->stats.syscalls;
-    if (const int error = detail::make_nonblocking(connection->fd); error < 0) {
+    if (const int error = detail::make_nonblocking(connection->fd, impl_->stats.syscalls);
+        error < 0) {
       return std::error_code(-error, std::system_category());
     }
   }

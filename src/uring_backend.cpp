@@ -3,8 +3,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/mman.h>
-#include <linux/sockios.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -14,7 +12,7 @@
 #include <system_error>
 
 #include "assert.hpp"
-#include "send_file.hpp"
+#include "socket_calls.hpp"
 
 namespace ringlinger::detail {
 namespace {
@@ -172,36 +170,20 @@ void UringBackend::submit_close(OpTag tag, int fd) {
   io_uring_sqe_set_data64(sqe, encode(tag));
 }
 
-int UringBackend::shutdown_now(int fd) {
-  ++stats_.syscalls;
-  return ::shutdown(fd, SHUT_WR) == 0 ? 0 : -errno;
-}
+int UringBackend::shutdown_now(int fd) { return shutdown_write(fd, stats_.syscalls); }
 
 void UringBackend::set_reset_on_close(int fd) {
-  ++stats_.syscalls;
-  const linger reset{1, 0};
-  // Fails only for a bad fd, which the engine never passes; the close then ends as it would.
-  (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+  detail::set_reset_on_close(fd, stats_.syscalls);
 }
 
 std::uint32_t UringBackend::unacknowledged_bytes(int fd) {
-  ++stats_.syscalls;
-  int bytes = 0;
-  return ioctl(fd, SIOCOUTQ, &bytes) == 0 && bytes > 0 ? static_cast<std::uint32_t>(bytes) : 0;
+  return detail::unacknowledged_bytes(fd, stats_.syscalls);
 }
 
 // --- listeners --------------------------------------------------------------------------------
 
 SocketAddress UringBackend::listen(const SocketAddress& address, int backlog) {
-  const int fd = ::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw std::system_error(errno, std::system_category(), "socket");
-  const int one = 1;
-  (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (::bind(fd, address.data(), address.size()) != 0 || ::listen(fd, backlog) != 0) {
-    const int error = errno;
-    ::close(fd);
-    throw std::system_error(error, std::system_category(), "listen on " + address.to_string());
-  }
+  const int fd = open_listener(address, backlog);
   auto bound = SocketAddress::local_of(fd);
   RL_ASSERT(bound.has_value());
   listeners_.push_back(Listener{fd, false, false, {}});

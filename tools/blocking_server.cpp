@@ -39,6 +39,7 @@
 //
 // Timeouts of 0 mean "no limit" (as drain_max_bytes = 0 does).
 #include "blocking_server.hpp"
+#include "accept_error.hpp"
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -190,29 +191,17 @@ int BlockingServer::Impl::accept_next() {
   while (!stop_requested.load(std::memory_order_acquire)) {
     const int fd = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd >= 0) return fd;
-    switch (errno) {
-      case EAGAIN: {  // (EWOULDBLOCK is the same value on Linux)
+    switch (classify_accept_error(errno)) {
+      case AcceptError::drained: {
         pollfd listener{listen_fd, POLLIN, 0};
         if (poll(&listener, 1, kAcceptPollMs) < 0 && errno != EINTR) {
           throw std::system_error(errno, std::system_category(), "poll(listener)");
         }
         break;
       }
-      case EINTR:
-      case ECONNABORTED:
-      case EPROTO:
-      case ENETDOWN:
-      case ENOPROTOOPT:
-      case EHOSTDOWN:
-      case ENONET:
-      case EHOSTUNREACH:
-      case ENETUNREACH:
-      case EPERM: break;  // that connection is gone (or a firewall refused it): next one
-      case EMFILE:
-      case ENFILE:
-      case ENOBUFS:
-      case ENOMEM: poll(nullptr, 0, kAcceptBackoffMs); break;  // out of fds or memory: wait
-      default: throw std::system_error(errno, std::system_category(), "accept4");
+      case AcceptError::next: break;
+      case AcceptError::back_off: poll(nullptr, 0, kAcceptBackoffMs); break;
+      case AcceptError::unexpected: throw std::system_error(errno, std::system_category(), "accept4");
     }
   }
   return -1;

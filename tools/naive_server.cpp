@@ -29,6 +29,7 @@
 #include <utility>
 #include <vector>
 
+#include "accept_error.hpp"
 #include "http.hpp"
 
 namespace ringlinger::tools {
@@ -144,23 +145,11 @@ void NaiveServer::Internals::accept_pending() {
   for (;;) {
     const int fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      switch (errno) {
-        case EAGAIN: return;  // (EWOULDBLOCK is the same value on Linux)
-        case EINTR:
-        case ECONNABORTED:
-        case EPROTO:
-        case ENETDOWN:
-        case ENOPROTOOPT:
-        case EHOSTDOWN:
-        case ENONET:
-        case EHOSTUNREACH:
-        case ENETUNREACH:
-        case EPERM: continue;  // that connection is gone (or a firewall refused it): retry
-        case EMFILE:
-        case ENFILE:
-        case ENOBUFS:
-        case ENOMEM: accept_backed_off = true; return;
-        default: abort_on_impossible_error("accept4", errno);
+      switch (classify_accept_error(errno)) {
+        case AcceptError::drained: return;
+        case AcceptError::next: continue;
+        case AcceptError::back_off: accept_backed_off = true; return;
+        case AcceptError::unexpected: abort_on_impossible_error("accept4", errno);
       }
     }
     const auto index = static_cast<std::size_t>(fd);

@@ -1,11 +1,16 @@
-#include "send_file.hpp"
+#include "socket_calls.hpp"
 
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <sys/sendfile.h>
 #include <time.h>
 
 #include <cerrno>
+#include <system_error>
 
 namespace ringlinger::detail {
 namespace {
@@ -20,10 +25,42 @@ bool sigpipe_ignored() noexcept {
 int send_file_once(int socket_fd, int file_fd, std::uint64_t offset, std::uint32_t length,
                    std::uint64_t& syscalls) noexcept;
 
-int make_nonblocking(int fd) noexcept {
+int open_listener(const SocketAddress& address, int backlog) {
+  const int fd = ::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::system_error(errno, std::system_category(), "socket");
+  const int one = 1;
+  (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (::bind(fd, address.data(), address.size()) != 0 || ::listen(fd, backlog) != 0) {
+    const int error = errno;
+    ::close(fd);
+    throw std::system_error(error, std::system_category(), "listen on " + address.to_string());
+  }
+  return fd;
+}
+
+int shutdown_write(int fd, std::uint64_t& syscalls) noexcept {
+  ++syscalls;
+  return ::shutdown(fd, SHUT_WR) == 0 ? 0 : -errno;
+}
+
+void set_reset_on_close(int fd, std::uint64_t& syscalls) noexcept {
+  ++syscalls;
+  const linger reset{1, 0};
+  (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+}
+
+std::uint32_t unacknowledged_bytes(int fd, std::uint64_t& syscalls) noexcept {
+  ++syscalls;
+  int bytes = 0;
+  return ioctl(fd, SIOCOUTQ, &bytes) == 0 && bytes > 0 ? static_cast<std::uint32_t>(bytes) : 0;
+}
+
+int make_nonblocking(int fd, std::uint64_t& syscalls) noexcept {
+  ++syscalls;
   const int flags = fcntl(fd, F_GETFL);
   if (flags < 0) return -errno;
   if ((flags & O_NONBLOCK) != 0) return 0;
+  ++syscalls;
   return fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 ? 0 : -errno;
 }
 
