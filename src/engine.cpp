@@ -167,9 +167,10 @@ void Engine::on_completion(const Completion& completion, TimePoint now) {
       return handle_close(*connection, completion.result, now);
     case Op::accept:
     case Op::accept_cancel:
+    case Op::send_file_poll:
       break;
   }
-  RL_ASSERT(false && "listener completions are the manager's, not the engine's");
+  RL_ASSERT(false && "listener and backend-only completions never reach the engine");
 }
 
 void Engine::expire_timers(TimePoint now) {

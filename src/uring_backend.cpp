@@ -85,24 +85,14 @@ void UringBackend::dispatch(const io_uring_cqe& cqe, TimePoint now) {
     case Op::cancel:
     case Op::close:
       return complete_connection_request(cqe, now);
+    case Op::send_file_poll:
+      return complete_file_send(cqe, now);
   }
   RL_ASSERT(false && "a completion with an unknown op in its user_data");
 }
 
 void UringBackend::complete_connection_request(const io_uring_cqe& cqe, TimePoint now) {
   Completion completion{decode(cqe.user_data), cqe.res, {}};
-  if (completion.tag.op == Op::send && !file_sends_.empty()) {
-    // A file send's poll: the socket is writable (or failed, or the poll was cancelled).
-    auto it = file_sends_.find(completion.tag.slot);
-    if (it != file_sends_.end() && it->second.generation == completion.tag.generation) {
-      const FileSend send = it->second;
-      file_sends_.erase(it);
-      if (cqe.res >= 0) {
-        completion.result = send_file_now(send.socket_fd, send.file_fd, send.offset, send.length,
-                                          stats_.syscalls);
-      }
-    }
-  }
   const bool has_buffer = (cqe.flags & IORING_CQE_F_BUFFER) != 0;
   const auto buffer_id = static_cast<std::uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
   if (has_buffer && cqe.res > 0) {
@@ -111,6 +101,21 @@ void UringBackend::complete_connection_request(const io_uring_cqe& cqe, TimePoin
   engine_->on_completion(completion, now);
   // Given back whether or not the connection still exists.
   if (has_buffer) buffers_.recycle(buffer_id);
+}
+
+// A file send's poll: the socket is writable (or failed, or the poll was cancelled). The sendfile
+// runs now; its result is the send's completion.
+void UringBackend::complete_file_send(const io_uring_cqe& cqe, TimePoint now) {
+  OpTag tag = decode(cqe.user_data);
+  const auto it = file_sends_.find(tag.slot);
+  RL_ASSERT(it != file_sends_.end() && it->second.generation == tag.generation);
+  const FileSend send = it->second;
+  file_sends_.erase(it);
+  tag.op = Op::send;
+  const int result = cqe.res < 0 ? cqe.res
+                                 : send_file_now(send.socket_fd, send.file_fd, send.offset,
+                                                 send.length, stats_.syscalls);
+  engine_->on_completion(Completion{tag, result, {}}, now);
 }
 
 // --- IoPort: requests become SQEs -------------------------------------------------------------
@@ -148,7 +153,7 @@ void UringBackend::submit_send_file(OpTag tag, int fd, int file_fd, std::uint64_
   // non-blocking), whose result is this request's completion.
   io_uring_sqe* sqe = ring_.get_sqe();
   io_uring_prep_poll_add(sqe, fd, POLLOUT);
-  io_uring_sqe_set_data64(sqe, encode(tag));
+  io_uring_sqe_set_data64(sqe, encode({Op::send_file_poll, tag.generation, tag.slot}));
   file_sends_[tag.slot] = FileSend{tag.generation, fd, file_fd, offset, length};
 }
 

@@ -58,6 +58,7 @@ class UringBackend final : public Backend, private IoPort {
   };
 
   void dispatch(const io_uring_cqe& cqe, TimePoint now);
+  void complete_file_send(const io_uring_cqe& cqe, TimePoint now);
   void complete_connection_request(const io_uring_cqe& cqe, TimePoint now);
   void handle_accept(OpTag tag, int result, unsigned flags, TimePoint now);
   void handle_accept_cancel(OpTag tag);

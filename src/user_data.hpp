@@ -24,10 +24,12 @@ enum class Op : std::uint8_t {
   shutdown,       // IORING_OP_SHUTDOWN(SHUT_WR) (shutdown mode "ring")
   cancel,         // cancel of every request on the connection's fd
   close,          // IORING_OP_CLOSE of the connection's fd
+  send_file_poll, // io_uring backend only: the POLLOUT poll before a sendfile; the engine sees
+                  // its completion as the send's
 };
 
 // Number of values of Op.
-inline constexpr unsigned kOpCount = 7;
+inline constexpr unsigned kOpCount = 8;
 
 // The decoded form of user_data.
 struct OpTag {

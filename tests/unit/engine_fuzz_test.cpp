@@ -455,7 +455,8 @@ class Fuzzer final : public FakeIo::Observer {
         break;
       case Op::accept:
       case Op::accept_cancel:
-        violation("the engine submitted a listener op: " + what);
+      case Op::send_file_poll:
+        violation("the engine submitted a backend-only op: " + what);
         break;
     }
   }
@@ -976,6 +977,7 @@ class Fuzzer final : public FakeIo::Observer {
         return 0;
       case Op::accept:
       case Op::accept_cancel:
+      case Op::send_file_poll:
         break;
     }
     return 0;
@@ -1062,6 +1064,7 @@ class Fuzzer final : public FakeIo::Observer {
         break;
       case Op::accept:
       case Op::accept_cancel:
+      case Op::send_file_poll:
         break;
     }
     {

@@ -59,6 +59,8 @@ inline const char* op_name(Op op) noexcept {
       return "accept";
     case Op::accept_cancel:
       return "accept_cancel";
+    case Op::send_file_poll:
+      return "send_file_poll";
     case Op::recv:
       return "recv";
     case Op::send:
