@@ -105,7 +105,7 @@ io_uring_sqe* Ring::get_sqe() {
   return sqe;
 }
 
-void Ring::submit_and_wait(std::chrono::nanoseconds timeout) {
+void Ring::submit_and_wait(std::chrono::nanoseconds timeout, unsigned batch) {
   const unsigned to_submit = flush_submission_queue();
   const bool completions_waiting = io_uring_cq_ready(&ring_) > 0;
   const unsigned sq_flags = IO_URING_READ_ONCE(*ring_.sq.kflags);
@@ -115,15 +115,15 @@ void Ring::submit_and_wait(std::chrono::nanoseconds timeout) {
   if (to_submit == 0 && completions_waiting && !kernel_holds_completions) return;
   if (completions_waiting || timeout.count() <= 0) {
     enter(to_submit, 0, timeout);
-  } else if (batch_wait_us_ == 0) {
+  } else if (batch_wait_us_ == 0 || batch <= 1) {
     enter(to_submit, 1, timeout);
   } else {
-    // Batched wait: up to kBatchCompletions completions or batch_wait_us, whichever comes
-    // first, then return as soon as there is one; never later than `timeout` (a timer).
+    // Batched wait: `batch` completions or batch_wait_us, whichever comes first, then return
+    // as soon as there is one; never later than `timeout` (a timer).
     const auto timeout_us = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
     const auto min_wait_us = static_cast<std::uint32_t>(
         std::min<std::int64_t>(batch_wait_us_, std::max<std::int64_t>(timeout_us, 1)));
-    enter(to_submit, kBatchCompletions, timeout, min_wait_us);
+    enter(to_submit, std::min(batch, kMaxBatchCompletions), timeout, min_wait_us);
   }
 }
 

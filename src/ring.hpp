@@ -26,8 +26,8 @@ class Ring {
     std::uint32_t batch_wait_us = 0;  // see Config::batch_wait_us
   };
 
-  // How many completions a batched wait asks for before it returns early.
-  static constexpr unsigned kBatchCompletions = 128;
+  // The most completions a batched wait asks for before it returns early.
+  static constexpr unsigned kMaxBatchCompletions = 256;
 
   // Throws std::system_error with an explanation when io_uring cannot be set up.
   Ring(const Options& options, Stats& stats);
@@ -41,8 +41,9 @@ class Ring {
 
   // Submits everything prepared and waits until at least one completion is ready or `timeout`
   // passed: one io_uring_enter, skipped only when there is nothing to submit and completions
-  // are already waiting.
-  void submit_and_wait(std::chrono::nanoseconds timeout);
+  // are already waiting. With batched waits, the kernel gathers up to `batch` completions
+  // (at most kMaxBatchCompletions) for up to batch_wait_us before waking the loop.
+  void submit_and_wait(std::chrono::nanoseconds timeout, unsigned batch = kMaxBatchCompletions);
 
   // Copies every ready completion into `batch` (appending) and advances the completion queue
   // once. Returns how many were copied.

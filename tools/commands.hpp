@@ -33,7 +33,7 @@ struct DrainFlags {
   std::string on_timeout = "close";
   std::string shutdown = "syscall";
   std::uint32_t max_connections = 16384;
-  std::string batch_wait = "200us";
+  std::string batch_wait = "2ms";
 };
 void add_drain_flags(CLI::App& command, DrainFlags& flags);
 // The Config these flags describe; throws UsageError naming the flag for a bad value.

@@ -38,7 +38,7 @@ TEST(Config, DefaultsAreTheDocumentedOnes) {
   EXPECT_EQ(config.max_connections, 16'384u);
   EXPECT_EQ(config.receive_buffer_bytes, 2'048u);
   EXPECT_EQ(config.receive_buffer_count, 256u);
-  EXPECT_EQ(config.batch_wait_us, 200u);
+  EXPECT_EQ(config.batch_wait_us, 2000u);
   EXPECT_TRUE(config.defer_taskrun);
 }
 
