@@ -1,16 +1,39 @@
 #include "http.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 namespace ringlinger::tools {
 namespace {
 
-constexpr std::string_view kEndOfHead = "\r\n\r\n";
+// RFC 9110 tchar, as a table: one load per byte of the method.
+constexpr std::array<bool, 256> kTokenChar = [] {
+  std::array<bool, 256> table{};
+  for (int c = '0'; c <= '9'; ++c) table[static_cast<unsigned char>(c)] = true;
+  for (int c = 'A'; c <= 'Z'; ++c) table[static_cast<unsigned char>(c)] = true;
+  for (int c = 'a'; c <= 'z'; ++c) table[static_cast<unsigned char>(c)] = true;
+  for (char c : std::string_view("!#$%&'*+-.^_`|~")) table[static_cast<unsigned char>(c)] = true;
+  return table;
+}();
 
-bool is_token_char(char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-         std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+bool is_token_char(char c) { return kTokenChar[static_cast<unsigned char>(c)]; }
+
+// Offset just past the first "\r\n\r\n" of `text` that ends at or after `from`, or npos. Each
+// '\n' memchr finds is checked for "\r\n\r" before it: a head has a few lines, so this is a
+// few memchr calls rather than a substring search that stops at every '\r'.
+std::size_t end_of_head(std::string_view text, std::size_t from) {
+  const char* const begin = text.data();
+  const char* const end = begin + text.size();
+  for (const char* p = begin + from; p < end;) {
+    const auto* newline = static_cast<const char*>(std::memchr(p, '\n', static_cast<std::size_t>(end - p)));
+    if (newline == nullptr) break;
+    if (newline - begin >= 3 && newline[-1] == '\r' && newline[-2] == '\n' && newline[-3] == '\r') {
+      return static_cast<std::size_t>(newline - begin) + 1;
+    }
+    p = newline + 1;
+  }
+  return std::string_view::npos;
 }
 
 // "METHOD SP target SP HTTP/1.x"
@@ -95,29 +118,34 @@ HeadReader::Status HeadReader::feed(std::span<const std::byte> bytes) {
   const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
   if (pending_.empty()) {
     // Fast path: the whole head in one read, no copy.
-    const auto end = text.find(kEndOfHead);
+    const auto end = end_of_head(text, 0);
     if (end != std::string_view::npos) {
-      if (end + kEndOfHead.size() > kMaxHeadBytes) return status_ = Status::too_large;
-      return finish(text.substr(0, end + kEndOfHead.size()));
+      if (end > kMaxHeadBytes) return status_ = Status::too_large;
+      return finish(text.substr(0, end));
     }
   }
   // The terminator may straddle the previous read: search from a few bytes back.
   const std::size_t search_from = pending_.size() >= 3 ? pending_.size() - 3 : 0;
   const std::size_t room = kMaxHeadBytes + 1 - std::min(pending_.size(), kMaxHeadBytes + 1);
   pending_.append(text.substr(0, std::min(text.size(), room)));
-  const auto end = pending_.find(kEndOfHead, search_from);
-  if (end != std::string::npos && end + kEndOfHead.size() <= kMaxHeadBytes) {
-    return finish(std::string_view(pending_).substr(0, end + kEndOfHead.size()));
+  const auto end = end_of_head(pending_, search_from);
+  if (end != std::string::npos && end <= kMaxHeadBytes) {
+    return finish(std::string_view(pending_).substr(0, end));
   }
   if (pending_.size() > kMaxHeadBytes) return status_ = Status::too_large;
   return status_;
 }
 
 HeadReader::Status HeadReader::finish(std::string_view head) {
-  const std::string_view request_line = head.substr(0, head.find("\r\n"));
-  status_ = is_request_line(request_line) ? Status::complete : Status::malformed;
-  pending_.clear();
-  pending_.shrink_to_fit();
+  const auto* newline = static_cast<const char*>(std::memchr(head.data(), '\n', head.size()));
+  const auto line_end = static_cast<std::size_t>(newline - head.data());  // head ends in "\n"
+  const bool crlf = line_end > 0 && head[line_end - 1] == '\r';
+  status_ = crlf && is_request_line(head.substr(0, line_end - 1)) ? Status::complete
+                                                                   : Status::malformed;
+  if (!pending_.empty()) {
+    pending_.clear();
+    pending_.shrink_to_fit();
+  }
   return status_;
 }
 
