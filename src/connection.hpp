@@ -31,6 +31,9 @@ struct Connection {
   // A delivering receive found no shared buffer (ENOBUFS); the engine retries it after the
   // current batch of completions, when buffers were given back.
   bool waiting_for_buffer = false;
+  // The socket is known to be O_NONBLOCK (accepted by the manager, or made so by send_file, which
+  // needs it): send_file asks the kernel only once per adopted connection. Fits in padding.
+  bool nonblocking = false;
   // Decided once, when the connection leaves the lingering states.
   std::optional<Outcome> outcome;
   // The first error seen (positive errno), 0 if none. Kept because the kernel reports an error

@@ -41,7 +41,7 @@ Engine::Engine(const Config& config, IoPort& io, const Callbacks& callbacks, Sta
 // ---------------------------------------------------------------------------------------------
 // API calls
 
-std::optional<ConnectionId> Engine::adopt(int fd, TimePoint now) {
+std::optional<ConnectionId> Engine::adopt(int fd, TimePoint now, bool nonblocking) {
   now = last_now_ = std::max(now, last_now_);
   if (fd < 0 || free_slots_.empty()) return std::nullopt;
   std::uint32_t slot = free_slots_.back();
@@ -49,6 +49,7 @@ std::optional<ConnectionId> Engine::adopt(int fd, TimePoint now) {
   Connection& connection = slots_[slot];
   RL_ASSERT(connection.state == State::free && connection.in_flight == 0);
   connection.fd = fd;
+  connection.nonblocking = nonblocking;
   connection.opened_at = now;
   set_state(connection, State::open);
   stats_.peak_live_connections = std::max<std::uint64_t>(stats_.peak_live_connections,

@@ -34,7 +34,8 @@ class Engine {
   Engine(const Config& config, IoPort& io, const Callbacks& callbacks, Stats& stats);
 
   // API calls (see Manager for their contracts).
-  std::optional<ConnectionId> adopt(int fd, TimePoint now);
+  // `nonblocking`: the caller knows the socket is O_NONBLOCK (it accepted it so).
+  std::optional<ConnectionId> adopt(int fd, TimePoint now, bool nonblocking = false);
   std::error_code send(ConnectionId id, std::string bytes, TimePoint now);
   std::error_code send_view(ConnectionId id, std::span<const std::byte> bytes, TimePoint now);
   std::error_code send_file(ConnectionId id, int file_fd, std::uint64_t offset,
@@ -56,6 +57,7 @@ class Engine {
 
   // Queries.
   const Connection* find(ConnectionId id) const noexcept;
+  Connection* find(ConnectionId id) noexcept { return lookup(id.slot, id.generation); }
   std::size_t live_connections() const noexcept { return slots_.size() - free_slots_.size(); }
   bool full() const noexcept { return free_slots_.empty(); }
   std::uint32_t capacity() const noexcept { return static_cast<std::uint32_t>(slots_.size()); }

@@ -110,7 +110,7 @@ struct Manager::Impl final : Backend::Host {
   // Backend::Host
   void on_accepted(int fd, Engine::TimePoint at) override {
     std::optional<ConnectionId> id;
-    if (!stopping) id = engine.adopt(fd, at);
+    if (!stopping) id = engine.adopt(fd, at, /*nonblocking=*/true);  // both backends accept so
     if (!id) {
       ++stats.syscalls;
       ::close(fd);  // full or stopping: nothing was read, nothing to lose but this connection
@@ -189,14 +189,15 @@ std::error_code Manager::send_view(ConnectionId id, std::span<const std::byte> b
 
 std::error_code Manager::send_file(ConnectionId id, int file_fd, std::uint64_t offset,
                                    std::uint64_t length) {
-  if (const detail::Connection* connection = impl_->engine.find(id);
-      connection != nullptr && connection->state == State::open && file_fd >= 0 && length > 0) {
-    // Once per file send queued, not per chunk: sendfile needs a non-blocking socket (accepted
-    // ones are; an adopted one may not be).
+  if (detail::Connection* connection = impl_->engine.find(id);
+      connection != nullptr && connection->state == State::open && !connection->nonblocking &&
+      file_fd >= 0 && length > 0) {
+    // sendfile needs a non-blocking socket. Accepted ones are; an adopted one is asked once.
     if (const int error = detail::make_nonblocking(connection->fd, impl_->stats.syscalls);
         error < 0) {
       return std::error_code(-error, std::system_category());
     }
+    connection->nonblocking = true;
   }
   return impl_->engine.send_file(id, file_fd, offset, length, impl_->time());
 }
