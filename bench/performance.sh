@@ -42,17 +42,19 @@ bench nobody --backend uring,epoll,blocking,nginx --connections 20000 --concurre
 bench small --backend uring,epoll,blocking,nginx --connections 20000 --concurrency 100,1000 \
   --response-bytes 1KiB --body-bytes 0 "${common[@]}"
 # 4. Large responses: 1 MiB, no body. nginx uses sendfile; ringlinger sends from memory, then
-#    (large-sendfile) from a file with Manager::send_file.
-bench large --backend uring,epoll,blocking,nginx --connections 2000 --concurrency 100,1000 \
+#    (large-sendfile) from a file with Manager::send_file. 8000 connections per run: nginx's CPU
+#    comes from /proc in 10 ms ticks, and 2000 connections gave it only ~30 ticks per run.
+bench large --backend uring,epoll,blocking,nginx --connections 8000 --concurrency 100,1000 \
   --response-bytes 1MiB --body-bytes 0 "${common[@]}"
-bench large-sendfile --backend uring,epoll,nginx --connections 2000 --concurrency 100,1000 \
+bench large-sendfile --backend uring,epoll,nginx --connections 8000 --concurrency 100,1000 \
   --response-bytes 1MiB --body-bytes 0 --sendfile "${common[@]}"
 # 5. 19000 connections lingering in the server at once (clients read 2 s late): memory per
 #    connection from the server's RSS, kernel socket memory from /proc/net/sockstat.
 bench lingering --backend uring,epoll,nginx --connections 19000 --concurrency 19000 \
   --response-bytes 16KiB --body-bytes 64KiB --read-delay 2s "${common[@]}"
-# 6. Completion batching: io_uring_enter calls per close against added latency.
-for wait in 0 200us 1ms; do
+# 6. Completion batching: io_uring_enter calls per close against added latency (2ms is the
+#    default).
+for wait in 0 200us 1ms 2ms; do
   bench "batch-$wait" --backend uring --connections 20000 --concurrency 1000 \
     --response-bytes 16KiB --body-bytes 64KiB --batch-wait "$wait" "${common[@]}"
 done
