@@ -7,9 +7,12 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <csignal>
+#include <deque>
 #include <cstdlib>
 #include <cstdio>
 #include <fstream>
@@ -38,6 +41,7 @@ struct ServeFlags {
   std::string response_bytes = "16KiB";
   std::string backend = "auto";
   std::string stop_grace = "10s";
+  std::string head_timeout = "10s";
   std::string json_path;
   bool quiet = false;
   bool sendfile = false;
@@ -54,8 +58,10 @@ class Responder {
  public:
   // With `sendfile`, the response body lives in a memfd and goes out with Manager::send_file
   // (zero-copy), after the head from memory.
-  Responder(const Config& config, std::uint64_t response_bytes, bool sendfile)
-      : response_(sendfile ? response_head(200, "OK", response_bytes) : make_response(response_bytes)),
+  Responder(const Config& config, std::uint64_t response_bytes, bool sendfile,
+            std::chrono::milliseconds head_timeout)
+      : head_timeout_(head_timeout),
+        response_(sendfile ? response_head(200, "OK", response_bytes) : make_response(response_bytes)),
         body_file_(sendfile ? make_body_file(response_bytes) : -1),
         body_bytes_(response_bytes),
         bad_request_(make_error_response(400, "Bad Request")),
@@ -64,6 +70,23 @@ class Responder {
         manager_(config, callbacks()) {}
 
   Manager& manager() noexcept { return manager_; }
+
+  // Runs the manager until it stops, giving up on request heads that take longer than the head
+  // timeout (slowloris): such a connection is aborted (RST; nothing was answered, so nothing can
+  // be lost, and the slot is free at once instead of after a drain the peer can drag out).
+  void run() {
+    using namespace std::chrono;
+    for (;;) {
+      milliseconds wait = 1s;
+      if (!head_deadlines_.empty()) {
+        const auto left = ceil<milliseconds>(head_deadlines_.front().deadline - steady_clock::now());
+        wait = std::clamp(left, milliseconds(1), wait);
+      }
+      if (!manager_.run_once(wait)) return;
+      expire_heads(steady_clock::now());
+    }
+  }
+  std::uint64_t head_timeouts() const noexcept { return head_timeouts_; }
   std::vector<std::uint32_t>& close_latencies_us() noexcept { return close_latencies_us_; }
   std::uint64_t rss_before_manager_kib() const noexcept { return rss_before_manager_kib_; }
   // The resident set when the most connections were open (sampled from /proc/self/statm each
@@ -75,6 +98,10 @@ class Responder {
     Callbacks callbacks;
     callbacks.on_accept = [this](ConnectionId id) {
       heads_[id.slot].reset();
+      // One timeout for all: deadlines come in accept order, so a FIFO keeps them sorted.
+      if (head_timeout_.count() > 0) {
+        head_deadlines_.push_back({id, std::chrono::steady_clock::now() + head_timeout_});
+      }
       if (++live_ >= sample_rss_at_live_) sample_peak_rss();
     };
     callbacks.on_receive = [this](ConnectionId id, std::span<const std::byte> data) {
@@ -113,6 +140,20 @@ class Responder {
     (void)manager_.close(id);  // the body, if any, is never read: the drain discards it
   }
 
+  void expire_heads(std::chrono::steady_clock::time_point now) {
+    while (!head_deadlines_.empty() && head_deadlines_.front().deadline <= now) {
+      const ConnectionId id = head_deadlines_.front().id;
+      head_deadlines_.pop_front();
+      // Still open (same slot and generation) and still without a whole head: give up on it.
+      // A connection that was answered is closing already; its state is not `open`.
+      if (manager_.state(id) == State::open &&
+          heads_[id.slot].status() == HeadReader::Status::incomplete) {
+        ++head_timeouts_;
+        (void)manager_.abort(id);
+      }
+    }
+  }
+
   static int make_body_file(std::uint64_t bytes) {
     // An unnamed file in the temporary directory: on a disk filesystem the page cache holds it
     // in large folios, which sendfile walks faster than a memfd's 4 KiB shmem pages (measured:
@@ -131,6 +172,13 @@ class Responder {
     return fd;
   }
 
+  struct HeadDeadline {
+    ConnectionId id;
+    std::chrono::steady_clock::time_point deadline;
+  };
+  const std::chrono::milliseconds head_timeout_;  // 0: none
+  std::deque<HeadDeadline> head_deadlines_;        // in accept order = deadline order
+  std::uint64_t head_timeouts_ = 0;
   const std::string response_;  // the whole response, or only its head with a body file
   const int body_file_;         // -1, or the memfd holding the body (lives as long as serve)
   const std::uint64_t body_bytes_;
@@ -369,6 +417,8 @@ int run_blocking(const SocketAddress& address, std::uint64_t response_bytes, con
   options.drain_max_bytes = config.drain_max_bytes;
   options.send_timeout_ms = config.send_timeout_ms;
   options.reset_on_timeout = config.on_timeout == OnTimeout::reset;
+  options.head_timeout_ms = static_cast<std::uint32_t>(
+      std::min<std::uint64_t>(duration_flag_ms("--head-timeout", flags.head_timeout), UINT32_MAX));
   BlockingServer server(options);
   return run_plain_server(
       server, "blocking", "one connection at a time, blocking system calls", response_bytes, flags,
@@ -397,7 +447,8 @@ int run_serve(const ServeFlags& flags) {
                                               : IoBackend::automatic;
   warn_about_fd_limit(config.max_connections);
   if (flags.sendfile) std::signal(SIGPIPE, SIG_IGN);  // like nginx; send_file works either way
-  Responder responder(config, response_bytes, flags.sendfile);
+  Responder responder(config, response_bytes, flags.sendfile,
+                      std::chrono::milliseconds(duration_flag_ms("--head-timeout", flags.head_timeout)));
   Manager& manager = responder.manager();
   const SocketAddress bound = manager.listen(*address);
   fmt::print("ringlinger serve: listening on {} (shutdown {}, on timeout {}, response {}; "
@@ -408,7 +459,7 @@ int run_serve(const ServeFlags& flags) {
   install_stop_signals(stop_manager, &manager);
   const std::uint64_t rss_start_kib = resident_kib();
   const CpuUsage cpu_at_start = CpuUsage::now();
-  manager.run();
+  responder.run();
   const CpuUsage cpu = CpuUsage::now().since(cpu_at_start);
   g_stop_function.store(nullptr);
 
@@ -416,6 +467,7 @@ int run_serve(const ServeFlags& flags) {
   const Percentiles latency = percentiles_of(responder.close_latencies_us());
   if (!flags.quiet) {
     print_stats(stats, latency);
+    fmt::print("  request heads given up at the head timeout: {}\n", responder.head_timeouts());
     print_cpu(cpu, stats.closed_connections());
   }
   if (!flags.json_path.empty()) {
@@ -434,6 +486,7 @@ int run_serve(const ServeFlags& flags) {
           {"batch_wait_us", config.batch_wait_us}}},
         {"backend_description", manager.describe_backend()},
         {"stats", stats_json(stats)},
+        {"head_timeouts", responder.head_timeouts()},
         {"cpu", cpu_json(cpu)},
         {"memory", memory_json(rss_start_kib, stats.peak_live_connections,
                                responder.rss_before_manager_kib(),
@@ -469,6 +522,10 @@ Command add_serve_command(CLI::App& program) {
                   "On SIGINT/SIGTERM, how long lingering connections may take before they are reset")->type_name("DURATION")
       ->capture_default_str();
   app->add_option("--json", flags->json_path, "Write the configuration and counters to FILE at exit")->type_name("FILE");
+  app->add_option("--head-timeout", flags->head_timeout,
+                  "Longest time a request head may take to arrive (slowloris); then the "
+                  "connection is reset, unanswered; 0 = no limit (uring, epoll, blocking)")
+      ->type_name("DURATION")->capture_default_str();
   app->add_flag("--quiet", flags->quiet, "Do not print the counters at exit");
   app->add_flag("--sendfile", flags->sendfile,
                 "Send the response body from a file with Manager::send_file (sendfile(2), no copy: "
