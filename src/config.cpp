@@ -31,6 +31,9 @@ std::string Config::validate() const {
   if (send_timeout_ms < 1 || send_timeout_ms > kOneDayMs) {
     return range_error("send_timeout_ms", 1, kOneDayMs, send_timeout_ms);
   }
+  if (orphan_timeout_ms > kOneDayMs) {
+    return range_error("orphan_timeout_ms", 0, kOneDayMs, orphan_timeout_ms);
+  }
   if (backend != IoBackend::automatic && backend != IoBackend::io_uring &&
       backend != IoBackend::epoll) {
     return "backend must be automatic, io_uring or epoll (got " + std::to_string(int(backend)) + ")";

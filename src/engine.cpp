@@ -430,6 +430,9 @@ void Engine::terminate(Connection& connection, Outcome outcome, TimePoint now) {
   if (resets_on(outcome)) {
     io_.set_reset_on_close(connection.fd);
     connection.reset_on_close = true;
+  } else if (is_timeout(outcome) && config_.orphan_timeout_ms > 0) {
+    // Closed with FIN after a timeout: whatever is still queued may never be taken by the peer.
+    io_.limit_orphan_time(connection.fd, config_.orphan_timeout_ms);
   }
   if (connection.in_flight != 0) {
     set_state(connection, State::cancelling);
@@ -471,6 +474,11 @@ bool Engine::peer_still_reading(Connection& connection) {
   const std::uint32_t before = connection.unacknowledged_at_idle_check;
   connection.unacknowledged_at_idle_check = unacknowledged;
   return before == 0 || unacknowledged < before;
+}
+
+bool Engine::is_timeout(Outcome outcome) noexcept {
+  return outcome == Outcome::send_timeout || outcome == Outcome::drain_idle_timeout ||
+         outcome == Outcome::drain_timeout;
 }
 
 bool Engine::resets_on(Outcome outcome) const noexcept {

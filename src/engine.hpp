@@ -92,6 +92,7 @@ class Engine {
   void finish_if_idle(Connection& connection);
   void release(Connection& connection);
   bool resets_on(Outcome outcome) const noexcept;
+  static bool is_timeout(Outcome outcome) noexcept;
   bool peer_still_reading(Connection& connection);
   std::uint32_t discard_chunk(const Connection& connection) const noexcept;
 

@@ -304,6 +304,10 @@ void EpollBackend::submit_close(OpTag tag, int fd) {
 
 int EpollBackend::shutdown_now(int fd) { return shutdown_write(fd, stats_.syscalls); }
 
+void EpollBackend::limit_orphan_time(int fd, std::uint32_t milliseconds) {
+  detail::limit_orphan_time(fd, milliseconds, stats_.syscalls);
+}
+
 void EpollBackend::set_reset_on_close(int fd) {
   detail::set_reset_on_close(fd, stats_.syscalls);
 }

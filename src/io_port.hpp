@@ -47,6 +47,12 @@ class IoPort {
   virtual int shutdown_now(int fd) = 0;
   // SO_LINGER {1, 0}: the coming close sends RST.
   virtual void set_reset_on_close(int fd) = 0;
+  // TCP_USER_TIMEOUT: after the coming close, the kernel gives up delivering what is queued
+  // after `milliseconds` without progress. A no-op where there is no real socket (fakes).
+  virtual void limit_orphan_time(int fd, std::uint32_t milliseconds) {
+    (void)fd;
+    (void)milliseconds;
+  }
   // Bytes we sent that the peer has not acknowledged yet, our FIN counting as one (SIOCOUTQ);
   // 0 when unknown.
   virtual std::uint32_t unacknowledged_bytes(int fd) = 0;

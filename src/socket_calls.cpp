@@ -4,6 +4,8 @@
 #include <linux/sockios.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <sys/sendfile.h>
@@ -41,6 +43,12 @@ int open_listener(const SocketAddress& address, int backlog) {
 int shutdown_write(int fd, std::uint64_t& syscalls) noexcept {
   ++syscalls;
   return ::shutdown(fd, SHUT_WR) == 0 ? 0 : -errno;
+}
+
+void limit_orphan_time(int fd, std::uint32_t milliseconds, std::uint64_t& syscalls) noexcept {
+  ++syscalls;
+  const unsigned int value = milliseconds;
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &value, sizeof(value));
 }
 
 void set_reset_on_close(int fd, std::uint64_t& syscalls) noexcept {

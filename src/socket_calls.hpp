@@ -22,6 +22,8 @@ int shutdown_write(int fd, std::uint64_t& syscalls) noexcept;
 // SO_LINGER {1, 0}: the coming close sends RST. Fails only for a bad fd, which the engine never
 // passes; the close then ends as it would.
 void set_reset_on_close(int fd, std::uint64_t& syscalls) noexcept;
+// TCP_USER_TIMEOUT = milliseconds (bounds how long an orphaned socket retries delivery).
+void limit_orphan_time(int fd, std::uint32_t milliseconds, std::uint64_t& syscalls) noexcept;
 
 // Bytes sent that the peer has not acknowledged (SIOCOUTQ, our FIN counting as one); 0 if unknown.
 std::uint32_t unacknowledged_bytes(int fd, std::uint64_t& syscalls) noexcept;

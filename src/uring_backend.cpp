@@ -183,6 +183,10 @@ void UringBackend::submit_close(OpTag tag, int fd) {
 
 int UringBackend::shutdown_now(int fd) { return shutdown_write(fd, stats_.syscalls); }
 
+void UringBackend::limit_orphan_time(int fd, std::uint32_t milliseconds) {
+  detail::limit_orphan_time(fd, milliseconds, stats_.syscalls);
+}
+
 void UringBackend::set_reset_on_close(int fd) {
   detail::set_reset_on_close(fd, stats_.syscalls);
 }

@@ -360,6 +360,105 @@ TEST_P(Reliability, SigtermWithThousandsLingeringClosesEveryOneByTheDeadline) {
   sigterm_lingering(GetParam(), scale());
 }
 
+// --- 5. A peer that never reads: send timeout, then the orphan is bounded --------------------
+
+// Server-side sockets of `port` (local port = port, any state but LISTEN), from /proc/net/tcp:
+// after serve closes them they live on as orphans, which no fd count shows.
+std::size_t server_sockets(std::uint16_t port, bool established_only = false) {
+  std::ifstream table("/proc/net/tcp");
+  std::string line;
+  std::getline(table, line);  // header
+  std::size_t count = 0;
+  while (std::getline(table, line)) {
+    std::istringstream fields(line);
+    std::string slot, local, remote, state;
+    fields >> slot >> local >> remote >> state;
+    const auto local_port = static_cast<std::uint16_t>(std::stoul(local.substr(local.find(':') + 1), nullptr, 16));
+    if (local_port != port || state == "0A") continue;  // 0A: LISTEN
+    if (established_only && state != "01") continue;   // 01: ESTABLISHED
+    ++count;
+  }
+  return count;
+}
+
+// Connects with a 4 KiB receive buffer, sends a GET and never reads.
+int connect_never_reading(const SocketAddress& address) {
+  const int fd = ::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int small = 4096;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  if (::connect(fd, address.data(), address.size()) != 0 || !send_all(fd, make_request(0))) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+struct OrphanRun {
+  double closed_s = -1;   // send -> every server socket out of ESTABLISHED (serve closed them)
+  double orphan_s = -1;   // serve's close -> the last server-side socket gone (-1: still there)
+  nlohmann::json outcomes;
+};
+
+OrphanRun never_reading_peers(const std::string& backend, std::size_t connections,
+                              const std::string& orphan_timeout, std::chrono::seconds watch) {
+  Serve serve(backend, {"--response-bytes", "16MiB", "--send-timeout", "500ms", "--orphan-timeout",
+                        orphan_timeout, "--on-timeout", "close"});
+  const auto port = static_cast<std::uint16_t>(std::stoul(
+      serve.address().to_string().substr(serve.address().to_string().rfind(':') + 1)));
+  std::vector<int> fds;
+  const auto start = Clock::now();
+  for (std::size_t i = 0; i < connections; ++i) {
+    const int fd = connect_never_reading(serve.address());
+    EXPECT_GE(fd, 0);
+    if (fd >= 0) fds.push_back(fd);
+  }
+  OrphanRun run;
+  while (seconds_since(start) < 10) {
+    if (server_sockets(port, true) == 0) {
+      run.closed_s = seconds_since(start);
+      break;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_GE(run.closed_s, 0.5) << "closed before the send timeout";
+  const auto closed_at = Clock::now();
+  while (seconds_since(closed_at) < static_cast<double>(watch.count())) {
+    if (server_sockets(port) == 0) {
+      run.orphan_s = seconds_since(closed_at);
+      break;
+    }
+    std::this_thread::sleep_for(50ms);
+  }
+  run.outcomes = serve.stop()["stats"]["outcomes"];
+  EXPECT_EQ(run.outcomes["send_timeout"].get<std::uint64_t>(), connections);
+  for (int fd : fds) testing_support::reset_close(fd);
+  return run;
+}
+
+TEST_P(Reliability, PeerThatNeverReadsEndsAtTheSendTimeoutAndItsOrphanIsFreed) {
+  // 20 at most: each holds up to 4 MiB of our send buffer in the kernel.
+  for (std::size_t connections : {std::size_t{1}, std::size_t{20}}) {
+    const OrphanRun run = never_reading_peers(GetParam(), connections, "1s", 8s);
+    EXPECT_GE(run.orphan_s, 0) << "orphans still there 8 s after the close";
+    EXPECT_LE(run.orphan_s, 5.0);
+    record_row({{"scenario", "5 never reads (zero window)"}, {"backend", GetParam()},
+                {"connections", connections},
+                {"expected", "send timeout (500 ms), close; orphan gone within the 1 s orphan timeout"},
+                {"ok", run.orphan_s >= 0 ? connections : 0}, {"bytes_lost", "n/a (peer never reads)"},
+                {"closed_s", run.closed_s}, {"orphan_gone_s", run.orphan_s},
+                {"outcomes", run.outcomes}});
+  }
+  if (GetParam() == "uring") {
+    // The control: without the orphan timeout the kernel keeps them (zero-window probes).
+    const OrphanRun control = never_reading_peers(GetParam(), 1, "0", 4s);
+    EXPECT_LT(control.orphan_s, 0) << "the orphan went away without TCP_USER_TIMEOUT: the test "
+                                      "would not notice a missing one";
+    record_row({{"scenario", "5 never reads, --orphan-timeout 0 (control)"}, {"backend", GetParam()},
+                {"connections", 1}, {"expected", "orphan still there after 4 s"},
+                {"orphan_gone_s", control.orphan_s}, {"outcomes", control.outcomes}});
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, Reliability, ::testing::Values("uring", "epoll"),
                          [](const auto& param_info) { return param_info.param; });
 

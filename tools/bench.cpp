@@ -379,7 +379,8 @@ class Bench {
     std::vector<std::string> arguments = {"serve", "--listen", "127.0.0.1:0", "--backend", backend, "--quiet", "--json", json_path,
             "--response-bytes", flags_.response_bytes, "--drain-idle-timeout",
             drain.drain_idle_timeout, "--drain-timeout", drain.drain_timeout, "--drain-max-bytes",
-            drain.drain_max_bytes, "--send-timeout", drain.send_timeout, "--on-timeout",
+            drain.drain_max_bytes, "--send-timeout", drain.send_timeout, "--orphan-timeout",
+            drain.orphan_timeout, "--on-timeout",
             drain.on_timeout, "--shutdown", drain.shutdown, "--batch-wait", drain.batch_wait,
             "--max-connections", std::to_string(max_connections(concurrency)), "--stop-grace", "2s"};
     // The library's backends can send the body from a file; blocking and naive always copy.
@@ -693,6 +694,7 @@ class Bench {
         {"peers", flags_.peers}, {"never_fin_hold", never_fin_hold_},
         {"drain_idle_timeout", drain.drain_idle_timeout}, {"drain_timeout", drain.drain_timeout},
         {"drain_max_bytes", drain.drain_max_bytes}, {"send_timeout", drain.send_timeout},
+        {"orphan_timeout", drain.orphan_timeout},
         {"on_timeout", drain.on_timeout}, {"shutdown", drain.shutdown},
         {"batch_wait", drain.batch_wait}};
     std::ofstream(flags_.json_path)

@@ -30,6 +30,7 @@ struct DrainFlags {
   std::string drain_timeout = "30s";
   std::string drain_max_bytes = "16MiB";
   std::string send_timeout = "60s";
+  std::string orphan_timeout = "10s";
   std::string on_timeout = "close";
   std::string shutdown = "syscall";
   std::uint32_t max_connections = 16384;

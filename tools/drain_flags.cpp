@@ -44,6 +44,10 @@ void add_drain_flags(CLI::App& command, DrainFlags& flags) {
   command.add_option("--send-timeout", flags.send_timeout,
                      "Longest time a send may make no progress (nginx send_timeout)")->type_name("DURATION")
       ->capture_default_str()->group("Graceful close");
+  command.add_option("--orphan-timeout", flags.orphan_timeout,
+                     "After a timeout closes with FIN, how long the kernel may keep retrying what "
+                     "is still queued (TCP_USER_TIMEOUT); 0 = the kernel's default (minutes)")
+      ->type_name("DURATION")->capture_default_str()->group("Graceful close");
   command.add_option("--on-timeout", flags.on_timeout,
                      "On a send or drain timeout: close (FIN, or RST if input is unread) or "
                      "reset (always RST, frees the socket at once)")
@@ -73,6 +77,11 @@ Config to_config(const DrainFlags& flags) {
   config.drain_idle_timeout_ms = to_ms("--drain-idle-timeout", flags.drain_idle_timeout);
   config.drain_timeout_ms = to_ms("--drain-timeout", flags.drain_timeout);
   config.send_timeout_ms = to_ms("--send-timeout", flags.send_timeout);
+  const std::uint64_t orphan_ms = duration_flag_ms("--orphan-timeout", flags.orphan_timeout);
+  if (orphan_ms > 86'400'000) {
+    throw UsageError("--orphan-timeout: must be at most 24h, or 0 (got " + flags.orphan_timeout + ")");
+  }
+  config.orphan_timeout_ms = static_cast<std::uint32_t>(orphan_ms);
   config.drain_max_bytes = bytes_flag("--drain-max-bytes", flags.drain_max_bytes);
   config.on_timeout = flags.on_timeout == "reset" ? OnTimeout::reset : OnTimeout::close;
   config.shutdown_mode = flags.shutdown == "ring" ? ShutdownMode::ring : ShutdownMode::syscall;

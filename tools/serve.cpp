@@ -480,6 +480,7 @@ int run_serve(const ServeFlags& flags) {
           {"drain_timeout_ms", config.drain_timeout_ms},
           {"drain_max_bytes", config.drain_max_bytes},
           {"send_timeout_ms", config.send_timeout_ms},
+          {"orphan_timeout_ms", config.orphan_timeout_ms},
           {"on_timeout", to_string(config.on_timeout)},
           {"shutdown", to_string(config.shutdown_mode)},
           {"max_connections", config.max_connections},

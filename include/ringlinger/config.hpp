@@ -64,6 +64,12 @@ struct Config {
   std::uint32_t send_timeout_ms = 60'000;
   // What a send or drain timeout does to the socket.
   OnTimeout on_timeout = OnTimeout::close;
+  // After a send or drain timeout closes a connection with FIN (on_timeout = close), the kernel
+  // keeps the socket as an orphan while it tries to deliver what is still queued: for minutes
+  // against a peer that does not read (zero-window probes), with the memory of its buffers.
+  // This bounds it: TCP_USER_TIMEOUT is set to this before such a close (one setsockopt, only on
+  // timeouts). 0 keeps the kernel's default.
+  std::uint32_t orphan_timeout_ms = 10'000;
   // How SHUT_WR is issued.
   ShutdownMode shutdown_mode = ShutdownMode::syscall;
   // Submission queue entries (power of two, 8..32768). The completion queue gets four times as

@@ -32,6 +32,7 @@ TEST(Config, DefaultsAreTheDocumentedOnes) {
   EXPECT_EQ(config.drain_timeout_ms, 30'000u);
   EXPECT_EQ(config.drain_max_bytes, 16u << 20);
   EXPECT_EQ(config.send_timeout_ms, 60'000u);
+  EXPECT_EQ(config.orphan_timeout_ms, 10'000u);
   EXPECT_EQ(config.on_timeout, OnTimeout::close);
   EXPECT_EQ(config.shutdown_mode, ShutdownMode::syscall);
   EXPECT_EQ(config.ring_entries, 4'096u);
@@ -85,6 +86,15 @@ TEST(Config, DrainTimeoutRange) {
 }
 
 TEST(Config, SendTimeoutRange) { check_timeout_field("send_timeout_ms", &Config::send_timeout_ms); }
+
+TEST(Config, OrphanTimeoutRangeAllowsZero) {  // 0 keeps the kernel's default
+  auto with = [](std::uint64_t value) {
+    return [value](Config& c) { c.orphan_timeout_ms = static_cast<std::uint32_t>(value); };
+  };
+  check({"orphan_timeout_ms", with(0), "0", true});
+  check({"orphan_timeout_ms", with(kOneDayMs), std::to_string(kOneDayMs), true});
+  check({"orphan_timeout_ms", with(kOneDayMs + 1), std::to_string(kOneDayMs + 1), false});
+}
 
 TEST(Config, RangeMessageSpellsOutTheBounds) {
   Config config;
