@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <deque>
 #include <cerrno>
 #include <memory>
 #include <stdexcept>
@@ -70,7 +71,10 @@ struct Manager::Impl final : Backend::Host {
     // Reset what is left and wait for every request in flight to finish, so the kernel never
     // writes into buffers the backend unmaps. No callbacks: the application may be gone.
     callbacks = {};
-    if (engine.live_connections() == 0 && !backend->has_open_listeners()) return;
+    if (engine.live_connections() == 0 && !backend->has_open_listeners() &&
+        waiting_for_slot.empty()) {
+      return;
+    }
     stop_requested.store(true);
     stop_grace_ms.store(0);
     const auto limit = Engine::Clock::now() + kTeardownLimit;
@@ -89,6 +93,7 @@ struct Manager::Impl final : Backend::Host {
       backend->step(wait_time(max_wait), now);
       engine.expire_timers(now);
       engine.retry_waiting_receives();
+      adopt_waiting();
       backend->resume_listeners(now);
       if (stopping && !stop_deadline_passed && now >= stop_deadline) {
         stop_deadline_passed = true;
@@ -109,19 +114,41 @@ struct Manager::Impl final : Backend::Host {
 
   // Backend::Host
   void on_accepted(int fd, Engine::TimePoint at) override {
+    if (!stopping && engine.full() && waiting_for_slot.size() < kMaxWaitingForSlot) {
+      // Kept, not closed: it is served when a slot frees up (adopt_waiting), as it would have
+      // been from the kernel's backlog.
+      waiting_for_slot.push_back(fd);
+      ++stats.accepts_queued;
+      return;
+    }
     std::optional<ConnectionId> id;
     if (!stopping) id = engine.adopt(fd, at, /*nonblocking=*/true);  // both backends accept so
     if (!id) {
-      ++stats.syscalls;
-      ::close(fd);  // full or stopping: nothing was read, nothing to lose but this connection
-      ++stats.accepts_rejected;
+      reject(fd);  // stopping, or full with a full queue: nothing was read, nothing to lose
       return;
     }
     ++stats.connections_accepted;
     if (callbacks.on_accept) callbacks.on_accept(*id);
   }
 
-  bool can_accept() const override { return !stopping && !engine.full(); }
+  void reject(int fd) {
+    ++stats.syscalls;
+    ::close(fd);
+    ++stats.accepts_rejected;
+  }
+
+  // Connections accepted while the table was full get the slots that freed up, oldest first.
+  void adopt_waiting() {
+    while (!waiting_for_slot.empty() && (stopping || !engine.full())) {
+      const int fd = waiting_for_slot.front();
+      waiting_for_slot.pop_front();
+      on_accepted(fd, now);
+    }
+  }
+
+  bool can_accept() const override {
+    return !stopping && !engine.full() && waiting_for_slot.empty();
+  }
 
   void begin_stop() {
     stopping = true;
@@ -140,7 +167,8 @@ struct Manager::Impl final : Backend::Host {
   Engine::TimePoint time() const { return in_loop ? now : Engine::Clock::now(); }
 
   bool finished() const {
-    return stopping && engine.live_connections() == 0 && !backend->has_open_listeners();
+    return stopping && engine.live_connections() == 0 && !backend->has_open_listeners() &&
+           waiting_for_slot.empty();
   }
 
   const Config config;
@@ -155,6 +183,9 @@ struct Manager::Impl final : Backend::Host {
   std::atomic<std::int64_t> stop_grace_ms{30'000};
   bool stopping = false;
   bool stop_deadline_passed = false;
+  // Accepted while the table was full; bounded like a listen backlog (somaxconn is 4096).
+  static constexpr std::size_t kMaxWaitingForSlot = 4096;
+  std::deque<int> waiting_for_slot;
   Engine::TimePoint stop_deadline{};
 };
 

@@ -459,6 +459,133 @@ TEST_P(Reliability, PeerThatNeverReadsEndsAtTheSendTimeoutAndItsOrphanIsFreed) {
   }
 }
 
+// --- 1, 3, 4, 6, 7, 8, 9: peer behaviours from `ringlinger client --peers` ------------------
+
+struct PeerScenario {
+  const char* name;
+  std::vector<std::string> serve_flags;
+  std::vector<std::string> client_flags;
+  const char* expected_outcome;  // what serve must count for every connection
+  const char* expected;          // for the table
+};
+
+const PeerScenario kPeerScenarios[] = {
+    {"1 unread body, client reads late", {}, {"--body-bytes", "64KiB", "--read-delay", "50ms"},
+     "clean", "complete, exact bytes and EOF"},
+    {"3 half-close after the request", {}, {"--peers", "half-close=1", "--body-bytes", "4KiB"},
+     "clean", "complete"},
+    {"4 slow reader", {}, {"--peers", "slow-reader=1", "--slow-reader-bytes", "1KiB",
+                           "--slow-reader-interval", "20ms"},
+     "clean", "complete within the send timeout"},
+    {"6 never sends FIN", {"--drain-idle-timeout", "1s"},
+     {"--peers", "never-fin=1", "--never-fin-hold", "3s"}, "drain_idle_timeout",
+     "closed at the drain idle timeout (1 s)"},
+    {"7 floods during the drain", {"--drain-max-bytes", "1MiB"},
+     {"--peers", "flood=1", "--flood-limit", "10s"}, "drain_byte_cap",
+     "cut off at the byte cap (1 MiB), memory flat"},
+    {"8+9 resets mid-response (writes to a reset peer)", {"--response-bytes", "1MiB"},
+     {"--peers", "reset=1", "--response-bytes", "1MiB", "--reset-after", "64KiB"}, "peer_reset",
+     "peer reset, reported once, nothing else disturbed"},
+};
+
+void peer_scenario(const std::string& backend, const PeerScenario& scenario, std::size_t connections) {
+  std::vector<std::string> serve_flags = scenario.serve_flags;
+  serve_flags.insert(serve_flags.end(), {"--max-connections", std::to_string(connections + 100)});
+  Serve serve(backend, serve_flags);
+  std::this_thread::sleep_for(50ms);
+  const auto fds_before = fd_count(serve.pid());
+  const auto rss_before = rss_kib(serve.pid());
+  const std::string client_json = std::filesystem::temp_directory_path() /
+                                  ("reliability-client-" + std::to_string(::getpid()) + ".json");
+  std::vector<std::string> arguments = {"client", "--connect", serve.address().to_string(),
+                                        "--connections", std::to_string(connections),
+                                        "--concurrency", std::to_string(connections),
+                                        "--json", client_json, "--timeout", "30s"};
+  arguments.insert(arguments.end(), scenario.client_flags.begin(), scenario.client_flags.end());
+  const auto start = Clock::now();
+  ChildProcess client({testing_support::ringlinger_exe(), arguments, -1, true});
+  const int client_code = client.wait(60s);
+  const double elapsed = seconds_since(start);
+  // serve closes the last connections on its own timers, a little after the client is done.
+  while (fd_count(serve.pid()) > fds_before && seconds_since(start) < 60) {
+    std::this_thread::sleep_for(20ms);
+  }
+  const auto fds_after = fd_count(serve.pid());
+  const auto rss_after = rss_kib(serve.pid());
+  const auto counters = serve.stop();
+  std::ifstream file(client_json);
+  ASSERT_TRUE(file) << "the client wrote no JSON";
+  const auto verdict = nlohmann::json::parse(file);
+  std::filesystem::remove(client_json);
+  const auto failed = verdict["failed"].get<std::uint64_t>();
+  const auto lost = verdict["payload_bytes_lost"].get<std::uint64_t>();
+  EXPECT_EQ(client_code, 0) << scenario.name << ": the client judged " << failed << " connections failed";
+  EXPECT_EQ(failed, 0u) << scenario.name;
+  EXPECT_EQ(lost, 0u) << scenario.name;
+  EXPECT_EQ(outcome(counters, scenario.expected_outcome), connections) << scenario.name << ": "
+                                                                       << counters["stats"]["outcomes"];
+  EXPECT_EQ(fds_after, fds_before) << scenario.name << ": descriptors not given back";
+  const auto& latency = counters["close_latency_us"];
+  record_row({{"scenario", scenario.name}, {"backend", backend}, {"connections", connections},
+              {"expected", scenario.expected}, {"ok", connections - failed}, {"bytes_lost", lost},
+              {"outcomes", counters["stats"]["outcomes"]}, {"fds_before", fds_before},
+              {"fds_after", fds_after}, {"rss_kib_before", rss_before}, {"rss_kib_after", rss_after},
+              {"close_latency_ms_p50", latency["p50"].get<double>() / 1000},
+              {"close_latency_ms_max", latency["max"].get<double>() / 1000}, {"elapsed_s", elapsed}});
+}
+
+TEST_P(Reliability, PeerBehavioursEndAsTheirTypeShouldLosingNothing) {
+  for (const PeerScenario& scenario : kPeerScenarios) {
+    peer_scenario(GetParam(), scenario, 1);
+    peer_scenario(GetParam(), scenario, scale());
+  }
+}
+
+// --- 17. A connection storm beyond the table and the accept backlog --------------------------
+
+// A TcpExt counter from /proc/net/netstat (e.g. "ListenOverflows").
+std::uint64_t tcp_ext(const std::string& name) {
+  std::ifstream netstat("/proc/net/netstat");
+  std::string names, values;
+  while (std::getline(netstat, names) && std::getline(netstat, values)) {
+    if (!names.starts_with("TcpExt:")) continue;
+    std::istringstream n(names), v(values);
+    std::string key, value;
+    while (n >> key && v >> value) {
+      if (key == name) return std::stoull(value);
+    }
+  }
+  return 0;
+}
+
+TEST_P(Reliability, ConnectionStormBeyondTheTableIsQueuedAndServed) {
+  // All at once, against 256 slots (at most 16000: the client has 20000 descriptors).
+  const std::size_t connections = std::min<std::size_t>(8 * scale(), 16000);
+  Serve serve(GetParam(), {"--max-connections", "256"});
+  const auto overflows_before = tcp_ext("ListenOverflows");
+  const auto start = Clock::now();
+  ChildProcess client({testing_support::ringlinger_exe(),
+                       {"client", "--connect", serve.address().to_string(), "--connections",
+                        std::to_string(connections), "--concurrency", std::to_string(connections),
+                        "--timeout", "30s", "--source-addrs", "127.0.0.2-127.0.0.9"},
+                       -1, true});
+  const int client_code = client.wait(60s);
+  const double elapsed = seconds_since(start);
+  std::string summary;
+  while (auto line = client.read_line(100ms)) summary += *line + "\n";
+  const auto counters = serve.stop();
+  const auto overflows = tcp_ext("ListenOverflows") - overflows_before;
+  EXPECT_EQ(client_code, 0) << summary;
+  EXPECT_EQ(outcome(counters, "clean"), connections);
+  EXPECT_EQ(counters["stats"]["accepts_rejected"].get<std::uint64_t>(), 0u);
+  record_row({{"scenario", "17 connection storm, 256 slots"}, {"backend", GetParam()},
+              {"connections", connections}, {"expected", "no crash; every connection served"},
+              {"ok", outcome(counters, "clean")}, {"bytes_lost", 0}, {"elapsed_s", elapsed},
+              {"accepts_queued", counters["stats"]["accepts_queued"]},
+              {"accepts_rejected", counters["stats"]["accepts_rejected"]},
+              {"listen_overflows", overflows}, {"outcomes", counters["stats"]["outcomes"]}});
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, Reliability, ::testing::Values("uring", "epoll"),
                          [](const auto& param_info) { return param_info.param; });
 

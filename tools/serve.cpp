@@ -260,6 +260,7 @@ nlohmann::json stats_json(const Stats& stats) {
       {"connections_adopted", stats.connections_adopted},
       {"connections_closed", stats.closed_connections()},
       {"accepts_rejected", stats.accepts_rejected},
+      {"accepts_queued", stats.accepts_queued},
       {"accept_errors", stats.accept_errors},
       {"outcomes", outcomes_json(stats.outcomes)},
       {"connections_in_state", states},
@@ -345,9 +346,10 @@ nlohmann::json cpu_json(const CpuUsage& cpu) {
 
 void print_stats(const Stats& stats, const Percentiles& latency) {
   const std::uint64_t closed = stats.closed_connections();
-  fmt::print("connections: {} accepted, {} closed, {} rejected, {} accept errors\n",
+  fmt::print("connections: {} accepted, {} closed, {} rejected, {} queued for a slot, {} accept "
+             "errors\n",
              stats.connections_accepted + stats.connections_adopted, closed,
-             stats.accepts_rejected, stats.accept_errors);
+             stats.accepts_rejected, stats.accepts_queued, stats.accept_errors);
   std::string outcomes;
   for (std::size_t i = 0; i < kOutcomeCount; ++i) {
     if (stats.outcomes[i] == 0) continue;

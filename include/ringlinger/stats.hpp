@@ -22,8 +22,12 @@ struct Stats {
   std::uint64_t connections_adopted = 0;
   // Connections accepted by the manager's listeners.
   std::uint64_t connections_accepted = 0;
-  // Accepted connections closed at once because the table was full or the manager was stopping.
+  // Accepted connections closed unserved: the manager was stopping, or the table was full and so
+  // was the queue of connections waiting for a slot.
   std::uint64_t accepts_rejected = 0;
+  // Connections accepted while the table was full (a multishot accept delivers a burst before
+  // it can be paused), held until a slot freed up instead of being closed.
+  std::uint64_t accepts_queued = 0;
   // Accept failures (EMFILE, ENFILE, ENOMEM, ...); accepting pauses briefly after each.
   std::uint64_t accept_errors = 0;
 
