@@ -1,13 +1,16 @@
-// Reliability scenarios against the real `ringlinger serve` in its own process, on both backends:
-// a slowloris peer is cut off at the head timeout and pins nothing; oversized and malformed heads
-// get 431 or 400, then a graceful close with the exact bytes and a clean EOF; when the server runs
-// out of file descriptors it neither spins nor drops the connections waiting in its backlog, and
-// serves them once descriptors come back; SIGTERM with thousands of connections lingering ends
-// every one of them by the stop deadline, each counted with its outcome.
+// Reliability scenarios (the numbers are those of docs/RELIABILITY.md) against the real
+// `ringlinger serve` in its own process, on both backends, each at 1 connection and at 1000 (5000
+// in the long suite): the peer behaviours of `ringlinger client --peers` (1 unread body read late,
+// 3 half-close, 4 slow reader, 6 never sends FIN, 7 flood, 8+9 reset mid-response) end as their
+// type should with nothing lost and every descriptor given back; 2 a late pipelined request does
+// not reset the response; 5 a peer that never reads ends at the send timeout and its orphaned
+// socket is freed by TCP_USER_TIMEOUT (the control without it keeps it); 13 out of descriptors,
+// serve neither spins nor drops its backlog; 15 slowloris heads are reset at the head timeout;
+// 16 oversized and malformed heads get 431 or 400 and a graceful close; 17 a connection storm
+// beyond the table is served; 18 SIGTERM with thousands lingering ends every one by the deadline.
 //
-// Each test prints one "reliability-row:" line (JSON) with its figures; docs/RELIABILITY.md is
-// made from them (tools/reliability collects them). RELIABILITY_SCALE=5000 runs the larger
-// connection counts (the `reliability-long` suite).
+// Each test prints one "reliability-row:" line (JSON) per run with its figures; tools/reliability
+// collects them into docs/reliability/. RELIABILITY_SCALE sets the larger connection count.
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/resource.h>
@@ -273,6 +276,51 @@ void bad_heads(const std::string& backend, std::size_t connections) {
 TEST_P(Reliability, OversizedAndMalformedHeadsGet431Or400ThenAGracefulClose) {
   bad_heads(GetParam(), 2);
   bad_heads(GetParam(), scale());
+}
+
+// --- 2. A late pipelined request after the server read everything ---------------------------
+
+void late_pipelined(const std::string& backend, std::size_t connections) {
+  Serve serve(backend, {"--response-bytes", "256KiB", "--max-connections",
+                        std::to_string(connections + 100)});
+  const std::string expected = make_response(256 * 1024);
+  const std::string pipelined = make_request(0) + make_request(0);
+  std::vector<int> fds;
+  for (std::size_t i = 0; i < connections; ++i) {
+    const int fd = connect_client(serve.address());
+    ASSERT_GE(fd, 0);
+    set_receive_timeout(fd, 20s);
+    ASSERT_TRUE(send_all(fd, make_request(0)));
+    fds.push_back(fd);
+  }
+  // By now the server has answered and closed its side for writing; more requests arrive, which
+  // a plain close() would answer with RST, destroying the unread response.
+  std::this_thread::sleep_for(100ms);
+  for (int fd : fds) send_all(fd, pipelined);
+  std::this_thread::sleep_for(50ms);
+  std::size_t ok = 0, lost = 0;
+  for (int fd : fds) {
+    const auto read = read_to_end(fd);
+    ::close(fd);
+    if (read.bytes == expected && read.clean_eof) {
+      ++ok;
+    } else {
+      lost += expected.size() - std::min(expected.size(), read.bytes.size());
+    }
+  }
+  const auto counters = serve.stop();
+  EXPECT_EQ(ok, connections);
+  EXPECT_EQ(outcome(counters, "clean"), connections);
+  EXPECT_GT(counters["stats"]["bytes_discarded"].get<std::uint64_t>(), 0u)
+      << "the pipelined requests never reached the drain: the test shows nothing";
+  record_row({{"scenario", "2 late pipelined request"}, {"backend", backend},
+              {"connections", connections}, {"expected", "complete, no RST"}, {"ok", ok},
+              {"bytes_lost", lost}, {"outcomes", counters["stats"]["outcomes"]}});
+}
+
+TEST_P(Reliability, LatePipelinedRequestsDoNotResetTheResponse) {
+  late_pipelined(GetParam(), 1);
+  late_pipelined(GetParam(), scale());
 }
 
 // --- 13. File descriptor exhaustion -----------------------------------------------------------
