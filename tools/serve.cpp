@@ -443,7 +443,7 @@ int run_blocking(const SocketAddress& address, std::uint64_t response_bytes, con
   options.send_timeout_ms = config.send_timeout_ms;
   options.reset_on_timeout = config.on_timeout == OnTimeout::reset;
   options.head_timeout_ms = static_cast<std::uint32_t>(
-      std::min<std::uint64_t>(duration_flag_ms("--head-timeout", flags.head_timeout), UINT32_MAX));
+      std::min<std::uint64_t>(duration_flag_ms("--head-timeout", flags.head_timeout), UINT32_MAX));  // checked before
   BlockingServer server(options);
   return run_plain_server(
       server, "blocking", "one connection at a time, blocking system calls", response_bytes, flags,
@@ -463,6 +463,7 @@ int run_serve(const ServeFlags& flags) {
   }
   const std::uint64_t response_bytes = bytes_flag("--response-bytes", flags.response_bytes);
   g_stop_grace_ms.store(static_cast<std::int64_t>(duration_flag_ms("--stop-grace", flags.stop_grace)));
+  const std::chrono::milliseconds head_timeout(duration_flag_ms("--head-timeout", flags.head_timeout));
   if (flags.backend == "naive") return run_naive(*address, response_bytes, flags);
   Config config = to_config(flags.drain);
   if (flags.backend == "blocking") return run_blocking(*address, response_bytes, config, flags);
@@ -472,8 +473,7 @@ int run_serve(const ServeFlags& flags) {
                                               : IoBackend::automatic;
   warn_about_fd_limit(config.max_connections);
   if (flags.sendfile) std::signal(SIGPIPE, SIG_IGN);  // like nginx; send_file works either way
-  Responder responder(config, response_bytes, flags.sendfile,
-                      std::chrono::milliseconds(duration_flag_ms("--head-timeout", flags.head_timeout)));
+  Responder responder(config, response_bytes, flags.sendfile, head_timeout);
   Manager& manager = responder.manager();
   const SocketAddress bound = manager.listen(*address);
   fmt::print("ringlinger serve: listening on {} (shutdown {}, on timeout {}, response {}; "
