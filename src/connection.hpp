@@ -39,8 +39,9 @@ struct Connection {
   // The first error seen (positive errno), 0 if none. Kept because the kernel reports an error
   // only once: after ECONNRESET the next receive returns 0, which is not a clean EOF.
   int first_error = 0;
-  // What unacknowledged_bytes() said when the drain idle timer last fired (0: not asked yet).
-  std::uint32_t unacknowledged_at_idle_check = 0;
+  // What unacknowledged_bytes() said when the send or drain idle timer last fired (0: not asked
+  // since the last completed send).
+  std::uint32_t unacknowledged_at_last_check = 0;
 
   SendQueue send_queue;
   std::uint64_t bytes_sent = 0;

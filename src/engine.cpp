@@ -177,6 +177,14 @@ void Engine::on_completion(const Completion& completion, TimePoint now) {
 void Engine::expire_timers(TimePoint now) {
   now = last_now_ = std::max(now, last_now_);
   while (auto slot = send_timers_.pop_expired(now)) {
+    // No send completed for a whole period, but a slow reader frees our send buffer a little at
+    // a time, and the kernel completes a waiting send only once a third of it is free: progress
+    // shows first in the socket's send queue, as it does for the drain idle timer.
+    if (peer_still_reading(slots_[*slot])) {
+      send_timers_.arm(*slot, now);
+      ++stats_.send_timeout_extensions;
+      continue;
+    }
     terminate(slots_[*slot], Outcome::send_timeout, now);
   }
   while (auto slot = drain_idle_timers_.pop_expired(now)) {
@@ -265,6 +273,7 @@ void Engine::handle_send(Connection& connection, std::int32_t result, TimePoint 
     connection.bytes_sent += bytes;
     stats_.bytes_sent += bytes;
     connection.send_queue.consume(bytes);
+    connection.unacknowledged_at_last_check = 0;  // progress: the next check starts afresh
     if (!is_terminating(connection.state)) {
       if (connection.send_queue.empty()) {
         send_timers_.disarm(slot_of(connection));
@@ -463,16 +472,17 @@ void Engine::release(Connection& connection) {
   free_slots_.push_back(static_cast<std::uint32_t>(&connection - slots_.data()));
 }
 
-// The drain idle timeout measures the peer's silence, but a peer can be silent because it is
-// still reading what we sent: then our send queue shrinks between two checks. Closing (and with
-// on_timeout = reset, resetting) it then would cut off data it is about to read. The first check
-// gives a peer with data still in flight one more idle period; after that, only progress counts.
-// The drain timeout (total) bounds it all.
+// The drain idle timeout measures the peer's silence, and the send timeout the time without a
+// completed send, but a peer can be both because it is still reading what we sent, slowly: then
+// the socket's send queue shrinks between two checks. Closing (and with on_timeout = reset,
+// resetting) it then would cut off data it is about to read. The first check gives a peer with
+// data still in flight one more period; after that, only progress counts. The drain timeout
+// (total) bounds the drain; a send that never progresses ends at most one period late.
 bool Engine::peer_still_reading(Connection& connection) {
   const std::uint32_t unacknowledged = io_.unacknowledged_bytes(connection.fd);
   if (unacknowledged <= 1) return false;  // at most our FIN: the peer has all our data
-  const std::uint32_t before = connection.unacknowledged_at_idle_check;
-  connection.unacknowledged_at_idle_check = unacknowledged;
+  const std::uint32_t before = connection.unacknowledged_at_last_check;
+  connection.unacknowledged_at_last_check = unacknowledged;
   return before == 0 || unacknowledged < before;
 }
 

@@ -299,6 +299,8 @@ nlohmann::json stats_json(const Stats& stats) {
       {"cq_overflows", stats.cq_overflows},
       {"shutdown_syscalls", stats.shutdown_syscalls},
       {"receive_buffer_waits", stats.receive_buffer_waits},
+      {"drain_idle_extensions", stats.drain_idle_extensions},
+      {"send_timeout_extensions", stats.send_timeout_extensions},
       {"stale_completions", stats.stale_completions},
   };
 }

@@ -57,6 +57,9 @@ struct Stats {
   // Drain idle timeouts put off because the peer was still acknowledging our data (reading
   // slowly, not idle).
   std::uint64_t drain_idle_extensions = 0;
+  // Send timeouts put off because the socket's send queue was still shrinking (a slow reader:
+  // the kernel completes a waiting send only once a third of the buffer is free).
+  std::uint64_t send_timeout_extensions = 0;
   // Receives that found no free shared receive buffer (ENOBUFS) and were retried.
   std::uint64_t receive_buffer_waits = 0;
   // Completions whose connection had already been closed and its slot reused (ignored). With the
