@@ -5,22 +5,24 @@ Each scenario makes two network namespaces (rl-nf-srv-PID and rl-nf-cli-PID) joi
 pair, runs `ringlinger serve` in one and the verifying `ringlinger client` in the other, injects
 a fault while connections are in a known phase, and then checks what the server did:
 
-  10-blackhole-send   every packet from the client is dropped (nftables, in the server's
-                      namespace) while the responses are still being sent to slow readers:
-                      each connection must end with send_timeout, about --send-timeout after
-                      the blackhole, and be reset (on_timeout=reset).
-  10-blackhole-drain  the same blackhole once every response and our FIN are acknowledged and
-                      the server is draining (FIN-WAIT-2), before the clients read: the clients
-                      still get every byte and a clean EOF, the server never sees their FIN
-                      and must end each connection with drain_idle_timeout.
-  11-link-down        `ip link set DEV down` on the server's veth during the transfers:
-                      send_timeout for every connection; the link comes back up afterwards and
-                      the clients are answered with a reset.
-  11-link-flap        the link goes down for a moment (shorter than the send timeout) and back
-                      up: every connection must still complete with exact bytes and a clean EOF.
-  12-slow-link        a tc tbf rate limit on the server's veth makes the link the bottleneck
-                      for 1000 connections: every one must complete with exact bytes and a
-                      clean EOF (the client's verdict) and none may hit the send timeout.
+  10-blackhole-send     every packet from the client is dropped (nftables, in the server's
+                        namespace) while the responses are still being sent to slow readers:
+                        each connection must end with send_timeout, about --send-timeout
+                        after the blackhole, and be reset (on_timeout=reset).
+  10-blackhole-drain    the same blackhole once every response and our FIN are acknowledged
+                        and the server is draining (FIN_WAIT2), before the clients read: the
+                        clients still get every byte and a clean EOF, the server never sees
+                        their FIN and must end each connection with drain_idle_timeout.
+  10-blackhole-drain-inflight
+                        the blackhole while the server drains with part of its response still
+                        unacknowledged (FIN_WAIT1): drain_idle_timeout after 2 idle periods.
+  11-link-down          `ip link set DEV down` on the server's veth during the transfers:
+                        send_timeout for every connection; the link comes back up afterwards.
+  11-link-flap          the link goes down for 0.5 s (less than the send timeout) and back up:
+                        every connection must still complete with exact bytes and a clean EOF.
+  12-slow-link          a tc tbf rate limit on the server's veth makes the link the bottleneck
+                        for 1000 connections: every one must complete with exact bytes and a
+                        clean EOF (the client's verdict) and none may hit the send timeout.
 
 For every scenario: connections OK, bytes lost, serve's outcome counters (`serve --json` after
 SIGTERM), serve's fd count and RSS before the load and after the last connection closed, the
@@ -60,8 +62,8 @@ TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5:
               6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN",
               11: "CLOSING", 12: "NEW_SYN_RECV"}
 
-SCENARIO_NAMES = ["10-blackhole-send", "10-blackhole-drain", "11-link-down", "11-link-flap",
-                  "12-slow-link"]
+SCENARIO_NAMES = ["10-blackhole-send", "10-blackhole-drain", "10-blackhole-drain-inflight",
+                  "11-link-down", "11-link-flap", "12-slow-link"]
 
 
 class Interrupted(Exception):
@@ -285,9 +287,23 @@ def socket_summary(sockets):
     }
 
 
+def tcp_counters(pid):
+    """The server namespace's TCP counters (Tcp: of /proc/net/snmp and TcpExt: of
+    /proc/net/netstat, what `nstat` shows): the namespace is new, so they count this run only."""
+    counters = {}
+    for name, prefix in (("snmp", "Tcp:"), ("netstat", "TcpExt:")):
+        with open(f"/proc/{pid}/net/{name}") as f:
+            lines = [line.split() for line in f if line.startswith(prefix)]
+        for header, values in zip(lines[0::2], lines[1::2]):
+            for key, value in zip(header[1:], values[1:]):
+                if int(value):
+                    counters[key] = int(value)
+    return counters
+
+
 def snapshot(pid):
     return {"fds": fd_count(pid), "rss_kib": rss_kib(pid), "sockstat": sockstat(pid),
-            "sockets": socket_summary(tcp_sockets(pid))}
+            "sockets": socket_summary(tcp_sockets(pid)), "tcp_counters": tcp_counters(pid)}
 
 
 class FdSampler(threading.Thread):
@@ -523,15 +539,15 @@ def in_flight_predicate(n):
 def blackhole_or_link_down(s, pair, n, fault, args):
     """10-blackhole-send and 11-link-down: slow readers, 1 MiB responses, a fault during the
     transfer; every connection must end with send_timeout about --send-timeout later."""
-    send_timeout = 1.0
-    serve_flags = ["--response-bytes", "1MiB", "--send-timeout", "1s", "--drain-idle-timeout",
+    send_timeout = 2.0
+    serve_flags = ["--response-bytes", "1MiB", "--send-timeout", "2s", "--drain-idle-timeout",
                    "1s", "--drain-timeout", "5s", "--on-timeout", "reset"]
     client_flags = ["--connections", str(n), "--concurrency", str(n), "--response-bytes", "1MiB",
                     "--peers", "slow-reader=100", "--slow-reader-bytes", "4KiB",
                     "--slow-reader-interval", "10ms",
                     # A client behind a link that was down may never hear of the server's reset
                     # (see below): it gives up after 5 s. Behind the blackhole the reset arrives.
-                    "--timeout", "15s" if fault == "blackhole" else "5s"]
+                    "--timeout", "15s" if fault == "blackhole" else "6s"]
     pair.small_buffers()
     serve = s.start_serve(pair, serve_flags)
     pid = serve.pid
@@ -541,7 +557,7 @@ def blackhole_or_link_down(s, pair, n, fault, args):
     client = s.start_client(pair, client_flags)
     # Every connection established and with response bytes still queued: transfers in flight.
     s.wait_for_sockets(pid, f"{n} established with bytes queued", in_flight_predicate(n), 15)
-    time.sleep(0.5)  # the slow readers read for a while: the sends make progress until the fault
+    time.sleep(1.0)  # the slow readers read for a while: the sends make progress until the fault
     in_flight = socket_summary(tcp_sockets(pid))
     t_fault = time.monotonic()
     if fault == "blackhole":
@@ -573,8 +589,8 @@ def blackhole_or_link_down(s, pair, n, fault, args):
     # A send's timer restarts at each partial send, so a connection times out send_timeout after
     # its last progress before the fault: within [send_timeout - (time between two partial sends),
     # send_timeout + the loop's batching and scheduling delays].
-    # Had the sends stalled before the fault (not because of it), they would close within 0.5 s.
-    low, high = send_timeout - 0.35, send_timeout + s.slack
+    # Had the sends stalled before the fault (not because of it), they would close within 1 s.
+    low, high = send_timeout - 0.6, send_timeout + s.slack
     s.check(timing["closes_after_fault"] >= n and timing["first_s"] is not None
             and timing["first_s"] >= low and timing["last_s"] <= high,
             "connections closed about --send-timeout after the fault",
@@ -600,16 +616,38 @@ def blackhole_or_link_down(s, pair, n, fault, args):
     s.record(n, before, after, server, verdict, extra)
 
 
-def blackhole_drain(s, pair, n, args):
-    """10-blackhole-drain: the blackhole starts once every response and our FIN are acknowledged
-    (FIN-WAIT-2) and before the clients read (they read 1 s after connecting, before the 1.5 s
-    drain idle timeout would matter): the clients get everything, the server never sees their
-    FIN and ends every connection with drain_idle_timeout, about 1.5 s after its SHUT_WR."""
+def blackhole_drain(s, pair, n, args, in_flight):
+    """The blackhole starts while the server drains (SHUT_WR done, waiting for the clients' EOF).
+
+    10-blackhole-drain (in_flight=False): once every response and our FIN are acknowledged
+    (FIN_WAIT2) and before the clients read (they read 1 s after connecting, earlier than the
+    1.5 s drain idle timeout): the clients still get every byte and a clean EOF, but the server
+    never sees their FIN and must end each connection with drain_idle_timeout 1.5 s after its
+    SHUT_WR.
+
+    10-blackhole-drain-inflight (in_flight=True): slow readers, so part of each 96 KiB response is
+    still unacknowledged (FIN_WAIT1) when the blackhole starts. The first idle check sees data
+    in flight and gives the peer one more idle period (a slow reader is not idle); at the second
+    nothing moved, so each connection ends with drain_idle_timeout 2 x 1.5 s after its SHUT_WR
+    (bounded: a blackholed peer cannot keep it longer) and the clients see the reset."""
     idle = 1.5
-    serve_flags = ["--response-bytes", "16KiB", "--send-timeout", "5s", "--drain-idle-timeout",
-                   "1500ms", "--drain-timeout", "5s", "--on-timeout", "reset"]
+    response = "96KiB" if in_flight else "16KiB"
+    serve_flags = ["--response-bytes", response, "--send-timeout", "5s", "--drain-idle-timeout",
+                   "1500ms", "--drain-timeout", "10s", "--on-timeout", "reset"]
     client_flags = ["--connections", str(n), "--concurrency", str(n), "--response-bytes",
-                    "16KiB", "--read-delay", "1s", "--timeout", "10s"]
+                    response, "--timeout", "10s"]
+    if in_flight:
+        pair.small_buffers()
+        client_flags += ["--peers", "slow-reader=100", "--slow-reader-bytes", "1KiB",
+                         "--slow-reader-interval", "10ms"]
+        phase = f"{n} in FIN_WAIT1 with bytes unacknowledged (draining, data in flight)"
+        ready = lambda socks: sum(1 for x in socks if x["state"] == "FIN_WAIT1"
+                                  and x["send_q"] > 1) >= n
+    else:
+        client_flags += ["--read-delay", "1s"]
+        phase = f"{n} in FIN_WAIT2 (draining, everything acknowledged)"
+        ready = lambda socks: sum(1 for x in socks if x["state"] == "FIN_WAIT2") >= n
+    expected_close = 2 * idle if in_flight else idle
     serve = s.start_serve(pair, serve_flags)
     pid = serve.pid
     before = snapshot(pid)
@@ -617,45 +655,52 @@ def blackhole_drain(s, pair, n, args):
     sampler.start()
     t_client = time.monotonic()
     client = s.start_client(pair, client_flags)
-    s.wait_for_sockets(pid, f"{n} in FIN_WAIT2 (draining, everything acknowledged)",
-                       lambda socks: sum(1 for x in socks if x["state"] == "FIN_WAIT2") >= n, 10)
+    s.wait_for_sockets(pid, phase, ready, 10)
     at_fault = socket_summary(tcp_sockets(pid))
     t_fault = time.monotonic()
     pair.blackhole_client()
     t_applied = time.monotonic()
-    freed_at = s.wait_for_release(sampler, before["fds"], 2 * idle + 5 + s.slack)
+    freed_at = s.wait_for_release(sampler, before["fds"], expected_close + 5 + s.slack)
     drops = pair.blackhole_drops()
     verdict = s.finish_client(client, 15)
     s.settle_sockets(pid, before["sockstat"].get("inuse"))
     sampler.stop()
     after = snapshot(pid)
     server = s.stop_serve(serve)
-    timing = s.timing(sampler, t_fault, idle, "drain idle")
+    timing = s.timing(sampler, t_fault, expected_close,
+                      "2 x drain idle" if in_flight else "drain idle")
 
     s.outcome_check(server, "drain_idle_timeout", n)
-    s.check(t_applied - t_client < 0.9, "the blackhole was in place before the clients read",
-            f"applied {t_applied - t_client:.2f} s after the client started; clients read 1 s "
-            "after connecting")
+    if not in_flight:
+        s.check(t_applied - t_client < 0.9, "the blackhole was in place before the clients read",
+                f"applied {t_applied - t_client:.2f} s after the client started; clients read "
+                "1 s after connecting")
     s.check(freed_at is not None, "every connection released after the fault",
             "fds back to the baseline " + ("never" if freed_at is None else
                                           f"{freed_at - t_fault:.2f} s after the fault"))
     if server is not None:
-        # close() is requested right after the response, whose send completes at once: the close
-        # latency is the drain, from SHUT_WR to the idle timeout. The timer restarts once more
-        # only if our data were still unacknowledged, which FIN-WAIT-2 rules out.
+        # close() is requested right after the response is queued and the send completes at once
+        # (it fits in the socket buffer): the close latency is the drain, from SHUT_WR to the
+        # idle timeout (twice the idle timeout with data still unacknowledged, see above).
         latency = server["close_latency_us"]
-        low, high = idle, idle + s.slack
+        low, high = expected_close, expected_close + s.slack
         s.check(low <= latency["p50"] / 1e6 and latency["max"] / 1e6 <= high,
-                "connections closed about --drain-idle-timeout after their SHUT_WR",
+                "connections closed about " + ("2 x " if in_flight else "")
+                + "--drain-idle-timeout after their SHUT_WR",
                 f"close latency p50 {latency['p50'] / 1e6:.3f} s, p99 {latency['p99'] / 1e6:.3f} s, "
-                f"max {latency['max'] / 1e6:.3f} s; configured {idle:.2f} s, accepted "
-                f"[{low:.2f}, {high:.2f}] s")
+                f"max {latency['max'] / 1e6:.3f} s; expected {expected_close:.2f} s (idle timeout "
+                f"{idle:.2f} s), accepted [{low:.2f}, {high:.2f}] s")
         timing["serve_close_latency_s"] = {k: latency[k] / 1e6 for k in ("p50", "p99", "max")}
     if verdict is not None:
-        s.check(verdict["complete"] == n and verdict["payload_bytes_lost"] == 0,
-                "every client got every byte and a clean EOF (sent before the blackhole)",
-                f"{verdict['complete']}/{n} complete, {verdict['payload_bytes_lost']} B lost, "
-                f"failures {nonzero(verdict['failures'])}")
+        if in_flight:
+            s.check(verdict["complete"] == 0 and verdict["failures"]["reset"] == n,
+                    "every client saw the reset (none was told a truncated response was complete)",
+                    f"{verdict['complete']} complete, failures {nonzero(verdict['failures'])}")
+        else:
+            s.check(verdict["complete"] == n and verdict["payload_bytes_lost"] == 0,
+                    "every client got every byte and a clean EOF (sent before the blackhole)",
+                    f"{verdict['complete']}/{n} complete, {verdict['payload_bytes_lost']} B lost, "
+                    f"failures {nonzero(verdict['failures'])}")
     s.check(drops is not None and drops["packets"] > 0, "the blackhole dropped the clients' packets",
             f"nftables counter: {drops}")
     s.common_checks(n, before, after, server, verdict)
@@ -748,6 +793,7 @@ def slow_link(s, pair, n, args):
                            "wire_bytes": wire_bytes,
                            "wire_time_at_rate_s": link_time,
                            "link_utilisation": (link_time / elapsed) if link_time else None,
+                           "tbf_dropped": qdisc["dropped"] if qdisc else None,
                            "latency_us": verdict["latency_us"] if verdict else None}
     s.outcome_check(server, "clean", n)
     if verdict is not None:
@@ -798,7 +844,7 @@ def timing_text(figures):
     if "serve_close_latency_s" in t:
         lat = t["serve_close_latency_s"]
         return (f"close latency p50 {lat['p50']:.2f} max {lat['max']:.2f} s "
-                f"(idle {t['configured_s']:.2f} s)")
+                f"({t['timeout']} {t['configured_s']:.2f} s)")
     if t.get("p50_s") is not None:
         return (f"after fault: first {t['first_s']:.2f} p50 {t['p50_s']:.2f} last {t['last_s']:.2f} s "
                 f"({t['timeout']} {t['configured_s']:.2f} s)")
@@ -806,7 +852,7 @@ def timing_text(figures):
         return f"link down {t['link_down_s']:.2f} s, run {t['client_run_s']:.2f} s (send {t['configured_s']:.0f} s)"
     if "client_elapsed_s" in t:
         util = t.get("link_utilisation")
-        return (f"{t['client_elapsed_s']:.2f} s at {t['rate']}" +
+        return (f"{t['client_elapsed_s']:.2f} s at {t['rate']}, {t.get('tbf_dropped')} dropped" +
                 (f", link {util:.0%} busy" if util else "") +
                 (f", max latency {t['latency_us']['max'] / 1e6:.2f} s" if t.get("latency_us") else "")
                 + f" (send {t['configured_s']:.0f} s)")
@@ -854,7 +900,9 @@ def print_table(results):
 
 RUNNERS = {
     "10-blackhole-send": lambda s, pair, a: blackhole_or_link_down(s, pair, a.connections, "blackhole", a),
-    "10-blackhole-drain": lambda s, pair, a: blackhole_drain(s, pair, a.connections, a),
+    "10-blackhole-drain": lambda s, pair, a: blackhole_drain(s, pair, a.connections, a, False),
+    "10-blackhole-drain-inflight":
+        lambda s, pair, a: blackhole_drain(s, pair, a.connections, a, True),
     "11-link-down": lambda s, pair, a: blackhole_or_link_down(s, pair, a.connections, "link-down", a),
     "11-link-flap": lambda s, pair, a: link_flap(s, pair, a.connections, a),
     "12-slow-link": lambda s, pair, a: slow_link(s, pair, a.slow_link_connections, a),
@@ -892,8 +940,9 @@ def main():
     parser.add_argument("--slow-response", default="32KiB",
                         help="response size of scenario 12 (default 32KiB)")
     parser.add_argument("--rate", default="100mbit", help="tbf rate of scenario 12 (default 100mbit)")
-    parser.add_argument("--tbf-limit", default="4mb",
-                        help="tbf queue size of scenario 12 (default 4mb)")
+    parser.add_argument("--tbf-limit", default="32mb",
+                        help="tbf queue size of scenario 12 (default 32mb: never full at 5000 "
+                             "connections x 32 KiB; see README.md for what a 4mb queue does)")
     parser.add_argument("--slack", type=float, default=1.0,
                         help="seconds a timeout may fire late (scheduling, batching) (default 1.0)")
     parser.add_argument("--json", default="netfault.json", help="where to write every figure")
@@ -961,6 +1010,9 @@ def main():
         print(f"netfault: interrupted ({interrupted}); namespaces and processes cleaned up",
               file=sys.stderr)
     finally:
+        # A second Ctrl-C must not cut the cleanup short (each of its steps is bounded).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         cleanup()
 
     report["seconds"] = time.monotonic() - started
