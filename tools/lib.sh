@@ -9,6 +9,7 @@ RINGLINGER_PACKAGES=(
   libbenchmark-dev                   # bench/
   libcli11-dev libfmt-dev nlohmann-json3-dev   # the command line program
   nginx-light                        # the peer `bench --backend nginx` compares against
+  iproute2 nftables                  # tests/netfault: ip netns, veth, tc tbf; nft blackholes
 )
 
 # What `tools/run` needs on top: gnuplot for `bench --plot`, perf to count system calls and
