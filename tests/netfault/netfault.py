@@ -64,7 +64,7 @@ TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5:
               11: "CLOSING", 12: "NEW_SYN_RECV"}
 
 SCENARIO_NAMES = ["10-blackhole-send", "10-blackhole-drain", "10-blackhole-drain-inflight",
-                  "11-link-down", "11-link-flap", "12-slow-link"]
+                  "11-link-down", "11-link-flap", "12-slow-link", "12-slow-reader-send-timeout"]
 
 
 class Interrupted(Exception):
@@ -833,6 +833,49 @@ def slow_link(s, pair, n, args):
     s.record(n, before, after, server, verdict, {"qdisc": qdisc})
 
 
+def slow_reader_send_timeout(s, pair, n, args):
+    """12-slow-reader-send-timeout: no fault, default buffers; n slow readers (1 KiB per 10 ms)
+    fetch 1 MiB with a 1 s send timeout. The kernel completes a send waiting for buffer space only
+    once a third of the send buffer is free, which for these readers takes longer than 1 s: the
+    send timer must see the send queue shrink (Stats::send_timeout_extensions) and let them
+    finish. Before that check every one of them was cut off at the send timeout."""
+    serve_flags = ["--response-bytes", "1MiB", "--send-timeout", "1s", "--drain-idle-timeout",
+                   "5s", "--drain-timeout", "30s", "--on-timeout", "reset"]
+    client_flags = ["--connections", str(n), "--concurrency", str(n), "--response-bytes",
+                    "1MiB", "--peers", "slow-reader=100", "--slow-reader-bytes", "1KiB",
+                    "--slow-reader-interval", "10ms", "--timeout", "60s"]
+    serve = s.start_serve(pair, serve_flags)
+    pid = serve.pid
+    before = snapshot(pid)
+    sampler = FdSampler(pid)
+    sampler.start()
+    t_client = time.monotonic()
+    client = s.start_client(pair, client_flags)
+    verdict = s.finish_client(client, 90)
+    t_done = time.monotonic()
+    freed_at = s.wait_for_release(sampler, before["fds"], 10)
+    s.settle_sockets(pid, before["sockstat"].get("inuse"))
+    sampler.stop()
+    after = snapshot(pid)
+    server = s.stop_serve(serve)
+    extensions = server["stats"].get("send_timeout_extensions", 0) if server else 0
+    s.figures["timing"] = {"timeout": "send", "configured_s": 1.0,
+                           "client_run_s": t_done - t_client,
+                           "send_timeout_extensions": extensions}
+    s.outcome_check(server, "clean", n)
+    if verdict is not None:
+        s.check(verdict["complete"] == n and verdict["payload_bytes_lost"] == 0,
+                "every slow reader got every byte and a clean EOF",
+                f"{verdict['complete']}/{n} complete, {verdict['payload_bytes_lost']} B lost, "
+                f"failures {nonzero(verdict['failures'])}")
+    s.check(extensions > 0, "a send waited past the send timeout and was let go on (the "
+            "scenario shows something)", f"{extensions} send timeout extensions")
+    s.check(freed_at is not None, "every connection released", "fds back to the baseline "
+            + ("never" if freed_at is None else f"{freed_at - t_client:.2f} s after the start"))
+    s.common_checks(n, before, after, server, verdict)
+    s.record(n, before, after, server, verdict, {"send_timeout_extensions": extensions})
+
+
 def parse_rate(rate):
     match = re.fullmatch(r"(\d+(?:\.\d+)?)(k|m|g)?bit", rate.lower())
     if not match:
@@ -924,6 +967,7 @@ RUNNERS = {
     "11-link-down": lambda s, pair, a: blackhole_or_link_down(s, pair, a.connections, "link-down", a),
     "11-link-flap": lambda s, pair, a: link_flap(s, pair, a.connections, a),
     "12-slow-link": lambda s, pair, a: slow_link(s, pair, a.slow_link_connections, a),
+    "12-slow-reader-send-timeout": lambda s, pair, a: slow_reader_send_timeout(s, pair, a.connections, a),
 }
 
 
