@@ -9,6 +9,9 @@
 namespace ringlinger::detail {
 namespace {
 
+// The most one file send asks sendfile(2) for (it sends at most 2^31 - 4096 bytes per call).
+constexpr std::uint64_t kMaxFileChunk = 1u << 30;
+
 using std::chrono::milliseconds;
 
 // Errors that mean the peer reset the connection (or it was reset on its behalf).
@@ -272,8 +275,17 @@ void Engine::handle_send(Connection& connection, std::int32_t result, TimePoint 
     const auto bytes = static_cast<std::uint32_t>(result);
     connection.bytes_sent += bytes;
     stats_.bytes_sent += bytes;
+    const std::uint64_t asked =
+        connection.send_queue.front_is_file()
+            ? std::min<std::uint64_t>(connection.send_queue.front_file().length, kMaxFileChunk)
+            : connection.send_queue.front().size();
     connection.send_queue.consume(bytes);
-    connection.unacknowledged_at_last_check = 0;  // progress: the next check starts afresh
+    // A short send means the socket's buffer is full: a stall may start here, so note what it
+    // holds now, and the send timer, when it fires, sees whether the peer took any of it (one
+    // SIOCOUTQ per short send, none for responses that fit). A full send starts afresh.
+    connection.unacknowledged_at_last_check =
+        bytes < asked && !is_terminating(connection.state) ? io_.unacknowledged_bytes(connection.fd)
+                                                           : 0;
     if (!is_terminating(connection.state)) {
       if (connection.send_queue.empty()) {
         send_timers_.disarm(slot_of(connection));
@@ -350,9 +362,8 @@ void Engine::start_send(Connection& connection, TimePoint now) {
   RL_ASSERT(connection.state == State::open || connection.state == State::flushing);
   if (connection.send_queue.front_is_file()) {
     const SendQueue::FileRange range = connection.send_queue.front_file();
-    // sendfile sends at most 2^31 - 4096 bytes per call anyway.
     io_.submit_send_file(tag(connection, Op::send), connection.fd, range.fd, range.offset,
-                         static_cast<std::uint32_t>(std::min<std::uint64_t>(range.length, 1u << 30)));
+                         static_cast<std::uint32_t>(std::min<std::uint64_t>(range.length, kMaxFileChunk)));
   } else {
     io_.submit_send(tag(connection, Op::send), connection.fd, connection.send_queue.front(),
                     connection.send_queue.more_after_front());
@@ -475,9 +486,10 @@ void Engine::release(Connection& connection) {
 // The drain idle timeout measures the peer's silence, and the send timeout the time without a
 // completed send, but a peer can be both because it is still reading what we sent, slowly: then
 // the socket's send queue shrinks between two checks. Closing (and with on_timeout = reset,
-// resetting) it then would cut off data it is about to read. The first check gives a peer with
-// data still in flight one more period; after that, only progress counts. The drain timeout
-// (total) bounds the drain; a send that never progresses ends at most one period late.
+// resetting) it then would cut off data it is about to read. Without an earlier figure (a send
+// stall begins with a short send, which notes one; a drain does not), the first check gives a
+// peer with data still in flight one more period; after that, only progress counts. The drain
+// timeout (total) bounds the drain.
 bool Engine::peer_still_reading(Connection& connection) {
   const std::uint32_t unacknowledged = io_.unacknowledged_bytes(connection.fd);
   if (unacknowledged <= 1) return false;  // at most our FIN: the peer has all our data

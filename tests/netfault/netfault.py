@@ -552,7 +552,7 @@ def in_flight_predicate(n):
 
 def blackhole_or_link_down(s, pair, n, fault, args):
     """10-blackhole-send and 11-link-down: slow readers, 1 MiB responses, a fault during the
-    transfer; every connection must end with send_timeout about --send-timeout later."""
+    transfer; every connection must end with send_timeout 1-2 x --send-timeout later."""
     send_timeout = 2.0
     serve_flags = ["--response-bytes", "1MiB", "--send-timeout", "2s", "--drain-idle-timeout",
                    "1s", "--drain-timeout", "5s", "--on-timeout", "reset"]
@@ -579,7 +579,7 @@ def blackhole_or_link_down(s, pair, n, fault, args):
     else:
         pair.set_server_link(False)
     t_applied = time.monotonic()
-    freed_at = s.wait_for_release(sampler, before["fds"], send_timeout + 5 + s.slack)
+    freed_at = s.wait_for_release(sampler, before["fds"], 2 * send_timeout + 5 + s.slack)
     extra = {"fault_applied_in_s": t_applied - t_fault,
              "sockets_at_fault": in_flight,
              "released_after_fault_s": None if freed_at is None else freed_at - t_fault}
@@ -601,13 +601,16 @@ def blackhole_or_link_down(s, pair, n, fault, args):
             "fds back to the baseline " + ("never" if freed_at is None else
                                           f"{freed_at - t_fault:.2f} s after the fault"))
     # A send's timer restarts at each partial send, so a connection times out send_timeout after
-    # its last progress before the fault: within [send_timeout - (time between two partial sends),
-    # send_timeout + the loop's batching and scheduling delays].
+    # its last progress before the fault: from send_timeout - (time between two partial sends).
+    # When it fires, the timer asks whether the peer took any of the send queue since the last
+    # short send (a slow reader is still reading): if acknowledgements arrived between that send
+    # and the fault, that counts as progress and the timer runs once more, so the latest close is
+    # 2 x send_timeout + the loop's batching and scheduling delays.
     # Had the sends stalled before the fault (not because of it), they would close within 1 s.
-    low, high = send_timeout - 0.6, send_timeout + s.slack
+    low, high = send_timeout - 0.6, 2 * send_timeout + s.slack
     s.check(timing["closes_after_fault"] >= n and timing["first_s"] is not None
             and timing["first_s"] >= low and timing["last_s"] <= high,
-            "connections closed about --send-timeout after the fault",
+            "connections closed 1-2 x --send-timeout after the fault",
             f"{timing['closes_after_fault']} closes, first {fmt_s(timing['first_s'])}, "
             f"p50 {fmt_s(timing['p50_s'])}, last {fmt_s(timing['last_s'])} after the fault; "
             f"configured {send_timeout:.2f} s, accepted window [{low:.2f}, {high:.2f}] s")
