@@ -69,6 +69,18 @@ std::size_t fd_count(pid_t pid) {
   return count;
 }
 
+// The descriptor count once it is back to `baseline` (serve closes its last connections on
+// its own, a moment after the clients are done), or whatever it is after 5 s.
+std::size_t settled_fd_count(pid_t pid, std::size_t baseline) {
+  const auto start = Clock::now();
+  std::size_t count = fd_count(pid);
+  while (count != baseline && seconds_since(start) < 5) {
+    std::this_thread::sleep_for(20ms);
+    count = fd_count(pid);
+  }
+  return count;
+}
+
 // Resident memory of a process, KiB.
 std::uint64_t rss_kib(pid_t pid) {
   std::ifstream statm("/proc/" + std::to_string(pid) + "/statm");
@@ -235,6 +247,8 @@ TEST_P(Reliability, SlowlorisHeadsAreCutOffAtTheHeadTimeoutAndPinNothing) {
 
 void bad_heads(const std::string& backend, std::size_t connections) {
   Serve serve(backend, {});
+  const auto fds_before = fd_count(serve.pid());
+  const auto rss_before = rss_kib(serve.pid());
   const std::string malformed = "NOT A REQUEST\r\n\r\n";
   const std::string oversized = "GET / HTTP/1.1\r\nX-Big: " + std::string(kMaxHeadBytes + 4096, 'a');
   const std::string answer_400 = make_error_response(400, "Bad Request");
@@ -265,12 +279,17 @@ void bad_heads(const std::string& backend, std::size_t connections) {
       }
     }
   }
+  const auto fds_after = settled_fd_count(serve.pid(), fds_before);
+  const auto rss_after = rss_kib(serve.pid());
   const auto counters = serve.stop();
   EXPECT_EQ(ok, connections);
   EXPECT_EQ(outcome(counters, "clean"), connections);
+  EXPECT_EQ(fds_after, fds_before);
   record_row({{"scenario", "16 oversized/malformed heads"}, {"backend", backend},
               {"connections", connections}, {"expected", "431 or 400, then graceful close"},
-              {"ok", ok}, {"bytes_lost", lost}, {"outcomes", counters["stats"]["outcomes"]}});
+              {"ok", ok}, {"bytes_lost", lost}, {"outcomes", counters["stats"]["outcomes"]},
+              {"fds_before", fds_before}, {"fds_after", fds_after}, {"rss_kib_before", rss_before},
+              {"rss_kib_after", rss_after}});
 }
 
 TEST_P(Reliability, OversizedAndMalformedHeadsGet431Or400ThenAGracefulClose) {
@@ -285,6 +304,8 @@ void late_pipelined(const std::string& backend, std::size_t connections) {
                         std::to_string(connections + 100)});
   const std::string expected = make_response(256 * 1024);
   const std::string pipelined = make_request(0) + make_request(0);
+  const auto fds_before = fd_count(serve.pid());
+  const auto rss_before = rss_kib(serve.pid());
   std::vector<int> fds;
   for (std::size_t i = 0; i < connections; ++i) {
     const int fd = connect_client(serve.address());
@@ -308,14 +329,19 @@ void late_pipelined(const std::string& backend, std::size_t connections) {
       lost += expected.size() - std::min(expected.size(), read.bytes.size());
     }
   }
+  const auto fds_after = settled_fd_count(serve.pid(), fds_before);
+  const auto rss_after = rss_kib(serve.pid());
   const auto counters = serve.stop();
   EXPECT_EQ(ok, connections);
   EXPECT_EQ(outcome(counters, "clean"), connections);
+  EXPECT_EQ(fds_after, fds_before);
   EXPECT_GT(counters["stats"]["bytes_discarded"].get<std::uint64_t>(), 0u)
       << "the pipelined requests never reached the drain: the test shows nothing";
   record_row({{"scenario", "2 late pipelined request"}, {"backend", backend},
               {"connections", connections}, {"expected", "complete, no RST"}, {"ok", ok},
-              {"bytes_lost", lost}, {"outcomes", counters["stats"]["outcomes"]}});
+              {"bytes_lost", lost}, {"outcomes", counters["stats"]["outcomes"]},
+              {"fds_before", fds_before}, {"fds_after", fds_after}, {"rss_kib_before", rss_before},
+              {"rss_kib_after", rss_after}});
 }
 
 TEST_P(Reliability, LatePipelinedRequestsDoNotResetTheResponse) {
@@ -611,6 +637,8 @@ TEST_P(Reliability, ConnectionStormBeyondTheTableIsQueuedAndServed) {
   const std::size_t connections = std::min<std::size_t>(8 * scale(), 16000);
   Serve serve(GetParam(), {"--max-connections", "256"});
   const auto overflows_before = tcp_ext("ListenOverflows");
+  const auto fds_before = fd_count(serve.pid());
+  const auto rss_before = rss_kib(serve.pid());
   const auto start = Clock::now();
   ChildProcess client({testing_support::ringlinger_exe(),
                        {"client", "--connect", serve.address().to_string(), "--connections",
@@ -621,7 +649,10 @@ TEST_P(Reliability, ConnectionStormBeyondTheTableIsQueuedAndServed) {
   const double elapsed = seconds_since(start);
   std::string summary;
   while (auto line = client.read_line(100ms)) summary += *line + "\n";
+  const auto fds_after = settled_fd_count(serve.pid(), fds_before);
+  const auto rss_after = rss_kib(serve.pid());
   const auto counters = serve.stop();
+  EXPECT_EQ(fds_after, fds_before);
   const auto overflows = tcp_ext("ListenOverflows") - overflows_before;
   EXPECT_EQ(client_code, 0) << summary;
   EXPECT_EQ(outcome(counters, "clean"), connections);
@@ -631,7 +662,9 @@ TEST_P(Reliability, ConnectionStormBeyondTheTableIsQueuedAndServed) {
               {"ok", outcome(counters, "clean")}, {"bytes_lost", 0}, {"elapsed_s", elapsed},
               {"accepts_queued", counters["stats"]["accepts_queued"]},
               {"accepts_rejected", counters["stats"]["accepts_rejected"]},
-              {"listen_overflows", overflows}, {"outcomes", counters["stats"]["outcomes"]}});
+              {"listen_overflows", overflows}, {"outcomes", counters["stats"]["outcomes"]},
+              {"fds_before", fds_before}, {"fds_after", fds_after}, {"rss_kib_before", rss_before},
+              {"rss_kib_after", rss_after}});
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, Reliability, ::testing::Values("uring", "epoll"),
