@@ -1259,6 +1259,18 @@ class Fuzzer final : public FakeIo::Observer {
 
   // --- invariants, after every event ---------------------------------------------------------
 
+  // Names a slot in a violation: "slot 3 (open, gen 2): " + what. Built only when a violation
+  // needs it: the checks run for every slot after every event, and they almost always pass.
+  struct SlotWhere {
+    std::uint32_t slot;
+    const Connection& c;
+
+    friend std::string operator+(const SlotWhere& where, const std::string& what) {
+      return "slot " + std::to_string(where.slot) + " (" + std::string(to_string(where.c.state)) +
+             ", gen " + std::to_string(where.c.generation) + "): " + what;
+    }
+  };
+
   void check_invariants() {
     for (const std::string& v : io_.violations()) violation("FakeIo: " + v);
     io_.clear_violations();
@@ -1272,9 +1284,7 @@ class Fuzzer final : public FakeIo::Observer {
       const Connection& c = slots[slot];
       ++counts[static_cast<std::size_t>(c.state)];
       const std::uint8_t outstanding = io_.outstanding_ops(slot);
-      const std::string where = "slot " + std::to_string(slot) + " (" +
-                                std::string(to_string(c.state)) + ", gen " +
-                                std::to_string(c.generation) + "): ";
+      const SlotWhere where{slot, c};
       if (c.state == State::free) {
         if (outstanding != 0) violation(where + "free slot with requests outstanding");
         if (c.in_flight != 0 || c.fd != -1) violation(where + "free slot with in_flight or an fd");
@@ -1374,7 +1384,7 @@ class Fuzzer final : public FakeIo::Observer {
 
   // What each state promises (state.hpp), and that the state is the one the model predicts.
   void check_state(const Model& m, const Connection& c, std::uint8_t outstanding,
-                   const std::string& where) {
+                   const SlotWhere& where) {
     const bool recv = (outstanding & bit(Op::recv)) != 0;
     const bool send = (outstanding & bit(Op::send)) != 0;
     State expected = State::open;
