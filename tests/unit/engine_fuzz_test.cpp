@@ -57,11 +57,11 @@ using namespace engine_model;
 // reported to gtest as it is found.
 class SeededFuzzer {
  public:
-  SeededFuzzer(std::uint64_t seed, const Variant& variant)
+  SeededFuzzer(std::uint64_t seed, const Variant& variant, bool wide = false)
       : choices_(seed),
         fuzzer_(choices_, variant,
-                Options{"seed " + std::to_string(seed),
-                        [](const std::string& text) { ADD_FAILURE() << text; }}) {}
+                Options{"seed " + std::to_string(seed) + (wide ? " (wide)" : ""),
+                        [](const std::string& text) { ADD_FAILURE() << text; }, wide}) {}
 
   std::vector<std::string> run(int steps) { return fuzzer_.run(steps); }
   const Coverage& coverage() const { return fuzzer_.coverage(); }
@@ -134,6 +134,18 @@ TEST(EngineFuzzCampaign, ManySeedsOnDemand) {
   std::printf("[ campaign ] %llu steps, %llu completions\n",
               static_cast<unsigned long long>(coverage.steps),
               static_cast<unsigned long long>(coverage.completions));
+}
+
+// The libFuzzer target's world (Options::wide: every result class of every op, failing closes,
+// SIOCOUTQ answers, one-slot tables) under the seeded source too, so that a plain g++ build
+// checks the model's extra rules and the engine against them.
+TEST(EngineFuzzWide, InvariantsHoldWithEveryResultClass) {
+  for (int seed = 1; seed <= 100; ++seed) {
+    for (int variant = 0; variant < 8; ++variant) {
+      SeededFuzzer fuzzer(static_cast<std::uint64_t>(seed), kVariants[variant], /*wide=*/true);
+      EXPECT_TRUE(fuzzer.run(kSteps).empty());
+    }
+  }
 }
 
 // The fuzzer reaches what it claims to check: every outcome, the reentrant paths, stale

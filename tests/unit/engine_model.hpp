@@ -70,6 +70,14 @@ inline bool is_retry_error(int error) {
   return error == EAGAIN || error == EINTR || error == ENOMEM || error == ENOBUFS;
 }
 
+// Errors for wide runs (Options::wide), by class: the engine must treat each member of a class
+// alike, so the input picks among them.
+inline constexpr int kTransientErrors[] = {EAGAIN, EINTR, ENOMEM, ENOBUFS};
+inline constexpr int kResetErrors[] = {ECONNRESET, EPIPE, ECONNABORTED, ENOTCONN};
+inline constexpr int kOtherErrors[] = {ETIMEDOUT, EHOSTUNREACH, EINVAL};  // neither of the above
+inline constexpr int kShutdownErrors[] = {ENOTCONN, EINVAL};               // shutdown(2)'s own
+inline constexpr int kCloseErrors[] = {EIO, EINTR};                        // close(2)'s own
+
 inline bool is_timeout(Outcome outcome) {
   return outcome == Outcome::send_timeout || outcome == Outcome::drain_idle_timeout ||
          outcome == Outcome::drain_timeout;
@@ -134,6 +142,7 @@ struct Model {
   TimePoint shutdown_ok_at{};
   bool eof_seen = false;  // a recv returned 0
   bool waiting = false;   // a delivering recv got ENOBUFS and awaits a retry
+  std::uint32_t unacknowledged = 0;  // SIOCOUTQ noted last (0: none since a full send)
 
   bool send_armed = false;  // the send timeout runs (bytes queued, not all sent)
   TimePoint send_armed_at{};
@@ -231,13 +240,18 @@ inline std::vector<SlotSnapshot> snapshot(const Engine& engine) {
 
 // ---------------------------------------------------------------------------------------------
 
-// How a run reports.
+// How a run reports, and how hostile its world is. The defaults are the gtest fuzzer's.
 struct Options {
   // Names the run in each violation ("seed 17").
   std::string label;
   // Told each violation as it is found, with the events that led to it (gtest: ADD_FAILURE;
   // libFuzzer: print and abort, so that the input is kept).
   std::function<void(const std::string&)> report;
+  // Beyond the gtest fuzzer's world (the libFuzzer target): every class of result for every
+  // request with even odds (sends of 0 bytes, each transient error, each reset error, failing
+  // shutdowns and closes), a peer still acknowledging our data when the send or the drain idle
+  // timer fires (SIOCOUTQ), and tables of a single slot too.
+  bool wide = false;
 };
 
 // The driver, the model and the checker in one: it makes every event (from `choices`), predicts
@@ -248,7 +262,8 @@ class Fuzzer final : public FakeIo::Observer {
       : choices_(choices), variant_(variant), options_(std::move(options)) {
     config_.shutdown_mode = variant.shutdown_mode;
     config_.on_timeout = variant.on_timeout;
-    config_.max_connections = 3 + static_cast<std::uint32_t>(roll(6));  // 3..8
+    config_.max_connections = options_.wide ? 1 + static_cast<std::uint32_t>(roll(8))   // 1..8
+                                            : 3 + static_cast<std::uint32_t>(roll(6));  // 3..8
     config_.send_timeout_ms = 20 + static_cast<std::uint32_t>(roll(60));
     config_.drain_idle_timeout_ms = 10 + static_cast<std::uint32_t>(roll(50));
     config_.drain_timeout_ms = 30 + static_cast<std::uint32_t>(roll(120));
@@ -276,7 +291,10 @@ class Fuzzer final : public FakeIo::Observer {
       on_closed(id, report);
     };
     io_.observer = this;
-    io_.shutdown_result = [this](int) { return chance(85) ? 0 : -ENOTCONN; };
+    io_.shutdown_result = [this](int) {
+      return chance(85) ? 0 : options_.wide ? -kShutdownErrors[roll(2)] : -ENOTCONN;
+    };
+    if (options_.wide) io_.unacknowledged_result = [this](int fd) { return unacknowledged(fd); };
     rx_.resize(config_.receive_buffer_bytes);
     expected_generation_.assign(config_.max_connections, 0);
     engine_ = std::make_unique<Engine>(config_, io_, callbacks_, stats_);
@@ -477,6 +495,62 @@ class Fuzzer final : public FakeIo::Observer {
     } else {
       record_error(*m, -result, ErrorSource::send);
     }
+  }
+
+  // SIOCOUTQ (wide runs only; otherwise FakeIo answers 0): how much of our data the peer has
+  // not acknowledged. Asked at two moments (README, "Idle means idle"; engine.cpp):
+  //   - a short send of a connection not terminating: the socket's buffer is full and a stall
+  //     may start here, so the figure is noted (a full send forgets it: 0);
+  //   - the send or the drain idle timer fired: while the figure keeps shrinking the peer is
+  //     reading, slowly, and the timer gets another period; with none noted (0), data
+  //     unacknowledged counts as shrinking; at most our FIN (1) is no data, and is not noted.
+  // The model follows that rule to know the deadlines. The two timers never run together: the
+  // send timer only while bytes are unsent, the idle one only after.
+  std::uint32_t unacknowledged(int fd) {
+    Model* m = live_model_by_fd(fd);
+    if (m == nullptr) {
+      violation("SIOCOUTQ on fd " + std::to_string(fd) + " of no live connection");
+      return 0;
+    }
+    const bool short_send = short_send_key_ == key_of(m->id);
+    const bool send_expired = m->send_armed && m->send_armed_at + send_timeout() <= now_;
+    const bool idle_expired = m->idle_armed && m->idle_armed_at + idle_timeout() <= now_;
+    if (!short_send && (cause_ != Cause::expire || (!send_expired && !idle_expired))) {
+      violation("SIOCOUTQ for " + id_text(m->id) +
+                " neither in a short send's completion nor with an expired send or idle timer");
+    }
+    std::uint32_t bytes = 0;  // unknown
+    switch (roll(5)) {
+      case 0:
+        break;
+      case 1:
+        bytes = 1;  // only our FIN
+        break;
+      case 2:
+        bytes = m->unacknowledged;  // no progress since the last check
+        break;
+      case 3:
+        bytes = m->unacknowledged > 2 ? m->unacknowledged - 1 : 2;  // the least progress
+        break;
+      default:
+        bytes = 2 + static_cast<std::uint32_t>(roll(100'000));
+        break;
+    }
+    log("  SIOCOUTQ(fd " + std::to_string(fd) + ") -> " + std::to_string(bytes));
+    if (short_send) {
+      m->unacknowledged = bytes;  // noted, whatever it is
+    } else if (bytes > 1) {
+      const bool reading = m->unacknowledged == 0 || bytes < m->unacknowledged;
+      m->unacknowledged = bytes;
+      if (reading && send_expired) {
+        m->send_armed_at = now_;  // another send period
+        ++model_send_extensions_;
+      } else if (reading) {
+        m->idle_armed_at = now_;  // another idle period
+        ++model_idle_extensions_;
+      }
+    }
+    return bytes;
   }
 
   void on_set_reset_on_close(int fd) override {
@@ -689,9 +763,11 @@ class Fuzzer final : public FakeIo::Observer {
     if (report.outcome == Outcome::clean && !(m.shutdown_ok && m.eof_seen && m.first_error == 0)) {
       violation(who + "clean without (successful SHUT_WR and EOF and no error)");
     }
-    if (report.first_error != m.first_error) {
+    // The close's own error is the first one seen when nothing failed before it.
+    const int first_error = m.first_error != 0 ? m.first_error : close_error_;
+    if (report.first_error != first_error) {
       violation(who + "first_error " + std::to_string(report.first_error) + ", expected " +
-                std::to_string(m.first_error));
+                std::to_string(first_error));
     }
     const bool reset_expected =
         report.outcome == Outcome::aborted || report.outcome == Outcome::stop_deadline ||
@@ -929,6 +1005,7 @@ class Fuzzer final : public FakeIo::Observer {
 
   // A plausible result for `request`, from a peer that may misbehave.
   std::int32_t choose_result(const Request& request, const Model& m, bool benign) {
+    if (options_.wide && !benign) return choose_wide_result(request, m);
     const std::int32_t errors = benign ? 0 : error_weight_;
     if (m.cancel_submitted && request.tag.op != Op::cancel && request.tag.op != Op::close &&
         chance(60)) {
@@ -979,6 +1056,76 @@ class Fuzzer final : public FakeIo::Observer {
       }
       case Op::close:
         return 0;
+      case Op::accept:
+      case Op::accept_cancel:
+      case Op::send_file_poll:
+        break;
+    }
+    return 0;
+  }
+
+  // Options::wide: every class of result for every op with even odds, so that the choices (the
+  // libFuzzer input) pick the class rather than the odds of a plausible network.
+  std::int32_t choose_wide_result(const Request& request, const Model& m) {
+    auto error = [this](std::span<const int> errors) {
+      return -errors[static_cast<std::size_t>(roll(errors.size()))];
+    };
+    if (m.cancel_submitted && request.tag.op != Op::cancel && request.tag.op != Op::close &&
+        chance(50)) {
+      return -ECANCELED;
+    }
+    switch (request.tag.op) {
+      case Op::recv: {
+        const std::uint32_t max =
+            request.mode == RecvMode::deliver ? config_.receive_buffer_bytes : request.max_bytes;
+        switch (roll(7)) {
+          case 0:
+            return static_cast<std::int32_t>(max);  // crosses a byte cap
+          case 1:
+            return static_cast<std::int32_t>(max > 1 ? max - 1 : 1);  // lands on it
+          case 2:
+            return static_cast<std::int32_t>(1 + below(max));  // a short read
+          case 3:
+            return 0;  // EOF
+          case 4:
+            return error(kTransientErrors);
+          case 5:
+            return error(kResetErrors);
+          default:
+            return error(kOtherErrors);
+        }
+      }
+      case Op::send: {
+        const auto length = static_cast<std::int32_t>(request.bytes.size());
+        switch (roll(6)) {
+          case 0:
+            return length;
+          case 1:  // a partial send
+            return length == 1 ? 1 : 1 + static_cast<std::int32_t>(below(
+                                             static_cast<std::uint64_t>(length - 1)));
+          case 2:
+            return 0;  // nothing sent
+          case 3:
+            return error(kTransientErrors);
+          case 4:
+            return error(kResetErrors);
+          default:
+            return error(kOtherErrors);
+        }
+      }
+      case Op::shutdown:
+        return chance(50) ? 0 : error(kShutdownErrors);
+      case Op::cancel:
+        switch (roll(3)) {
+          case 0:
+            return -ENOENT;
+          case 1:
+            return -EALREADY;
+          default:
+            return std::popcount(static_cast<unsigned>(io_.outstanding_ops(request.tag.slot)));
+        }
+      case Op::close:
+        return chance(50) ? 0 : error(kCloseErrors);
       case Op::accept:
       case Op::accept_cancel:
       case Op::send_file_poll:
@@ -1043,6 +1190,8 @@ class Fuzzer final : public FakeIo::Observer {
           }
           m->sent += bytes;
           total_sent_ += bytes;
+          m->unacknowledged = 0;  // a full send forgets the figure; a short one notes a new one
+          if (bytes < request.bytes.size() && !m->terminated) short_send_key_ = key;
           if (!m->terminated) {
             if (m->unsent() == 0) {
               m->send_armed = false;
@@ -1065,6 +1214,7 @@ class Fuzzer final : public FakeIo::Observer {
       case Op::close:
         pending_close_ = key;
         close_fired_ = false;
+        close_error_ = result < 0 ? -result : 0;
         break;
       case Op::accept:
       case Op::accept_cancel:
@@ -1075,6 +1225,7 @@ class Fuzzer final : public FakeIo::Observer {
       CauseScope scope(*this, Cause::completion);
       engine_->on_completion(completion, now_);
     }
+    short_send_key_.reset();
     if (pending_receive_ && !pending_receive_->fired) {
       violation("on_receive not called for a recv completion of an open connection: " +
                 fake::describe(request));
@@ -1374,6 +1525,10 @@ class Fuzzer final : public FakeIo::Observer {
       violation("Stats::bytes_discarded differs from the fake");
     if (stats_.shutdown_syscalls != io_.shutdown_calls())
       violation("Stats::shutdown_syscalls differs");
+    if (stats_.drain_idle_extensions != model_idle_extensions_)
+      violation("Stats::drain_idle_extensions differs");
+    if (stats_.send_timeout_extensions != model_send_extensions_)
+      violation("Stats::send_timeout_extensions differs");
     if (stats_.receive_buffer_waits != model_buffer_waits_)
       violation("Stats::receive_buffer_waits differs");
     if (stats_.stale_completions != injected_stale_) {
@@ -1467,12 +1622,16 @@ class Fuzzer final : public FakeIo::Observer {
   std::optional<PendingReceive> pending_receive_;
   std::optional<std::uint64_t> pending_close_;
   bool close_fired_ = false;
+  int close_error_ = 0;  // of the close completion being handled
+  std::optional<std::uint64_t> short_send_key_;  // the short send completion being handled
 
   std::array<std::uint64_t, kOutcomeCount> model_outcomes_{};
   std::uint64_t total_sent_ = 0;
   std::uint64_t total_callback_bytes_ = 0;
   std::uint64_t total_discarded_ = 0;
   std::uint64_t model_buffer_waits_ = 0;
+  std::uint64_t model_idle_extensions_ = 0;
+  std::uint64_t model_send_extensions_ = 0;
   std::uint64_t injected_stale_ = 0;
   std::uint64_t callback_calls_ = 0;
 
