@@ -35,6 +35,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <utility>
 #include <vector>
@@ -112,12 +113,15 @@ INSTANTIATE_TEST_SUITE_P(Seeds, EngineFuzz,
                          });
 
 // A longer campaign on demand: RINGLINGER_FUZZ_SEEDS=5000 RINGLINGER_FUZZ_STEPS=1000 (the seeds
-// start at RINGLINGER_FUZZ_FIRST_SEED, default 1'000'000, so they differ from the ones above).
+// start at RINGLINGER_FUZZ_FIRST_SEED, default 1'000'000, so they differ from the ones above);
+// RINGLINGER_FUZZ_WIDE=1 runs them in the libFuzzer target's world (Options::wide).
 TEST(EngineFuzzCampaign, ManySeedsOnDemand) {
   const char* seeds_text = std::getenv("RINGLINGER_FUZZ_SEEDS");
   if (seeds_text == nullptr) GTEST_SKIP() << "set RINGLINGER_FUZZ_SEEDS to run";
   const char* steps_text = std::getenv("RINGLINGER_FUZZ_STEPS");
   const char* first_text = std::getenv("RINGLINGER_FUZZ_FIRST_SEED");
+  const char* wide_text = std::getenv("RINGLINGER_FUZZ_WIDE");
+  const bool wide = wide_text != nullptr && std::string_view(wide_text) == "1";
   const std::uint64_t seeds = std::strtoull(seeds_text, nullptr, 10);
   const int steps = steps_text != nullptr ? std::atoi(steps_text) : kSteps;
   const std::uint64_t first =
@@ -126,7 +130,7 @@ TEST(EngineFuzzCampaign, ManySeedsOnDemand) {
   int failures = 0;
   for (std::uint64_t seed = first; seed < first + seeds && failures < 3; ++seed) {
     for (int variant = 0; variant < 8; ++variant) {
-      SeededFuzzer fuzzer(seed, kVariants[variant]);
+      SeededFuzzer fuzzer(seed, kVariants[variant], wide);
       if (!fuzzer.run(steps).empty()) ++failures;
       coverage.add(fuzzer.coverage());
     }
