@@ -129,6 +129,7 @@ struct Model {
   TimePoint close_requested_at{};
   bool reset_expected_by_abort = false;  // abort() hit it while cancelling
   bool reset_requested = false;          // set_reset_on_close() was called on its fd
+  bool orphan_limited = false;           // limit_orphan_time() was called on its fd
 
   bool terminated = false;  // the engine submitted its cancel or close
   TimePoint terminated_at{};
@@ -250,7 +251,7 @@ struct Options {
   // Beyond the gtest fuzzer's world (the libFuzzer target): every class of result for every
   // request with even odds (sends of 0 bytes, each transient error, each reset error, failing
   // shutdowns and closes), a peer still acknowledging our data when the send or the drain idle
-  // timer fires (SIOCOUTQ), and tables of a single slot too.
+  // timer fires (SIOCOUTQ), orphan timeouts set or not, and tables of a single slot too.
   bool wide = false;
 };
 
@@ -281,6 +282,9 @@ class Fuzzer final : public FakeIo::Observer {
     config_.receive_buffer_bytes = 64 + static_cast<std::uint32_t>(roll(448));
     error_weight_ = 1 + static_cast<int>(roll(4));  // how hostile the network is
     graceful_finish_ = roll(2) == 0;
+    if (options_.wide) {
+      config_.orphan_timeout_ms = chance(50) ? 0 : 1 + static_cast<std::uint32_t>(roll(20'000));
+    }
 
     if (variant.with_on_receive) {
       callbacks_.on_receive = [this](ConnectionId id, std::span<const std::byte> data) {
@@ -561,6 +565,22 @@ class Fuzzer final : public FakeIo::Observer {
     m->reset_requested = true;
   }
 
+  // TCP_USER_TIMEOUT, once, before the close of a connection a timeout ends with FIN; checked
+  // against the outcome in check_report().
+  void on_limit_orphan_time(int fd, std::uint32_t timeout_ms) override {
+    Model* m = live_model_by_fd(fd);
+    if (m == nullptr) {
+      return violation("limit_orphan_time on fd " + std::to_string(fd) + " of no live connection");
+    }
+    if (m->close_submitted) violation("limit_orphan_time after the close was submitted");
+    if (m->orphan_limited) violation("limit_orphan_time twice for " + id_text(m->id));
+    if (timeout_ms != config_.orphan_timeout_ms) {
+      violation("limit_orphan_time(" + std::to_string(timeout_ms) + " ms), configured " +
+                std::to_string(config_.orphan_timeout_ms));
+    }
+    m->orphan_limited = true;
+  }
+
   // SHUT_WR must follow every queued byte (the whole point of the library).
   void shutdown_issued(Model& m, const char* how) {
     if (m.shutdown_issued) violation(std::string(how) + " issued twice for " + id_text(m.id));
@@ -780,6 +800,15 @@ class Fuzzer final : public FakeIo::Observer {
     if (report.reset_sent != reset_expected) {
       violation(who + "reset_sent " + std::to_string(report.reset_sent) + " for outcome " +
                 std::string(to_string(report.outcome)) + " with on_timeout " +
+                std::string(to_string(config_.on_timeout)));
+    }
+    // config.hpp, orphan_timeout_ms: only when a timeout closes with FIN, and only if set.
+    const bool orphan_limit_expected = is_timeout(report.outcome) &&
+                                       config_.on_timeout == OnTimeout::close &&
+                                       config_.orphan_timeout_ms > 0;
+    if (m.orphan_limited != orphan_limit_expected) {
+      violation(who + "limit_orphan_time called: " + std::to_string(m.orphan_limited) +
+                " for outcome " + std::string(to_string(report.outcome)) + " with on_timeout " +
                 std::string(to_string(config_.on_timeout)));
     }
     if (report.bytes_sent != m.sent) {
