@@ -16,6 +16,10 @@ RINGLINGER_PACKAGES=(
 # io-wq punts (optional: bench runs without it).
 RINGLINGER_RUN_PACKAGES=(gnuplot-nox linux-perf)
 
+# What `tools/fuzz` needs: clang with its libFuzzer and sanitizer runtimes (libclang-rt), and for
+# the fuzzing build (the library and fuzz/ only) nothing else but meson, ninja and liburing.
+RINGLINGER_FUZZ_PACKAGES=(clang-14 libclang-rt-14-dev pkg-config meson ninja-build liburing-dev)
+
 # Installs the packages given (default: RINGLINGER_PACKAGES) that are not installed yet
 # (apt-get, as root).
 ensure_packages() {

@@ -96,6 +96,7 @@ class FakeIo final : public detail::IoPort {
     virtual void on_submit(const Request& request) = 0;
     virtual void on_shutdown_now(int fd, int result) = 0;
     virtual void on_set_reset_on_close(int fd) = 0;
+    virtual void on_limit_orphan_time(int fd, std::uint32_t milliseconds) = 0;
 
    protected:
     ~Observer() = default;
@@ -208,6 +209,13 @@ class FakeIo final : public detail::IoPort {
       resets_[index_of(fd)] = true;
     }
     if (observer != nullptr) observer->on_set_reset_on_close(fd);
+  }
+
+  void limit_orphan_time(int fd, std::uint32_t milliseconds) override {
+    if (fd_state(fd) != FdState::open) {
+      note("limit_orphan_time(" + std::to_string(fd) + ") on an fd not open");
+    }
+    if (observer != nullptr) observer->on_limit_orphan_time(fd, milliseconds);
   }
 
   // --- outstanding requests ------------------------------------------------------------------
