@@ -570,5 +570,44 @@ TEST(EngineScenario, DrainIdleTimeoutWaitsForAPeerStillAcknowledgingOurData) {
   EXPECT_EQ(h.stats.drain_idle_extensions, 2u);
 }
 
+// engine.cpp, handle_send() and expire_timers(): a short send notes the socket's send queue; when
+// the send timer fires, a queue that shrank since (a slow reader) runs the timer once more, one
+// that did not (a peer that stopped reading) ends the connection at the first expiry, and a
+// send that completes in full forgets the figure.
+TEST(EngineScenario, SendTimeoutWaitsForASlowReaderAndNotForAStalledOne) {
+  Config config = small_config();
+  config.send_timeout_ms = 100;
+  Harness h(config);
+  std::uint32_t queued = 60'000;
+  h.io.unacknowledged_result = [&](int) { return queued; };
+  const ConnectionId id = *h.engine->adopt(h.io.open_fd(), h.now);
+  ASSERT_FALSE(h.engine->send(id, std::string(100'000, 'r'), h.now));
+  h.complete(Op::send, id, 40'000);  // short: the socket is full; 60000 queued noted
+  queued = 30'000;                    // the reader takes some, no send completes
+  h.now += 100ms;
+  h.engine->expire_timers(h.now);
+  EXPECT_EQ(h.state(id), State::open) << "a slow reader was cut off at the send timeout";
+  EXPECT_EQ(h.stats.send_timeout_extensions, 1u);
+  h.now += 100ms;
+  h.engine->expire_timers(h.now);  // 30000 -> 30000: it stopped reading
+  EXPECT_EQ(h.state(id), State::cancelling);
+  EXPECT_EQ(h.stats.send_timeout_extensions, 1u);
+  h.complete(Op::send, id, -ECANCELED);  // an open connection without on_receive reads nothing
+  h.complete(Op::cancel, id, 1);
+  h.complete(Op::close, id, 0);
+  ASSERT_EQ(h.closed.size(), 1u);
+  EXPECT_EQ(h.closed[0].second.outcome, Outcome::send_timeout);
+
+  // A peer that never takes anything after the short send: ends at the first expiry.
+  queued = 60'000;
+  const ConnectionId second = *h.engine->adopt(h.io.open_fd(), h.now);
+  ASSERT_FALSE(h.engine->send(second, std::string(100'000, 'r'), h.now));
+  h.complete(Op::send, second, 40'000);
+  h.now += 100ms;
+  h.engine->expire_timers(h.now);
+  EXPECT_EQ(h.state(second), State::cancelling) << "a stalled peer got an extra send timeout";
+  EXPECT_EQ(h.stats.send_timeout_extensions, 1u);
+}
+
 }  // namespace
 }  // namespace ringlinger::detail
