@@ -4,6 +4,7 @@
 # difference divided by the extra connections leaves out start-up and exit.
 #
 #   bench/callgrind.sh [BACKEND] [RESPONSE] [BODY]     # defaults: uring 16KiB 64KiB
+#   SERVE_ARGS="--head-timeout 0" bench/callgrind.sh   # extra flags for serve
 # Prints the total per close and the share of the top functions. Needs valgrind and a build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,7 @@ count() {  # CONNECTIONS -> total instructions (Ir) of the server process
   local connections=$1 out=$work/callgrind.$1
   valgrind --tool=callgrind --callgrind-out-file="$out" -q \
     "$ringlinger" serve --listen 127.0.0.1:0 --backend "$backend" --response-bytes "$response" \
-    --quiet >"$work/serve.$connections" 2>&1 &
+    --quiet ${SERVE_ARGS:-} >"$work/serve.$connections" 2>&1 &
   local server=$!
   local address=""
   for _ in $(seq 200); do
