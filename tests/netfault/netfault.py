@@ -779,6 +779,31 @@ def link_flap(s, pair, n, args):
              {"sockets_at_fault": in_flight, "link_down_s": t_up - t_fault})
 
 
+class LoadRun:
+    """What run_load() saw: serve (still running), its snapshots before and after, the client's
+    verdict, when the client started and ended, when serve's fds were back (None: never)."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
+def run_load(s, pair, serve_flags, client_flags):
+    """Starts serve, runs one client to its end, waits for serve to release every connection and
+    takes the after snapshot; serve is left running for the caller to read what it needs first."""
+    serve = s.start_serve(pair, serve_flags)
+    before = snapshot(serve.pid)
+    sampler = FdSampler(serve.pid)
+    sampler.start()
+    t_client = time.monotonic()
+    verdict = s.finish_client(s.start_client(pair, client_flags), 90)
+    t_done = time.monotonic()
+    freed_at = s.wait_for_release(sampler, before["fds"], 10)
+    s.settle_sockets(serve.pid, before["sockstat"].get("inuse"))
+    sampler.stop()
+    return LoadRun(serve=serve, before=before, after=snapshot(serve.pid), verdict=verdict,
+                   t_client=t_client, t_done=t_done, freed_at=freed_at)
+
+
 def slow_link(s, pair, n, args):
     """12-slow-link: tbf limits the server's veth to args.rate; n connections at once each fetch
     args.slow_response bytes, so the link is the bottleneck. Every connection must complete with
@@ -789,21 +814,11 @@ def slow_link(s, pair, n, args):
                    "--drain-idle-timeout", "5s", "--drain-timeout", "30s", "--on-timeout", "reset"]
     client_flags = ["--connections", str(n), "--concurrency", str(n), "--response-bytes",
                     args.slow_response, "--timeout", "60s"]
-    serve = s.start_serve(pair, serve_flags)
-    pid = serve.pid
-    before = snapshot(pid)
-    sampler = FdSampler(pid)
-    sampler.start()
-    t_client = time.monotonic()
-    client = s.start_client(pair, client_flags)
-    verdict = s.finish_client(client, 90)
-    t_done = time.monotonic()
-    freed_at = s.wait_for_release(sampler, before["fds"], 10)
-    s.settle_sockets(pid, before["sockstat"].get("inuse"))
-    sampler.stop()
-    after = snapshot(pid)
+    run = run_load(s, pair, serve_flags, client_flags)
     qdisc = pair.qdisc_stats()
-    server = s.stop_serve(serve)
+    server = s.stop_serve(run.serve)
+    verdict, before, after, freed_at = run.verdict, run.before, run.after, run.freed_at
+    t_client, t_done = run.t_client, run.t_done
 
     rate_bps = parse_rate(args.rate)
     elapsed = verdict["elapsed_seconds"] if verdict else t_done - t_client
@@ -847,20 +862,10 @@ def slow_reader_send_timeout(s, pair, n, args):
     client_flags = ["--connections", str(n), "--concurrency", str(n), "--response-bytes",
                     "1MiB", "--peers", "slow-reader=100", "--slow-reader-bytes", "1KiB",
                     "--slow-reader-interval", "10ms", "--timeout", "60s"]
-    serve = s.start_serve(pair, serve_flags)
-    pid = serve.pid
-    before = snapshot(pid)
-    sampler = FdSampler(pid)
-    sampler.start()
-    t_client = time.monotonic()
-    client = s.start_client(pair, client_flags)
-    verdict = s.finish_client(client, 90)
-    t_done = time.monotonic()
-    freed_at = s.wait_for_release(sampler, before["fds"], 10)
-    s.settle_sockets(pid, before["sockstat"].get("inuse"))
-    sampler.stop()
-    after = snapshot(pid)
-    server = s.stop_serve(serve)
+    run = run_load(s, pair, serve_flags, client_flags)
+    server = s.stop_serve(run.serve)
+    verdict, before, after, freed_at = run.verdict, run.before, run.after, run.freed_at
+    t_client, t_done = run.t_client, run.t_done
     extensions = server["stats"].get("send_timeout_extensions", 0) if server else 0
     s.figures["timing"] = {"timeout": "send", "configured_s": 1.0,
                            "client_run_s": t_done - t_client,
