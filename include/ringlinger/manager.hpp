@@ -35,7 +35,14 @@ struct Callbacks {
   // The connection's fd was closed; called exactly once per connection, after which the id is
   // stale. Not called for connections still open when the Manager is destroyed.
   std::function<void(ConnectionId, const CloseReport&)> on_closed;
+  // Every byte queued on an open connection was handed to the kernel (its send queue became
+  // empty). With queued_bytes() and pause_receive() this is a proxy's flow control: stop reading
+  // from one side while the other side's queue is long, resume here.
+  std::function<void(ConnectionId)> on_send_drained;
 };
+
+// Called once per handed-off connection, on the manager's thread, when its fd was closed.
+using HandoffDone = std::function<void(const CloseReport&)>;
 
 // Owns one io_uring ring and every connection given to it. Not copyable, not movable; create it
 // on the thread that will drive it (the ring is set up for a single issuer).
@@ -53,11 +60,26 @@ class Manager {
 
   // Binds and listens on `address` (port 0 picks a free port) and accepts connections with a
   // multishot accept; returns the bound address. Throws std::system_error on failure.
-  SocketAddress listen(const SocketAddress& address, int backlog = 4096);
+  // With `reuse_port`, SO_REUSEPORT is set first, so several managers (one per thread) can
+  // listen on the same port and the kernel spreads connections among them.
+  SocketAddress listen(const SocketAddress& address, int backlog = 4096, bool reuse_port = false);
 
   // Takes ownership of a connected TCP socket. nullopt when the table is full or the manager is
-  // stopping; the fd then stays the caller's.
+  // stopping; the fd then stays the caller's. The socket may still be connecting (a non-blocking
+  // connect() that returned EINPROGRESS): receives and sends wait for the connection, and a
+  // failed connect ends the connection with its error (first_error ECONNREFUSED, ETIMEDOUT, ...).
   std::optional<ConnectionId> adopt(int fd);
+
+  // Thread-safe: may be called from any thread, also while the manager's thread is waiting.
+  // Gives the manager a connected TCP socket to close gracefully: the manager's thread adopts
+  // it, sends `final_bytes`, then closes it (flush, SHUT_WR, drain, close), and calls
+  // `on_done` there with the close report. The caller must not touch `fd` again. Never blocks:
+  // the fd is queued and the manager's thread woken (an eventfd it reads through its ring).
+  // A handoff that finds the table full waits for a free slot; one that arrives while the
+  // manager is stopping is still closed gracefully within stop()'s grace. If the manager is
+  // destroyed first, the fd is reset and closed and `on_done` runs with outcome "aborted".
+  // Error: bad_file_descriptor when fd < 0 (nothing is queued).
+  std::error_code handoff(int fd, std::string final_bytes = {}, HandoffDone on_done = {});
 
   // Queues bytes to send, in order after everything queued before; partial sends are resumed.
   // Errors: bad_file_descriptor (stale id), broken_pipe (close() was already requested or the
@@ -78,6 +100,20 @@ class Manager {
   // the peer's EOF (or a drain limit), then close. Input is discarded from now on. Calling it
   // again is harmless. Error: bad_file_descriptor (stale id).
   std::error_code close(ConnectionId id);
+  // Half-close: once every queued byte was sent, shutdown(SHUT_WR) (our FIN), while receiving
+  // goes on, so the peer sees the end of our data and can still answer. Later sends fail with
+  // broken_pipe; close() completes the close (drain, then close). What a proxy does when one side
+  // sent FIN. Calling it again is harmless. Errors: bad_file_descriptor (stale id), broken_pipe
+  // (close() was already requested).
+  std::error_code shutdown_write(ConnectionId id);
+  // Flow control: stop delivering received data (no new receive is started; one already in
+  // flight may still deliver once), and start again. The peer is slowed by TCP's window once
+  // the socket's receive buffer fills. Errors: bad_file_descriptor (stale id).
+  std::error_code pause_receive(ConnectionId id);
+  std::error_code resume_receive(ConnectionId id);
+  // Bytes queued on the connection and not yet handed to the kernel; 0 for a stale id.
+  std::uint64_t queued_bytes(ConnectionId id) const noexcept;
+
   // Resets the connection now (SO_LINGER {1, 0}, then close: the peer sees RST). Outcome
   // "aborted" unless an outcome was already decided. Error: bad_file_descriptor (stale id).
   std::error_code abort(ConnectionId id);
@@ -93,12 +129,30 @@ class Manager {
   bool run_once(std::chrono::milliseconds max_wait);
   // Calls run_once until it returns false.
   void run();
+
+  // Driving the manager from the host's own event loop instead of run():
+  //   add event_fd() to the host's epoll (EPOLLIN, level- or edge-triggered) or poll set;
+  //   wait at most poll_timeout() in the host's epoll_wait;
+  //   call poll() after every wait (and after calls made outside the manager's callbacks).
+  // A file descriptor that becomes readable when the manager has work: completions ready in its
+  // ring (an eventfd registered with the ring; with the epoll backend, its epoll fd), or
+  // handoffs from other threads. Created on the first call; owned by the manager.
+  // Throws std::system_error if it cannot be created.
+  int event_fd();
+  // A non-blocking loop step: clears event_fd()'s readiness, submits what is prepared, handles
+  // every completion ready, expires timers. Returns false once stop() was called and every
+  // connection and listener is closed. Must not be called from a callback.
+  bool poll();
+  // How long the host may wait for event_fd() before calling poll() again: until the manager's
+  // next timer, 0 when requests are prepared but not yet submitted (a call made outside a
+  // callback), `max` when nothing is due sooner.
+  std::chrono::milliseconds poll_timeout(std::chrono::milliseconds max) const;
   // Stops accepting, closes every open connection gracefully and lets closing ones finish;
   // connections still there after `grace` are reset (outcome stop_deadline). Safe to call from
   // a signal handler or another thread; takes effect at the next loop step.
   void stop(std::chrono::milliseconds grace = std::chrono::seconds(30)) noexcept;
 
-  // A snapshot of the counters.
+  // A snapshot of the counters. Call it on the manager's thread.
   Stats stats() const;
   // The configuration in use.
   const Config& config() const noexcept;

@@ -20,6 +20,8 @@ struct Stats {
 
   // Connections taken over with adopt().
   std::uint64_t connections_adopted = 0;
+  // Connections given with handoff() (counted when the manager's thread adopts them).
+  std::uint64_t connections_handed_off = 0;
   // Connections accepted by the manager's listeners.
   std::uint64_t connections_accepted = 0;
   // Accepted connections closed unserved: the manager was stopping, or the table was full and so
@@ -65,6 +67,10 @@ struct Stats {
   // Completions whose connection had already been closed and its slot reused (ignored). With the
   // in-flight accounting this stays 0; a non-zero value is a bug worth reporting.
   std::uint64_t stale_completions = 0;
+  // Half-closes done with shutdown_write() (shutdown(2) calls, counted in syscalls too).
+  std::uint64_t write_shutdowns = 0;
+  // Times the manager's thread was woken by handoff() (one wake can carry many handoffs).
+  std::uint64_t handoff_wakes = 0;
   // The most connections that were live at once.
   std::uint64_t peak_live_connections = 0;
 
