@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/resource.h>
 
 #include <unistd.h>
@@ -636,6 +637,24 @@ std::vector<std::uint32_t> merge_latency_samples(std::vector<ShardResult>& resul
   return merged;
 }
 
+// With SO_REUSEPORT, a process of the same user already listening on the port would not make
+// listen() fail: it would silently share the connections. Refuse that as one listener would: a
+// bind without SO_REUSEPORT fails with EADDRINUSE when anything listens there (SO_REUSEADDR
+// as the listeners have it, so TIME_WAIT leftovers do not count). Port 0 is always free.
+void check_port_free(const SocketAddress& address) {
+  if (address.port() == 0) return;
+  const int fd = ::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;  // listen() will say what is wrong
+  const int one = 1;
+  (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  const int result = ::bind(fd, address.data(), address.size());
+  const int error = errno;
+  ::close(fd);
+  if (result != 0 && error == EADDRINUSE) {
+    throw std::system_error(error, std::system_category(), "listen on " + address.to_string());
+  }
+}
+
 // Most --threads: 4 per CPU, at most 64.
 std::uint32_t max_threads() {
   const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -667,6 +686,7 @@ int run_managers(const SocketAddress& address, std::uint64_t response_bytes, con
   sigaction(kWakeSignal, &wake, nullptr);
 
   // The first shard binds the address (port 0 picks a port); the others bind the port it got.
+  if (threads > 1) check_port_free(address);
   std::vector<std::unique_ptr<Shard>> shards;
   ShardListening first;
   for (std::uint32_t i = 0; i < threads; ++i) {
