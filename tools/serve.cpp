@@ -489,11 +489,6 @@ struct ShardListening {
   std::string backend_description;
 };
 
-// The signal that interrupts a shard thread's wait in io_uring_enter or epoll_wait once its
-// manager was told to stop (handler does nothing; installed without SA_RESTART).
-constexpr int kWakeSignal = SIGUSR1;
-extern "C" void on_wake_signal(int) {}
-
 class Shard {
  public:
   struct Options {
@@ -523,12 +518,9 @@ class Shard {
     return listening.get();
   }
 
-  // Tells the manager to stop (thread-safe, see Manager::stop) and interrupts the thread's wait.
+  // Tells the manager to stop; Manager::stop is thread-safe and wakes the thread's wait.
   void stop(std::chrono::milliseconds grace) noexcept {
-    Manager* manager = manager_.load();
-    if (manager == nullptr) return;
-    manager->stop(grace);
-    pthread_kill(thread_.native_handle(), kWakeSignal);
+    if (Manager* manager = manager_.load()) manager->stop(grace);
   }
 
   // Waits for the thread to end (after stop()) and returns what it saw.
@@ -679,11 +671,6 @@ int run_managers(const SocketAddress& address, std::uint64_t response_bytes, con
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  struct sigaction wake {};
-  wake.sa_handler = on_wake_signal;
-  sigemptyset(&wake.sa_mask);
-  wake.sa_flags = 0;  // no SA_RESTART: the wait returns EINTR at once
-  sigaction(kWakeSignal, &wake, nullptr);
 
   // The first shard binds the address (port 0 picks a port); the others bind the port it got.
   if (threads > 1) check_port_free(address);
