@@ -6,6 +6,8 @@
 // close), so neither side loses bytes that the other sent.
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -17,15 +19,20 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <condition_variable>
 #include <cstring>
+#include <exception>
 #include <deque>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -49,6 +56,7 @@ struct ProxyFlags {
   std::string max_buffer = "256KiB";
   std::string receive_buffer = "32KiB";
   std::uint32_t receive_buffers = 256;
+  unsigned threads = 1;
   std::string json_path;
   bool quiet = false;
   DrainFlags drain;
@@ -345,16 +353,19 @@ class Proxy {
   Manager manager_;
 };
 
-// Signals: SIGINT/SIGTERM stop the manager (Manager::stop is signal-safe), SIGUSR1 asks the loop
-// to print the counters.
-std::atomic<Manager*> g_manager{nullptr};
+// Signals: SIGINT/SIGTERM stop every manager (Manager::stop is signal-safe and may be called
+// from any thread), SIGUSR1 asks for the counters (each loop notices it within 250 ms).
+constexpr unsigned kMaxThreads = 64;
+std::array<std::atomic<Manager*>, kMaxThreads> g_managers{};
 std::atomic<std::int64_t> g_stop_grace_ms{10'000};
-std::atomic<bool> g_print_requested{false};
+std::atomic<std::uint64_t> g_print_requests{0};
 
 extern "C" void on_proxy_stop_signal(int) {
-  if (Manager* manager = g_manager.load()) manager->stop(std::chrono::milliseconds(g_stop_grace_ms.load()));
+  for (auto& slot : g_managers) {
+    if (Manager* manager = slot.load()) manager->stop(std::chrono::milliseconds(g_stop_grace_ms.load()));
+  }
 }
-extern "C" void on_proxy_print_signal(int) { g_print_requested.store(true); }
+extern "C" void on_proxy_print_signal(int) { g_print_requests.fetch_add(1); }
 
 void install_signals() {
   struct sigaction action {};
@@ -368,10 +379,10 @@ void install_signals() {
 }
 
 void restore_signals() {
-  g_manager.store(nullptr);
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);
   std::signal(SIGUSR1, SIG_IGN);
+  for (auto& slot : g_managers) slot.store(nullptr);
 }
 
 nlohmann::json outcomes_json(const std::array<std::uint64_t, kOutcomeCount>& counts) {
@@ -455,6 +466,61 @@ nlohmann::json proxy_json(const ProxyCounters& counters) {
   };
 }
 
+// What one manager's thread reports: its counters, read on that thread.
+struct Snapshot {
+  ProxyCounters counters;
+  Stats stats;
+};
+
+// The sum over threads (peak_live_connections: the sum of each thread's peak).
+Snapshot sum_of(const std::vector<Snapshot>& parts) {
+  Snapshot total;
+  ProxyCounters& c = total.counters;
+  Stats& t = total.stats;
+  for (const Snapshot& part : parts) {
+    const ProxyCounters& p = part.counters;
+    c.connections += p.connections;
+    c.pairs_open += p.pairs_open;
+    c.upstream_connect_failures += p.upstream_connect_failures;
+    c.upstream_connect_timeouts += p.upstream_connect_timeouts;
+    c.upstream_unavailable += p.upstream_unavailable;
+    for (const auto& [name, count] : p.connect_errors) c.connect_errors[name] += count;
+    c.bytes_client_to_upstream += p.bytes_client_to_upstream;
+    c.bytes_upstream_to_client += p.bytes_upstream_to_client;
+    c.half_closes_client_first += p.half_closes_client_first;
+    c.half_closes_upstream_first += p.half_closes_upstream_first;
+    c.pairs_closed_both_fin += p.pairs_closed_both_fin;
+    c.pairs_closed_by_leg_end += p.pairs_closed_by_leg_end;
+    c.pauses += p.pauses;
+    c.resumes += p.resumes;
+    const Stats& s = part.stats;
+    for (std::size_t i = 0; i < kOutcomeCount; ++i) {
+      c.client_outcomes[i] += p.client_outcomes[i];
+      c.upstream_outcomes[i] += p.upstream_outcomes[i];
+      t.outcomes[i] += s.outcomes[i];
+    }
+    for (std::size_t i = 0; i < kStateCount; ++i) t.connections_in_state[i] += s.connections_in_state[i];
+    t.connections_adopted += s.connections_adopted;
+    t.connections_accepted += s.connections_accepted;
+    t.accepts_rejected += s.accepts_rejected;
+    t.accepts_queued += s.accepts_queued;
+    t.accept_errors += s.accept_errors;
+    t.bytes_sent += s.bytes_sent;
+    t.bytes_received += s.bytes_received;
+    t.bytes_discarded += s.bytes_discarded;
+    t.submissions += s.submissions;
+    t.completions += s.completions;
+    t.enter_calls += s.enter_calls;
+    t.syscalls += s.syscalls;
+    t.cq_overflows += s.cq_overflows;
+    t.receive_buffer_waits += s.receive_buffer_waits;
+    t.stale_completions += s.stale_completions;
+    t.write_shutdowns += s.write_shutdowns;
+    t.peak_live_connections += s.peak_live_connections;
+  }
+  return total;
+}
+
 void print_counters(const ProxyCounters& counters, const Stats& stats, const CpuTime& cpu) {
   std::string errors;
   for (const auto& [name, count] : counters.connect_errors) {
@@ -511,6 +577,9 @@ SocketAddress address_flag(std::string_view flag, const std::string& text) {
 }
 
 int run_proxy(const ProxyFlags& flags) {
+  if (flags.threads < 1 || flags.threads > kMaxThreads) {
+    throw UsageError(fmt::format("--threads: must be between 1 and {} (got {})", kMaxThreads, flags.threads));
+  }
   const SocketAddress listen = address_flag("--listen", flags.listen);
   if (flags.upstream.empty()) throw UsageError("--upstream is required");
   const SocketAddress upstream = address_flag("--upstream", flags.upstream);
@@ -542,19 +611,148 @@ int run_proxy(const ProxyFlags& flags) {
                limit.rlim_cur, config.max_connections);
   }
 
-  Proxy proxy(config, upstream, max_buffer, connect_timeout);
-  Manager& manager = proxy.manager();
-  const SocketAddress bound = manager.listen(listen);
-  fmt::print("ringlinger proxy: listening on {}, upstream {} (backend {})\n", bound.to_string(),
-             upstream.to_string(), manager.describe_backend());
+  const unsigned threads = flags.threads;
+  // One Proxy (one Manager, one ring) per thread, each created and driven on its own thread;
+  // with several, every one listens on the same port with SO_REUSEPORT and the kernel spreads
+  // the connections. Each publishes its counters when asked (SIGUSR1) and when it ends.
+  struct Worker {
+    std::thread thread;
+    Snapshot latest;
+    std::uint64_t published = 0;  // the last print request answered
+    bool done = false;
+    std::exception_ptr error;
+    std::optional<SocketAddress> bound;
+    bool ready = false;
+    std::string backend_description;
+    IoBackend backend = IoBackend::epoll;
+  };
+  std::vector<Worker> workers(threads);
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool released = false;  // set once no signal handler can reach the managers any more
+
+  auto work = [&](unsigned index, SocketAddress address) {
+    Worker& me = workers[index];
+    try {
+      Proxy proxy(config, upstream, max_buffer, connect_timeout);
+      Manager& manager = proxy.manager();
+      const SocketAddress bound = manager.listen(address, 4096, threads > 1);
+      g_managers[index].store(&manager);
+      // Out of the signal handler's reach before the Manager is destroyed, also on an exception.
+      struct Unpublish {
+        std::atomic<Manager*>& slot;
+        ~Unpublish() { slot.store(nullptr); }
+      } unpublish{g_managers[index]};
+      std::uint64_t answered = 0;
+      auto publish = [&](bool done) {
+        Snapshot snapshot{proxy.counters(), manager.stats()};
+        {
+          std::lock_guard lock(mutex);
+          me.latest = std::move(snapshot);
+          me.published = answered;
+          me.done = done;
+        }
+        changed.notify_all();
+      };
+      {
+        std::lock_guard lock(mutex);
+        me.bound = bound;
+        me.ready = true;
+        me.backend_description = manager.describe_backend();
+        me.backend = manager.backend();
+      }
+      changed.notify_all();
+      proxy.run([&] {
+        if (const std::uint64_t requests = g_print_requests.load(); requests != answered) {
+          answered = requests;
+          publish(false);
+        }
+      });
+      answered = g_print_requests.load();
+      publish(true);
+      // The Manager lives on until the main thread has taken it out of the signal handler's
+      // reach (restore_signals), so a late SIGTERM never finds it destroyed.
+      std::unique_lock lock(mutex);
+      changed.wait(lock, [&] { return released; });
+    } catch (...) {
+      {
+        std::lock_guard lock(mutex);
+        me.error = std::current_exception();
+        me.ready = true;
+        me.done = true;
+      }
+      changed.notify_all();
+    }
+  };
+
+  g_print_requests.store(0);
+  install_signals();
+  // The handlers run on this thread only: the workers start with the signals blocked (a thread
+  // inherits the mask), so a handler never runs while this thread tears the managers down. The
+  // workers notice a stop or a print request at their next loop step (at most 250 ms).
+  sigset_t handled;
+  sigemptyset(&handled);
+  sigaddset(&handled, SIGINT);
+  sigaddset(&handled, SIGTERM);
+  sigaddset(&handled, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &handled, nullptr);
+  // Thread 0 binds first (port 0 becomes a port); the others listen on the address it bound.
+  auto start = [&](unsigned index, const SocketAddress& address) {
+    workers[index].thread = std::thread(work, index, address);
+    std::unique_lock lock(mutex);
+    changed.wait(lock, [&] { return workers[index].ready; });
+    return workers[index].error == nullptr;
+  };
+  // Stops every manager, waits for every thread to be done, then lets them destroy theirs.
+  auto join_all = [&] {
+    on_proxy_stop_signal(0);
+    {
+      std::unique_lock lock(mutex);
+      changed.wait(lock, [&] {
+        return std::all_of(workers.begin(), workers.end(),
+                           [](const Worker& w) { return w.done || !w.thread.joinable(); });
+      });
+    }
+    restore_signals();
+    {
+      std::lock_guard lock(mutex);
+      released = true;
+    }
+    changed.notify_all();
+    for (Worker& worker : workers) {
+      if (worker.thread.joinable()) worker.thread.join();
+    }
+  };
+  bool started = start(0, listen);
+  for (unsigned i = 1; started && i < threads; ++i) started = start(i, *workers[0].bound);
+  pthread_sigmask(SIG_UNBLOCK, &handled, nullptr);
+  if (!started) {
+    join_all();
+    for (Worker& worker : workers) {
+      if (worker.error) std::rethrow_exception(worker.error);
+    }
+    throw std::runtime_error("a thread did not start");
+  }
+  const SocketAddress bound = *workers[0].bound;
+  const std::string description = workers[0].backend_description;
+  fmt::print("ringlinger proxy: listening on {}, upstream {}{} (backend {})\n", bound.to_string(),
+             upstream.to_string(), threads > 1 ? fmt::format(", {} threads", threads) : "",
+             description);
   std::fflush(stdout);
 
-  auto json = [&](const CpuTime& cpu) {
-    return nlohmann::json{
-        {"backend", manager.backend() == IoBackend::io_uring ? "uring" : "epoll"},
-        {"backend_description", manager.describe_backend()},
+  const CpuTime cpu_at_start = CpuTime::now();
+  auto report = [&](const std::vector<Snapshot>& parts) {
+    const CpuTime now = CpuTime::now();
+    const CpuTime cpu{now.user_us - cpu_at_start.user_us, now.system_us - cpu_at_start.system_us};
+    const Snapshot total = sum_of(parts);
+    if (!flags.quiet) print_counters(total.counters, total.stats, cpu);
+    if (flags.json_path.empty()) return;
+    nlohmann::json json{
+        {"backend", workers[0].backend == IoBackend::io_uring ? "uring" : "epoll"},
+        {"backend_description", description},
         {"listen", bound.to_string()},
         {"upstream", upstream.to_string()},
+        {"threads", threads},
         {"config",
          {{"max_buffer", max_buffer},
           {"receive_buffer_bytes", config.receive_buffer_bytes},
@@ -569,30 +767,49 @@ int run_proxy(const ProxyFlags& flags) {
           {"shutdown", to_string(config.shutdown_mode)},
           {"max_connections", config.max_connections},
           {"batch_wait_us", config.batch_wait_us}}},
-        {"proxy", proxy_json(proxy.counters())},
-        {"stats", stats_json(manager.stats())},
+        {"proxy", proxy_json(total.counters)},
+        {"stats", stats_json(total.stats)},
         {"cpu", {{"user_us", cpu.user_us}, {"system_us", cpu.system_us}}},
     };
-  };
-  const CpuTime cpu_at_start = CpuTime::now();
-  auto cpu_since_start = [&] {
-    const CpuTime now = CpuTime::now();
-    return CpuTime{now.user_us - cpu_at_start.user_us, now.system_us - cpu_at_start.system_us};
-  };
-  auto report = [&] {
-    const CpuTime cpu = cpu_since_start();
-    if (!flags.quiet) print_counters(proxy.counters(), manager.stats(), cpu);
-    if (!flags.json_path.empty()) write_json(flags.json_path, json(cpu));
+    if (threads > 1) {
+      json["per_thread"] = nlohmann::json::array();
+      for (const Snapshot& part : parts) {
+        json["per_thread"].push_back({{"connections", part.counters.connections},
+                                      {"pairs_open", part.counters.pairs_open},
+                                      {"live_connections", part.stats.live_connections()}});
+      }
+    }
+    write_json(flags.json_path, json);
   };
 
-  g_print_requested.store(false);
-  g_manager.store(&manager);
-  install_signals();
-  proxy.run([&] {
-    if (g_print_requested.exchange(false)) report();
-  });
-  restore_signals();
-  report();
+  // Wait for the threads; answer SIGUSR1 once every thread has published for it.
+  std::vector<Snapshot> parts(threads);
+  {
+    std::unique_lock lock(mutex);
+    std::uint64_t printed = 0;
+    for (;;) {
+      changed.wait_for(lock, 100ms);
+      const std::uint64_t requested = g_print_requests.load();
+      const bool all_done = std::all_of(workers.begin(), workers.end(), [](const Worker& w) { return w.done; });
+      const bool all_answered = std::all_of(workers.begin(), workers.end(), [&](const Worker& w) {
+        return w.done || w.published == requested;
+      });
+      if (all_done) break;
+      if (requested != printed && all_answered) {
+        printed = requested;
+        for (unsigned i = 0; i < threads; ++i) parts[i] = workers[i].latest;
+        lock.unlock();
+        report(parts);
+        lock.lock();
+      }
+    }
+  }
+  join_all();
+  for (Worker& worker : workers) {
+    if (worker.error) std::rethrow_exception(worker.error);
+  }
+  for (unsigned i = 0; i < threads; ++i) parts[i] = workers[i].latest;
+  report(parts);
   return 0;
 }
 
@@ -624,6 +841,10 @@ Command add_proxy_command(CLI::App& program) {
                   "Longest time an upstream connect may take; then the upstream leg is reset and "
                   "the client closed; 0 = the kernel's SYN retries (about 2 minutes)")
       ->type_name("DURATION")->capture_default_str()->group("Forwarding");
+  app->add_option("--threads", flags->threads,
+                  "Threads, each with its own manager (ring) listening on the same port "
+                  "(SO_REUSEPORT: the kernel spreads connections); --max-connections is per thread")
+      ->capture_default_str();
   app->add_option("--backend", flags->backend,
                   "auto (io_uring, or epoll where io_uring is unavailable), uring, epoll")
       ->check(CLI::IsMember({"auto", "uring", "epoll"}))->capture_default_str();

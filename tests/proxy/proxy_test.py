@@ -2,12 +2,16 @@
 """`ringlinger proxy` between real peers over loopback: curl, wrk, nginx, `ringlinger serve`, and
 Python clients and servers written here (socket module, sharing no code with ringlinger).
 
+  0-usage              bad flags exit 2 with a message naming the flag; --help exits 0.
   1-curl-1MiB          20 downloads of a random 1 MiB file from nginx through the proxy (4 one
                        after another, 16 at once): every one byte-identical (sha256) to the file.
   2-wrk-keepalive      wrk -t2 -c100 -d3s for a 16 KiB file: requests > 0, no socket error, no
                        non-2xx response.
   2-wrk-close          the same with "Connection: close" (nginx closes first: its FIN is passed
                        on, the close path of every pair).
+  2-threads            --threads 2 (two managers on one port, SO_REUSEPORT): 8 downloads at once
+                       byte-identical, wrk with "Connection: close" without errors, both threads
+                       carried connections, and the counters of both add up.
   3-early-response     upstream `ringlinger serve` answers before reading the body and closes;
                        clients upload 8 MiB with Content-Length through the proxy and must read the
                        exact response and a clean EOF (not a reset), 4 in sequence and 4 at once.
@@ -26,7 +30,7 @@ Python clients and servers written here (socket module, sharing no code with rin
                        connections and 0 open pairs, the fd count is back to its start, then
                        SIGTERM exits 0 and the final JSON shows 0 live connections.
 
-    tests/proxy/proxy_test.py RINGLINGER_EXE [--only NAME,...]
+    tests/proxy/proxy_test.py RINGLINGER_EXE [--only NAME,...] [--proxy-args '--backend epoll']
 
 Needs nginx (nginx-light), curl and wrk (tools/lib.sh installs them). Every wait is bounded;
 every process started here is stopped on exit. Exit code 1 when a check fails.
@@ -47,6 +51,7 @@ import threading
 import time
 
 TIMEOUT = 20.0  # seconds: the bound of every single wait below (a healthy run takes far less)
+PROXY_ARGS = []  # --proxy-args: given to every `ringlinger proxy` started here (e.g. --backend epoll)
 PROCESSES = []
 CHECKS = {"passed": 0, "failed": 0}
 
@@ -173,7 +178,7 @@ class Proxy:
         self.stderr = open(self.stderr_path, "w")
         self.process = subprocess.Popen(
             [exe, "proxy", "--listen", "127.0.0.1:0", "--upstream", upstream, "--json", self.json_path,
-             *extra],
+             *PROXY_ARGS, *extra],
             stdout=subprocess.PIPE, stderr=self.stderr, text=True)
         PROCESSES.append(self.process)
         line = self.process.stdout.readline()  # bounded: the proxy prints it or exits
@@ -316,6 +321,37 @@ def scenario_nginx(exe, work):
         # 100 and one it opens first).
         stats = check_no_leaks(proxy, "nginx proxy", client_resets=202)
         log(f"  (proxy counters: {json.dumps(stats['proxy'])})")
+    finally:
+        if proxy.process.poll() is None:
+            proxy.process.kill()
+        nginx.stop()
+
+
+def scenario_threads(exe, work):
+    log("2-threads")
+    big = os.urandom(1 << 20)
+    big_sha = hashlib.sha256(big).hexdigest()
+    nginx = Nginx(work, {"big": big, "small": os.urandom(16 << 10)})
+    proxy = Proxy(exe, work, f"127.0.0.1:{nginx.port}", "--threads", "2")
+    host, port = proxy.address
+    try:
+        def download(i):
+            result = subprocess.run(["curl", "-sS", "--max-time", "20", f"http://{host}:{port}/big"],
+                                    capture_output=True, timeout=30)
+            return result.returncode == 0 and hashlib.sha256(result.stdout).hexdigest() == big_sha
+        results = run_threads(8, download)
+        check(results.count(True) == 8, f"--threads 2: 8 downloads of 1 MiB at once byte-identical ({results})")
+        result = subprocess.run(["wrk", "-t2", "-c50", "-d2s", "--timeout", "5s", "-H", "Connection: close",
+                                 f"http://{host}:{port}/small"], capture_output=True, text=True, timeout=30)
+        requests = re.search(r"(\d+) requests in", result.stdout)
+        check(requests and int(requests.group(1)) > 0 and "Socket errors" not in result.stdout
+              and "Non-2xx" not in result.stdout,
+              f"--threads 2: wrk Connection: close, {requests.group(1) if requests else 'no'} requests, no errors")
+        stats = proxy.stats()
+        per_thread = [t["connections"] for t in stats["per_thread"]]
+        check(len(per_thread) == 2 and min(per_thread) > 0 and sum(per_thread) == stats["proxy"]["connections"],
+              f"--threads 2: both threads carried connections (SO_REUSEPORT) and the total adds up ({per_thread})")
+        check_no_leaks(proxy, "threads proxy", client_resets=51)
     finally:
         if proxy.process.poll() is None:
             proxy.process.kill()
@@ -585,7 +621,26 @@ def scenario_upstream_down(exe, work):
     full.close()
 
 
-SCENARIOS = {"nginx": scenario_nginx, "early-response": scenario_early_response,
+def scenario_usage(exe, work):
+    log("0-usage")
+    for args, needle in ((["proxy"], "--upstream is required"),
+                         (["proxy", "--upstream", "example.org:80"], "--upstream: 'example.org:80' is not an address"),
+                         (["proxy", "--upstream", "127.0.0.1:0"], "--upstream: port 0"),
+                         (["proxy", "--upstream", "127.0.0.1:80", "--listen", "nowhere"], "--listen: 'nowhere'"),
+                         (["proxy", "--upstream", "127.0.0.1:80", "--threads", "0"], "--threads: must be between 1"),
+                         (["proxy", "--upstream", "127.0.0.1:80", "--max-buffer", "0"], "--max-buffer"),
+                         (["proxy", "--upstream", "127.0.0.1:80", "--receive-buffer", "8"], "--receive-buffer: must be between"),
+                         (["proxy", "--upstream", "127.0.0.1:80", "--receive-buffers", "3"], "--receive-buffers"),
+                         (["proxy", "--upstream", "127.0.0.1:80", "--connect-timeout", "5"], "--connect-timeout")):
+        result = subprocess.run([exe, *args], capture_output=True, text=True, timeout=TIMEOUT)
+        check(result.returncode == 2 and needle in result.stderr,
+              f"{' '.join(args[1:]) or '(no flags)'}: exit 2 naming the flag ({result.returncode}, {result.stderr.strip()!r})")
+    result = subprocess.run([exe, "proxy", "--help"], capture_output=True, text=True, timeout=TIMEOUT)
+    check(result.returncode == 0 and "--upstream" in result.stdout and "--max-buffer" in result.stdout,
+          "proxy --help: exit 0, lists the flags")
+
+
+SCENARIOS = {"usage": scenario_usage, "nginx": scenario_nginx, "threads": scenario_threads, "early-response": scenario_early_response,
              "half-close": scenario_half_close, "upstream-down": scenario_upstream_down}
 
 
@@ -593,7 +648,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("exe")
     parser.add_argument("--only", default="", help="comma-separated: " + ", ".join(SCENARIOS))
+    parser.add_argument("--proxy-args", default="", help="extra flags for every proxy, e.g. '--backend epoll'")
     args = parser.parse_args()
+    PROXY_ARGS.extend(args.proxy_args.split())
     missing = [p for p in ("nginx", "curl", "wrk") if not (shutil.which(p) or os.path.exists(f"/usr/sbin/{p}"))]
     if missing:
         print(f"proxy_test: missing {', '.join(missing)} (tools/lib.sh installs them: tools/test)", file=sys.stderr)
