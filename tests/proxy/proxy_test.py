@@ -15,6 +15,10 @@ Python clients and servers written here (socket module, sharing no code with rin
   3-early-response     upstream `ringlinger serve` answers before reading the body and closes;
                        clients upload 8 MiB with Content-Length through the proxy and must read the
                        exact response and a clean EOF (not a reset), 4 in sequence and 4 at once.
+  3-peer-mix           `ringlinger client` (the project's verifying load generator) through the
+                       proxy to `serve`: 500 connections uploading 64 KiB, cooperative and hostile
+                       or unusual peers (never-fin, flood, reset, slow-reader, half-close); each
+                       must get what its type should get from serve itself.
   4-half-close-client  the client sends a request and shutdown(SHUT_WR); a Python upstream reads
                        to EOF (must get every byte), answers 3 MiB and closes: exact bytes + EOF.
   4-half-close-upstream
@@ -416,6 +420,35 @@ def scenario_early_response(exe, work):
           f"serve closed all 8 cleanly (saw the forwarded EOF): { {k: v for k, v in outcomes.items() if v} }")
 
 
+def scenario_peer_mix(exe, work):
+    log("3-peer-mix")
+    serve = subprocess.Popen([exe, "serve", "--listen", "127.0.0.1:0", "--response-bytes", "64KiB"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    PROCESSES.append(serve)
+    match = re.search(r"listening on ([0-9.:]+)", serve.stdout.readline())
+    if not check(match is not None, "serve started"):
+        return
+    proxy = Proxy(exe, work, match.group(1))
+    result = subprocess.run(
+        [exe, "client", "--connect", f"{proxy.address[0]}:{proxy.address[1]}", "--connections", "500",
+         "--concurrency", "200", "--response-bytes", "64KiB", "--body-bytes", "64KiB",
+         "--peers", "cooperative=80,never-fin=4,flood=4,reset=4,slow-reader=4,half-close=4",
+         "--never-fin-hold", "1s", "--flood-limit", "5s", "--json", f"{work}/client.json"],
+        capture_output=True, text=True, timeout=120)
+    with open(f"{work}/client.json") as f:
+        client = json.load(f)
+    check(result.returncode == 0 and client["complete"] == 500,
+          f"ringlinger client, 500 connections of 6 peer types (never-fin, flood, reset, slow-reader, "
+          f"half-close) through the proxy: each got what its type should ({client['complete']} complete)")
+    if result.returncode != 0:
+        log(result.stdout[-2000:])
+    # The reset peers reset their client leg; a never-fin peer resets after its hold; a flood
+    # meets serve's drain cap (serve resets the upstream leg, the proxy then caps the client leg).
+    check_no_leaks(proxy, "peer-mix proxy", allow=("peer_reset", "drain_byte_cap"))
+    serve.send_signal(signal.SIGTERM)
+    serve.wait(TIMEOUT)
+
+
 # --- 4: half-close both ways, flow control (a Python upstream) ------------------------------------
 
 class PythonUpstream:
@@ -641,6 +674,7 @@ def scenario_usage(exe, work):
 
 
 SCENARIOS = {"usage": scenario_usage, "nginx": scenario_nginx, "threads": scenario_threads, "early-response": scenario_early_response,
+             "peer-mix": scenario_peer_mix,
              "half-close": scenario_half_close, "upstream-down": scenario_upstream_down}
 
 
