@@ -115,7 +115,7 @@ for _ in $(seq 100); do grep -q "listening on" "$work/ringlinger.out" && break; 
 rl_port=$(grep -o "listening on [0-9.:]*" "$work/ringlinger.out" | awk -F: '{print $NF}' | tr -d ,)
 wait_port "$rl_port"
 
-echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(uname -r), $cpus CPUs; $(nginx -v 2>&1); $(wrk --version 2>&1 | head -1 | cut -c1-40)"
+echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(uname -r), $cpus CPUs, load average $(cut -d" " -f1-3 /proc/loadavg); $(nginx -v 2>&1); $(wrk --version 2>&1 | head -1 | cut -c1-40)"
 echo "# $(head -1 "$work/ringlinger.out") ${PROXY_ARGS:-}"
 echo "# $runs runs x $seconds s per proxy and workload, wrk -t1 -c$connections, alternating; medians"
 tick_us=$((1000000 / $(getconf CLK_TCK)))
