@@ -98,20 +98,8 @@ struct ProxyCounters {
 };
 
 std::string errno_name(int error) {
-  switch (error) {
-    case ECONNREFUSED: return "ECONNREFUSED";
-    case ETIMEDOUT: return "ETIMEDOUT";
-    case EHOSTUNREACH: return "EHOSTUNREACH";
-    case ENETUNREACH: return "ENETUNREACH";
-    case ECONNRESET: return "ECONNRESET";
-    case EADDRNOTAVAIL: return "EADDRNOTAVAIL";
-    case EMFILE: return "EMFILE";
-    case ENFILE: return "ENFILE";
-    case ENOBUFS: return "ENOBUFS";
-    case ENOMEM: return "ENOMEM";
-    case EPIPE: return "EPIPE";
-    default: return fmt::format("errno {}", error);
-  }
+  const char* name = strerrorname_np(error);  // "ECONNREFUSED"
+  return name != nullptr ? name : fmt::format("errno {}", error);
 }
 
 class Proxy {

@@ -30,6 +30,9 @@ Python clients and servers written here (socket module, sharing no code with rin
                        the proxy survives, counts 10 connect failures (ECONNREFUSED).
   5-connect-timeout    an upstream whose accept queue is full drops SYNs: with --connect-timeout
                        1s the client gets EOF, counted as a connect timeout.
+  5-table-full         --max-connections 3: a second client finds no slot for its upstream leg
+                       and gets EOF (counted); the first pair still works, and a third client is
+                       served once that pair is closed.
   6-no-leaks           for every proxy: after the clients are done, SIGUSR1's --json shows 0 live
                        connections and 0 open pairs, the fd count is back to its start, then
                        SIGTERM exits 0 and the final JSON shows 0 live connections.
@@ -673,9 +676,46 @@ def scenario_usage(exe, work):
           "proxy --help: exit 0, lists the flags")
 
 
+def scenario_table_full(exe, work):
+    log("5-table-full")
+    # --max-connections 3: one pair (2 slots) and one more client, whose upstream leg finds the
+    # table full: that client is closed (EOF), counted, and the proxy goes on.
+    def echo_until_eof(sock):
+        data, end = recv_all(sock, 1 << 20)
+        sock.sendall(data)
+        return (end, len(data))
+    upstream = PythonUpstream(echo_until_eof)
+    proxy = Proxy(exe, work, f"127.0.0.1:{upstream.port}", "--max-connections", "3")
+    first = socket.create_connection(proxy.address, TIMEOUT)
+    first.settimeout(TIMEOUT)
+    first.sendall(b"first")
+    wait_until(lambda: proxy.stats()["stats"]["live_connections"] == 2, TIMEOUT, 0.1)
+    second = socket.create_connection(proxy.address, TIMEOUT)
+    second.settimeout(TIMEOUT)
+    data, end = recv_all(second, 1)
+    second.close()
+    check(end == "eof" and not data, f"a client without a slot for its upstream leg gets EOF ({end})")
+    first.shutdown(socket.SHUT_WR)
+    data, end = recv_all(first, 100)
+    first.close()
+    check(end == "eof" and data == b"first", f"the client with a pair still gets its echo and EOF ({end}, {data!r})")
+    third = socket.create_connection(proxy.address, TIMEOUT)
+    third.settimeout(TIMEOUT)
+    third.sendall(b"third")
+    third.shutdown(socket.SHUT_WR)
+    data, end = recv_all(third, 100)
+    third.close()
+    check(end == "eof" and data == b"third", f"once the pair is closed, the next client is served ({end}, {data!r})")
+    stats = check_no_leaks(proxy, "table-full proxy")
+    check(stats["proxy"]["upstream_unavailable"] == 1 and stats["proxy"]["connections"] == 3,
+          f"1 client without an upstream leg counted, of 3 ({stats['proxy']['upstream_unavailable']}, "
+          f"{stats['proxy']['connections']})")
+    upstream.stop()
+
+
 SCENARIOS = {"usage": scenario_usage, "nginx": scenario_nginx, "threads": scenario_threads, "early-response": scenario_early_response,
              "peer-mix": scenario_peer_mix,
-             "half-close": scenario_half_close, "upstream-down": scenario_upstream_down}
+             "half-close": scenario_half_close, "upstream-down": scenario_upstream_down, "table-full": scenario_table_full}
 
 
 def main():
