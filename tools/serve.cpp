@@ -287,6 +287,7 @@ nlohmann::json stats_json(const Stats& stats) {
   return {
       {"connections_accepted", stats.connections_accepted},
       {"connections_adopted", stats.connections_adopted},
+      {"connections_handed_off", stats.connections_handed_off},
       {"connections_closed", stats.closed_connections()},
       {"accepts_rejected", stats.accepts_rejected},
       {"accepts_queued", stats.accepts_queued},
@@ -301,6 +302,8 @@ nlohmann::json stats_json(const Stats& stats) {
       {"enter_calls", stats.enter_calls},
       {"syscalls", stats.syscalls},
       {"peak_live_connections", stats.peak_live_connections},
+      {"write_shutdowns", stats.write_shutdowns},
+      {"handoff_wakes", stats.handoff_wakes},
       {"sq_full_submits", stats.sq_full_submits},
       {"cq_overflows", stats.cq_overflows},
       {"shutdown_syscalls", stats.shutdown_syscalls},

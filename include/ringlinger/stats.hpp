@@ -69,7 +69,8 @@ struct Stats {
   std::uint64_t stale_completions = 0;
   // Half-closes done with shutdown_write() (shutdown(2) calls, counted in syscalls too).
   std::uint64_t write_shutdowns = 0;
-  // Times the manager's thread was woken by handoff() (one wake can carry many handoffs).
+  // Times the manager's thread was woken through its wake pipe: by handoff() (one wake can carry
+  // many handoffs) or stop().
   std::uint64_t handoff_wakes = 0;
   // The most connections that were live at once.
   std::uint64_t peak_live_connections = 0;
