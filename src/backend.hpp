@@ -25,6 +25,8 @@ class Backend {
     virtual void on_accepted(int fd, TimePoint now) = 0;
     // Whether accepted connections would be taken now (not stopping, table not full).
     virtual bool can_accept() const = 0;
+    // The wake pipe given to watch_wake() was written to (handoff() from another thread).
+    virtual void on_wake() = 0;
   };
 
   virtual ~Backend() = default;
@@ -34,7 +36,18 @@ class Backend {
   // Completions go to `engine`, accepted sockets to `host`; called once, before the first step.
   virtual void attach(Engine& engine, Host& host) = 0;
   // Binds, listens and starts accepting; returns the bound address. Throws std::system_error.
-  virtual SocketAddress listen(const SocketAddress& address, int backlog) = 0;
+  // With `reuse_port`, SO_REUSEPORT is set before bind.
+  virtual SocketAddress listen(const SocketAddress& address, int backlog, bool reuse_port) = 0;
+  // Watches `fd` (the read end of a pipe the manager owns): every write to it ends the current or next wait
+  // and calls Host::on_wake() from a step. Called once, after attach().
+  virtual void watch_wake(int fd) = 0;
+  // A file descriptor that is readable while the backend has completions or events for step()
+  // (Manager::event_fd()); created on the first call, owned by the backend. Throws
+  // std::system_error. `clear_notification()` resets its readiness before a non-blocking step.
+  virtual int notification_fd() = 0;
+  virtual void clear_notification() = 0;
+  // Whether requests were prepared that only the next step submits (a host loop must not sleep).
+  virtual bool has_unsubmitted_work() const = 0;
   // Submits what is prepared, waits up to `timeout` for something to happen, and hands every
   // completion to the engine and every accepted socket to the host. Sets `now` after the wait.
   virtual void step(std::chrono::nanoseconds timeout, TimePoint& now) = 0;

@@ -24,16 +24,23 @@ struct Connection {
   // One bit per Op in flight (submitted or prepared, completion not yet handled). At most one
   // request of each kind is in flight per connection.
   std::uint8_t in_flight = 0;
+  // One-bit flags, packed in one byte (a slot is 24 bytes before its send queue).
   // A receive returned 0: the peer sent its FIN. No receive is started after that.
-  bool peer_eof = false;
+  bool peer_eof : 1 = false;
   // SO_LINGER {1, 0} was set: the close sends RST.
-  bool reset_on_close = false;
+  bool reset_on_close : 1 = false;
   // A delivering receive found no shared buffer (ENOBUFS); the engine retries it after the
   // current batch of completions, when buffers were given back.
-  bool waiting_for_buffer = false;
+  bool waiting_for_buffer : 1 = false;
   // The socket is known to be O_NONBLOCK (accepted by the manager, or made so by send_file, which
-  // needs it): send_file asks the kernel only once per adopted connection. Fits in padding.
-  bool nonblocking = false;
+  // needs it): send_file asks the kernel only once per adopted connection.
+  bool nonblocking : 1 = false;
+  // shutdown_write() was called: SHUT_WR follows the last queued byte; no more sends.
+  bool write_shutdown_requested : 1 = false;
+  // That SHUT_WR was done (in the open state): close() goes straight to draining.
+  bool write_shut_down : 1 = false;
+  // pause_receive(): no delivering receive is started until resume_receive().
+  bool receive_paused : 1 = false;
   // Decided once, when the connection leaves the lingering states.
   std::optional<Outcome> outcome;
   // The first error seen (positive errno), 0 if none. Kept because the kernel reports an error
@@ -65,6 +72,7 @@ struct Connection {
   }
 };
 
-static_assert(kOpCount <= 8, "Connection::in_flight has one bit per Op");
+static_assert(static_cast<unsigned>(Op::send_file_poll) < 8 && static_cast<unsigned>(Op::wake) == 8,
+              "Connection::in_flight has one bit per connection Op (every Op but wake)");
 
 }  // namespace ringlinger::detail

@@ -82,10 +82,44 @@ std::error_code Engine::enqueue(ConnectionId id, TimePoint now, Push&& push) {
   now = last_now_ = std::max(now, last_now_);
   Connection* connection = lookup(id.slot, id.generation);
   if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
-  if (connection->state != State::open) return std::make_error_code(std::errc::broken_pipe);
+  if (connection->state != State::open || connection->write_shutdown_requested) {
+    return std::make_error_code(std::errc::broken_pipe);
+  }
   push(connection->send_queue);
   start_send(*connection, now);
   return {};
+}
+
+std::error_code Engine::shutdown_write(ConnectionId id, TimePoint now) {
+  now = last_now_ = std::max(now, last_now_);
+  Connection* connection = lookup(id.slot, id.generation);
+  if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
+  if (connection->state != State::open) return std::make_error_code(std::errc::broken_pipe);
+  if (connection->write_shutdown_requested) return {};  // harmless
+  connection->write_shutdown_requested = true;
+  shut_write_if_flushed(*connection, now);
+  return {};
+}
+
+std::error_code Engine::pause_receive(ConnectionId id) {
+  Connection* connection = lookup(id.slot, id.generation);
+  if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
+  connection->receive_paused = true;
+  return {};
+}
+
+std::error_code Engine::resume_receive(ConnectionId id) {
+  Connection* connection = lookup(id.slot, id.generation);
+  if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
+  if (!connection->receive_paused) return {};
+  connection->receive_paused = false;
+  if (connection->state == State::open) start_receive(*connection);
+  return {};
+}
+
+std::uint64_t Engine::queued_bytes(ConnectionId id) const noexcept {
+  const Connection* connection = find(id);
+  return connection == nullptr ? 0 : connection->send_queue.queued_bytes();
 }
 
 std::error_code Engine::close(ConnectionId id, TimePoint now) {
@@ -172,6 +206,7 @@ void Engine::on_completion(const Completion& completion, TimePoint now) {
     case Op::accept:
     case Op::accept_cancel:
     case Op::send_file_poll:
+    case Op::wake:
       break;
   }
   RL_ASSERT(false && "listener and backend-only completions never reach the engine");
@@ -303,8 +338,13 @@ void Engine::handle_send(Connection& connection, std::int32_t result, TimePoint 
   // that never progresses still times out.
   if (is_terminating(connection.state)) return finish_if_idle(connection);
   start_send(connection, now);
-  if (connection.state == State::flushing && !connection.is_in_flight(Op::send)) {
-    begin_shutdown(connection, now);
+  if (connection.is_in_flight(Op::send)) return;
+  if (connection.state == State::flushing) return begin_shutdown(connection, now);
+  if (connection.state == State::open && result > 0) {
+    shut_write_if_flushed(connection, now);
+    if (connection.state == State::open && callbacks_.on_send_drained) {
+      callbacks_.on_send_drained(id_of(connection));  // may call anything
+    }
   }
 }
 
@@ -377,7 +417,9 @@ void Engine::start_receive(Connection& connection) {
   if (connection.is_in_flight(Op::recv) || connection.peer_eof) return;
   switch (connection.state) {
     case State::open:
-      if (!callbacks_.on_receive || connection.waiting_for_buffer) return;
+      if (!callbacks_.on_receive || connection.waiting_for_buffer || connection.receive_paused) {
+        return;
+      }
       io_.submit_recv(tag(connection, Op::recv), connection.fd, RecvMode::deliver, 0);
       break;
     case State::flushing:
@@ -398,6 +440,7 @@ void Engine::begin_shutdown(Connection& connection, TimePoint now) {
   RL_ASSERT(connection.state == State::flushing);
   RL_ASSERT(connection.send_queue.empty() && !connection.is_in_flight(Op::send));
   drain_total_timers_.arm(slot_of(connection), now);
+  if (connection.write_shut_down) return on_shutdown_done(connection, 0, now);  // shutdown_write()
   switch (config_.shutdown_mode) {
     case ShutdownMode::ring:
       set_state(connection, State::shutting_down);
@@ -408,6 +451,22 @@ void Engine::begin_shutdown(Connection& connection, TimePoint now) {
       ++stats_.shutdown_syscalls;
       return on_shutdown_done(connection, io_.shutdown_now(connection.fd), now);
   }
+}
+
+// shutdown_write()'s SHUT_WR, once everything queued was sent. Always the direct call: a
+// half-close is rare enough that the ring's io-wq punt would buy nothing.
+void Engine::shut_write_if_flushed(Connection& connection, TimePoint now) {
+  if (connection.state != State::open || !connection.write_shutdown_requested ||
+      connection.write_shut_down || connection.is_in_flight(Op::send) ||
+      !connection.send_queue.empty()) {
+    return;
+  }
+  ++stats_.write_shutdowns;
+  if (const int result = io_.shutdown_now(connection.fd); result < 0) {
+    return fail(connection, -result,
+                is_reset(-result) ? Outcome::peer_reset : Outcome::send_error, now);
+  }
+  connection.write_shut_down = true;
 }
 
 void Engine::on_shutdown_done(Connection& connection, int result, TimePoint now) {

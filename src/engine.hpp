@@ -40,6 +40,10 @@ class Engine {
   std::error_code send_view(ConnectionId id, std::span<const std::byte> bytes, TimePoint now);
   std::error_code send_file(ConnectionId id, int file_fd, std::uint64_t offset,
                             std::uint64_t length, TimePoint now);
+  std::error_code shutdown_write(ConnectionId id, TimePoint now);
+  std::error_code pause_receive(ConnectionId id);
+  std::error_code resume_receive(ConnectionId id);
+  std::uint64_t queued_bytes(ConnectionId id) const noexcept;
   std::error_code close(ConnectionId id, TimePoint now);
   std::error_code abort(ConnectionId id, TimePoint now);
   // close() on every open connection.
@@ -85,6 +89,7 @@ class Engine {
   void start_send(Connection& connection, TimePoint now);
   void start_receive(Connection& connection);
   void begin_shutdown(Connection& connection, TimePoint now);
+  void shut_write_if_flushed(Connection& connection, TimePoint now);
   void on_shutdown_done(Connection& connection, int result, TimePoint now);
   void discard(Connection& connection, std::uint32_t bytes, TimePoint now);
   void fail(Connection& connection, int error, Outcome outcome, TimePoint now);

@@ -21,6 +21,8 @@ using namespace std::chrono_literals;
 constexpr auto kAcceptBackoff = 100ms;
 // epoll_event.data: bit 63 marks a listener; otherwise slot (low 32 bits) and generation.
 constexpr std::uint64_t kListenerBit = std::uint64_t{1} << 63;
+// epoll_event.data of the manager's wake pipe.
+constexpr std::uint64_t kWakeData = std::uint64_t{1} << 62;
 // Requests one attempt may complete for one slot before the others get their turn (a peer that
 // floods must not keep the loop on its connection).
 constexpr int kRequestsPerAttempt = 8;
@@ -83,6 +85,13 @@ void EpollBackend::step(std::chrono::nanoseconds timeout, TimePoint& now) {
 }
 
 void EpollBackend::handle_event(const epoll_event& event, TimePoint now) {
+  if (event.data.u64 == kWakeData) {
+    char bytes[64];
+    ++stats_.syscalls;
+    while (::read(wake_fd_, bytes, sizeof(bytes)) == sizeof(bytes)) ++stats_.syscalls;  // empty it
+    host_->on_wake();
+    return;
+  }
   if ((event.data.u64 & kListenerBit) != 0) {
     const auto index = static_cast<std::uint32_t>(event.data.u64 & ~kListenerBit);
     listeners_[index].backlog_pending = true;
@@ -316,10 +325,30 @@ std::uint32_t EpollBackend::unacknowledged_bytes(int fd) {
   return detail::unacknowledged_bytes(fd, stats_.syscalls);
 }
 
+// --- waking and the host's event loop ----------------------------------------------------------
+
+void EpollBackend::watch_wake(int fd) {
+  RL_ASSERT(wake_fd_ < 0 && fd >= 0);
+  wake_fd_ = fd;
+  epoll_event event{};
+  event.events = EPOLLIN | EPOLLET;
+  event.data.u64 = kWakeData;
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event) != 0) {
+    throw std::system_error(errno, std::system_category(), "epoll_ctl(wake pipe)");
+  }
+}
+
+// The epoll fd itself: readable (for the host's epoll or poll) while one of ours is ready.
+int EpollBackend::notification_fd() { return epoll_fd_; }
+
+void EpollBackend::clear_notification() {}  // the step's epoll_pwait2 consumes the events
+
+bool EpollBackend::has_unsubmitted_work() const { return !attempts_.empty(); }
+
 // --- listeners --------------------------------------------------------------------------------
 
-SocketAddress EpollBackend::listen(const SocketAddress& address, int backlog) {
-  const int fd = open_listener(address, backlog);
+SocketAddress EpollBackend::listen(const SocketAddress& address, int backlog, bool reuse_port) {
+  const int fd = open_listener(address, backlog, reuse_port);
   epoll_event event{};
   event.events = EPOLLIN | EPOLLET;
   event.data.u64 = kListenerBit | listeners_.size();

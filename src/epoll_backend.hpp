@@ -29,7 +29,11 @@ class EpollBackend final : public Backend, private IoPort {
   // Backend
   IoPort& io() override { return *this; }
   void attach(Engine& engine, Host& host) override;
-  SocketAddress listen(const SocketAddress& address, int backlog) override;
+  SocketAddress listen(const SocketAddress& address, int backlog, bool reuse_port) override;
+  void watch_wake(int fd) override;
+  int notification_fd() override;
+  void clear_notification() override;
+  bool has_unsubmitted_work() const override;
   void step(std::chrono::nanoseconds timeout, TimePoint& now) override;
   void resume_listeners(TimePoint now) override;
   std::optional<TimePoint> next_listener_deadline(TimePoint now) const override;
@@ -99,6 +103,7 @@ class EpollBackend final : public Backend, private IoPort {
 
   Stats& stats_;
   int epoll_fd_ = -1;
+  int wake_fd_ = -1;  // the manager's; watched, not owned
   std::vector<Slot> slots_;
   std::vector<std::uint32_t> attempts_;  // slots with something to try
   std::vector<std::uint32_t> attempting_;

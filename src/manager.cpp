@@ -2,6 +2,7 @@
 // engine, kernel interfaces in the backends (uring_backend, epoll_backend).
 #include "ringlinger/manager.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,7 +10,10 @@
 #include <deque>
 #include <cerrno>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
+#include <unordered_map>
+#include <vector>
 
 #include "assert.hpp"
 #include "backend.hpp"
@@ -56,21 +60,84 @@ std::unique_ptr<Backend> make_backend(const Config& config, Stats& stats,
   return nullptr;
 }
 
+// The pipe other threads write to wake the manager (handoff(), stop()); closed last. A pipe, not
+// an eventfd: on 6.18 with DEFER_TASKRUN, a request completed by an eventfd write signals the
+// ring's registered eventfd (Manager::event_fd()) only the first time (the kernel defers that
+// signal when it happens inside an eventfd wakeup), so a host loop would miss every later wake.
+// A pipe write wakes both a waiting ring and the host's epoll every time (docs/EMBEDDING.md).
+struct WakePipe {
+  WakePipe() {
+    int fds[2];
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+      throw std::system_error(errno, std::system_category(), "pipe2");
+    }
+    read_fd = fds[0];
+    write_fd = fds[1];
+  }
+  ~WakePipe() {
+    ::close(read_fd);
+    ::close(write_fd);
+  }
+  WakePipe(const WakePipe&) = delete;
+  WakePipe& operator=(const WakePipe&) = delete;
+  // Async-signal-safe. A full pipe (EAGAIN) already holds a pending wake.
+  void signal() const noexcept {
+    const char byte = 1;
+    (void)!::write(write_fd, &byte, 1);
+  }
+  int read_fd = -1;
+  int write_fd = -1;
+};
+
+// A connection given with handoff(), until the manager's thread adopts it.
+struct Handoff {
+  int fd;
+  std::string final_bytes;
+  HandoffDone on_done;
+};
+
 }  // namespace
 
 struct Manager::Impl final : Backend::Host {
   Impl(const Config& config_in, Callbacks callbacks_in)
       : config(checked(config_in)),
         callbacks(std::move(callbacks_in)),
+        engine_callbacks(engine_callbacks_for(callbacks)),
         backend(make_backend(config, stats, fallback_reason)),
-        engine(config, backend->io(), callbacks, stats) {
+        engine(config, backend->io(), engine_callbacks, stats) {
     backend->attach(engine, *this);
+    backend->watch_wake(wake.read_fd);
+  }
+
+  // What the engine calls: the application's callbacks, except that the close of a handed-off
+  // connection goes to its on_done (the application never saw its id).
+  Callbacks engine_callbacks_for(const Callbacks& user) {
+    Callbacks result = user;
+    result.on_closed = [this](ConnectionId id, const CloseReport& report) {
+      if (!handoff_done.empty()) {
+        if (auto it = handoff_done.find(id.slot); it != handoff_done.end()) {
+          HandoffDone done = std::move(it->second);
+          handoff_done.erase(it);
+          if (done) done(report);
+          return;
+        }
+      }
+      if (callbacks.on_closed) callbacks.on_closed(id, report);
+    };
+    return result;
   }
 
   ~Impl() override {
     // Reset what is left and wait for every request in flight to finish, so the kernel never
-    // writes into buffers the backend unmaps. No callbacks: the application may be gone.
+    // writes into buffers the backend unmaps. No application callbacks: the application may be
+    // gone. Handoffs still get their on_done (their producers wait for it).
     callbacks = {};
+    engine_callbacks.on_accept = {};
+    engine_callbacks.on_receive = {};
+    engine_callbacks.on_send_drained = {};
+    take_handoffs();
+    for (Handoff& handoff : handoffs_ready) abandon(handoff);
+    handoffs_ready.clear();
     if (engine.live_connections() == 0 && !backend->has_open_listeners() &&
         waiting_for_slot.empty()) {
       return;
@@ -94,6 +161,7 @@ struct Manager::Impl final : Backend::Host {
       engine.expire_timers(now);
       engine.retry_waiting_receives();
       adopt_waiting();
+      adopt_handoffs();
       backend->resume_listeners(now);
       if (stopping && !stop_deadline_passed && now >= stop_deadline) {
         stop_deadline_passed = true;
@@ -105,11 +173,16 @@ struct Manager::Impl final : Backend::Host {
   }
 
   std::chrono::nanoseconds wait_time(std::chrono::milliseconds max_wait) const {
-    auto deadline = now + max_wait;
+    return wait_from(now, max_wait);
+  }
+
+  std::chrono::nanoseconds wait_from(Engine::TimePoint from,
+                                     std::chrono::milliseconds max_wait) const {
+    auto deadline = from + max_wait;
     if (auto timer = engine.next_deadline()) deadline = std::min(deadline, *timer);
-    if (auto resume = backend->next_listener_deadline(now)) deadline = std::min(deadline, *resume);
+    if (auto resume = backend->next_listener_deadline(from)) deadline = std::min(deadline, *resume);
     if (stopping && !stop_deadline_passed) deadline = std::min(deadline, stop_deadline);
-    return std::max(deadline - now, std::chrono::nanoseconds(0));
+    return std::max(deadline - from, std::chrono::nanoseconds(0));
   }
 
   // Backend::Host
@@ -146,6 +219,49 @@ struct Manager::Impl final : Backend::Host {
     }
   }
 
+  // --- handoff() ---
+
+  void on_wake() override {
+    ++stats.handoff_wakes;
+    take_handoffs();
+    adopt_handoffs();
+  }
+
+  // Moves what producers queued to the manager's own list (one lock per wake, not per fd).
+  void take_handoffs() {
+    std::vector<Handoff> taken;
+    {
+      std::lock_guard lock(handoff_mutex);
+      taken.swap(handoff_queue);
+    }
+    for (Handoff& handoff : taken) handoffs_ready.push_back(std::move(handoff));
+  }
+
+  // Adopts handed-off connections while slots are free: send the final bytes, close gracefully.
+  void adopt_handoffs() {
+    while (!handoffs_ready.empty() && !engine.full()) {
+      Handoff handoff = std::move(handoffs_ready.front());
+      handoffs_ready.pop_front();
+      const std::optional<ConnectionId> id = engine.adopt(handoff.fd, now);
+      RL_ASSERT(id.has_value());
+      ++stats.connections_handed_off;
+      handoff_done.emplace(id->slot, std::move(handoff.on_done));
+      if (!handoff.final_bytes.empty()) (void)engine.send(*id, std::move(handoff.final_bytes), now);
+      (void)engine.close(*id, now);
+    }
+  }
+
+  // The manager is destroyed before it could take this one: reset, close, report.
+  void abandon(Handoff& handoff) {
+    detail::set_reset_on_close(handoff.fd, stats.syscalls);
+    ++stats.syscalls;
+    ::close(handoff.fd);
+    CloseReport report;
+    report.outcome = Outcome::aborted;
+    report.reset_sent = true;
+    if (handoff.on_done) handoff.on_done(report);
+  }
+
   bool can_accept() const override {
     return !stopping && !engine.full() && waiting_for_slot.empty();
   }
@@ -168,13 +284,15 @@ struct Manager::Impl final : Backend::Host {
 
   bool finished() const {
     return stopping && engine.live_connections() == 0 && !backend->has_open_listeners() &&
-           waiting_for_slot.empty();
+           waiting_for_slot.empty() && handoffs_ready.empty();
   }
 
   const Config config;
   Callbacks callbacks;
+  Callbacks engine_callbacks;  // what the engine calls (engine_callbacks_for)
   Stats stats;
   std::string fallback_reason;
+  WakePipe wake;  // before the backend: its ring reads the pipe until it is torn down
   std::unique_ptr<Backend> backend;  // before the engine: the engine holds its IoPort
   Engine engine;
   Engine::TimePoint now = Engine::Clock::now();
@@ -187,6 +305,12 @@ struct Manager::Impl final : Backend::Host {
   static constexpr std::size_t kMaxWaitingForSlot = 4096;
   std::deque<int> waiting_for_slot;
   Engine::TimePoint stop_deadline{};
+  // handoff(): producers append under the mutex and signal `wake` when the queue was empty;
+  // the manager's thread takes the whole queue on each wake.
+  std::mutex handoff_mutex;
+  std::vector<Handoff> handoff_queue;  // guarded by handoff_mutex
+  std::deque<Handoff> handoffs_ready;  // the manager's thread's: waiting for a free slot
+  std::unordered_map<std::uint32_t, HandoffDone> handoff_done;  // by slot, while adopted
 };
 
 static_assert(std::atomic<bool>::is_always_lock_free && std::atomic<std::int64_t>::is_always_lock_free,
@@ -199,8 +323,22 @@ Manager::Manager(const Config& config, Callbacks callbacks)
 
 Manager::~Manager() = default;
 
-SocketAddress Manager::listen(const SocketAddress& address, int backlog) {
-  return impl_->backend->listen(address, backlog);
+SocketAddress Manager::listen(const SocketAddress& address, int backlog, bool reuse_port) {
+  return impl_->backend->listen(address, backlog, reuse_port);
+}
+
+std::error_code Manager::handoff(int fd, std::string final_bytes, HandoffDone on_done) {
+  if (fd < 0) return std::make_error_code(std::errc::bad_file_descriptor);
+  bool was_empty = false;
+  {
+    std::lock_guard lock(impl_->handoff_mutex);
+    was_empty = impl_->handoff_queue.empty();
+    impl_->handoff_queue.push_back(Handoff{fd, std::move(final_bytes), std::move(on_done)});
+  }
+  // One wake per batch: the manager's thread takes the whole queue when it wakes, so later
+  // producers find it non-empty and need not write until it was taken.
+  if (was_empty) impl_->wake.signal();
+  return {};
 }
 
 std::optional<ConnectionId> Manager::adopt(int fd) {
@@ -233,6 +371,20 @@ std::error_code Manager::send_file(ConnectionId id, int file_fd, std::uint64_t o
   return impl_->engine.send_file(id, file_fd, offset, length, impl_->time());
 }
 
+std::error_code Manager::shutdown_write(ConnectionId id) {
+  return impl_->engine.shutdown_write(id, impl_->time());
+}
+
+std::error_code Manager::pause_receive(ConnectionId id) { return impl_->engine.pause_receive(id); }
+
+std::error_code Manager::resume_receive(ConnectionId id) {
+  return impl_->engine.resume_receive(id);
+}
+
+std::uint64_t Manager::queued_bytes(ConnectionId id) const noexcept {
+  return impl_->engine.queued_bytes(id);
+}
+
 std::error_code Manager::close(ConnectionId id) {
   return impl_->engine.close(id, impl_->time());
 }
@@ -259,9 +411,29 @@ void Manager::run() {
   }
 }
 
+int Manager::event_fd() { return impl_->backend->notification_fd(); }
+
+bool Manager::poll() {
+  // Cleared before the step: whatever is signalled from here on is seen by the host's next wait.
+  impl_->backend->clear_notification();
+  return impl_->run_once(std::chrono::milliseconds(0));
+}
+
+std::chrono::milliseconds Manager::poll_timeout(std::chrono::milliseconds max) const {
+  const Impl& impl = *impl_;
+  if (impl.stop_requested.load(std::memory_order_acquire) && !impl.stopping) return {};
+  if (impl.backend->has_unsubmitted_work()) return {};
+  if (!impl.engine.full() && (!impl.handoffs_ready.empty() || !impl.waiting_for_slot.empty())) {
+    return {};
+  }
+  const auto wait = impl.wait_from(Engine::Clock::now(), max);
+  return std::chrono::ceil<std::chrono::milliseconds>(wait);  // never wake just before a timer
+}
+
 void Manager::stop(std::chrono::milliseconds grace) noexcept {
   impl_->stop_grace_ms.store(grace.count(), std::memory_order_relaxed);
   impl_->stop_requested.store(true, std::memory_order_release);
+  impl_->wake.signal();  // write(2): async-signal-safe; ends a wait in run() or the host's loop
 }
 
 Stats Manager::stats() const { return impl_->stats; }

@@ -14,7 +14,7 @@ namespace ringlinger::detail {
 
 // A non-blocking, close-on-exec listening socket bound to `address` (SO_REUSEADDR). Throws
 // std::system_error naming the address on failure.
-int open_listener(const SocketAddress& address, int backlog);
+int open_listener(const SocketAddress& address, int backlog, bool reuse_port = false);
 
 // shutdown(fd, SHUT_WR): 0 or -errno.
 int shutdown_write(int fd, std::uint64_t& syscalls) noexcept;

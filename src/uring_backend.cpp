@@ -2,6 +2,7 @@
 
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -52,6 +53,7 @@ UringBackend::~UringBackend() {
   for (const Listener& listener : listeners_) {
     if (listener.fd >= 0) ::close(listener.fd);
   }
+  if (notification_fd_ >= 0) ::close(notification_fd_);  // unregistered when the ring exits
   munmap(discard_area_, kDiscardChunkBytes);
 }
 
@@ -93,6 +95,11 @@ void UringBackend::dispatch(const io_uring_cqe& cqe, TimePoint now) {
       return complete_connection_request(cqe, now);
     case Op::send_file_poll:
       return complete_file_send(cqe, now);
+    case Op::wake:
+      // The read took the counter. Armed again before the host looks at the queue, so a
+      // handoff queued after this point wakes the next wait.
+      if (cqe.res >= 0 || cqe.res == -EINTR || cqe.res == -EAGAIN) arm_wake();
+      return host_->on_wake();
   }
   RL_ASSERT(false && "a completion with an unknown op in its user_data");
 }
@@ -195,10 +202,51 @@ std::uint32_t UringBackend::unacknowledged_bytes(int fd) {
   return detail::unacknowledged_bytes(fd, stats_.syscalls);
 }
 
+// --- waking and the host's event loop ----------------------------------------------------------
+
+void UringBackend::watch_wake(int fd) {
+  RL_ASSERT(wake_fd_ < 0 && fd >= 0);
+  wake_fd_ = fd;
+  arm_wake();
+}
+
+// A read of the wake pipe, in the ring: it completes when another thread writes to the pipe,
+// which ends the manager's wait like any other completion (up to 64 pending wake bytes at once).
+void UringBackend::arm_wake() {
+  io_uring_sqe* sqe = ring_.get_sqe();
+  io_uring_prep_read(sqe, wake_fd_, wake_bytes_.data(), wake_bytes_.size(), 0);
+  io_uring_sqe_set_data64(sqe, encode({Op::wake, 0, 0}));
+}
+
+int UringBackend::notification_fd() {
+  if (notification_fd_ >= 0) return notification_fd_;
+  const int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) throw std::system_error(errno, std::system_category(), "eventfd");
+  // The kernel signals it whenever completions are posted and, with DEFER_TASKRUN, whenever
+  // work is queued that the next io_uring_enter would turn into completions.
+  if (const int result = io_uring_register_eventfd(&ring_.raw(), fd); result < 0) {
+    ::close(fd);
+    throw std::system_error(-result, std::system_category(), "IORING_REGISTER_EVENTFD");
+  }
+  notification_fd_ = fd;
+  return fd;
+}
+
+void UringBackend::clear_notification() {
+  if (notification_fd_ < 0) return;
+  std::uint64_t count = 0;
+  ++stats_.syscalls;
+  (void)!::read(notification_fd_, &count, sizeof(count));  // EAGAIN: nothing was signalled
+}
+
+bool UringBackend::has_unsubmitted_work() const {
+  return io_uring_sq_ready(&const_cast<Ring&>(ring_).raw()) > 0;
+}
+
 // --- listeners --------------------------------------------------------------------------------
 
-SocketAddress UringBackend::listen(const SocketAddress& address, int backlog) {
-  const int fd = open_listener(address, backlog);
+SocketAddress UringBackend::listen(const SocketAddress& address, int backlog, bool reuse_port) {
+  const int fd = open_listener(address, backlog, reuse_port);
   auto bound = SocketAddress::local_of(fd);
   RL_ASSERT(bound.has_value());
   listeners_.push_back(Listener{fd, false, false, {}});

@@ -5,6 +5,7 @@
 
 #include <liburing.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -28,7 +29,11 @@ class UringBackend final : public Backend, private IoPort {
   // Backend
   IoPort& io() override { return *this; }
   void attach(Engine& engine, Host& host) override;
-  SocketAddress listen(const SocketAddress& address, int backlog) override;
+  SocketAddress listen(const SocketAddress& address, int backlog, bool reuse_port) override;
+  void watch_wake(int fd) override;
+  int notification_fd() override;
+  void clear_notification() override;
+  bool has_unsubmitted_work() const override;
   void step(std::chrono::nanoseconds timeout, TimePoint& now) override;
   void resume_listeners(TimePoint now) override;
   std::optional<TimePoint> next_listener_deadline(TimePoint now) const override;
@@ -66,8 +71,16 @@ class UringBackend final : public Backend, private IoPort {
   void arm_accept(std::uint32_t index);
   void pause_accept(std::uint32_t index);
   void close_listener_if_idle(std::uint32_t index);
+  void arm_wake();
 
   Stats& stats_;
+  // Before the ring, so it outlives it: the kernel reads the wake pipe into wake_bytes_ until
+  // the ring is torn down.
+  int wake_fd_ = -1;
+  std::array<std::byte, 64> wake_bytes_{};
+  // Manager::event_fd(): an eventfd registered with the ring (IORING_REGISTER_EVENTFD), -1 until
+  // asked for.
+  int notification_fd_ = -1;
   Ring ring_;
   BufferRing buffers_;
   // Where discarding receives point. With MSG_TRUNC TCP copies nothing into it, so its pages are

@@ -26,10 +26,12 @@ enum class Op : std::uint8_t {
   close,          // IORING_OP_CLOSE of the connection's fd
   send_file_poll, // io_uring backend only: the POLLOUT poll before a sendfile; the engine sees
                   // its completion as the send's
+  wake,           // a read of the manager's wake eventfd (handoff() from other threads); not a
+                  // connection's request: slot and generation are 0
 };
 
 // Number of values of Op.
-inline constexpr unsigned kOpCount = 8;
+inline constexpr unsigned kOpCount = 9;
 
 // The decoded form of user_data.
 struct OpTag {

@@ -74,7 +74,7 @@ class Manager {
   // Gives the manager a connected TCP socket to close gracefully: the manager's thread adopts
   // it, sends `final_bytes`, then closes it (flush, SHUT_WR, drain, close), and calls
   // `on_done` there with the close report. The caller must not touch `fd` again. Never blocks:
-  // the fd is queued and the manager's thread woken (an eventfd it reads through its ring).
+  // the fd is queued and the manager's thread woken (a pipe it reads through its ring).
   // A handoff that finds the table full waits for a free slot; one that arrives while the
   // manager is stopping is still closed gracefully within stop()'s grace. If the manager is
   // destroyed first, the fd is reset and closed and `on_done` runs with outcome "aborted".

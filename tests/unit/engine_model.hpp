@@ -482,6 +482,7 @@ class Fuzzer final : public FakeIo::Observer {
       case Op::accept:
       case Op::accept_cancel:
       case Op::send_file_poll:
+      case Op::wake:
         violation("the engine submitted a backend-only op: " + what);
         break;
     }
@@ -1088,6 +1089,7 @@ class Fuzzer final : public FakeIo::Observer {
       case Op::accept:
       case Op::accept_cancel:
       case Op::send_file_poll:
+      case Op::wake:
         break;
     }
     return 0;
@@ -1158,6 +1160,7 @@ class Fuzzer final : public FakeIo::Observer {
       case Op::accept:
       case Op::accept_cancel:
       case Op::send_file_poll:
+      case Op::wake:
         break;
     }
     return 0;
@@ -1248,6 +1251,7 @@ class Fuzzer final : public FakeIo::Observer {
       case Op::accept:
       case Op::accept_cancel:
       case Op::send_file_poll:
+      case Op::wake:
         break;
     }
     {

@@ -61,6 +61,8 @@ inline const char* op_name(Op op) noexcept {
       return "accept_cancel";
     case Op::send_file_poll:
       return "send_file_poll";
+    case Op::wake:
+      return "wake";
     case Op::recv:
       return "recv";
     case Op::send:

@@ -13,7 +13,8 @@ namespace ringlinger::detail {
 namespace {
 
 constexpr Op kAllOps[] = {Op::accept,   Op::accept_cancel, Op::recv,  Op::send,
-                          Op::shutdown, Op::cancel,        Op::close, Op::send_file_poll};
+                          Op::shutdown, Op::cancel,        Op::close, Op::send_file_poll,
+                          Op::wake};
 static_assert(std::size(kAllOps) == kOpCount, "kAllOps lists every Op");
 
 // The encoding is usable at compile time.

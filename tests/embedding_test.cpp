@@ -1,0 +1,447 @@
+// Embedding the manager in a proxy, on real TCP over 127.0.0.1: driven from the host's own epoll
+// loop (event_fd, poll_timeout, poll), handoff() from several producer threads (also run under
+// ThreadSanitizer by tools/test --sanitize), half-close, flow control, adopting a socket that is
+// still connecting, and SO_REUSEPORT listeners.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "ringlinger/ringlinger.hpp"
+#include "tcp_support.hpp"
+
+namespace ringlinger {
+namespace {
+
+using namespace std::chrono_literals;
+using testing_support::connect_client;
+using testing_support::read_to_end;
+using testing_support::send_all;
+using testing_support::set_receive_timeout;
+using Clock = std::chrono::steady_clock;
+
+Config config_for(IoBackend backend) {
+  Config config;
+  config.backend = backend;
+  config.max_connections = 1024;
+  config.ring_entries = 256;
+  return config;
+}
+
+std::string pattern(std::size_t size, std::size_t seed = 0) {
+  std::string bytes(size, '\0');
+  for (std::size_t i = 0; i < size; ++i) bytes[i] = static_cast<char>('a' + (i * 7 + seed) % 26);
+  return bytes;
+}
+
+// A plain blocking listener the test owns, to make connected pairs of sockets.
+class PlainListener {
+ public:
+  PlainListener() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    EXPECT_EQ(::listen(fd_, 1024), 0);
+    address_ = *SocketAddress::local_of(fd_);
+  }
+  ~PlainListener() { ::close(fd_); }
+  const SocketAddress& address() const { return address_; }
+  int accept() const { return ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC); }
+  // {client side, server side}
+  std::pair<int, int> pair() const {
+    const int client = connect_client(address_);
+    return {client, accept()};
+  }
+
+ private:
+  int fd_ = -1;
+  SocketAddress address_;
+};
+
+// The host's loop: an epoll set holding only the manager's event_fd; returns how many waits
+// ended because it was readable.
+int drive_from_epoll(Manager& manager, const std::function<bool()>& done,
+                     Clock::duration limit = 20s) {
+  const int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+  epoll_event event{};
+  event.events = EPOLLIN;
+  EXPECT_EQ(epoll_ctl(epoll_fd, EPOLL_CTL_ADD, manager.event_fd(), &event), 0);
+  int readable = 0;
+  const auto deadline = Clock::now() + limit;
+  while (!done() && Clock::now() < deadline) {
+    // A long cap: if event_fd() did not wake us, the test would miss its deadline.
+    const auto timeout = manager.poll_timeout(5s);
+    epoll_event ready{};
+    if (epoll_wait(epoll_fd, &ready, 1, static_cast<int>(timeout.count())) > 0) ++readable;
+    manager.poll();
+  }
+  ::close(epoll_fd);
+  return readable;
+}
+
+class EmbeddingTest : public ::testing::TestWithParam<IoBackend> {};
+
+// The host's epoll loop is the only thing that runs the manager: an accepted connection gets its
+// response and a graceful close, with every byte and a clean EOF.
+TEST_P(EmbeddingTest, HostEpollLoopDrivesTheManager) {
+  const std::string response = pattern(256 * 1024);
+  std::vector<CloseReport> reports;
+  Manager* manager_ptr = nullptr;
+  Callbacks callbacks;
+  callbacks.on_receive = [&](ConnectionId id, std::span<const std::byte> data) {
+    if (data.empty()) return;
+    EXPECT_FALSE(manager_ptr->send(id, response));
+    EXPECT_FALSE(manager_ptr->close(id));
+  };
+  callbacks.on_closed = [&](ConnectionId, const CloseReport& report) { reports.push_back(report); };
+  Manager manager(config_for(GetParam()), callbacks);
+  manager_ptr = &manager;
+  const SocketAddress address = manager.listen(testing_support::loopback_any_port());
+
+  constexpr int kClients = 20;
+  std::atomic<int> clients_done{0};
+  std::vector<testing_support::ReadResult> results(kClients);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.emplace_back([&, i] {
+      const int fd = connect_client(address);
+      set_receive_timeout(fd, 10s);
+      send_all(fd, "GET / HTTP/1.1\r\n\r\n");
+      results[static_cast<std::size_t>(i)] = read_to_end(fd);
+      ::close(fd);
+      ++clients_done;
+    });
+  }
+  const int readable = drive_from_epoll(
+      manager, [&] { return clients_done == kClients && reports.size() == kClients; });
+  for (std::thread& client : clients) client.join();
+  ASSERT_EQ(reports.size(), std::size_t{kClients});
+  for (const auto& result : results) {
+    EXPECT_EQ(result.bytes.size(), response.size());
+    EXPECT_TRUE(result.bytes == response);
+    EXPECT_TRUE(result.clean_eof) << "errno " << result.error;
+  }
+  for (const CloseReport& report : reports) EXPECT_EQ(report.outcome, Outcome::clean);
+  EXPECT_GT(readable, 0) << "event_fd() never woke the host's epoll_wait";
+}
+
+// handoff() from four producer threads while the manager's thread runs its loop: every fd is
+// closed gracefully after its final bytes, every on_done runs exactly once, on the manager's
+// thread.
+TEST_P(EmbeddingTest, HandoffFromSeveralThreads) {
+  constexpr int kProducers = 4;
+  constexpr int kPerProducer = 100;
+  constexpr int kTotal = kProducers * kPerProducer;
+  std::atomic<bool> stop_loop{false};
+  std::thread::id loop_thread;
+  std::mutex reports_mutex;  // on_done runs on the manager's thread; the test reads after join
+  std::vector<CloseReport> reports;
+  std::atomic<int> wrong_thread{0};
+  // The manager is created on the thread that drives it (its ring has a single issuer).
+  std::optional<Manager> manager_storage;
+  std::atomic<bool> ready{false};
+  std::thread loop([&] {
+    loop_thread = std::this_thread::get_id();
+    manager_storage.emplace(config_for(GetParam()));
+    ready = true;
+    const auto deadline = Clock::now() + 60s;
+    while (Clock::now() < deadline) {
+      manager_storage->run_once(1s);  // a long wait: handoff() must wake it
+      std::lock_guard lock(reports_mutex);
+      if (stop_loop && reports.size() == kTotal) break;
+    }
+  });
+  while (!ready) std::this_thread::sleep_for(1ms);
+  Manager& manager = *manager_storage;
+  std::atomic<int> complete{0};
+  std::vector<std::thread> producers;
+  for (int p = 0; p < kProducers; ++p) {
+    producers.emplace_back([&, p] {
+      PlainListener listener;  // its own: accept() must return this producer's connection
+      for (int i = 0; i < kPerProducer; ++i) {
+        auto [client, server] = listener.pair();
+        ASSERT_GE(client, 0);
+        ASSERT_GE(server, 0);
+        const std::string final_bytes = pattern(16 * 1024 + static_cast<std::size_t>(i), static_cast<std::size_t>(p));
+        const std::error_code error =
+            manager.handoff(server, final_bytes, [&](const CloseReport& report) {
+              if (std::this_thread::get_id() != loop_thread) ++wrong_thread;
+              std::lock_guard lock(reports_mutex);
+              reports.push_back(report);
+            });
+        EXPECT_FALSE(error);
+        set_receive_timeout(client, 10s);
+        const testing_support::ReadResult result = read_to_end(client);
+        ::close(client);
+        if (result.bytes == final_bytes && result.clean_eof) ++complete;
+      }
+    });
+  }
+  for (std::thread& producer : producers) producer.join();
+  stop_loop = true;
+  loop.join();
+  EXPECT_EQ(complete.load(), kTotal) << "connections that got every byte and a clean EOF";
+  ASSERT_EQ(reports.size(), std::size_t{kTotal});
+  for (const CloseReport& report : reports) EXPECT_EQ(report.outcome, Outcome::clean);
+  EXPECT_EQ(wrong_thread.load(), 0);
+  const Stats stats = manager.stats();
+  EXPECT_EQ(stats.connections_handed_off, std::uint64_t{kTotal});
+  EXPECT_EQ(stats.with_outcome(Outcome::clean), std::uint64_t{kTotal});
+  EXPECT_GE(stats.handoff_wakes, 1u);
+  EXPECT_EQ(stats.live_connections(), 0u);
+}
+
+// A host-driven manager is woken by handoff() through event_fd() (the wake eventfd's read
+// completes in the ring, which signals the ring's registered eventfd).
+TEST_P(EmbeddingTest, HandoffWakesAHostDrivenManager) {
+  Manager manager(config_for(GetParam()));
+  PlainListener listener;
+  std::atomic<int> done{0};
+  std::atomic<bool> clean{true};
+  std::thread producer([&] {
+    for (int i = 0; i < 20; ++i) {
+      auto [client, server] = listener.pair();
+      (void)manager.handoff(server, "bye\n", [&](const CloseReport& report) {
+        if (report.outcome != Outcome::clean) clean = false;
+        ++done;
+      });
+      set_receive_timeout(client, 10s);
+      const auto result = read_to_end(client);
+      EXPECT_EQ(result.bytes, "bye\n");
+      EXPECT_TRUE(result.clean_eof);
+      ::close(client);
+    }
+  });
+  const int readable = drive_from_epoll(manager, [&] { return done == 20; });
+  producer.join();
+  EXPECT_EQ(done.load(), 20);
+  EXPECT_TRUE(clean.load());
+  EXPECT_GT(readable, 0);
+}
+
+TEST_P(EmbeddingTest, HandoffErrorsAndTeardown) {
+  PlainListener listener;
+  auto [client, server] = listener.pair();
+  std::vector<CloseReport> reports;
+  {
+    Manager manager(config_for(GetParam()));
+    EXPECT_EQ(manager.handoff(-1, "x"), std::make_error_code(std::errc::bad_file_descriptor));
+    // Queued, never taken by a loop step: the destructor resets it and reports it.
+    EXPECT_FALSE(manager.handoff(server, "never sent",
+                                 [&](const CloseReport& report) { reports.push_back(report); }));
+  }
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_EQ(reports[0].outcome, Outcome::aborted);
+  EXPECT_TRUE(reports[0].reset_sent);
+  set_receive_timeout(client, 5s);
+  const auto result = read_to_end(client);
+  EXPECT_TRUE(result.bytes.empty());
+  EXPECT_EQ(result.error, ECONNRESET);
+  ::close(client);
+}
+
+// shutdown_write(): our FIN follows the response while the peer can still send; its data keeps
+// arriving at on_receive, then its EOF; close() then ends cleanly.
+TEST_P(EmbeddingTest, HalfClose) {
+  PlainListener listener;
+  auto [client, server] = listener.pair();
+  const std::string response = pattern(512 * 1024);
+  std::string received;
+  bool peer_eof = false;
+  std::vector<CloseReport> reports;
+  Manager* manager_ptr = nullptr;
+  Callbacks callbacks;
+  callbacks.on_receive = [&](ConnectionId id, std::span<const std::byte> data) {
+    if (data.empty()) {
+      peer_eof = true;
+      EXPECT_FALSE(manager_ptr->close(id));
+      return;
+    }
+    const bool first = received.empty();
+    received.append(reinterpret_cast<const char*>(data.data()), data.size());
+    if (first) {
+      EXPECT_FALSE(manager_ptr->send(id, response));
+      EXPECT_FALSE(manager_ptr->shutdown_write(id));
+      EXPECT_FALSE(manager_ptr->shutdown_write(id));  // harmless
+      EXPECT_EQ(manager_ptr->send(id, "late"), std::make_error_code(std::errc::broken_pipe));
+    }
+  };
+  callbacks.on_closed = [&](ConnectionId, const CloseReport& report) { reports.push_back(report); };
+  Manager manager(config_for(GetParam()), callbacks);
+  manager_ptr = &manager;
+  ASSERT_TRUE(manager.adopt(server).has_value());
+  std::thread peer([&] {
+    set_receive_timeout(client, 10s);
+    send_all(client, "request");
+    const auto result = read_to_end(client);  // our FIN ends it while the peer's side is open
+    EXPECT_EQ(result.bytes.size(), response.size());
+    EXPECT_TRUE(result.bytes == response);
+    EXPECT_TRUE(result.clean_eof);
+    EXPECT_TRUE(send_all(client, "|after our FIN"));  // the peer can still talk
+    ::shutdown(client, SHUT_WR);
+    char byte;
+    EXPECT_EQ(::recv(client, &byte, 1, 0), 0);
+    ::close(client);
+  });
+  const auto deadline = Clock::now() + 20s;
+  while (reports.empty() && Clock::now() < deadline) manager.run_once(100ms);
+  peer.join();
+  EXPECT_EQ(received, "request|after our FIN");
+  EXPECT_TRUE(peer_eof);
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_EQ(reports[0].outcome, Outcome::clean);
+  EXPECT_EQ(reports[0].bytes_sent, response.size());
+  EXPECT_EQ(manager.stats().write_shutdowns, 1u);
+}
+
+// pause_receive() stops deliveries (at most the receive already in flight still delivers);
+// resume_receive() brings the rest. on_send_drained() runs once the queue is empty.
+TEST_P(EmbeddingTest, FlowControl) {
+  PlainListener listener;
+  auto [client, server] = listener.pair();
+  const std::string upload = pattern(2 * 1024 * 1024);
+  const std::string download = pattern(4 * 1024 * 1024, 3);
+  std::string received;
+  int deliveries_while_paused = 0;
+  bool paused = false;
+  bool eof = false;
+  int drained = 0;
+  std::uint64_t queued_after_send = 0;
+  std::uint64_t queued_when_drained = 1;
+  std::optional<ConnectionId> connection;
+  Manager* manager_ptr = nullptr;
+  Callbacks callbacks;
+  callbacks.on_receive = [&](ConnectionId id, std::span<const std::byte> data) {
+    if (data.empty()) {
+      eof = true;
+      return;
+    }
+    if (paused) ++deliveries_while_paused;
+    if (received.empty()) {
+      EXPECT_FALSE(manager_ptr->pause_receive(id));
+      paused = true;
+    }
+    received.append(reinterpret_cast<const char*>(data.data()), data.size());
+  };
+  callbacks.on_send_drained = [&](ConnectionId id) {
+    ++drained;
+    queued_when_drained = manager_ptr->queued_bytes(id);
+  };
+  Manager manager(config_for(GetParam()), callbacks);
+  manager_ptr = &manager;
+  connection = manager.adopt(server);
+  ASSERT_TRUE(connection.has_value());
+  ASSERT_FALSE(manager.send(*connection, download));
+  queued_after_send = manager.queued_bytes(*connection);
+  std::thread peer([&] {
+    EXPECT_TRUE(send_all(client, upload));
+    ::shutdown(client, SHUT_WR);
+    set_receive_timeout(client, 10s);
+    const auto result = read_to_end(client);
+    EXPECT_TRUE(result.bytes == download);
+    EXPECT_TRUE(result.clean_eof);
+    ::close(client);
+  });
+  // Paused: run steps until the download is drained; deliveries must stay stopped meanwhile.
+  auto deadline = Clock::now() + 20s;
+  while (drained == 0 && Clock::now() < deadline) manager.run_once(100ms);
+  for (int i = 0; i < 5; ++i) manager.run_once(20ms);
+  EXPECT_LE(deliveries_while_paused, 1);
+  EXPECT_LT(received.size(), upload.size());
+  paused = false;
+  EXPECT_FALSE(manager.resume_receive(*connection));
+  deadline = Clock::now() + 20s;
+  while (!eof && Clock::now() < deadline) manager.run_once(100ms);
+  EXPECT_EQ(received.size(), upload.size());
+  EXPECT_TRUE(received == upload);
+  EXPECT_EQ(drained, 1);
+  EXPECT_EQ(queued_after_send, download.size());
+  EXPECT_EQ(queued_when_drained, 0u);
+  EXPECT_FALSE(manager.close(*connection));
+  deadline = Clock::now() + 20s;
+  while (manager.state(*connection) && Clock::now() < deadline) manager.run_once(100ms);
+  peer.join();
+  EXPECT_EQ(manager.pause_receive(*connection), std::make_error_code(std::errc::bad_file_descriptor));
+  EXPECT_EQ(manager.queued_bytes(*connection), 0u);
+}
+
+int connecting_socket(const SocketAddress& address) {
+  const int fd = ::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const int result = ::connect(fd, address.data(), address.size());
+  EXPECT_TRUE(result == 0 || errno == EINPROGRESS) << errno;
+  return fd;
+}
+
+// adopt() takes a socket whose non-blocking connect() is still in progress (a proxy's upstream
+// leg): queued bytes go out once it connects; a refused connect ends it with ECONNREFUSED.
+TEST_P(EmbeddingTest, AdoptAConnectingSocket) {
+  PlainListener listener;
+  std::vector<CloseReport> reports;
+  Callbacks callbacks;
+  callbacks.on_receive = [](ConnectionId, std::span<const std::byte>) {};
+  callbacks.on_closed = [&](ConnectionId, const CloseReport& report) { reports.push_back(report); };
+  Manager manager(config_for(GetParam()), callbacks);
+  const std::string request = pattern(300 * 1024);
+  const auto id = manager.adopt(connecting_socket(listener.address()));
+  ASSERT_TRUE(id.has_value());
+  ASSERT_FALSE(manager.send(*id, request));
+  ASSERT_FALSE(manager.close(*id));
+  std::thread upstream([&] {
+    const int fd = listener.accept();
+    set_receive_timeout(fd, 10s);
+    const auto result = read_to_end(fd);
+    EXPECT_TRUE(result.bytes == request);
+    EXPECT_TRUE(result.clean_eof);
+    ::close(fd);
+  });
+  // A port nobody listens on: bound, then closed.
+  SocketAddress refused_address;
+  {
+    PlainListener gone;
+    refused_address = gone.address();
+  }
+  ASSERT_TRUE(manager.adopt(connecting_socket(refused_address)).has_value());
+  const auto deadline = Clock::now() + 20s;
+  while (reports.size() < 2 && Clock::now() < deadline) manager.run_once(100ms);
+  upstream.join();
+  ASSERT_EQ(reports.size(), 2u);
+  int clean = 0;
+  int refused = 0;
+  for (const CloseReport& report : reports) {
+    if (report.outcome == Outcome::clean && report.bytes_sent == request.size()) ++clean;
+    if (report.outcome != Outcome::clean && report.first_error == ECONNREFUSED) ++refused;
+  }
+  EXPECT_EQ(clean, 1);
+  EXPECT_EQ(refused, 1);
+}
+
+TEST_P(EmbeddingTest, ReusePortListeners) {
+  Manager first(config_for(GetParam()));
+  Manager second(config_for(GetParam()));
+  const SocketAddress bound = first.listen(testing_support::loopback_any_port(), 128, true);
+  EXPECT_EQ(second.listen(bound, 128, true).port(), bound.port());
+  Manager third(config_for(GetParam()));
+  EXPECT_THROW(third.listen(bound, 128, false), std::system_error);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, EmbeddingTest,
+                         ::testing::Values(IoBackend::io_uring, IoBackend::epoll),
+                         [](const auto& param_info) {
+                           return std::string(param_info.param == IoBackend::io_uring ? "io_uring"
+                                                                                : "epoll");
+                         });
+
+}  // namespace
+}  // namespace ringlinger
