@@ -3,7 +3,8 @@
 // The driver, the model and the checks are the seeded gtest fuzzer's (tests/unit/engine_model.hpp):
 // only the source of the decisions differs (InputChoices). The first byte picks the variant
 // (shutdown mode x on_timeout x with/without on_receive), the next ones the configuration, then
-// one event after another: adopt, send, send_view, close, abort, close_all, abort_all; a
+// one event after another: adopt, send, send_view, close, abort, close_all, abort_all,
+// shutdown_write (half-close), pause_receive, resume_receive, queued_bytes; a
 // completion of any request in flight, in any order, with any result class (partial sends, short
 // reads, EOF, resets, ECANCELED after a cancel, transient and other errors, failing shutdowns and
 // closes: Options::wide); time jumps that expire timers (SIOCOUTQ answers too); buffer retries;

@@ -237,8 +237,11 @@ TEST_P(HostilePeer, PeerThatNeverReadsEndsAtTheSendTimeoutWithAReset) {
 TEST_P(HostilePeer, SlowReaderStillConsumingOurDataOutlastsTheDrainIdleTimeout) {
   // Silence from the peer is not idleness while it is still acknowledging our data: a reset at
   // the drain idle timeout would throw away the part of the response it has not read yet.
+  // 1 s: long enough that a loaded machine (two cores, builds beside the tests) does not keep
+  // the reading thread off the CPU for a whole period, which would be real idleness; the
+  // response takes about 2.6 s to read, so the timer still fires during the drain (asserted).
   Config config = base_config();
-  config.drain_idle_timeout_ms = 200;
+  config.drain_idle_timeout_ms = 1'000;
   config.on_timeout = OnTimeout::reset;
   Responder responder(config, tools::make_response(4 << 20));
   ReadResult read;
@@ -267,7 +270,13 @@ TEST_P(HostilePeer, SlowReaderStillConsumingOurDataOutlastsTheDrainIdleTimeout) 
   EXPECT_TRUE(read.bytes == responder.response());
   EXPECT_TRUE(read.clean_eof) << "errno " << read.error;
   ASSERT_EQ(responder.reports.size(), 1u);
-  EXPECT_EQ(responder.reports[0].second.outcome, Outcome::clean);
+  const CloseReport& report = responder.reports[0].second;
+  EXPECT_EQ(report.outcome, Outcome::clean)
+      << "flush " << std::chrono::duration<double>(report.flush_time).count() << " s, drain "
+      << std::chrono::duration<double>(report.drain_time).count() << " s, extensions "
+      << responder.manager().stats().drain_idle_extensions;
+  EXPECT_GE(responder.manager().stats().drain_idle_extensions, 1u)
+      << "the drain idle timer never fired: the test did not test the extension";
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, HostilePeer,

@@ -50,5 +50,6 @@ Command add_client_command(CLI::App& program);
 Command add_demo_command(CLI::App& program);
 Command add_probe_command(CLI::App& program);
 Command add_bench_command(CLI::App& program);
+Command add_proxy_command(CLI::App& program);
 
 }  // namespace ringlinger::tools

@@ -10,6 +10,8 @@ RINGLINGER_PACKAGES=(
   libcli11-dev libfmt-dev nlohmann-json3-dev   # the command line program
   nginx-light                        # the peer `bench --backend nginx` compares against
   iproute2 nftables                  # tests/netfault: ip netns, veth, tc tbf; nft blackholes
+  curl wrk                           # tests/proxy: real clients through `ringlinger proxy`
+  libnginx-mod-stream                # bench/proxy.sh: nginx's own TCP proxy to compare with
 )
 
 # What `tools/run` needs on top: gnuplot for `bench --plot`, perf to count system calls and

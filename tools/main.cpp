@@ -4,6 +4,7 @@
 //   ringlinger demo    serve + client, then the same with a plain close(), side by side
 //   ringlinger bench   the same workload against several backends, side by side
 //   ringlinger probe   what this machine supports, and which backend serve and bench would use
+//   ringlinger proxy   an L4 TCP proxy that passes half-closes on and closes both legs gracefully
 #include <iostream>
 #include <vector>
 
@@ -19,7 +20,8 @@ int main(int argc, char** argv) {
   program.set_version_flag("--version", "ringlinger 0.1.0");
   const std::vector<Command> commands = {add_serve_command(program), add_client_command(program),
                                          add_demo_command(program), add_bench_command(program),
-                                         add_probe_command(program)};
+                                         add_probe_command(program),
+                                         add_proxy_command(program)};
   try {
     program.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

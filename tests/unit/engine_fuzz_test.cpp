@@ -8,6 +8,14 @@
 //     when nothing else is outstanding on the fd (checked by FakeIo at each submission);
 //   - SHUT_WR (either mode) is issued only after every queued byte was sent; sends go out in
 //     order and the bytes in each send are the right ones, still valid at completion;
+//   - the half-close: shutdown(2) on an open connection only after shutdown_write(), once every
+//     queued byte was sent and no send is in flight, once per connection (a later close() goes
+//     straight to draining, with no second SHUT_WR); sends after it fail with broken_pipe; a
+//     failing half-close decides the outcome (peer_reset or send_error); Stats::write_shutdowns;
+//   - flow control: no delivering receive is started while paused (one in flight from before
+//     may deliver), resume_receive() starts one again; queued_bytes() is the model's unsent
+//     count; on_send_drained exactly when a send completion leaves an open connection with
+//     nothing queued;
 //   - the state of each slot is the one the model predicts, and each state does what it
 //     promises (a receive in flight while reading, a send while bytes are queued, ...);
 //   - timers: no live connection has a deadline in the past, next_deadline() is the model's, a
@@ -95,6 +103,16 @@ class EngineFuzz : public testing::TestWithParam<std::tuple<int, int>> {
                   static_cast<unsigned long long>(c.outcomes[i]));
     }
     std::printf("\n");
+    std::printf(
+        "[ fuzz     ] half-closes %llu (failed %llu, then closed %llu, sends refused %llu), "
+        "on_send_drained %llu, deliveries while paused %llu, resumes restarting %llu\n",
+        static_cast<unsigned long long>(c.half_closes),
+        static_cast<unsigned long long>(c.half_close_failures),
+        static_cast<unsigned long long>(c.close_after_half_close),
+        static_cast<unsigned long long>(c.sends_after_half_close),
+        static_cast<unsigned long long>(c.send_drained_calls),
+        static_cast<unsigned long long>(c.deliveries_while_paused),
+        static_cast<unsigned long long>(c.resumes_restarting));
   }
 };
 
@@ -154,7 +172,9 @@ TEST(EngineFuzzWide, InvariantsHoldWithEveryResultClass) {
 
 // The fuzzer reaches what it claims to check: every outcome, the reentrant paths, stale
 // completions on reused slots, an fd number reused before the old close's completion, partial
-// sends, buffer waits, exact deadline hits, graceful finishes.
+// sends, buffer waits, exact deadline hits, graceful finishes, and the embedding calls:
+// half-closes (succeeding, failing, then closed), sends refused after them, on_send_drained,
+// deliveries of a receive in flight when paused, resumes that restart delivery.
 TEST(EngineFuzzCoverage, EveryOutcomeAndEveryTrickyPathIsExercised) {
   Coverage coverage;
   for (int seed = 1000; seed < 1040; ++seed) {
@@ -180,6 +200,14 @@ TEST(EngineFuzzCoverage, EveryOutcomeAndEveryTrickyPathIsExercised) {
   EXPECT_GT(coverage.adopt_refused_full, 0u);
   EXPECT_GT(coverage.exact_deadline_hits, 0u);
   EXPECT_GT(coverage.graceful_finishes, 0u);
+  EXPECT_GT(coverage.half_closes, 0u);
+  EXPECT_GT(coverage.half_close_failures, 0u);
+  EXPECT_GT(coverage.close_after_half_close, 0u);
+  EXPECT_GT(coverage.sends_after_half_close, 0u);
+  EXPECT_GT(coverage.send_drained_calls, 0u);
+  EXPECT_GT(coverage.deliveries_while_paused, 0u);
+  EXPECT_GT(coverage.resumes_restarting, 0u);
+  EXPECT_GT(coverage.reentrant_flow, 0u);
 }
 
 // ---------------------------------------------------------------------------------------------

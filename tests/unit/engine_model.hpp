@@ -9,7 +9,12 @@
 //     which itself waits until nothing else is in flight on the fd (never closed twice, never
 //     closed with a request in flight);
 //   - SHUT_WR only after every queued byte was sent, sends in order with the right bytes, and
-//     bytes accounted: sent + still queued = what send()/send_view() accepted;
+//     bytes accounted: sent + still queued = what send()/send_view() accepted (= queued_bytes());
+//   - the half-close (shutdown_write()): shutdown(2) while open only after it, once every queued
+//     byte was sent, exactly one SHUT_WR per connection (close() after it issues none), no send
+//     accepted after it; pause_receive(): no delivering receive started while paused, and
+//     resume_receive() starts one again; on_send_drained only inside a send completion that
+//     left an open connection with nothing queued, and always then;
 //   - the state, the outcome, the timers and the CloseReport are the ones the model predicts;
 //   - on_closed exactly once per adopted connection, inside its close completion;
 //   - a completion of an earlier connection in a reused slot (an old generation) changes nothing.
@@ -145,6 +150,11 @@ struct Model {
   bool waiting = false;   // a delivering recv got ENOBUFS and awaits a retry
   std::uint32_t unacknowledged = 0;  // SIOCOUTQ noted last (0: none since a full send)
 
+  bool write_shutdown_requested = false;  // shutdown_write() accepted (while open)
+  bool write_shutdown_issued = false;     // ... and its shutdown(2) was called, while open
+  bool write_shut_down = false;           // ... and succeeded: close() goes straight to draining
+  bool paused = false;                    // pause_receive() since the last resume_receive()
+
   bool send_armed = false;  // the send timeout runs (bytes queued, not all sent)
   TimePoint send_armed_at{};
   bool idle_armed = false;  // the drain idle timeout runs
@@ -178,6 +188,14 @@ struct Coverage {
   std::uint64_t adopt_refused_full = 0;
   std::uint64_t exact_deadline_hits = 0;
   std::uint64_t graceful_finishes = 0;
+  std::uint64_t half_closes = 0;               // shutdown_write()'s shutdown(2) succeeded
+  std::uint64_t half_close_failures = 0;       // ... failed: the connection ends
+  std::uint64_t close_after_half_close = 0;    // close() went straight to draining
+  std::uint64_t sends_after_half_close = 0;    // refused with broken_pipe
+  std::uint64_t send_drained_calls = 0;        // on_send_drained
+  std::uint64_t deliveries_while_paused = 0;   // a recv in flight from before the pause
+  std::uint64_t resumes_restarting = 0;        // resume_receive() started a delivering recv
+  std::uint64_t reentrant_flow = 0;            // shutdown_write/pause/resume from a callback
 
   void add(const Coverage& other) {
     for (std::size_t i = 0; i < kOutcomeCount; ++i) outcomes[i] += other.outcomes[i];
@@ -196,6 +214,14 @@ struct Coverage {
     adopt_refused_full += other.adopt_refused_full;
     exact_deadline_hits += other.exact_deadline_hits;
     graceful_finishes += other.graceful_finishes;
+    half_closes += other.half_closes;
+    half_close_failures += other.half_close_failures;
+    close_after_half_close += other.close_after_half_close;
+    sends_after_half_close += other.sends_after_half_close;
+    send_drained_calls += other.send_drained_calls;
+    deliveries_while_paused += other.deliveries_while_paused;
+    resumes_restarting += other.resumes_restarting;
+    reentrant_flow += other.reentrant_flow;
   }
 };
 
@@ -211,7 +237,7 @@ inline bool same_stats(const Stats& a, const Stats& b) {
          a.sq_full_submits == b.sq_full_submits && a.cq_overflows == b.cq_overflows &&
          a.shutdown_syscalls == b.shutdown_syscalls &&
          a.receive_buffer_waits == b.receive_buffer_waits &&
-         a.stale_completions == b.stale_completions;
+         a.stale_completions == b.stale_completions && a.write_shutdowns == b.write_shutdowns;
 }
 
 // One slot as seen from outside, for "nothing else changed" comparisons.
@@ -223,6 +249,7 @@ struct SlotSnapshot {
   bool peer_eof;
   bool reset_on_close;
   bool waiting_for_buffer;
+  bool write_shutdown_requested, write_shut_down, receive_paused;
   std::optional<Outcome> outcome;
   int first_error;
   std::uint64_t bytes_sent, bytes_received, bytes_discarded, queued_bytes;
@@ -233,7 +260,8 @@ inline std::vector<SlotSnapshot> snapshot(const Engine& engine) {
   std::vector<SlotSnapshot> slots;
   for (const Connection& c : engine.slots()) {
     slots.push_back({c.fd, c.generation, c.state, c.in_flight, c.peer_eof, c.reset_on_close,
-                     c.waiting_for_buffer, c.outcome, c.first_error, c.bytes_sent, c.bytes_received,
+                     c.waiting_for_buffer, c.write_shutdown_requested, c.write_shut_down,
+                     c.receive_paused, c.outcome, c.first_error, c.bytes_sent, c.bytes_received,
                      c.bytes_discarded, c.send_queue.queued_bytes()});
   }
   return slots;
@@ -285,6 +313,7 @@ class Fuzzer final : public FakeIo::Observer {
     if (options_.wide) {
       config_.orphan_timeout_ms = chance(50) ? 0 : 1 + static_cast<std::uint32_t>(roll(20'000));
     }
+    with_send_drained_ = roll(4) != 0;
 
     if (variant.with_on_receive) {
       callbacks_.on_receive = [this](ConnectionId id, std::span<const std::byte> data) {
@@ -294,6 +323,9 @@ class Fuzzer final : public FakeIo::Observer {
     callbacks_.on_closed = [this](ConnectionId id, const CloseReport& report) {
       on_closed(id, report);
     };
+    if (with_send_drained_) {
+      callbacks_.on_send_drained = [this](ConnectionId id) { on_send_drained(id); };
+    }
     io_.observer = this;
     io_.shutdown_result = [this](int) {
       return chance(85) ? 0 : options_.wide ? -kShutdownErrors[roll(2)] : -ENOTCONN;
@@ -438,6 +470,7 @@ class Fuzzer final : public FakeIo::Observer {
           if (!variant_.with_on_receive) violation("delivering recv without on_receive: " + what);
           if (!m->open()) violation("delivering recv after close(): " + what);
           if (m->waiting) violation("delivering recv while waiting for a buffer: " + what);
+          if (m->paused) violation("delivering recv started while paused: " + what);
         } else {
           if (m->open()) violation("discarding recv before close(): " + what);
           if (request.max_bytes == 0 || request.max_bytes > kDiscardChunkBytes) {
@@ -489,12 +522,24 @@ class Fuzzer final : public FakeIo::Observer {
   }
 
   void on_shutdown_now(int fd, int result) override {
-    if (config_.shutdown_mode != ShutdownMode::syscall) violation("shutdown(2) in ring mode");
     Model* m = live_model_by_fd(fd);
     if (m == nullptr)
       return violation("shutdown_now on fd " + std::to_string(fd) + " of no live connection");
-    shutdown_issued(*m, "shutdown(2)");
     log("  shutdown_now(fd " + std::to_string(fd) + ") -> " + std::to_string(result));
+    if (m->open()) {  // shutdown_write()'s half-close: the direct call in either mode
+      write_shutdown_issued(*m);
+      ++model_write_shutdowns_;
+      if (result == 0) {
+        m->write_shut_down = true;
+        ++coverage_.half_closes;
+      } else {
+        record_error(*m, -result, ErrorSource::send);  // decides the outcome, as for a send
+        ++coverage_.half_close_failures;
+      }
+      return;
+    }
+    if (config_.shutdown_mode != ShutdownMode::syscall) violation("shutdown(2) in ring mode");
+    shutdown_issued(*m, "shutdown(2)");
     if (result == 0) {
       shutdown_succeeded(*m);
     } else {
@@ -585,6 +630,10 @@ class Fuzzer final : public FakeIo::Observer {
   // SHUT_WR must follow every queued byte (the whole point of the library).
   void shutdown_issued(Model& m, const char* how) {
     if (m.shutdown_issued) violation(std::string(how) + " issued twice for " + id_text(m.id));
+    if (m.write_shutdown_issued) {
+      violation(std::string(how) + " after shutdown_write()'s shutdown(2) for " + id_text(m.id) +
+                ": a second SHUT_WR");
+    }
     if (!m.close_requested) violation(std::string(how) + " before close() for " + id_text(m.id));
     if (m.terminated) violation(std::string(how) + " while terminating " + id_text(m.id));
     if (m.unsent() != 0) {
@@ -593,6 +642,25 @@ class Fuzzer final : public FakeIo::Observer {
     }
     m.shutdown_issued = true;
     m.shutdown_issued_at = now_;
+  }
+
+  // shutdown_write()'s SHUT_WR, while open: only after shutdown_write(), only once, and (as on
+  // close) only after every queued byte was sent, with no send in flight.
+  void write_shutdown_issued(Model& m) {
+    if (!m.write_shutdown_requested) {
+      violation("shutdown(2) before close() and without shutdown_write() for " + id_text(m.id));
+    }
+    if (m.write_shutdown_issued) {
+      violation("shutdown_write()'s shutdown(2) issued twice for " + id_text(m.id));
+    }
+    if (m.unsent() != 0) {
+      violation("shutdown_write()'s shutdown(2) with " + std::to_string(m.unsent()) +
+                " queued bytes not yet sent: the FIN would cut them off");
+    }
+    if ((io_.outstanding_ops(m.id.slot) & bit(Op::send)) != 0) {
+      violation("shutdown_write()'s shutdown(2) with a send in flight for " + id_text(m.id));
+    }
+    m.write_shutdown_issued = true;
   }
 
   void shutdown_succeeded(Model& m) {
@@ -698,6 +766,7 @@ class Fuzzer final : public FakeIo::Observer {
       violation("on_receive data is not the recv's buffer");
     m->callback_bytes += data.size();
     total_callback_bytes_ += data.size();
+    if (m->paused) ++coverage_.deliveries_while_paused;  // in flight from before the pause
 
     // Reentrancy: the callback acts on the engine.
     const auto r = roll(100);
@@ -724,6 +793,70 @@ class Fuzzer final : public FakeIo::Observer {
     } else if (r < 28) {
       ++coverage_.reentrant_all;
       do_abort_all();
+    } else if (r < 34) {
+      ++coverage_.reentrant_flow;
+      do_pause(id, "on_receive: pause_receive(self)");
+    } else if (r < 37) {
+      ++coverage_.reentrant_flow;
+      do_shutdown_write(id, "on_receive: shutdown_write(self)");
+    } else if (r < 39) {
+      ++coverage_.reentrant_flow;
+      do_resume(pick_paused_id(), "on_receive: resume_receive(any)");
+    } else if (r < 40) {
+      ++coverage_.reentrant_flow;
+      do_send(id, random_send_size(), chance(50), "on_receive: send(self)");
+      do_shutdown_write(id, "on_receive: then shutdown_write(self)");
+    }
+  }
+
+  // Called from a send completion that left an open connection with nothing queued and nothing
+  // in flight (after the half-close, if one was due): checked against the completion being
+  // handled; deliver() checks the converse (it was called whenever it was due).
+  void on_send_drained(ConnectionId id) {
+    ++callback_calls_;
+    ++coverage_.send_drained_calls;
+    Model* m = find_model(id);
+    if (m == nullptr || m->closed)
+      return violation("on_send_drained for unknown or closed id " + id_text(id));
+    if (!pending_drained_ || pending_drained_->key != key_of(id) || pending_drained_->fired) {
+      return violation("on_send_drained for " + id_text(id) +
+                       " outside of a send completion with bytes sent, or twice");
+    }
+    pending_drained_->fired = true;
+    if (!m->open())
+      violation("on_send_drained after close()/abort()/termination for " + id_text(id));
+    if (m->unsent() != 0 || engine_->queued_bytes(id) != 0) {
+      violation("on_send_drained for " + id_text(id) + " with " + std::to_string(m->unsent()) +
+                " bytes unsent, queued_bytes() " + std::to_string(engine_->queued_bytes(id)));
+    }
+    if ((io_.outstanding_ops(id.slot) & bit(Op::send)) != 0)
+      violation("on_send_drained for " + id_text(id) + " with a send in flight");
+    if (m->write_shutdown_requested && !m->write_shutdown_issued)
+      violation("on_send_drained for " + id_text(id) + " before the half-close that was due");
+
+    // Reentrancy: what a proxy does here (refill, resume the other side, finish).
+    const auto r = roll(100);
+    if (r < 15) {
+      ++coverage_.reentrant_send;
+      do_send(id, random_send_size(), chance(50), "on_send_drained: send(self)");
+    } else if (r < 25) {
+      ++coverage_.reentrant_flow;
+      do_shutdown_write(id, "on_send_drained: shutdown_write(self)");
+    } else if (r < 35) {
+      ++coverage_.reentrant_close;
+      do_close(id, "on_send_drained: close(self)");
+    } else if (r < 50) {
+      ++coverage_.reentrant_flow;
+      do_resume(chance(50) ? id : pick_paused_id(), "on_send_drained: resume_receive");
+    } else if (r < 55) {
+      ++coverage_.reentrant_flow;
+      do_pause(pick_id(), "on_send_drained: pause_receive(any)");
+    } else if (r < 58) {
+      ++coverage_.reentrant_abort;
+      do_abort(id, "on_send_drained: abort(self)");
+    } else if (r < 60 && allow_adopt_) {
+      ++coverage_.reentrant_adopt;
+      do_adopt("on_send_drained: adopt");
     }
   }
 
@@ -757,6 +890,13 @@ class Fuzzer final : public FakeIo::Observer {
         violation("send() on the id being closed did not fail with bad_file_descriptor");
       }
     }
+    if (chance(10)) {
+      do_queued_bytes(id, "on_closed:");
+      if (chance(50))
+        do_shutdown_write(id, "on_closed: (self)");
+      else
+        do_pause(id, "on_closed: (self)");
+    }
     if (allow_adopt_ && chance(2)) {
       ++coverage_.reentrant_all;
       if (chance(50))
@@ -768,6 +908,8 @@ class Fuzzer final : public FakeIo::Observer {
       ++coverage_.reentrant_adopt;
       if (auto fresh = do_adopt("on_closed: adopt")) {
         if (chance(50)) do_send(*fresh, random_send_size(), chance(50), "on_closed: send(new)");
+        if (chance(10)) do_shutdown_write(*fresh, "on_closed: shutdown_write(new)");
+        if (chance(10)) do_pause(*fresh, "on_closed: pause_receive(new)");
         if (chance(20)) do_close(*fresh, "on_closed: close(new)");
       }
     }
@@ -877,6 +1019,16 @@ class Fuzzer final : public FakeIo::Observer {
     }
   }
 
+  // Mostly a paused live connection, when there is one: a resume that restarts delivery.
+  ConnectionId pick_paused_id() {
+    std::vector<ConnectionId> paused;
+    for (Model* m : live_models()) {
+      if (m->paused) paused.push_back(m->id);
+    }
+    if (paused.empty() || chance(30)) return pick_id();
+    return paused[below(paused.size())];
+  }
+
   // The error an API call on `id` must return: stale ids, then closing ones.
   std::error_code expected_for(const Model* m, bool needs_open) const {
     if (m == nullptr || m->closed) return std::make_error_code(std::errc::bad_file_descriptor);
@@ -946,7 +1098,11 @@ class Fuzzer final : public FakeIo::Observer {
 
   void do_send(ConnectionId id, std::size_t size, bool view, const std::string& who) {
     Model* m = find_model(id);
-    const std::error_code want = expected_for(m, true);
+    std::error_code want = expected_for(m, true);
+    if (!want && m->write_shutdown_requested) {  // our FIN is due or sent: nothing may follow it
+      want = std::make_error_code(std::errc::broken_pipe);
+      ++coverage_.sends_after_half_close;
+    }
     std::string bytes = random_bytes(size);
     log(who + (view ? " send_view " : " send ") + id_text(id) + " " + std::to_string(size) + " B");
     if (!want && !bytes.empty()) {
@@ -975,13 +1131,68 @@ class Fuzzer final : public FakeIo::Observer {
     Model* m = find_model(id);
     const std::error_code want = expected_for(m, false);
     log(who + " close " + id_text(id));
-    if (!want && m->open()) {
-      m->close_requested = true;
-      m->close_requested_at = now_;
-      m->waiting = false;
-    }
+    if (!want && m->open()) close_requested(*m);
     CauseScope scope(*this, Cause::api);
     check_result(engine_->close(id, now_), want, who + " close");
+  }
+
+  // close() of an open connection: flushing; after a half-close whose SHUT_WR succeeded, no
+  // second one: straight to draining (the drain timeout starts, shutdown_at is now).
+  void close_requested(Model& m) {
+    m.close_requested = true;
+    m.close_requested_at = now_;
+    m.waiting = false;
+    if (m.write_shut_down) {
+      m.shutdown_issued = true;
+      m.shutdown_issued_at = now_;
+      shutdown_succeeded(m);
+      ++coverage_.close_after_half_close;
+    }
+  }
+
+  void do_shutdown_write(ConnectionId id, const std::string& who) {
+    Model* m = find_model(id);
+    const std::error_code want = expected_for(m, true);
+    log(who + " shutdown_write " + id_text(id));
+    if (!want) m->write_shutdown_requested = true;  // before the call: shutdown(2) may come in it
+    CauseScope scope(*this, Cause::api);
+    check_result(engine_->shutdown_write(id, now_), want, who + " shutdown_write");
+  }
+
+  void do_pause(ConnectionId id, const std::string& who) {
+    Model* m = find_model(id);
+    const std::error_code want = expected_for(m, false);
+    log(who + " pause_receive " + id_text(id));
+    if (!want) m->paused = true;
+    CauseScope scope(*this, Cause::api);
+    check_result(engine_->pause_receive(id), want, who + " pause_receive");
+  }
+
+  void do_resume(ConnectionId id, const std::string& who) {
+    Model* m = find_model(id);
+    const std::error_code want = expected_for(m, false);
+    log(who + " resume_receive " + id_text(id));
+    if (!want) m->paused = false;
+    const std::uint64_t submissions_before = io_.submissions();
+    {
+      CauseScope scope(*this, Cause::api);
+      check_result(engine_->resume_receive(id), want, who + " resume_receive");
+    }
+    // Only a delivering receive may start here (an open connection that was paused); whether
+    // one had to is checked after the event (check_state).
+    if (io_.submissions() != submissions_before) ++coverage_.resumes_restarting;
+  }
+
+  // queued_bytes(): what the model counts as unsent (the bytes of a send in flight included: not
+  // yet handed to the kernel), 0 for a stale id.
+  void do_queued_bytes(ConnectionId id, const std::string& who) {
+    Model* m = find_model(id);
+    const std::uint64_t want = m == nullptr || m->closed ? 0 : m->unsent();
+    const std::uint64_t got = engine_->queued_bytes(id);
+    if (got != want) {
+      violation(who + " queued_bytes(" + id_text(id) + ") = " + std::to_string(got) +
+                ", the model counts " + std::to_string(want) + " unsent");
+    }
   }
 
   void do_abort(ConnectionId id, const std::string& who) {
@@ -1000,11 +1211,7 @@ class Fuzzer final : public FakeIo::Observer {
   void do_close_all() {
     log("close_all");
     for (Model* m : live_models()) {
-      if (m->open()) {
-        m->close_requested = true;
-        m->close_requested_at = now_;
-        m->waiting = false;
-      }
+      if (m->open()) close_requested(*m);
     }
     CauseScope scope(*this, Cause::api);
     engine_->close_all(now_);
@@ -1177,6 +1384,7 @@ class Fuzzer final : public FakeIo::Observer {
     log("complete " + fake::describe(request) + " = " + std::to_string(result));
     Completion completion{request.tag, result, {}};
     pending_receive_.reset();
+    pending_drained_.reset();
     switch (request.tag.op) {
       case Op::recv:
         if (result > 0) {
@@ -1222,6 +1430,7 @@ class Fuzzer final : public FakeIo::Observer {
           }
           m->sent += bytes;
           total_sent_ += bytes;
+          pending_drained_ = PendingDrained{key, false};
           m->unacknowledged = 0;  // a full send forgets the figure; a short one notes a new one
           if (bytes < request.bytes.size() && !m->terminated) short_send_key_ = key;
           if (!m->terminated) {
@@ -1264,6 +1473,14 @@ class Fuzzer final : public FakeIo::Observer {
                 fake::describe(request));
     }
     pending_receive_.reset();
+    // on_send_drained is due when a send completion with bytes sent leaves the connection open
+    // with nothing queued (the callback is the completion's last step: nothing else ran after).
+    if (pending_drained_ && !pending_drained_->fired && with_send_drained_ && m->open() &&
+        m->unsent() == 0) {
+      violation("on_send_drained not called when a send completion left " + id_text(m->id) +
+                " open with nothing queued: " + fake::describe(request));
+    }
+    pending_drained_.reset();
     if (request.tag.op == Op::close) {
       if (!close_fired_)
         violation("on_closed not called for the close completion of " + id_text(m->id));
@@ -1338,7 +1555,7 @@ class Fuzzer final : public FakeIo::Observer {
   // --- the driver ----------------------------------------------------------------------------
 
   void random_event() {
-    const auto r = roll(100);
+    const auto r = roll(112);
     if (r < 10) {
       do_adopt("adopt");
     } else if (r < 20) {
@@ -1361,8 +1578,16 @@ class Fuzzer final : public FakeIo::Observer {
       do_advance(0ns);
     } else if (r < 96) {
       do_retry();
-    } else {
+    } else if (r < 100) {
       inject_stale();
+    } else if (r < 104) {
+      do_shutdown_write(pick_id(), "test");
+    } else if (r < 107) {
+      do_pause(pick_id(), "test");
+    } else if (r < 110) {
+      do_resume(pick_paused_id(), "test");
+    } else {
+      do_queued_bytes(pick_id(), "test");
     }
   }
 
@@ -1499,6 +1724,21 @@ class Fuzzer final : public FakeIo::Observer {
         violation(where + "send queue holds " + std::to_string(c.send_queue.queued_bytes()) +
                   " bytes, " + std::to_string(m->unsent()) + " unsent");
       }
+      if (engine_->queued_bytes(m->id) != m->unsent()) {
+        violation(where + "queued_bytes() " + std::to_string(engine_->queued_bytes(m->id)) + ", " +
+                  std::to_string(m->unsent()) + " unsent");
+      }
+      if (c.write_shutdown_requested != m->write_shutdown_requested ||
+          c.write_shut_down != m->write_shut_down) {
+        violation(where + "half-close flags (requested " +
+                  std::to_string(c.write_shutdown_requested) + ", done " +
+                  std::to_string(c.write_shut_down) + ") differ from the model's");
+      }
+      if (c.receive_paused != m->paused) violation(where + "receive_paused differs from the model");
+      if (m->open() && m->write_shutdown_requested && m->unsent() == 0 &&
+          !m->write_shutdown_issued) {
+        violation(where + "shutdown_write() and every byte sent, but no SHUT_WR issued");
+      }
       if (c.peer_eof != m->eof_seen) violation(where + "peer_eof differs from the EOFs delivered");
       if (c.reset_on_close != m->reset_requested)
         violation(where + "reset_on_close differs from set_reset_on_close calls");
@@ -1556,7 +1796,11 @@ class Fuzzer final : public FakeIo::Observer {
       violation("Stats::bytes_received differs from on_receive");
     if (stats_.bytes_discarded != total_discarded_)
       violation("Stats::bytes_discarded differs from the fake");
-    if (stats_.shutdown_syscalls != io_.shutdown_calls())
+    if (stats_.write_shutdowns != model_write_shutdowns_) {
+      violation("Stats::write_shutdowns = " + std::to_string(stats_.write_shutdowns) +
+                ", half-close shutdown(2) calls " + std::to_string(model_write_shutdowns_));
+    }
+    if (stats_.shutdown_syscalls != io_.shutdown_calls() - model_write_shutdowns_)
       violation("Stats::shutdown_syscalls differs");
     if (stats_.drain_idle_extensions != model_idle_extensions_)
       violation("Stats::drain_idle_extensions differs");
@@ -1592,8 +1836,9 @@ class Fuzzer final : public FakeIo::Observer {
     if (send && m.unsent() == 0) violation(where + "a send in flight with nothing unsent");
     switch (c.state) {
       case State::open:
-        if (variant_.with_on_receive && !m.eof_seen && !m.waiting && !recv) {
-          violation(where + "open with on_receive, no EOF, not waiting, but no recv in flight");
+        if (variant_.with_on_receive && !m.eof_seen && !m.waiting && !m.paused && !recv) {
+          violation(where +
+                    "open with on_receive, no EOF, not waiting, not paused, but no recv in flight");
         }
         if (!variant_.with_on_receive && recv)
           violation(where + "open without on_receive but a recv in flight");
@@ -1627,6 +1872,12 @@ class Fuzzer final : public FakeIo::Observer {
     bool fired;
   };
 
+  // A send completion with bytes sent, being handled: on_send_drained may come.
+  struct PendingDrained {
+    std::uint64_t key;
+    bool fired;
+  };
+
   Choices& choices_;
   const Variant variant_;
   const Options options_;
@@ -1634,6 +1885,7 @@ class Fuzzer final : public FakeIo::Observer {
   int error_weight_ = 1;
   bool graceful_finish_ = true;
   bool allow_adopt_ = true;
+  bool with_send_drained_ = true;  // Callbacks::on_send_drained set
 
   FakeIo io_;
   Callbacks callbacks_;
@@ -1653,6 +1905,7 @@ class Fuzzer final : public FakeIo::Observer {
   Cause cause_ = Cause::none;
   std::uint64_t cause_target_ = 0;
   std::optional<PendingReceive> pending_receive_;
+  std::optional<PendingDrained> pending_drained_;
   std::optional<std::uint64_t> pending_close_;
   bool close_fired_ = false;
   int close_error_ = 0;  // of the close completion being handled
@@ -1665,6 +1918,7 @@ class Fuzzer final : public FakeIo::Observer {
   std::uint64_t model_buffer_waits_ = 0;
   std::uint64_t model_idle_extensions_ = 0;
   std::uint64_t model_send_extensions_ = 0;
+  std::uint64_t model_write_shutdowns_ = 0;  // shutdown(2) calls for shutdown_write()
   std::uint64_t injected_stale_ = 0;
   std::uint64_t callback_calls_ = 0;
 

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Installs the build into a temporary directory (meson install --destdir) and checks that the
+# installed copy is usable as a library: every public header, libringlinger.so*, libringlinger.a
+# and ringlinger.pc are there, and consumer.cpp builds with `pkg-config --cflags --libs
+# ringlinger` against the shared library and with `pkg-config --static --libs ringlinger` against
+# the static one, and both programs run and report a clean graceful close.
+#
+# Usage (tests/install/meson.build passes these):
+#   install_test.sh BUILD_DIR PREFIX LIBDIR INCLUDEDIR HEADER_SOURCE_DIR CONSUMER_CPP [CXXFLAGS...]
+# LIBDIR and INCLUDEDIR are absolute (under PREFIX); CXXFLAGS are extra compiler flags for the
+# consumer (the build's sanitizers, which the installed library needs too).
+set -euo pipefail
+
+if [ $# -lt 6 ]; then
+  echo "usage: $0 BUILD_DIR PREFIX LIBDIR INCLUDEDIR HEADER_SOURCE_DIR CONSUMER_CPP [CXXFLAGS...]" >&2
+  exit 2
+fi
+build_dir=$1 prefix=$2 libdir=$3 includedir=$4 header_source_dir=$5 consumer_cpp=$6
+shift 6
+extra_cxxflags=("$@")
+
+fail() {
+  echo "install test FAILED: $*" >&2
+  exit 1
+}
+
+command -v pkg-config >/dev/null || fail "pkg-config is not installed (tools/lib.sh installs it)"
+command -v c++ >/dev/null || fail "no c++ compiler"
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/ringlinger-install-test.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+stage=$tmp/stage
+
+# 1. Install into the staging directory.
+if ! meson install -C "$build_dir" --destdir "$stage" --no-rebuild --quiet >"$tmp/install.log" 2>&1; then
+  cat "$tmp/install.log" >&2
+  fail "meson install -C $build_dir --destdir $stage failed"
+fi
+echo "installed into $stage (prefix $prefix)"
+
+# 2. Everything a library user needs is there.
+staged_libdir=$stage$libdir
+staged_includedir=$stage$includedir/ringlinger
+pc_dir=$staged_libdir/pkgconfig
+missing=()
+header_count=0
+for header in "$header_source_dir"/*.h "$header_source_dir"/*.hpp; do
+  [ -e "$header" ] || continue
+  header_count=$((header_count + 1))
+  [ -f "$staged_includedir/$(basename "$header")" ] || missing+=("$includedir/ringlinger/$(basename "$header")")
+done
+[ "$header_count" -gt 0 ] || fail "no headers found in $header_source_dir"
+[ -f "$staged_includedir/ringlinger.hpp" ] || missing+=("$includedir/ringlinger/ringlinger.hpp")
+[ -e "$staged_libdir/libringlinger.so" ] || missing+=("$libdir/libringlinger.so")
+compgen -G "$staged_libdir/libringlinger.so.*" >/dev/null || missing+=("$libdir/libringlinger.so.<version>")
+[ -f "$staged_libdir/libringlinger.a" ] || missing+=("$libdir/libringlinger.a")
+[ -f "$pc_dir/ringlinger.pc" ] || missing+=("$libdir/pkgconfig/ringlinger.pc")
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installed files:" >&2
+  (cd "$stage" && find . -type f -o -type l | sort) >&2
+  fail "not installed: ${missing[*]}"
+fi
+echo "installed: $header_count headers, libringlinger.so*, libringlinger.a, ringlinger.pc"
+
+# 3. pkg-config finds the staged ringlinger.pc (not some other installed copy) and prefixes its
+# paths with the staging directory.
+export PKG_CONFIG_PATH=$pc_dir
+export PKG_CONFIG_SYSROOT_DIR=$stage
+pcfiledir=$(pkg-config --variable=pcfiledir ringlinger) || fail "pkg-config does not find ringlinger in $pc_dir"
+[ "$pcfiledir" = "$pc_dir" ] || fail "pkg-config found ringlinger.pc in $pcfiledir, not in $pc_dir"
+read -r -a cflags <<<"$(pkg-config --cflags ringlinger)"
+read -r -a libs <<<"$(pkg-config --libs ringlinger)"
+read -r -a static_libs <<<"$(pkg-config --static --libs ringlinger)"
+echo "pkg-config --cflags: ${cflags[*]}"
+echo "pkg-config --libs: ${libs[*]}"
+echo "pkg-config --static --libs: ${static_libs[*]}"
+[[ " ${cflags[*]} " == *" -I$stage$includedir "* ]] || fail "pkg-config --cflags lacks -I$stage$includedir"
+[[ " ${libs[*]} " == *" -L$staged_libdir "* ]] || fail "pkg-config --libs lacks -L$staged_libdir"
+[[ " ${libs[*]} " == *" -lringlinger "* ]] || fail "pkg-config --libs lacks -lringlinger"
+[[ " ${static_libs[*]} " == *" -luring "* ]] || fail "pkg-config --static --libs lacks -luring (liburing)"
+
+# The consumer's output is checked, so that a program that prints nothing (or fails quietly)
+# cannot pass.
+check_run() {
+  local name=$1
+  shift
+  local output
+  if ! output=$("$@" 2>&1); then
+    echo "$output" >&2
+    fail "the $name consumer failed"
+  fi
+  echo "$name: $output"
+  grep -Eq '^consumer ok: [0-9]+ bytes, outcome clean' <<<"$output" \
+    || fail "the $name consumer did not print 'consumer ok: N bytes, outcome clean'"
+}
+
+cxx=(c++ -std=c++20 -Wall -Wextra -Werror "${extra_cxxflags[@]}")
+
+# 4. Against the shared library.
+"${cxx[@]}" "${cflags[@]}" "$consumer_cpp" "${libs[@]}" -o "$tmp/consumer_shared" \
+  || fail "building the consumer against the installed shared library failed"
+readelf -d "$tmp/consumer_shared" | grep -q 'NEEDED.*libringlinger\.so' \
+  || fail "consumer_shared does not need libringlinger.so"
+resolved=$(LD_LIBRARY_PATH=$staged_libdir ldd "$tmp/consumer_shared" | grep libringlinger) || true
+[[ "$resolved" == *"$staged_libdir/"* ]] || fail "consumer_shared loads '$resolved', not the staged library"
+check_run shared env LD_LIBRARY_PATH="$staged_libdir" "$tmp/consumer_shared"
+
+# 5. Against the static library: the same flags, with -lringlinger taken from libringlinger.a.
+static_link=()
+for flag in "${static_libs[@]}"; do
+  if [ "$flag" = "-lringlinger" ]; then
+    static_link+=(-Wl,-Bstatic -lringlinger -Wl,-Bdynamic)
+  else
+    static_link+=("$flag")
+  fi
+done
+"${cxx[@]}" "${cflags[@]}" "$consumer_cpp" "${static_link[@]}" -o "$tmp/consumer_static" \
+  || fail "building the consumer against the installed static library failed"
+if readelf -d "$tmp/consumer_static" | grep -q 'NEEDED.*libringlinger'; then
+  fail "consumer_static still needs libringlinger.so"
+fi
+check_run static "$tmp/consumer_static"
+
+echo "install test passed"
