@@ -1,6 +1,8 @@
 /* ringlinger's C API: graceful TCP close (send -> shutdown(SHUT_WR) -> drain to EOF -> close)
  * for thousands of connections on one io_uring ring, for programs written in C (C99 or later).
  * A thin layer over the C++ API (ringlinger/manager.hpp); the semantics are the same.
+ * Build: cc prog.c $(pkg-config --cflags --libs ringlinger); the library is C++, so linking the
+ * static libringlinger.a from C also needs -luring -lstdc++.
  *
  * Embedding in a host epoll loop, handing connections over to be closed gracefully:
  *
@@ -10,7 +12,7 @@
  *   rl_manager *m = rl_manager_new(&config, NULL, err, sizeof err);   // NULL: see err
  *   int efd = rl_manager_event_fd(m);            // add to your epoll set, EPOLLIN
  *   ...
- *   rl_manager_handoff(m, client_fd, "bye\n", 4, on_done, ctx);  // any thread; fd is ours now
+ *   rl_manager_handoff(m, client_fd, "bye\n", 4, on_done, ctx);  // any thread; m owns the fd
  *   ...
  *   for (;;) {                                   // your loop, on the thread that created m
  *     int n = epoll_wait(ep, events, 64, rl_manager_poll_timeout_ms(m, 1000));
@@ -37,8 +39,8 @@
  * of the struct as the program was compiled: a later version of the library only appends
  * fields, reads just the `size` bytes a program passed in (defaults for the rest) and writes just
  * the `size` bytes a program's buffer has, so a program built against this header keeps working
- * with a newer library. (A struct with a size field rather than one setter per field: it reads
- * like the C++ Config, can be filled with designated initializers, and costs one call.)
+ * with a newer library. (A size field rather than one setter per field: rl_config reads like the
+ * C++ Config, one call fills it, and rl_callbacks can be written with designated initializers.)
  * Initialise rl_config with rl_config_init(); set the other structs' size to sizeof. */
 #ifndef RINGLINGER_RINGLINGER_H
 #define RINGLINGER_RINGLINGER_H
