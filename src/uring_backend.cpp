@@ -220,7 +220,9 @@ void UringBackend::arm_wake() {
 
 int UringBackend::notification_fd() {
   if (notification_fd_ >= 0) return notification_fd_;
-  const int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  // Created readable: work may have been queued before it was registered, which the kernel
+  // does not signal; the host's first wait then returns at once and its poll() takes that work.
+  const int fd = eventfd(1, EFD_NONBLOCK | EFD_CLOEXEC);
   if (fd < 0) throw std::system_error(errno, std::system_category(), "eventfd");
   // The kernel signals it whenever completions are posted and, with DEFER_TASKRUN, whenever
   // work is queued that the next io_uring_enter would turn into completions.
@@ -240,7 +242,10 @@ void UringBackend::clear_notification() {
 }
 
 bool UringBackend::has_unsubmitted_work() const {
-  return io_uring_sq_ready(&const_cast<Ring&>(ring_).raw()) > 0;
+  io_uring& raw = const_cast<Ring&>(ring_).raw();
+  // Prepared requests, or completions the kernel holds back because the queue overflowed.
+  return io_uring_sq_ready(&raw) > 0 ||
+         (IO_URING_READ_ONCE(*raw.sq.kflags) & IORING_SQ_CQ_OVERFLOW) != 0;
 }
 
 // --- listeners --------------------------------------------------------------------------------

@@ -136,7 +136,8 @@ class Manager {
   //   call poll() after every wait (and after calls made outside the manager's callbacks).
   // A file descriptor that becomes readable when the manager has work: completions ready in its
   // ring (an eventfd registered with the ring; with the epoll backend, its epoll fd), or
-  // handoffs from other threads. Created on the first call; owned by the manager.
+  // handoffs from other threads. Created on the first call, readable at first (the host's
+  // first wait returns at once); owned by the manager.
   // Throws std::system_error if it cannot be created.
   int event_fd();
   // A non-blocking loop step: clears event_fd()'s readiness, submits what is prepared, handles
