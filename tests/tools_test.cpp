@@ -128,6 +128,10 @@ TEST(CommandLine, BadFlagsExitWithTwoAndNameTheFlag) {
       {{"serve", "--orphan-timeout", "2d"}, "--orphan-timeout"},
       {{"serve", "--orphan-timeout", "10"}, "--orphan-timeout"},
       {{"serve", "--no-such-flag"}, "--no-such-flag"},
+      {{"serve", "--threads", "0"}, "--threads"},
+      {{"serve", "--threads", "65"}, "--threads"},
+      {{"serve", "--threads", "2", "--backend", "naive"}, "--threads"},
+      {{"serve", "--threads", "4", "--max-connections", "3"}, "--max-connections"},
       {{"client", "--connect", "nowhere"}, "--connect"},
       {{"client", "--source-addrs", "127.0.0.9-127.0.0.2"}, "--source-addrs"},
       {{"client", "--concurrency", "0"}, "--concurrency"},
@@ -305,6 +309,90 @@ TEST(Bench, HostilePeersEachEndAsTheirTypeShould) {
     EXPECT_EQ(outcomes["drain_byte_cap"].get<int>() + outcomes["drain_timeout"].get<int>(), flood);
     EXPECT_EQ(outcomes["peer_reset"], peers["reset"]["started"]);
   }
+}
+
+}  // namespace
+}  // namespace ringlinger::tools
+
+// serve --threads 2: two managers on two threads behind one SO_REUSEPORT address. 2000
+// connections (each with a 4 KiB body serve does not read), verified by `ringlinger client`:
+// every one must get the whole response AND a clean EOF; both threads must have served some; and
+// the merged counters must be the sums of the per-thread ones.
+namespace ringlinger::tools {
+namespace {
+
+std::string temporary_file(const char* what) {
+  std::string path = std::string("/tmp/ringlinger-tools-test-") + what + "-XXXXXX";
+  const int fd = mkstemp(path.data());
+  if (fd >= 0) ::close(fd);
+  return path;
+}
+
+nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream file(path);
+  nlohmann::json value = nlohmann::json::parse(file, nullptr, false);
+  std::remove(path.c_str());
+  return value;
+}
+
+TEST(ServeThreads, TwoThreadsServeEveryConnectionAndTheirCountsAddUp) {
+  constexpr int kConnections = 2000;
+  const std::string serve_json = temporary_file("serve");
+  const std::string client_json = temporary_file("client");
+  ChildProcess serve({testing_support::ringlinger_exe(),
+                      {"serve", "--listen", "127.0.0.1:0", "--threads", "2", "--quiet", "--json",
+                       serve_json},
+                      -1,
+                      true});
+  const auto address = serve.read_listening_address(std::chrono::seconds(10));
+  ASSERT_TRUE(address.has_value()) << "serve did not start";
+  ChildProcess client({testing_support::ringlinger_exe(),
+                       {"client", "--connect", address->to_string(), "--connections",
+                        std::to_string(kConnections), "--concurrency", "200", "--body-bytes", "4KiB",
+                        "--json", client_json},
+                       -1,
+                       true});
+  std::string client_output;
+  while (auto line = client.read_line(std::chrono::seconds(120))) client_output += *line + "\n";
+  EXPECT_EQ(client.wait(std::chrono::seconds(10)), 0) << client_output;
+  EXPECT_EQ(serve.terminate(std::chrono::seconds(30)), 0);
+  std::string serve_output;
+  while (auto line = serve.read_line(std::chrono::seconds(2))) serve_output += *line + "\n";
+  EXPECT_EQ(serve_output.find("listening on"), std::string::npos) << "one ready line only: " << serve_output;
+
+  const nlohmann::json loads = read_json_file(client_json);
+  ASSERT_TRUE(loads.is_object() && loads.contains("complete")) << client_output;
+  EXPECT_EQ(loads["started"], kConnections);
+  EXPECT_EQ(loads["complete"], kConnections);  // exact bytes AND a clean EOF, each
+  EXPECT_EQ(loads["failed"], 0);
+  EXPECT_EQ(loads["payload_bytes_received"], std::uint64_t{kConnections} * 16384);
+  EXPECT_EQ(loads["payload_bytes_lost"], 0);
+
+  const nlohmann::json server = read_json_file(serve_json);
+  ASSERT_TRUE(server.is_object() && server.contains("per_thread")) << "serve wrote no JSON";
+  EXPECT_EQ(server["threads"], 2);
+  ASSERT_EQ(server["per_thread"].size(), 2u) << server.dump(2);
+  std::uint64_t accepted = 0;
+  std::uint64_t closed = 0;
+  std::uint64_t slots = 0;
+  for (const auto& thread : server["per_thread"]) {
+    EXPECT_GT(thread["connections_closed"].get<std::uint64_t>(), 0u) << "a thread served nothing: " << server["per_thread"].dump();
+    EXPECT_EQ(thread["connections_closed"], thread["connections_accepted"]);
+    EXPECT_EQ(thread["max_connections"], 8192);  // the default 16384, halved
+    accepted += thread["connections_accepted"].get<std::uint64_t>();
+    closed += thread["connections_closed"].get<std::uint64_t>();
+    slots += thread["max_connections"].get<std::uint64_t>();
+  }
+  const auto& stats = server["stats"];
+  EXPECT_EQ(accepted, kConnections);
+  EXPECT_EQ(closed, kConnections);
+  EXPECT_EQ(stats["connections_accepted"], kConnections);
+  EXPECT_EQ(stats["connections_closed"], kConnections);
+  EXPECT_EQ(stats["outcomes"]["clean"], kConnections);
+  EXPECT_EQ(stats["bytes_sent"], std::uint64_t{kConnections} * make_response(16384).size());
+  EXPECT_EQ(slots, server["config"]["max_connections"].get<std::uint64_t>());
+  EXPECT_EQ(stats["connections_in_state"]["free"], slots);  // gauges add up too: every slot free
+  EXPECT_EQ(server["close_latency_us"]["samples"], kConnections);
 }
 
 }  // namespace
