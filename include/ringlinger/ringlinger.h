@@ -1,8 +1,8 @@
 /* ringlinger's C API: graceful TCP close (send -> shutdown(SHUT_WR) -> drain to EOF -> close)
  * for thousands of connections on one io_uring ring, for programs written in C (C99 or later).
  * A thin layer over the C++ API (ringlinger/manager.hpp); the semantics are the same.
- * Build: cc prog.c $(pkg-config --cflags --libs ringlinger); the library is C++, so linking the
- * static libringlinger.a from C also needs -luring -lstdc++.
+ * Build: cc prog.c $(pkg-config --cflags --libs ringlinger); statically:
+ * cc prog.c $(pkg-config --static --cflags --libs ringlinger) (adds -luring and the C++ runtime).
  *
  * Embedding in a host epoll loop, handing connections over to be closed gracefully:
  *
