@@ -41,6 +41,7 @@
 #include "cli_units.hpp"
 #include "commands.hpp"
 #include "ringlinger/ringlinger.hpp"
+#include "stats_json.hpp"
 
 namespace ringlinger::tools {
 namespace {
@@ -373,14 +374,6 @@ void restore_signals() {
   for (auto& slot : g_managers) slot.store(nullptr);
 }
 
-nlohmann::json outcomes_json(const std::array<std::uint64_t, kOutcomeCount>& counts) {
-  nlohmann::json outcomes = nlohmann::json::object();
-  for (std::size_t i = 0; i < kOutcomeCount; ++i) {
-    outcomes[std::string(to_string(static_cast<Outcome>(i)))] = counts[i];
-  }
-  return outcomes;
-}
-
 std::string outcomes_text(const std::array<std::uint64_t, kOutcomeCount>& counts) {
   std::string text;
   for (std::size_t i = 0; i < kOutcomeCount; ++i) {
@@ -402,36 +395,6 @@ struct CpuTime {
     return {us(usage.ru_utime), us(usage.ru_stime)};
   }
 };
-
-nlohmann::json stats_json(const Stats& stats) {
-  nlohmann::json states = nlohmann::json::object();
-  for (std::size_t i = 0; i < kStateCount; ++i) {
-    states[std::string(to_string(static_cast<State>(i)))] = stats.connections_in_state[i];
-  }
-  return {
-      {"live_connections", stats.live_connections()},
-      {"peak_live_connections", stats.peak_live_connections},
-      {"connections_accepted", stats.connections_accepted},
-      {"connections_adopted", stats.connections_adopted},
-      {"connections_closed", stats.closed_connections()},
-      {"accepts_rejected", stats.accepts_rejected},
-      {"accepts_queued", stats.accepts_queued},
-      {"accept_errors", stats.accept_errors},
-      {"outcomes", outcomes_json(stats.outcomes)},
-      {"connections_in_state", states},
-      {"bytes_sent", stats.bytes_sent},
-      {"bytes_received", stats.bytes_received},
-      {"bytes_discarded", stats.bytes_discarded},
-      {"write_shutdowns", stats.write_shutdowns},
-      {"submissions", stats.submissions},
-      {"completions", stats.completions},
-      {"enter_calls", stats.enter_calls},
-      {"syscalls", stats.syscalls},
-      {"receive_buffer_waits", stats.receive_buffer_waits},
-      {"cq_overflows", stats.cq_overflows},
-      {"stale_completions", stats.stale_completions},
-  };
-}
 
 nlohmann::json proxy_json(const ProxyCounters& counters) {
   return {
@@ -464,7 +427,6 @@ struct Snapshot {
 Snapshot sum_of(const std::vector<Snapshot>& parts) {
   Snapshot total;
   ProxyCounters& c = total.counters;
-  Stats& t = total.stats;
   for (const Snapshot& part : parts) {
     const ProxyCounters& p = part.counters;
     c.connections += p.connections;
@@ -481,30 +443,11 @@ Snapshot sum_of(const std::vector<Snapshot>& parts) {
     c.pairs_closed_by_leg_end += p.pairs_closed_by_leg_end;
     c.pauses += p.pauses;
     c.resumes += p.resumes;
-    const Stats& s = part.stats;
     for (std::size_t i = 0; i < kOutcomeCount; ++i) {
       c.client_outcomes[i] += p.client_outcomes[i];
       c.upstream_outcomes[i] += p.upstream_outcomes[i];
-      t.outcomes[i] += s.outcomes[i];
     }
-    for (std::size_t i = 0; i < kStateCount; ++i) t.connections_in_state[i] += s.connections_in_state[i];
-    t.connections_adopted += s.connections_adopted;
-    t.connections_accepted += s.connections_accepted;
-    t.accepts_rejected += s.accepts_rejected;
-    t.accepts_queued += s.accepts_queued;
-    t.accept_errors += s.accept_errors;
-    t.bytes_sent += s.bytes_sent;
-    t.bytes_received += s.bytes_received;
-    t.bytes_discarded += s.bytes_discarded;
-    t.submissions += s.submissions;
-    t.completions += s.completions;
-    t.enter_calls += s.enter_calls;
-    t.syscalls += s.syscalls;
-    t.cq_overflows += s.cq_overflows;
-    t.receive_buffer_waits += s.receive_buffer_waits;
-    t.stale_completions += s.stale_completions;
-    t.write_shutdowns += s.write_shutdowns;
-    t.peak_live_connections += s.peak_live_connections;
+    total.stats += part.stats;
   }
   return total;
 }

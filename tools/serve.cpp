@@ -37,6 +37,7 @@
 #include "blocking_server.hpp"
 #include "naive_server.hpp"
 #include "percentiles.hpp"
+#include "stats_json.hpp"
 #include "ringlinger/ringlinger.hpp"
 
 namespace ringlinger::tools {
@@ -269,49 +270,6 @@ void warn_about_fd_limit(std::uint32_t max_connections) {
 
 nlohmann::json latency_json(const Percentiles& latency) {
   return {{"p50", latency.p50}, {"p99", latency.p99}, {"max", latency.max}, {"samples", latency.count}};
-}
-
-nlohmann::json outcomes_json(const std::array<std::uint64_t, kOutcomeCount>& counts) {
-  nlohmann::json outcomes = nlohmann::json::object();
-  for (std::size_t i = 0; i < kOutcomeCount; ++i) {
-    outcomes[std::string(to_string(static_cast<Outcome>(i)))] = counts[i];
-  }
-  return outcomes;
-}
-
-nlohmann::json stats_json(const Stats& stats) {
-  nlohmann::json states = nlohmann::json::object();
-  for (std::size_t i = 0; i < kStateCount; ++i) {
-    states[std::string(to_string(static_cast<State>(i)))] = stats.connections_in_state[i];
-  }
-  return {
-      {"connections_accepted", stats.connections_accepted},
-      {"connections_adopted", stats.connections_adopted},
-      {"connections_handed_off", stats.connections_handed_off},
-      {"connections_closed", stats.closed_connections()},
-      {"accepts_rejected", stats.accepts_rejected},
-      {"accepts_queued", stats.accepts_queued},
-      {"accept_errors", stats.accept_errors},
-      {"outcomes", outcomes_json(stats.outcomes)},
-      {"connections_in_state", states},
-      {"bytes_sent", stats.bytes_sent},
-      {"bytes_received", stats.bytes_received},
-      {"bytes_discarded", stats.bytes_discarded},
-      {"submissions", stats.submissions},
-      {"completions", stats.completions},
-      {"enter_calls", stats.enter_calls},
-      {"syscalls", stats.syscalls},
-      {"peak_live_connections", stats.peak_live_connections},
-      {"write_shutdowns", stats.write_shutdowns},
-      {"handoff_wakes", stats.handoff_wakes},
-      {"sq_full_submits", stats.sq_full_submits},
-      {"cq_overflows", stats.cq_overflows},
-      {"shutdown_syscalls", stats.shutdown_syscalls},
-      {"receive_buffer_waits", stats.receive_buffer_waits},
-      {"drain_idle_extensions", stats.drain_idle_extensions},
-      {"send_timeout_extensions", stats.send_timeout_extensions},
-      {"stale_completions", stats.stale_completions},
-  };
 }
 
 // CPU time and context switches of the whole process (io-wq worker threads included).
@@ -571,40 +529,11 @@ class Shard {
   ShardResult result_;
 };
 
-// The shards' counters and gauges added up. peak_live_connections becomes the sum of the shards'
-// peaks: an upper bound of the process's peak (the shards need not peak at the same moment).
+// The shards' counters and gauges added up (Stats::operator+=: peak_live_connections becomes an
+// upper bound, the sum of the shards' peaks).
 Stats add_stats(const std::vector<ShardResult>& results) {
-  static_assert(sizeof(Stats) == (kStateCount + kOutcomeCount + 23) * sizeof(std::uint64_t),
-                "a field was added to Stats: add it here too");
   Stats total;
-  for (const ShardResult& result : results) {
-    const Stats& s = result.stats;
-    for (std::size_t i = 0; i < kStateCount; ++i) total.connections_in_state[i] += s.connections_in_state[i];
-    for (std::size_t i = 0; i < kOutcomeCount; ++i) total.outcomes[i] += s.outcomes[i];
-    total.connections_adopted += s.connections_adopted;
-    total.connections_handed_off += s.connections_handed_off;
-    total.connections_accepted += s.connections_accepted;
-    total.accepts_rejected += s.accepts_rejected;
-    total.accepts_queued += s.accepts_queued;
-    total.accept_errors += s.accept_errors;
-    total.bytes_sent += s.bytes_sent;
-    total.bytes_received += s.bytes_received;
-    total.bytes_discarded += s.bytes_discarded;
-    total.submissions += s.submissions;
-    total.completions += s.completions;
-    total.enter_calls += s.enter_calls;
-    total.syscalls += s.syscalls;
-    total.sq_full_submits += s.sq_full_submits;
-    total.cq_overflows += s.cq_overflows;
-    total.shutdown_syscalls += s.shutdown_syscalls;
-    total.drain_idle_extensions += s.drain_idle_extensions;
-    total.send_timeout_extensions += s.send_timeout_extensions;
-    total.receive_buffer_waits += s.receive_buffer_waits;
-    total.stale_completions += s.stale_completions;
-    total.write_shutdowns += s.write_shutdowns;
-    total.handoff_wakes += s.handoff_wakes;
-    total.peak_live_connections += s.peak_live_connections;
-  }
+  for (const ShardResult& result : results) total += result.stats;
   return total;
 }
 

@@ -94,6 +94,41 @@ struct Stats {
   std::uint64_t with_outcome(Outcome outcome) const noexcept {
     return outcomes[static_cast<std::size_t>(outcome)];
   }
+
+  // Adds another manager's counters and gauges (one manager per thread: the process's totals).
+  // peak_live_connections becomes the sum of the peaks, an upper bound of the combined peak.
+  Stats& operator+=(const Stats& other) noexcept;
 };
+
+inline Stats& Stats::operator+=(const Stats& other) noexcept {
+  static_assert(sizeof(Stats) == (kStateCount + kOutcomeCount + 23) * sizeof(std::uint64_t),
+                "a field was added to Stats: add it here too");
+  for (std::size_t i = 0; i < kStateCount; ++i) connections_in_state[i] += other.connections_in_state[i];
+  for (std::size_t i = 0; i < kOutcomeCount; ++i) outcomes[i] += other.outcomes[i];
+  connections_adopted += other.connections_adopted;
+  connections_handed_off += other.connections_handed_off;
+  connections_accepted += other.connections_accepted;
+  accepts_rejected += other.accepts_rejected;
+  accepts_queued += other.accepts_queued;
+  accept_errors += other.accept_errors;
+  bytes_sent += other.bytes_sent;
+  bytes_received += other.bytes_received;
+  bytes_discarded += other.bytes_discarded;
+  submissions += other.submissions;
+  completions += other.completions;
+  enter_calls += other.enter_calls;
+  syscalls += other.syscalls;
+  sq_full_submits += other.sq_full_submits;
+  cq_overflows += other.cq_overflows;
+  shutdown_syscalls += other.shutdown_syscalls;
+  drain_idle_extensions += other.drain_idle_extensions;
+  send_timeout_extensions += other.send_timeout_extensions;
+  receive_buffer_waits += other.receive_buffer_waits;
+  stale_completions += other.stale_completions;
+  write_shutdowns += other.write_shutdowns;
+  handoff_wakes += other.handoff_wakes;
+  peak_live_connections += other.peak_live_connections;
+  return *this;
+}
 
 }  // namespace ringlinger

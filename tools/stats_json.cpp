@@ -1,0 +1,51 @@
+#include "stats_json.hpp"
+
+#include <string>
+
+namespace ringlinger::tools {
+
+nlohmann::json outcomes_json(const std::array<std::uint64_t, kOutcomeCount>& counts) {
+  nlohmann::json outcomes = nlohmann::json::object();
+  for (std::size_t i = 0; i < kOutcomeCount; ++i) {
+    outcomes[std::string(to_string(static_cast<Outcome>(i)))] = counts[i];
+  }
+  return outcomes;
+}
+
+nlohmann::json stats_json(const Stats& stats) {
+  nlohmann::json states = nlohmann::json::object();
+  for (std::size_t i = 0; i < kStateCount; ++i) {
+    states[std::string(to_string(static_cast<State>(i)))] = stats.connections_in_state[i];
+  }
+  return {
+      {"live_connections", stats.live_connections()},
+      {"peak_live_connections", stats.peak_live_connections},
+      {"connections_accepted", stats.connections_accepted},
+      {"connections_adopted", stats.connections_adopted},
+      {"connections_handed_off", stats.connections_handed_off},
+      {"connections_closed", stats.closed_connections()},
+      {"accepts_rejected", stats.accepts_rejected},
+      {"accepts_queued", stats.accepts_queued},
+      {"accept_errors", stats.accept_errors},
+      {"outcomes", outcomes_json(stats.outcomes)},
+      {"connections_in_state", states},
+      {"bytes_sent", stats.bytes_sent},
+      {"bytes_received", stats.bytes_received},
+      {"bytes_discarded", stats.bytes_discarded},
+      {"submissions", stats.submissions},
+      {"completions", stats.completions},
+      {"enter_calls", stats.enter_calls},
+      {"syscalls", stats.syscalls},
+      {"write_shutdowns", stats.write_shutdowns},
+      {"handoff_wakes", stats.handoff_wakes},
+      {"sq_full_submits", stats.sq_full_submits},
+      {"cq_overflows", stats.cq_overflows},
+      {"shutdown_syscalls", stats.shutdown_syscalls},
+      {"receive_buffer_waits", stats.receive_buffer_waits},
+      {"drain_idle_extensions", stats.drain_idle_extensions},
+      {"send_timeout_extensions", stats.send_timeout_extensions},
+      {"stale_completions", stats.stale_completions},
+  };
+}
+
+}  // namespace ringlinger::tools
