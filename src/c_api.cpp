@@ -376,6 +376,11 @@ int rl_manager_abort(rl_manager* manager, rl_conn_id id) {
   return guarded([&] { return to_errno(manager->manager.abort(from_c(id))); });
 }
 
+int rl_manager_abort_after_send(rl_manager* manager, rl_conn_id id) {
+  if (manager == nullptr) return -EINVAL;
+  return guarded([&] { return to_errno(manager->manager.abort_after_send(from_c(id))); });
+}
+
 int rl_manager_pause_receive(rl_manager* manager, rl_conn_id id) {
   if (manager == nullptr) return -EINVAL;
   return guarded([&] { return to_errno(manager->manager.pause_receive(from_c(id))); });

@@ -24,7 +24,7 @@ struct Connection {
   // One bit per Op in flight (submitted or prepared, completion not yet handled). At most one
   // request of each kind is in flight per connection.
   std::uint8_t in_flight = 0;
-  // One-bit flags, packed in one byte (a slot is 24 bytes before its send queue).
+  // One-bit flags, packed in one byte.
   // A receive returned 0: the peer sent its FIN. No receive is started after that.
   bool peer_eof : 1 = false;
   // SO_LINGER {1, 0} was set: the close sends RST.
@@ -41,14 +41,20 @@ struct Connection {
   bool write_shut_down : 1 = false;
   // pause_receive(): no delivering receive is started until resume_receive().
   bool receive_paused : 1 = false;
+  // abort_after_send(): once every queued byte was sent and acknowledged, reset (no FIN).
+  bool reset_after_send : 1 = false;
   // Decided once, when the connection leaves the lingering states.
   std::optional<Outcome> outcome;
   // The first error seen (positive errno), 0 if none. Kept because the kernel reports an error
   // only once: after ECONNRESET the next receive returns 0, which is not a clean EOF.
   int first_error = 0;
-  // What unacknowledged_bytes() said when the send or drain idle timer last fired (0: not asked
-  // since the last completed send).
-  std::uint32_t unacknowledged_at_last_check = 0;
+
+  // The progress timers (send, drain idle; never both at once): the last progress known (input,
+  // a completed send, an acknowledgement found when a timer expired, or the timer's start), and
+  // the peer's acknowledged-byte counter when the kernel was last asked (kNotAsked: never).
+  static constexpr std::uint64_t kNotAsked = UINT64_MAX;
+  TimePoint progress_at{};
+  std::uint64_t acked_when_asked = kNotAsked;
 
   SendQueue send_queue;
   std::uint64_t bytes_sent = 0;

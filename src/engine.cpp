@@ -34,7 +34,8 @@ Engine::Engine(const Config& config, IoPort& io, const Callbacks& callbacks, Sta
       slots_(config.max_connections),
       send_timers_(config.max_connections, milliseconds(config.send_timeout_ms)),
       drain_idle_timers_(config.max_connections, milliseconds(config.drain_idle_timeout_ms)),
-      drain_total_timers_(config.max_connections, milliseconds(config.drain_timeout_ms)) {
+      drain_total_timers_(config.max_connections, milliseconds(config.drain_timeout_ms)),
+      ack_wait_timers_(config.max_connections, kAckWaitInterval) {
   RL_ASSERT(config.validate().empty());
   free_slots_.reserve(config.max_connections);
   for (std::uint32_t slot = config.max_connections; slot-- > 0;) free_slots_.push_back(slot);
@@ -132,9 +133,24 @@ std::error_code Engine::close(ConnectionId id, TimePoint now) {
   set_state(*connection, State::flushing);
   start_receive(*connection);  // keep reading (and discarding) while the queue drains
   if (!connection->is_in_flight(Op::send) && connection->send_queue.empty()) {
-    begin_shutdown(*connection, now);
+    flushed(*connection, now);
   }
   return {};
+}
+
+std::error_code Engine::abort_after_send(ConnectionId id, TimePoint now) {
+  now = last_now_ = std::max(now, last_now_);
+  Connection* connection = lookup(id.slot, id.generation);
+  if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
+  if (is_terminating(connection->state)) return {};  // the outcome is decided: harmless
+  // Our FIN tells the peer the stream is complete: once it may be out, a reset comes too late.
+  if (connection->write_shut_down ||
+      (connection->state != State::open && connection->state != State::flushing)) {
+    return std::make_error_code(std::errc::broken_pipe);
+  }
+  connection->reset_after_send = true;
+  if (connection->state == State::open) return close(id, now);
+  return {};  // flushing: flushed() waits for the acknowledgement instead of shutting down
 }
 
 std::error_code Engine::abort(ConnectionId id, TimePoint now) {
@@ -212,29 +228,32 @@ void Engine::on_completion(const Completion& completion, TimePoint now) {
   RL_ASSERT(false && "listener and backend-only completions never reach the engine");
 }
 
+// The send and drain idle timers judge progress: they end a connection only after a whole period
+// in which the peer acknowledged none of our bytes and sent none of its own (and, for the send
+// timer, no send completed). Input and completed sends re-arm them as they happen
+// (note_progress()); acknowledgements are seen only by asking the kernel, which happens here,
+// when one expires (acknowledged_since()). The drain total timer is a hard bound.
 void Engine::expire_timers(TimePoint now) {
   now = last_now_ = std::max(now, last_now_);
   while (auto slot = send_timers_.pop_expired(now)) {
-    // No send completed for a whole period, but a slow reader frees our send buffer a little at
-    // a time, and the kernel completes a waiting send only once a third of it is free: progress
-    // shows first in the socket's send queue, as it does for the drain idle timer.
-    if (peer_still_reading(slots_[*slot])) {
-      send_timers_.arm(*slot, now);
+    if (acknowledged_since(slots_[*slot], send_timers_, now)) {
       ++stats_.send_timeout_extensions;
-      continue;
+    } else {
+      terminate(slots_[*slot], Outcome::send_timeout, now);
     }
-    terminate(slots_[*slot], Outcome::send_timeout, now);
   }
   while (auto slot = drain_idle_timers_.pop_expired(now)) {
-    if (peer_still_reading(slots_[*slot])) {
-      drain_idle_timers_.arm(*slot, now);  // not idle: it is consuming our data
+    if (acknowledged_since(slots_[*slot], drain_idle_timers_, now)) {
       ++stats_.drain_idle_extensions;
-      continue;
+    } else {
+      terminate(slots_[*slot], Outcome::drain_idle_timeout, now);
     }
-    terminate(slots_[*slot], Outcome::drain_idle_timeout, now);
   }
   while (auto slot = drain_total_timers_.pop_expired(now)) {
     terminate(slots_[*slot], Outcome::drain_timeout, now);
+  }
+  while (auto slot = ack_wait_timers_.pop_expired(now)) {
+    await_acknowledgement(slots_[*slot], now);
   }
 }
 
@@ -250,7 +269,8 @@ void Engine::retry_waiting_receives() {
 
 std::optional<Engine::TimePoint> Engine::next_deadline() const noexcept {
   std::optional<TimePoint> earliest;
-  for (const TimerQueue* queue : {&send_timers_, &drain_idle_timers_, &drain_total_timers_}) {
+  for (const TimerQueue* queue :
+       {&send_timers_, &drain_idle_timers_, &drain_total_timers_, &ack_wait_timers_}) {
     auto deadline = queue->next_deadline();
     if (deadline && (!earliest || *deadline < *earliest)) earliest = deadline;
   }
@@ -268,6 +288,7 @@ void Engine::handle_recv(Connection& connection, const Completion& completion, T
   const std::int32_t result = completion.result;
   if (result > 0) {
     const auto bytes = static_cast<std::uint32_t>(result);
+    note_input(connection, now);
     if (connection.state == State::open) {
       RL_ASSERT(callbacks_.on_receive);  // delivering receives are only started with a callback
       connection.bytes_received += bytes;
@@ -310,22 +331,12 @@ void Engine::handle_send(Connection& connection, std::int32_t result, TimePoint 
     const auto bytes = static_cast<std::uint32_t>(result);
     connection.bytes_sent += bytes;
     stats_.bytes_sent += bytes;
-    const std::uint64_t asked =
-        connection.send_queue.front_is_file()
-            ? std::min<std::uint64_t>(connection.send_queue.front_file().length, kMaxFileChunk)
-            : connection.send_queue.front().size();
     connection.send_queue.consume(bytes);
-    // A short send means the socket's buffer is full: a stall may start here, so note what it
-    // holds now, and the send timer, when it fires, sees whether the peer took any of it (one
-    // SIOCOUTQ per short send, none for responses that fit). A full send starts afresh.
-    connection.unacknowledged_at_last_check =
-        bytes < asked && !is_terminating(connection.state) ? io_.unacknowledged_bytes(connection.fd)
-                                                           : 0;
     if (!is_terminating(connection.state)) {
       if (connection.send_queue.empty()) {
         send_timers_.disarm(slot_of(connection));
       } else {
-        send_timers_.arm(slot_of(connection), now);  // progress: the send timeout starts again
+        note_progress(connection, send_timers_, now);  // the send timeout starts again
       }
     }
   } else if (result < 0) {
@@ -339,7 +350,7 @@ void Engine::handle_send(Connection& connection, std::int32_t result, TimePoint 
   if (is_terminating(connection.state)) return finish_if_idle(connection);
   start_send(connection, now);
   if (connection.is_in_flight(Op::send)) return;
-  if (connection.state == State::flushing) return begin_shutdown(connection, now);
+  if (connection.state == State::flushing) return flushed(connection, now);
   if (connection.state == State::open && result > 0) {
     shut_write_if_flushed(connection, now);
     if (connection.state == State::open && callbacks_.on_send_drained) {
@@ -409,8 +420,7 @@ void Engine::start_send(Connection& connection, TimePoint now) {
                     connection.send_queue.more_after_front());
   }
   connection.mark_submitted(Op::send);
-  const std::uint32_t slot = slot_of(connection);
-  if (!send_timers_.armed(slot)) send_timers_.arm(slot, now);
+  if (!send_timers_.armed(slot_of(connection))) note_progress(connection, send_timers_, now);
 }
 
 void Engine::start_receive(Connection& connection) {
@@ -434,6 +444,12 @@ void Engine::start_receive(Connection& connection) {
       return;
   }
   connection.mark_submitted(Op::recv);
+}
+
+// Everything queued was handed to the kernel after close() (or abort_after_send()).
+void Engine::flushed(Connection& connection, TimePoint now) {
+  if (connection.reset_after_send) return await_acknowledgement(connection, now);
+  begin_shutdown(connection, now);
 }
 
 void Engine::begin_shutdown(Connection& connection, TimePoint now) {
@@ -478,8 +494,21 @@ void Engine::on_shutdown_done(Connection& connection, int result, TimePoint now)
   connection.shutdown_at = now;
   set_state(connection, State::draining);
   if (connection.peer_eof) return terminate(connection, Outcome::clean, now);
-  drain_idle_timers_.arm(slot_of(connection), now);
+  note_progress(connection, drain_idle_timers_, now);
   start_receive(connection);
+}
+
+// abort_after_send(): the reset must not overtake our bytes (a reset discards what is still in
+// the socket's send queue), so it waits until the peer acknowledged all of them (they are then in
+// its receive queue, which an incoming reset leaves readable). No event says so: the kernel is
+// asked every kAckWaitInterval; the send timer, a progress timer like any other, bounds the wait.
+void Engine::await_acknowledgement(Connection& connection, TimePoint now) {
+  RL_ASSERT(connection.state == State::flushing && connection.reset_after_send);
+  const PeerAcks acks = io_.peer_acks(connection.fd, now);
+  if (!acks.known || acks.all_acknowledged) return terminate(connection, Outcome::aborted, now);
+  const std::uint32_t slot = slot_of(connection);
+  ack_wait_timers_.arm(slot, now);
+  if (!send_timers_.armed(slot)) note_progress(connection, send_timers_, now);
 }
 
 void Engine::discard(Connection& connection, std::uint32_t bytes, TimePoint now) {
@@ -488,7 +517,6 @@ void Engine::discard(Connection& connection, std::uint32_t bytes, TimePoint now)
   if (config_.drain_max_bytes != 0 && connection.bytes_discarded > config_.drain_max_bytes) {
     return terminate(connection, Outcome::drain_byte_cap, now);
   }
-  if (connection.state == State::draining) drain_idle_timers_.arm(slot_of(connection), now);
 }
 
 void Engine::fail(Connection& connection, int error, Outcome outcome, TimePoint now) {
@@ -505,8 +533,9 @@ void Engine::terminate(Connection& connection, Outcome outcome, TimePoint now) {
   send_timers_.disarm(slot);
   drain_idle_timers_.disarm(slot);
   drain_total_timers_.disarm(slot);
+  ack_wait_timers_.disarm(slot);
   connection.waiting_for_buffer = false;
-  if (resets_on(outcome)) {
+  if (resets_on(outcome) || connection.reset_after_send) {
     io_.set_reset_on_close(connection.fd);
     connection.reset_on_close = true;
   } else if (is_timeout(outcome) && config_.orphan_timeout_ms > 0) {
@@ -542,19 +571,37 @@ void Engine::release(Connection& connection) {
   free_slots_.push_back(static_cast<std::uint32_t>(&connection - slots_.data()));
 }
 
-// The drain idle timeout measures the peer's silence, and the send timeout the time without a
-// completed send, but a peer can be both because it is still reading what we sent, slowly: then
-// the socket's send queue shrinks between two checks. Closing (and with on_timeout = reset,
-// resetting) it then would cut off data it is about to read. Without an earlier figure (a send
-// stall begins with a short send, which notes one; a drain does not), the first check gives a
-// peer with data still in flight one more period; after that, only progress counts. The drain
-// timeout (total) bounds the drain.
-bool Engine::peer_still_reading(Connection& connection) {
-  const std::uint32_t unacknowledged = io_.unacknowledged_bytes(connection.fd);
-  if (unacknowledged <= 1) return false;  // at most our FIN: the peer has all our data
-  const std::uint32_t before = connection.unacknowledged_at_last_check;
-  connection.unacknowledged_at_last_check = unacknowledged;
-  return before == 0 || unacknowledged < before;
+// Progress the engine sees itself: the timer starts a new period from now.
+void Engine::note_progress(Connection& connection, TimerQueue& timers, TimePoint now) {
+  connection.progress_at = now;
+  timers.arm(slot_of(connection), now);
+}
+
+// Input is progress for whichever progress timer runs (at most one does).
+void Engine::note_input(Connection& connection, TimePoint now) {
+  const std::uint32_t slot = slot_of(connection);
+  if (send_timers_.armed(slot)) note_progress(connection, send_timers_, now);
+  if (drain_idle_timers_.armed(slot)) note_progress(connection, drain_idle_timers_, now);
+}
+
+// A progress timer expired: nothing the engine sees happened for a whole period. Did the peer
+// acknowledge any of our bytes since (the kernel's counter moved since it was last asked, or,
+// never asked, an acknowledgement came after the period began)? Then the period restarts at that
+// acknowledgement (an upper bound on its time) and the timer is armed again, returning true;
+// false when the peer made no progress for the whole period: it is idle.
+bool Engine::acknowledged_since(Connection& connection, TimerQueue& timers, TimePoint now) {
+  const PeerAcks acks = io_.peer_acks(connection.fd, now);
+  if (!acks.known) return false;
+  const bool moved = connection.acked_when_asked == Connection::kNotAsked
+                         ? acks.last_ack_by > connection.progress_at
+                         : acks.bytes_acked > connection.acked_when_asked;
+  connection.acked_when_asked = acks.bytes_acked;
+  if (!moved) return false;
+  connection.progress_at = std::max(connection.progress_at, std::min(acks.last_ack_by, now));
+  const TimePoint deadline = connection.progress_at + timers.duration();
+  if (deadline <= now) return false;
+  timers.arm_at(slot_of(connection), now, deadline);
+  return true;
 }
 
 bool Engine::is_timeout(Outcome outcome) noexcept {

@@ -46,6 +46,7 @@ class Engine {
   std::uint64_t queued_bytes(ConnectionId id) const noexcept;
   std::error_code close(ConnectionId id, TimePoint now);
   std::error_code abort(ConnectionId id, TimePoint now);
+  std::error_code abort_after_send(ConnectionId id, TimePoint now);
   // close() on every open connection.
   void close_all(TimePoint now);
   // Ends every connection not yet terminating with `outcome`, with RST.
@@ -88,7 +89,9 @@ class Engine {
   // Steps.
   void start_send(Connection& connection, TimePoint now);
   void start_receive(Connection& connection);
+  void flushed(Connection& connection, TimePoint now);
   void begin_shutdown(Connection& connection, TimePoint now);
+  void await_acknowledgement(Connection& connection, TimePoint now);
   void shut_write_if_flushed(Connection& connection, TimePoint now);
   void on_shutdown_done(Connection& connection, int result, TimePoint now);
   void discard(Connection& connection, std::uint32_t bytes, TimePoint now);
@@ -98,7 +101,9 @@ class Engine {
   void release(Connection& connection);
   bool resets_on(Outcome outcome) const noexcept;
   static bool is_timeout(Outcome outcome) noexcept;
-  bool peer_still_reading(Connection& connection);
+  void note_progress(Connection& connection, TimerQueue& timers, TimePoint now);
+  void note_input(Connection& connection, TimePoint now);
+  bool acknowledged_since(Connection& connection, TimerQueue& timers, TimePoint now);
   std::uint32_t discard_chunk(const Connection& connection) const noexcept;
 
   const Config config_;
@@ -111,11 +116,16 @@ class Engine {
   TimerQueue send_timers_;
   TimerQueue drain_idle_timers_;
   TimerQueue drain_total_timers_;
+  TimerQueue ack_wait_timers_;  // abort_after_send(): when to ask again whether all is acknowledged
   TimePoint last_now_{};  // time never goes back for the timer queues
 };
 
 // Largest receive the engine asks for while discarding. With MSG_TRUNC nothing is copied, so a
 // large request means fewer completions for a peer that keeps sending.
 inline constexpr std::uint32_t kDiscardChunkBytes = 256 * 1024;
+
+// How often abort_after_send() asks the kernel whether the peer acknowledged everything (no event
+// says so). The send timeout bounds the wait.
+inline constexpr std::chrono::milliseconds kAckWaitInterval{5};
 
 }  // namespace ringlinger::detail

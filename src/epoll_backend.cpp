@@ -321,8 +321,8 @@ void EpollBackend::set_reset_on_close(int fd) {
   detail::set_reset_on_close(fd, stats_.syscalls);
 }
 
-std::uint32_t EpollBackend::unacknowledged_bytes(int fd) {
-  return detail::unacknowledged_bytes(fd, stats_.syscalls);
+PeerAcks EpollBackend::peer_acks(int fd, TimePoint now) {
+  return read_peer_acks(fd, now, stats_.syscalls);
 }
 
 // --- waking and the host's event loop ----------------------------------------------------------

@@ -53,7 +53,7 @@ class EpollBackend final : public Backend, private IoPort {
   int shutdown_now(int fd) override;
   void set_reset_on_close(int fd) override;
   void limit_orphan_time(int fd, std::uint32_t milliseconds) override;
-  std::uint32_t unacknowledged_bytes(int fd) override;
+  PeerAcks peer_acks(int fd, TimePoint now) override;
 
   struct PendingRecv {
     OpTag tag;

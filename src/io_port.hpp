@@ -3,9 +3,11 @@
 // requests in any order with any result.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <span>
 
+#include "peer_acks.hpp"
 #include "user_data.hpp"
 
 namespace ringlinger::detail {
@@ -53,9 +55,9 @@ class IoPort {
     (void)fd;
     (void)milliseconds;
   }
-  // Bytes we sent that the peer has not acknowledged yet, our FIN counting as one (SIOCOUTQ);
-  // 0 when unknown.
-  virtual std::uint32_t unacknowledged_bytes(int fd) = 0;
+  // What the kernel knows of the peer's acknowledgements (TCP_INFO), for the progress timers:
+  // asked only when a send or drain idle timer expires, or while abort_after_send() waits.
+  virtual PeerAcks peer_acks(int fd, std::chrono::steady_clock::time_point now) = 0;
 };
 
 }  // namespace ringlinger::detail

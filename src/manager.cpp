@@ -393,6 +393,10 @@ std::error_code Manager::abort(ConnectionId id) {
   return impl_->engine.abort(id, impl_->time());
 }
 
+std::error_code Manager::abort_after_send(ConnectionId id) {
+  return impl_->engine.abort_after_send(id, impl_->time());
+}
+
 int Manager::fd(ConnectionId id) const noexcept {
   const detail::Connection* connection = impl_->engine.find(id);
   return connection == nullptr ? -1 : connection->fd;

@@ -1,9 +1,7 @@
 #include "socket_calls.hpp"
 
 #include <fcntl.h>
-#include <linux/sockios.h>
 #include <signal.h>
-#include <sys/ioctl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -60,12 +58,6 @@ void set_reset_on_close(int fd, std::uint64_t& syscalls) noexcept {
   ++syscalls;
   const linger reset{1, 0};
   (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
-}
-
-std::uint32_t unacknowledged_bytes(int fd, std::uint64_t& syscalls) noexcept {
-  ++syscalls;
-  int bytes = 0;
-  return ioctl(fd, SIOCOUTQ, &bytes) == 0 && bytes > 0 ? static_cast<std::uint32_t>(bytes) : 0;
 }
 
 int make_nonblocking(int fd, std::uint64_t& syscalls) noexcept {

@@ -1,7 +1,8 @@
 // The synchronous socket calls both backends make, in one place: the listener's setup, SHUT_WR,
-// the reset-on-close option, the unacknowledged byte count, and sendfile(2) without SIGPIPE (the
-// zero-copy path of Manager::send_file: the kernel hands page-cache pages to the socket instead of
-// copying the bytes from user memory, which is where a large response spends most of its CPU).
+// the reset-on-close option, and sendfile(2) without SIGPIPE (the zero-copy path of
+// Manager::send_file: the kernel hands page-cache pages to the socket instead of copying the
+// bytes from user memory, which is where a large response spends most of its CPU). Reading
+// TCP_INFO is in peer_acks.cpp (<linux/tcp.h> and <netinet/tcp.h> do not mix).
 // The calls made per connection count themselves in `syscalls` (the listener's setup, made once
 // before any load, is not counted: the counter is compared with perf's count of a running server).
 #pragma once
@@ -24,9 +25,6 @@ int shutdown_write(int fd, std::uint64_t& syscalls) noexcept;
 void set_reset_on_close(int fd, std::uint64_t& syscalls) noexcept;
 // TCP_USER_TIMEOUT = milliseconds (bounds how long an orphaned socket retries delivery).
 void limit_orphan_time(int fd, std::uint32_t milliseconds, std::uint64_t& syscalls) noexcept;
-
-// Bytes sent that the peer has not acknowledged (SIOCOUTQ, our FIN counting as one); 0 if unknown.
-std::uint32_t unacknowledged_bytes(int fd, std::uint64_t& syscalls) noexcept;
 
 // sendfile has no MSG_DONTWAIT: a socket it writes to must be O_NONBLOCK. Sockets the manager
 // accepts are; an adopted one may not be. Returns 0 or -errno.

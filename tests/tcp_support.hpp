@@ -55,6 +55,7 @@ class Responder {
     };
     callbacks.on_closed = [this](ConnectionId id, const CloseReport& report) {
       reports.emplace_back(id, report);
+      closed_at.push_back(std::chrono::steady_clock::now());
     };
     manager_.emplace(config, std::move(callbacks));
     address = manager_->listen(loopback_any_port());
@@ -91,6 +92,8 @@ class Responder {
 
   SocketAddress address;
   std::vector<std::pair<ConnectionId, CloseReport>> reports;
+  // When each report arrived (its fd closed): minus teardown_time, when its outcome was decided.
+  std::vector<std::chrono::steady_clock::time_point> closed_at;
   std::function<void(ConnectionId)> on_accept_hook;
   bool close_after_response = true;
 
@@ -100,10 +103,19 @@ class Responder {
   std::optional<Manager> manager_;
 };
 
-// A blocking client socket connected to `address`.
-inline int connect_client(const SocketAddress& address) {
+// A blocking client socket connected to `address`. `receive_buffer` (bytes, 0: the default) is
+// set before connecting, so that the window the client offers from its first segment on, and its
+// window scale, follow it (set later, the buffer shrinks but the window offered already does not).
+// `max_segment` (TCP_MAXSEG, 0: the default, 65483 bytes over loopback) makes segments the size
+// they are on a real network: a receiver reopens a closed window only once a whole segment fits.
+inline int connect_client(const SocketAddress& address, int receive_buffer = 0,
+                          int max_segment = 0) {
   const int fd = ::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
+  if (receive_buffer > 0) {
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
+  }
+  if (max_segment > 0) setsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &max_segment, sizeof(max_segment));
   if (::connect(fd, address.data(), address.size()) != 0) {
     ::close(fd);
     return -1;

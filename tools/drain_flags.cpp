@@ -33,16 +33,21 @@ std::uint64_t bytes_flag(std::string_view flag, const std::string& text) {
 
 void add_drain_flags(CLI::App& command, DrainFlags& flags) {
   command.add_option("--drain-idle-timeout", flags.drain_idle_timeout,
-                     "Longest gap between two reads while draining (nginx lingering_timeout)")->type_name("DURATION")
+                     "Longest time the peer may be idle while draining: idle = no byte of ours "
+                     "acknowledged and none of its bytes received for this long (nginx "
+                     "lingering_timeout, which counts reads only)")->type_name("DURATION")
       ->capture_default_str()->group("Graceful close");
   command.add_option("--drain-timeout", flags.drain_timeout,
-                     "Longest time from shutdown(SHUT_WR) to close (nginx lingering_time)")->type_name("DURATION")
+                     "Longest time from shutdown(SHUT_WR) to close, progress or not (nginx "
+                     "lingering_time)")->type_name("DURATION")
       ->capture_default_str()->group("Graceful close");
   command.add_option("--drain-max-bytes", flags.drain_max_bytes,
                      "Most input discarded after the response before giving up; 0 = unlimited")->type_name("SIZE")
       ->capture_default_str()->group("Graceful close");
   command.add_option("--send-timeout", flags.send_timeout,
-                     "Longest time a send may make no progress (nginx send_timeout)")->type_name("DURATION")
+                     "Longest time the peer may be idle while our bytes wait to be sent: idle = "
+                     "no send completed, no byte acknowledged and none received for this long "
+                     "(nginx send_timeout)")->type_name("DURATION")
       ->capture_default_str()->group("Graceful close");
   command.add_option("--orphan-timeout", flags.orphan_timeout,
                      "After a timeout closes with FIN, how long the kernel may keep retrying what "

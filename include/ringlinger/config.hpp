@@ -48,9 +48,19 @@ std::string_view to_string(IoBackend value) noexcept;
 struct Config {
   // The kernel interface.
   IoBackend backend = IoBackend::automatic;
-  // Longest gap between two reads while draining (nginx lingering_timeout).
+  // The progress timeouts below end a connection only after a whole period without progress:
+  // idle = no byte of ours acknowledged by the peer and none of its bytes received for that
+  // long (for the send timeout, also no send completed). Acknowledgements are read from the
+  // kernel (TCP_INFO, one getsockopt) only when a timer expires; the period then restarts at
+  // the last one. So a slow reader that keeps taking our data is never cut off, and a peer that
+  // stops is ended one period after its last progress (up to 1/64 of the period later; while
+  // its receive window is closed, up to one retransmission timeout, >= 200 ms, later).
+  //
+  // Drain idle timeout: the longest the peer may make no progress while draining (nginx
+  // lingering_timeout, which counts only reads).
   std::uint32_t drain_idle_timeout_ms = 5'000;
-  // Longest time from SHUT_WR to close (nginx lingering_time).
+  // Longest time from SHUT_WR to close (nginx lingering_time): a hard bound, whatever the
+  // progress.
   std::uint32_t drain_timeout_ms = 30'000;
   // Most bytes read and discarded after close() before giving up on the peer; 0 = unlimited.
   // 16 MiB by default: more than a cooperative peer can have in flight when it learns of our
@@ -59,8 +69,11 @@ struct Config {
   // after a bounded amount of work. Where tcp_rmem[2] is raised (32 MiB on our test machines),
   // raise this with it if uploads that large are expected.
   std::uint64_t drain_max_bytes = 16u << 20;
-  // Longest time a send may make no progress (nginx send_timeout): a peer that stops reading
-  // cannot pin a connection forever.
+  // Send timeout: the longest the peer may make no progress while bytes of ours wait to be sent
+  // (nginx send_timeout, which counts only completed writes): a peer that stops reading cannot
+  // pin a connection forever. A reader's progress shows only when its receive window opens,
+  // which the kernel does once it has freed a good part of its buffer: keep this well above
+  // (receive buffer / read rate) of the slowest reader to be served.
   std::uint32_t send_timeout_ms = 60'000;
   // What a send or drain timeout does to the socket.
   OnTimeout on_timeout = OnTimeout::close;

@@ -117,6 +117,15 @@ class Manager {
   // Resets the connection now (SO_LINGER {1, 0}, then close: the peer sees RST). Outcome
   // "aborted" unless an outcome was already decided. Error: bad_file_descriptor (stale id).
   std::error_code abort(ConnectionId id);
+  // Ends the connection with a reset, but only after every byte queued was sent and the peer
+  // acknowledged it: the peer reads all of it, then sees the reset instead of an EOF. This is how
+  // a proxy passes on a stream that was cut (its other side reset or failed before its EOF), so
+  // that a truncation never looks like a clean end. No FIN is sent; input is read and discarded
+  // meanwhile; the send timeout bounds the wait (then the reset goes at once). Outcome "aborted".
+  // Also allowed after close() while queued bytes are still being sent (the FIN is not out
+  // yet); harmless once an outcome is decided. Errors: bad_file_descriptor (stale id),
+  // broken_pipe (our FIN may be out: shutdown_write() or close() got that far).
+  std::error_code abort_after_send(ConnectionId id);
 
   // The connection's fd (for setsockopt, getpeername); -1 for a stale id. Do not close it.
   int fd(ConnectionId id) const noexcept;

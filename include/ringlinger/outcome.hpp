@@ -14,19 +14,22 @@ enum class Outcome : std::uint8_t {
   clean,
   // The peer reset the connection (ECONNRESET, EPIPE): it may not have received everything.
   peer_reset,
-  // While draining, no input arrived for drain_idle_timeout_ms.
+  // While draining, the peer made no progress for drain_idle_timeout_ms: it acknowledged none of
+  // our bytes and sent none.
   drain_idle_timeout,
   // The drain (shutdown to close) took longer than drain_timeout_ms.
   drain_timeout,
   // The peer sent more than drain_max_bytes after close() was requested.
   drain_byte_cap,
-  // A send made no progress for send_timeout_ms (the peer stopped reading).
+  // While bytes of ours waited to be sent, no send completed and the peer acknowledged none of
+  // our bytes and sent none, for send_timeout_ms (it stopped reading).
   send_timeout,
   // A send or shutdown failed with an error other than a reset (e.g. ETIMEDOUT, EHOSTUNREACH).
   send_error,
   // A receive failed with an error other than a reset.
   receive_error,
-  // abort() was called: the connection was reset (RST) without a graceful close.
+  // abort() was called: the connection was reset (RST) without a graceful close; or
+  // abort_after_send(): reset once the peer had acknowledged everything queued.
   aborted,
   // stop() gave up waiting for this connection at its deadline and reset it.
   stop_deadline,

@@ -68,13 +68,13 @@ static inline uint32_t rl_conn_slot(rl_conn_id id) {
 enum rl_outcome {
   RL_OUTCOME_CLEAN = 0,              /* our FIN after all our data, the peer's EOF seen */
   RL_OUTCOME_PEER_RESET = 1,         /* ECONNRESET, EPIPE: the peer may not have everything */
-  RL_OUTCOME_DRAIN_IDLE_TIMEOUT = 2, /* no input for drain_idle_timeout_ms while draining */
+  RL_OUTCOME_DRAIN_IDLE_TIMEOUT = 2, /* draining, no progress for drain_idle_timeout_ms */
   RL_OUTCOME_DRAIN_TIMEOUT = 3,      /* SHUT_WR -> close took longer than drain_timeout_ms */
   RL_OUTCOME_DRAIN_BYTE_CAP = 4,     /* the peer sent more than drain_max_bytes after close */
-  RL_OUTCOME_SEND_TIMEOUT = 5,       /* a send made no progress for send_timeout_ms */
+  RL_OUTCOME_SEND_TIMEOUT = 5,       /* sending, no progress for send_timeout_ms */
   RL_OUTCOME_SEND_ERROR = 6,         /* a send, shutdown or connect failed (not a reset) */
   RL_OUTCOME_RECEIVE_ERROR = 7,      /* a receive failed (not a reset) */
-  RL_OUTCOME_ABORTED = 8,            /* rl_manager_abort(): reset without a graceful close */
+  RL_OUTCOME_ABORTED = 8,            /* rl_manager_abort() (or _abort_after_send()): a reset */
   RL_OUTCOME_STOP_DEADLINE = 9       /* rl_manager_stop()'s grace ran out: reset */
 };
 /* Outcomes this header knows; rl_stats has room for RL_OUTCOME_SLOTS of them. */
@@ -113,10 +113,11 @@ enum rl_shutdown_mode { RL_SHUTDOWN_SYSCALL = 0, RL_SHUTDOWN_RING = 1 };
 typedef struct rl_config {
   size_t size;                   /* sizeof(rl_config), set by rl_config_init() */
   int backend;                   /* rl_backend: automatic (io_uring, else epoll) */
-  uint32_t drain_idle_timeout_ms; /* 5000: longest gap between reads while draining */
+  uint32_t drain_idle_timeout_ms; /* 5000: longest time without progress while draining; idle =
+                                     no byte acknowledged and none received (Config) */
   uint32_t drain_timeout_ms;     /* 30000: longest SHUT_WR -> close */
   uint64_t drain_max_bytes;      /* 16 MiB: most bytes discarded after close; 0 = unlimited */
-  uint32_t send_timeout_ms;      /* 60000: longest a send may make no progress */
+  uint32_t send_timeout_ms;      /* 60000: the same while sending (no send completed either) */
   int on_timeout;                /* rl_on_timeout: close (FIN if possible) */
   uint32_t orphan_timeout_ms;    /* 10000: TCP_USER_TIMEOUT before a timeout's close; 0 = off */
   int shutdown_mode;             /* rl_shutdown_mode: syscall */
@@ -230,6 +231,12 @@ int rl_manager_shutdown_write(rl_manager *manager, rl_conn_id id);
  * decided. Error: -EBADF (stale id). */
 int rl_manager_abort(rl_manager *manager, rl_conn_id id);
 
+/* Resets the connection once every queued byte was sent and acknowledged by the peer, which
+ * reads them all and then sees the reset instead of an EOF (a proxy passing on a cut stream). No
+ * FIN is sent; the send timeout bounds the wait; outcome "aborted". Errors: -EBADF (stale id),
+ * -EPIPE (the FIN may be out: shutdown_write or close got that far). */
+int rl_manager_abort_after_send(rl_manager *manager, rl_conn_id id);
+
 /* Flow control: stop delivering received data to on_receive (one receive already in flight may
  * still deliver), and start again. Error: -EBADF (stale id). */
 int rl_manager_pause_receive(rl_manager *manager, rl_conn_id id);
@@ -304,8 +311,8 @@ typedef struct rl_stats {
   uint64_t completions;              /* completion queue entries handled */
   uint64_t sq_full_submits;          /* submits made early because the queue was full */
   uint64_t cq_overflows;             /* completion queue overflows (kept, then flushed) */
-  uint64_t drain_idle_extensions;    /* drain idle timeouts put off for a slow reader */
-  uint64_t send_timeout_extensions;  /* send timeouts put off for a slow reader */
+  uint64_t drain_idle_extensions;    /* drain idle timers restarted at an acknowledgement */
+  uint64_t send_timeout_extensions;  /* send timers restarted at an acknowledgement */
   uint64_t receive_buffer_waits;     /* receives that found no free receive buffer */
   uint64_t stale_completions;        /* should stay 0: non-zero is a bug worth reporting */
 } rl_stats;

@@ -16,7 +16,8 @@ enum class State : std::uint8_t {
   // Application phase: the fd is ours; sends may be in flight; a receive is in flight when the
   // manager delivers data (a receive callback is set) and the peer has not sent EOF.
   open,
-  // close() was called: queued bytes are still being sent; input is read and discarded.
+  // close() was called: queued bytes are still being sent; input is read and discarded. After
+  // abort_after_send(), it stays here until the peer acknowledged them all, then resets.
   flushing,
   // Everything was sent; IORING_OP_SHUTDOWN(SHUT_WR) is in flight (shutdown mode "ring" only).
   shutting_down,

@@ -56,11 +56,11 @@ struct Stats {
   std::uint64_t cq_overflows = 0;
   // Direct shutdown(2) calls (shutdown mode "syscall").
   std::uint64_t shutdown_syscalls = 0;
-  // Drain idle timeouts put off because the peer was still acknowledging our data (reading
-  // slowly, not idle).
+  // Drain idle timers that expired but restarted at an acknowledgement the kernel reported (the
+  // peer was still taking our data, slowly: not idle).
   std::uint64_t drain_idle_extensions = 0;
-  // Send timeouts put off because the socket's send queue was still shrinking (a slow reader:
-  // the kernel completes a waiting send only once a third of the buffer is free).
+  // The same for send timers (the kernel completes a send waiting for buffer space only once a
+  // third of the buffer is free, so a slow reader's progress shows in its acknowledgements).
   std::uint64_t send_timeout_extensions = 0;
   // Receives that found no free shared receive buffer (ENOBUFS) and were retried.
   std::uint64_t receive_buffer_waits = 0;

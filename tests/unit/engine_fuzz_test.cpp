@@ -159,7 +159,7 @@ TEST(EngineFuzzCampaign, ManySeedsOnDemand) {
 }
 
 // The libFuzzer target's world (Options::wide: every result class of every op, failing closes,
-// SIOCOUTQ answers, one-slot tables) under the seeded source too, so that a plain g++ build
+// TCP_INFO answers, one-slot tables) under the seeded source too, so that a plain g++ build
 // checks the model's extra rules and the engine against them.
 TEST(EngineFuzzWide, InvariantsHoldWithEveryResultClass) {
   for (int seed = 1; seed <= 100; ++seed) {
@@ -174,7 +174,8 @@ TEST(EngineFuzzWide, InvariantsHoldWithEveryResultClass) {
 // completions on reused slots, an fd number reused before the old close's completion, partial
 // sends, buffer waits, exact deadline hits, graceful finishes, and the embedding calls:
 // half-closes (succeeding, failing, then closed), sends refused after them, on_send_drained,
-// deliveries of a receive in flight when paused, resumes that restart delivery.
+// deliveries of a receive in flight when paused, resumes that restart delivery; progress timers
+// re-armed from an acknowledgement, abort_after_send() and its wait for the acknowledgement.
 TEST(EngineFuzzCoverage, EveryOutcomeAndEveryTrickyPathIsExercised) {
   Coverage coverage;
   for (int seed = 1000; seed < 1040; ++seed) {
@@ -208,6 +209,13 @@ TEST(EngineFuzzCoverage, EveryOutcomeAndEveryTrickyPathIsExercised) {
   EXPECT_GT(coverage.deliveries_while_paused, 0u);
   EXPECT_GT(coverage.resumes_restarting, 0u);
   EXPECT_GT(coverage.reentrant_flow, 0u);
+  EXPECT_GT(coverage.progress_extensions, 0u);
+  EXPECT_GT(coverage.resets_after_send, 0u);
+  EXPECT_GT(coverage.ack_waits, 0u);
+  std::printf("[ coverage ] %llu progress extensions, %llu abort_after_send (%llu waited)\n",
+              static_cast<unsigned long long>(coverage.progress_extensions),
+              static_cast<unsigned long long>(coverage.resets_after_send),
+              static_cast<unsigned long long>(coverage.ack_waits));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -555,86 +563,223 @@ TEST(FakeIoChecks, ReusesTheLowestFdOnlyOnceItsCloseRan) {
 namespace ringlinger::detail {
 namespace {
 
-// engine.cpp, peer_still_reading(): a drain idle timer that fires while the peer is still
-// acknowledging our data is put off (the peer is reading, not idle); once its acknowledgements
-// stall, the next expiry ends the drain; a lone unacknowledged FIN does not count as data.
-TEST(EngineScenario, DrainIdleTimeoutWaitsForAPeerStillAcknowledgingOurData) {
-  Config config = small_config();
-  config.drain_idle_timeout_ms = 100;
-  Harness h(config);
-  std::uint32_t unacknowledged = 50'000;
-  h.io.unacknowledged_result = [&](int) { return unacknowledged; };
-  const ConnectionId id = *h.engine->adopt(h.io.open_fd(), h.now);
-  ASSERT_FALSE(h.engine->send(id, "response", h.now));
-  ASSERT_FALSE(h.engine->close(id, h.now));
-  h.complete(Op::send, id, 8);  // flushed; shutdown(2); draining with a recv outstanding
-  ASSERT_EQ(h.state(id), State::draining);
+// The progress rule (engine.cpp, expire_timers() and acknowledged_since()): the send and drain
+// idle timers end a connection only after a whole period without progress. Acknowledgements are
+// progress, and are only seen by asking the kernel when a timer expires; FakeIo answers what each
+// test says. `tick` is the timer queue's lane width (timer_queue.hpp): a timer re-armed from a
+// past acknowledgement fires at the first multiple of it at or after that moment + timeout.
+constexpr auto kTick = std::chrono::nanoseconds(100ms) / TimerQueue::kLanes;  // 100 ms timeouts
 
-  h.now += 100ms;
-  h.engine->expire_timers(h.now);  // first expiry: data in flight, one more idle period
+// The first lane deadline at or after `deadline`, for a timer re-armed at `now` (100 ms queues).
+TimePoint lane_deadline(TimePoint now, TimePoint deadline) {
+  return now + kTick * ((deadline - now + kTick - 1ns) / kTick);
+}
+
+PeerAcks acks(std::uint64_t bytes_acked, TimePoint last_ack_by, bool all_acknowledged = false) {
+  PeerAcks acks;
+  acks.known = true;
+  acks.bytes_acked = bytes_acked;
+  acks.last_ack_by = last_ack_by;
+  acks.all_acknowledged = all_acknowledged;
+  return acks;
+}
+
+// A connection closed after an 8-byte response, draining from `h.now`.
+ConnectionId draining_connection(Harness& h) {
+  const ConnectionId id = *h.engine->adopt(h.io.open_fd(), h.now);
+  EXPECT_FALSE(h.engine->send(id, "response", h.now));
+  EXPECT_FALSE(h.engine->close(id, h.now));
+  h.complete(Op::send, id, 8);  // flushed; shutdown(2); draining with a recv outstanding
   EXPECT_EQ(h.state(id), State::draining);
-  unacknowledged = 20'000;
-  h.now += 100ms;
-  h.engine->expire_timers(h.now);  // progress: 50000 -> 20000
-  EXPECT_EQ(h.state(id), State::draining);
-  EXPECT_EQ(h.stats.drain_idle_extensions, 2u);
-  h.now += 100ms;
-  h.engine->expire_timers(h.now);  // no progress: 20000 -> 20000, idle for real
-  EXPECT_EQ(h.state(id), State::cancelling);
+  return id;
+}
+
+void finish_cancelled(Harness& h, ConnectionId id) {
   h.complete(Op::recv, id, -ECANCELED);
   h.complete(Op::cancel, id, 1);
   h.complete(Op::close, id, 0);
-  ASSERT_EQ(h.closed.size(), 1u);
-  EXPECT_EQ(h.closed[0].second.outcome, Outcome::drain_idle_timeout);
-
-  // Only our FIN unacknowledged: the peer has everything, the first expiry ends the drain.
-  unacknowledged = 1;
-  const ConnectionId second = *h.engine->adopt(h.io.open_fd(), h.now);
-  ASSERT_FALSE(h.engine->close(second, h.now));
-  ASSERT_EQ(h.state(second), State::draining);
-  h.now += 100ms;
-  h.engine->expire_timers(h.now);
-  EXPECT_EQ(h.state(second), State::cancelling);
-  EXPECT_EQ(h.stats.drain_idle_extensions, 2u);
 }
 
-// engine.cpp, handle_send() and expire_timers(): a short send notes the socket's send queue; when
-// the send timer fires, a queue that shrank since (a slow reader) runs the timer once more, one
-// that did not (a peer that stopped reading) ends the connection at the first expiry, and a
-// send that completes in full forgets the figure.
-TEST(EngineScenario, SendTimeoutWaitsForASlowReaderAndNotForAStalledOne) {
+// The case the issue found: the peer acknowledged the rest of our data during the period, so at
+// the check nothing is left unacknowledged. A snapshot of the queue sees nothing move; the
+// counter does, and the period restarts at that acknowledgement.
+TEST(EngineScenario, ProgressDuringAPeriodThatEndsWithNothingUnacknowledgedIsNotIdleness) {
+  Config config = small_config();
+  config.drain_idle_timeout_ms = 100;
+  config.on_timeout = OnTimeout::reset;
+  Harness h(config);
+  const TimePoint start = h.now;
+  PeerAcks answer = acks(5'000, start + 90ms, /*all_acknowledged=*/true);
+  h.io.peer_acks_result = [&](int, TimePoint) { return answer; };
+  const ConnectionId id = draining_connection(h);
+  EXPECT_EQ(h.io.peer_acks_calls(), 0u) << "TCP_INFO asked before any timer expired";
+
+  h.now = start + 100ms;
+  h.engine->expire_timers(h.now);
+  EXPECT_EQ(h.state(id), State::draining) << "a peer that acknowledged 10 ms ago was called idle";
+  EXPECT_EQ(h.stats.drain_idle_extensions, 1u);
+  const TimePoint restarted = lane_deadline(h.now, start + 190ms);
+  EXPECT_EQ(h.engine->next_deadline(), restarted);
+  EXPECT_LT(restarted - (start + 190ms), kTick);
+
+  h.now = restarted - 1ns;
+  h.engine->expire_timers(h.now);
+  EXPECT_EQ(h.state(id), State::draining);
+  h.now = restarted;  // 100 ms after the last acknowledgement, the counter has not moved
+  h.engine->expire_timers(h.now);
+  EXPECT_EQ(h.state(id), State::cancelling);
+  EXPECT_EQ(h.io.peer_acks_calls(), 2u);
+  finish_cancelled(h, id);
+  ASSERT_EQ(h.closed.size(), 1u);
+  EXPECT_EQ(h.closed[0].second.outcome, Outcome::drain_idle_timeout);
+  EXPECT_TRUE(h.closed[0].second.reset_sent);
+}
+
+// Never asked before, an acknowledgement that came before the period began is not progress;
+// nor is anything when the kernel cannot say (not a TCP socket): the first expiry ends it.
+TEST(EngineScenario, NoAcknowledgementInThePeriodEndsItAtTheFirstExpiry) {
+  for (const bool known : {true, false}) {
+    SCOPED_TRACE(known ? "acknowledged before the period" : "unknown");
+    Config config = small_config();
+    config.drain_idle_timeout_ms = 100;
+    Harness h(config);
+    PeerAcks answer = acks(5'000, h.now - 1ms, true);
+    answer.known = known;
+    h.io.peer_acks_result = [&](int, TimePoint) { return answer; };
+    const ConnectionId id = draining_connection(h);
+    h.now += 100ms;
+    h.engine->expire_timers(h.now);
+    EXPECT_EQ(h.state(id), State::cancelling);
+    EXPECT_EQ(h.stats.drain_idle_extensions, 0u);
+  }
+}
+
+// Input restarts the period as it arrives, without asking the kernel.
+TEST(EngineScenario, InputRestartsTheDrainIdlePeriodWithoutAskingTheKernel) {
+  Config config = small_config();
+  config.drain_idle_timeout_ms = 100;
+  Harness h(config);
+  const ConnectionId id = draining_connection(h);
+  h.now += 60ms;
+  h.complete(Op::recv, id, 500);  // discarded: progress
+  EXPECT_EQ(h.engine->next_deadline(), h.now + 100ms);
+  h.now += 99ms;
+  h.engine->expire_timers(h.now);
+  EXPECT_EQ(h.state(id), State::draining);
+  EXPECT_EQ(h.io.peer_acks_calls(), 0u);
+  h.now += 1ms;
+  h.engine->expire_timers(h.now);  // unknown acknowledgements (FakeIo's default): idle
+  EXPECT_EQ(h.state(id), State::cancelling);
+  EXPECT_EQ(h.io.peer_acks_calls(), 1u);
+}
+
+// The send timer follows the same rule: a slow reader's acknowledgements keep restarting it from
+// the last one; once the counter stops, it ends a period after the last acknowledgement.
+TEST(EngineScenario, SendTimeoutRestartsAtEachAcknowledgementAndEndsAPeriodAfterTheLast) {
   Config config = small_config();
   config.send_timeout_ms = 100;
   Harness h(config);
-  std::uint32_t queued = 60'000;
-  h.io.unacknowledged_result = [&](int) { return queued; };
+  const TimePoint start = h.now;
+  PeerAcks answer = acks(20'000, start + 60ms);
+  h.io.peer_acks_result = [&](int, TimePoint) { return answer; };
   const ConnectionId id = *h.engine->adopt(h.io.open_fd(), h.now);
   ASSERT_FALSE(h.engine->send(id, std::string(100'000, 'r'), h.now));
-  h.complete(Op::send, id, 40'000);  // short: the socket is full; 60000 queued noted
-  queued = 30'000;                    // the reader takes some, no send completes
-  h.now += 100ms;
-  h.engine->expire_timers(h.now);
+  h.complete(Op::send, id, 40'000);  // short: the socket is full; no system call for it
+  EXPECT_EQ(h.io.peer_acks_calls(), 0u);
+
+  h.now = start + 100ms;
+  h.engine->expire_timers(h.now);  // acknowledged 40 ms ago
   EXPECT_EQ(h.state(id), State::open) << "a slow reader was cut off at the send timeout";
-  EXPECT_EQ(h.stats.send_timeout_extensions, 1u);
-  h.now += 100ms;
-  h.engine->expire_timers(h.now);  // 30000 -> 30000: it stopped reading
-  EXPECT_EQ(h.state(id), State::cancelling);
-  EXPECT_EQ(h.stats.send_timeout_extensions, 1u);
-  h.complete(Op::send, id, -ECANCELED);  // an open connection without on_receive reads nothing
+  const TimePoint first = lane_deadline(h.now, start + 160ms);
+  EXPECT_EQ(h.engine->next_deadline(), first);
+
+  answer = acks(30'000, first - 10ms);  // the counter moved again
+  h.now = first;
+  h.engine->expire_timers(h.now);
+  EXPECT_EQ(h.state(id), State::open);
+  EXPECT_EQ(h.stats.send_timeout_extensions, 2u);
+  const TimePoint second = lane_deadline(h.now, first + 90ms);
+  EXPECT_EQ(h.engine->next_deadline(), second);
+
+  answer.last_ack_by = second;  // a later acknowledgement that moved nothing (a window probe)
+  h.now = second;
+  h.engine->expire_timers(h.now);
+  EXPECT_EQ(h.state(id), State::cancelling) << "the counter stopped: it stopped reading";
+  EXPECT_EQ(h.stats.send_timeout_extensions, 2u);
+  h.complete(Op::send, id, -ECANCELED);
   h.complete(Op::cancel, id, 1);
   h.complete(Op::close, id, 0);
   ASSERT_EQ(h.closed.size(), 1u);
   EXPECT_EQ(h.closed[0].second.outcome, Outcome::send_timeout);
+  EXPECT_FALSE(h.closed[0].second.reset_sent);  // on_timeout = close
+}
 
-  // A peer that never takes anything after the short send: ends at the first expiry.
-  queued = 60'000;
-  const ConnectionId second = *h.engine->adopt(h.io.open_fd(), h.now);
-  ASSERT_FALSE(h.engine->send(second, std::string(100'000, 'r'), h.now));
-  h.complete(Op::send, second, 40'000);
-  h.now += 100ms;
+// abort_after_send(): flush, no FIN, wait until the kernel says the peer acknowledged
+// everything (asking every kAckWaitInterval), then reset.
+TEST(EngineScenario, AbortAfterSendResetsOnlyOnceEverythingIsAcknowledged) {
+  Harness h(small_config());
+  PeerAcks answer = acks(3, h.now, /*all_acknowledged=*/false);
+  h.io.peer_acks_result = [&](int, TimePoint) { return answer; };
+  const ConnectionId id = *h.engine->adopt(h.io.open_fd(), h.now);
+  ASSERT_FALSE(h.engine->send(id, "abc", h.now));
+  ASSERT_FALSE(h.engine->abort_after_send(id, h.now));
+  EXPECT_EQ(h.state(id), State::flushing);
+  EXPECT_EQ(h.engine->send(id, "more", h.now), std::make_error_code(std::errc::broken_pipe));
+  h.complete(Op::send, id, 3);  // everything handed over; not yet acknowledged
+  EXPECT_EQ(h.state(id), State::flushing);
+  EXPECT_EQ(h.io.peer_acks_calls(), 1u);
+  EXPECT_TRUE(h.outstanding(Op::recv, id));  // input is still read and discarded
+  EXPECT_EQ(h.engine->next_deadline(), h.now + kAckWaitInterval);
+  h.now += kAckWaitInterval;
   h.engine->expire_timers(h.now);
-  EXPECT_EQ(h.state(second), State::cancelling) << "a stalled peer got an extra send timeout";
-  EXPECT_EQ(h.stats.send_timeout_extensions, 1u);
+  EXPECT_EQ(h.state(id), State::flushing);
+  answer.all_acknowledged = true;
+  h.now += kAckWaitInterval;
+  h.engine->expire_timers(h.now);
+  EXPECT_EQ(h.state(id), State::cancelling);
+  finish_cancelled(h, id);
+  ASSERT_EQ(h.closed.size(), 1u);
+  EXPECT_EQ(h.closed[0].second.outcome, Outcome::aborted);
+  EXPECT_TRUE(h.closed[0].second.reset_sent);
+  EXPECT_EQ(h.closed[0].second.bytes_sent, 3u);
+  EXPECT_EQ(h.io.shutdown_calls(), 0u) << "a FIN would make the truncation look complete";
+}
+
+// A peer that stops acknowledging while abort_after_send() waits: the send timeout ends the
+// wait, with a reset even when timeouts close with FIN.
+TEST(EngineScenario, AbortAfterSendEndsAtTheSendTimeoutWithAResetWhenAcknowledgementsStop) {
+  Config config = small_config();
+  config.send_timeout_ms = 100;
+  config.on_timeout = OnTimeout::close;
+  Harness h(config);
+  h.io.peer_acks_result = [&](int, TimePoint) { return acks(7, kStart - 1s); };
+  const ConnectionId id = *h.engine->adopt(h.io.open_fd(), h.now);
+  ASSERT_FALSE(h.engine->abort_after_send(id, h.now));  // nothing queued: the wait starts now
+  const TimePoint start = h.now;
+  while (h.state(id) == State::flushing && h.now < start + 1s) {
+    h.now = *h.engine->next_deadline();
+    h.engine->expire_timers(h.now);
+  }
+  EXPECT_EQ(h.state(id), State::cancelling);
+  EXPECT_EQ(h.now, start + 100ms);
+  finish_cancelled(h, id);
+  ASSERT_EQ(h.closed.size(), 1u);
+  EXPECT_EQ(h.closed[0].second.outcome, Outcome::send_timeout);
+  EXPECT_TRUE(h.closed[0].second.reset_sent);
+}
+
+// Once our FIN may be out, a reset comes too late to say the stream was cut: refused.
+TEST(EngineScenario, AbortAfterSendIsRefusedOnceTheFinMayBeOut) {
+  Harness h(small_config());
+  const ConnectionId half = *h.engine->adopt(h.io.open_fd(), h.now);
+  ASSERT_FALSE(h.engine->shutdown_write(half, h.now));  // nothing queued: SHUT_WR at once
+  EXPECT_EQ(h.engine->abort_after_send(half, h.now), std::make_error_code(std::errc::broken_pipe));
+  const ConnectionId drained = draining_connection(h);
+  EXPECT_EQ(h.engine->abort_after_send(drained, h.now),
+            std::make_error_code(std::errc::broken_pipe));
+  EXPECT_EQ(h.engine->abort_after_send(ConnectionId{}, h.now),
+            std::make_error_code(std::errc::bad_file_descriptor));
+  EXPECT_EQ(h.io.peer_acks_calls(), 0u);
 }
 
 }  // namespace

@@ -148,17 +148,24 @@ struct Model {
   TimePoint shutdown_ok_at{};
   bool eof_seen = false;  // a recv returned 0
   bool waiting = false;   // a delivering recv got ENOBUFS and awaits a retry
-  std::uint32_t unacknowledged = 0;  // SIOCOUTQ noted last (0: none since a full send)
+  std::uint64_t acked = 0;  // the peer's acknowledged-byte counter the fake gave last (grows)
+  std::optional<std::uint64_t> acked_asked;  // what the engine keeps of it (known answers only)
+  TimePoint progress_at{};  // the last progress the engine knows (the progress timers' start)
 
   bool write_shutdown_requested = false;  // shutdown_write() accepted (while open)
   bool write_shutdown_issued = false;     // ... and its shutdown(2) was called, while open
   bool write_shut_down = false;           // ... and succeeded: close() goes straight to draining
   bool paused = false;                    // pause_receive() since the last resume_receive()
 
-  bool send_armed = false;  // the send timeout runs (bytes queued, not all sent)
-  TimePoint send_armed_at{};
+  bool send_armed = false;  // the send timeout runs (bytes queued, not all sent, or awaiting acks)
+  TimePoint send_deadline{};
   bool idle_armed = false;  // the drain idle timeout runs
-  TimePoint idle_armed_at{};
+  TimePoint idle_deadline{};
+
+  bool reset_after_send = false;  // abort_after_send() accepted
+  bool ack_wait_armed = false;    // ... everything sent, the acknowledgement awaited
+  TimePoint ack_wait_deadline{};  // ... when the engine asks again
+  bool all_acknowledged = false;  // ... the kernel said so (or could not say): reset now
 
   int first_error = 0;
   ErrorSource first_error_source = ErrorSource::none;
@@ -196,6 +203,9 @@ struct Coverage {
   std::uint64_t deliveries_while_paused = 0;   // a recv in flight from before the pause
   std::uint64_t resumes_restarting = 0;        // resume_receive() started a delivering recv
   std::uint64_t reentrant_flow = 0;            // shutdown_write/pause/resume from a callback
+  std::uint64_t progress_extensions = 0;       // a progress timer re-armed from an acknowledgement
+  std::uint64_t resets_after_send = 0;         // abort_after_send() accepted
+  std::uint64_t ack_waits = 0;                 // ... and it had to wait for the acknowledgement
 
   void add(const Coverage& other) {
     for (std::size_t i = 0; i < kOutcomeCount; ++i) outcomes[i] += other.outcomes[i];
@@ -222,6 +232,9 @@ struct Coverage {
     deliveries_while_paused += other.deliveries_while_paused;
     resumes_restarting += other.resumes_restarting;
     reentrant_flow += other.reentrant_flow;
+    progress_extensions += other.progress_extensions;
+    resets_after_send += other.resets_after_send;
+    ack_waits += other.ack_waits;
   }
 };
 
@@ -330,7 +343,7 @@ class Fuzzer final : public FakeIo::Observer {
     io_.shutdown_result = [this](int) {
       return chance(85) ? 0 : options_.wide ? -kShutdownErrors[roll(2)] : -ENOTCONN;
     };
-    if (options_.wide) io_.unacknowledged_result = [this](int fd) { return unacknowledged(fd); };
+    io_.peer_acks_result = [this](int fd, TimePoint now) { return peer_acks(fd, now); };
     rx_.resize(config_.receive_buffer_bytes);
     expected_generation_.assign(config_.max_connections, 0);
     engine_ = std::make_unique<Engine>(config_, io_, callbacks_, stats_);
@@ -547,60 +560,100 @@ class Fuzzer final : public FakeIo::Observer {
     }
   }
 
-  // SIOCOUTQ (wide runs only; otherwise FakeIo answers 0): how much of our data the peer has
-  // not acknowledged. Asked at two moments (README, "Idle means idle"; engine.cpp):
-  //   - a short send of a connection not terminating: the socket's buffer is full and a stall
-  //     may start here, so the figure is noted (a full send forgets it: 0);
-  //   - the send or the drain idle timer fired: while the figure keeps shrinking the peer is
-  //     reading, slowly, and the timer gets another period; with none noted (0), data
-  //     unacknowledged counts as shrinking; at most our FIN (1) is no data, and is not noted.
-  // The model follows that rule to know the deadlines. The two timers never run together: the
-  // send timer only while bytes are unsent, the idle one only after.
-  std::uint32_t unacknowledged(int fd) {
+  // TCP_INFO (engine.cpp, acknowledged_since() and await_acknowledgement()), asked at two
+  // moments only:
+  //   - a progress timer (send or drain idle) expired: if the peer's acknowledged-byte counter
+  //     moved since the engine last asked (never asked: an acknowledgement came after the
+  //     period began), the period restarts at that acknowledgement (at most now) and the timer
+  //     is armed again, to the first lane deadline at or after it (timer_queue.hpp); otherwise
+  //     (or if the kernel does not say) the connection is idle and ends;
+  //   - abort_after_send() awaits the acknowledgement of everything: everything sent, or its
+  //     poll timer expired. All acknowledged (or unknown): reset now; else ask again later, the
+  //     send timer (progress) bounding the wait.
+  // The answers are random, the counter only grows; the model follows the rule to know the
+  // deadlines and the outcome.
+  PeerAcks peer_acks(int fd, TimePoint now) {
     Model* m = live_model_by_fd(fd);
     if (m == nullptr) {
-      violation("SIOCOUTQ on fd " + std::to_string(fd) + " of no live connection");
-      return 0;
+      violation("TCP_INFO on fd " + std::to_string(fd) + " of no live connection");
+      return {};
     }
-    const bool short_send = short_send_key_ == key_of(m->id);
-    const bool send_expired = m->send_armed && m->send_armed_at + send_timeout() <= now_;
-    const bool idle_expired = m->idle_armed && m->idle_armed_at + idle_timeout() <= now_;
-    if (!short_send && (cause_ != Cause::expire || (!send_expired && !idle_expired))) {
-      violation("SIOCOUTQ for " + id_text(m->id) +
-                " neither in a short send's completion nor with an expired send or idle timer");
+    if (now != now_) violation("TCP_INFO asked with a time other than now");
+    const bool send_expired = m->send_armed && m->send_deadline <= now_;
+    const bool idle_expired = m->idle_armed && m->idle_deadline <= now_;
+    const bool progress_check = cause_ == Cause::expire && (send_expired || idle_expired);
+    const bool flushed_for_reset = m->reset_after_send && !m->terminated && m->unsent() == 0 &&
+                                   (io_.outstanding_ops(m->id.slot) & bit(Op::send)) == 0 &&
+                                   (!m->ack_wait_armed || m->ack_wait_deadline <= now_);
+    if (!progress_check && !flushed_for_reset) {
+      violation("TCP_INFO for " + id_text(m->id) +
+                " with no progress timer expired and no abort_after_send() flushed");
     }
-    std::uint32_t bytes = 0;  // unknown
-    switch (roll(5)) {
-      case 0:
-        break;
-      case 1:
-        bytes = 1;  // only our FIN
-        break;
-      case 2:
-        bytes = m->unacknowledged;  // no progress since the last check
-        break;
-      case 3:
-        bytes = m->unacknowledged > 2 ? m->unacknowledged - 1 : 2;  // the least progress
-        break;
-      default:
-        bytes = 2 + static_cast<std::uint32_t>(roll(100'000));
-        break;
+    PeerAcks acks;
+    acks.known = !chance(10);
+    if (chance(50)) m->acked += 1 + roll(100'000);
+    acks.bytes_acked = m->acked;
+    const nanoseconds period = progress_check && send_expired ? send_timeout() : idle_timeout();
+    acks.last_ack_by = now_ - nanoseconds(below(static_cast<std::uint64_t>(2 * period.count())));
+    if (chance(20)) acks.last_ack_by = m->progress_at;  // exactly the period's start
+    acks.all_acknowledged = chance(40);
+    log("  TCP_INFO(fd " + std::to_string(fd) + ") -> " + (acks.known ? "" : "unknown ") +
+        "acked " + std::to_string(acks.bytes_acked) + ", last ack " +
+        std::to_string((now_ - acks.last_ack_by).count() / 1000) + " us ago" +
+        (acks.all_acknowledged ? ", all acknowledged" : ""));
+    if (progress_check) {
+      expect_progress_check(*m, acks, send_expired);
+    } else {
+      expect_ack_wait(*m, acks);
     }
-    log("  SIOCOUTQ(fd " + std::to_string(fd) + ") -> " + std::to_string(bytes));
-    if (short_send) {
-      m->unacknowledged = bytes;  // noted, whatever it is
-    } else if (bytes > 1) {
-      const bool reading = m->unacknowledged == 0 || bytes < m->unacknowledged;
-      m->unacknowledged = bytes;
-      if (reading && send_expired) {
-        m->send_armed_at = now_;  // another send period
-        ++model_send_extensions_;
-      } else if (reading) {
-        m->idle_armed_at = now_;  // another idle period
-        ++model_idle_extensions_;
-      }
+    return acks;
+  }
+
+  void expect_progress_check(Model& m, const PeerAcks& acks, bool send_timer) {
+    if (!acks.known) return;  // idle: the engine ends the connection
+    const bool moved = m.acked_asked ? acks.bytes_acked > *m.acked_asked
+                                     : acks.last_ack_by > m.progress_at;
+    m.acked_asked = acks.bytes_acked;
+    if (!moved) return;
+    m.progress_at = std::max(m.progress_at, std::min(acks.last_ack_by, now_));
+    const nanoseconds period = send_timer ? send_timeout() : idle_timeout();
+    const TimePoint deadline = m.progress_at + period;
+    if (deadline <= now_) return;
+    (send_timer ? m.send_deadline : m.idle_deadline) = lane_deadline(deadline, period);
+    ++(send_timer ? model_send_extensions_ : model_idle_extensions_);
+    ++coverage_.progress_extensions;
+  }
+
+  void expect_ack_wait(Model& m, const PeerAcks& acks) {
+    if (!acks.known || acks.all_acknowledged) {
+      m.all_acknowledged = true;  // the engine resets now
+      m.ack_wait_armed = false;
+      return;
     }
-    return bytes;
+    m.ack_wait_armed = true;
+    m.ack_wait_deadline = now_ + kAckWaitInterval;
+    ++coverage_.ack_waits;
+    if (!m.send_armed) arm_send_timer(m);
+  }
+
+  // TimerQueue::arm_at(): the first of the lane deadlines now + period * k / kLanes (k = 1 ..
+  // kLanes) at or after `deadline`.
+  TimePoint lane_deadline(TimePoint deadline, nanoseconds period) const {
+    const nanoseconds tick = period / TimerQueue::kLanes;
+    const auto ticks = (deadline - now_ + tick - 1ns) / tick;
+    return ticks >= TimerQueue::kLanes ? now_ + period : now_ + tick * ticks;
+  }
+
+  // The progress timers start a new period now (engine.cpp, note_progress()).
+  void arm_send_timer(Model& m) {
+    m.send_armed = true;
+    m.send_deadline = now_ + send_timeout();
+    m.progress_at = now_;
+  }
+  void arm_idle_timer(Model& m) {
+    m.idle_armed = true;
+    m.idle_deadline = now_ + idle_timeout();
+    m.progress_at = now_;
   }
 
   void on_set_reset_on_close(int fd) override {
@@ -635,6 +688,7 @@ class Fuzzer final : public FakeIo::Observer {
                 ": a second SHUT_WR");
     }
     if (!m.close_requested) violation(std::string(how) + " before close() for " + id_text(m.id));
+    if (m.reset_after_send) violation(std::string(how) + " after abort_after_send() for " + id_text(m.id));
     if (m.terminated) violation(std::string(how) + " while terminating " + id_text(m.id));
     if (m.unsent() != 0) {
       violation(std::string(how) + " with " + std::to_string(m.unsent()) +
@@ -666,10 +720,7 @@ class Fuzzer final : public FakeIo::Observer {
   void shutdown_succeeded(Model& m) {
     m.shutdown_ok = true;
     m.shutdown_ok_at = now_;
-    if (!m.eof_seen) {
-      m.idle_armed = true;
-      m.idle_armed_at = now_;
-    }
+    if (!m.eof_seen) arm_idle_timer(m);
   }
 
   void record_error(Model& m, int error, ErrorSource source) {
@@ -695,12 +746,14 @@ class Fuzzer final : public FakeIo::Observer {
         expected = Outcome::stop_deadline;
         break;
       case Cause::expire:
-        if (m.send_armed && m.send_armed_at + send_timeout() <= now_) {
+        if (m.send_armed && m.send_deadline <= now_) {
           expected = Outcome::send_timeout;
-        } else if (m.idle_armed && m.idle_armed_at + idle_timeout() <= now_) {
+        } else if (m.idle_armed && m.idle_deadline <= now_) {
           expected = Outcome::drain_idle_timeout;
         } else if (m.shutdown_issued && m.shutdown_issued_at + drain_timeout() <= now_) {
           expected = Outcome::drain_timeout;
+        } else if (m.all_acknowledged) {
+          expected = Outcome::aborted;  // abort_after_send(): acknowledged on a later look
         } else {
           violation("expire_timers() terminated " + id_text(m.id) + " with no expired deadline");
         }
@@ -717,6 +770,8 @@ class Fuzzer final : public FakeIo::Observer {
           expected = Outcome::clean;
         } else if (config_.drain_max_bytes != 0 && m.discarded > config_.drain_max_bytes) {
           expected = Outcome::drain_byte_cap;
+        } else if (m.all_acknowledged) {
+          expected = Outcome::aborted;  // abort_after_send(): acknowledged at the flush
         } else {
           violation("connection " + id_text(m.id) +
                     " terminated with no reason (no error, no EOF " +
@@ -725,7 +780,7 @@ class Fuzzer final : public FakeIo::Observer {
         break;
     }
     m.expected_outcome = expected;
-    m.send_armed = m.idle_armed = false;
+    m.send_armed = m.idle_armed = m.ack_wait_armed = false;
   }
 
   nanoseconds send_timeout() const { return milliseconds(config_.send_timeout_ms); }
@@ -739,8 +794,9 @@ class Fuzzer final : public FakeIo::Observer {
     auto consider = [&earliest](TimePoint deadline) {
       if (!earliest || deadline < *earliest) earliest = deadline;
     };
-    if (m.send_armed) consider(m.send_armed_at + send_timeout());
-    if (m.idle_armed) consider(m.idle_armed_at + idle_timeout());
+    if (m.send_armed) consider(m.send_deadline);
+    if (m.idle_armed) consider(m.idle_deadline);
+    if (m.ack_wait_armed) consider(m.ack_wait_deadline);
     if (m.shutdown_issued) consider(m.shutdown_issued_at + drain_timeout());
     return earliest;
   }
@@ -935,7 +991,7 @@ class Fuzzer final : public FakeIo::Observer {
     const bool reset_expected =
         report.outcome == Outcome::aborted || report.outcome == Outcome::stop_deadline ||
         (is_timeout(report.outcome) && config_.on_timeout == OnTimeout::reset) ||
-        m.reset_expected_by_abort;
+        m.reset_expected_by_abort || m.reset_after_send;
     if (report.reset_sent != m.reset_requested) {
       violation(who + "reset_sent " + std::to_string(report.reset_sent) +
                 " but set_reset_on_close called: " + std::to_string(m.reset_requested));
@@ -948,7 +1004,7 @@ class Fuzzer final : public FakeIo::Observer {
     // config.hpp, orphan_timeout_ms: only when a timeout closes with FIN, and only if set.
     const bool orphan_limit_expected = is_timeout(report.outcome) &&
                                        config_.on_timeout == OnTimeout::close &&
-                                       config_.orphan_timeout_ms > 0;
+                                       config_.orphan_timeout_ms > 0 && !m.reset_after_send;
     if (m.orphan_limited != orphan_limit_expected) {
       violation(who + "limit_orphan_time called: " + std::to_string(m.orphan_limited) +
                 " for outcome " + std::string(to_string(report.outcome)) + " with on_timeout " +
@@ -1106,10 +1162,7 @@ class Fuzzer final : public FakeIo::Observer {
     std::string bytes = random_bytes(size);
     log(who + (view ? " send_view " : " send ") + id_text(id) + " " + std::to_string(size) + " B");
     if (!want && !bytes.empty()) {
-      if (m->unsent() == 0) {  // the queue was empty: the send timeout starts now
-        m->send_armed = true;
-        m->send_armed_at = now_;
-      }
+      if (m->unsent() == 0) arm_send_timer(*m);  // the queue was empty: the send timeout starts
       m->queued += bytes;
     }
     CauseScope scope(*this, Cause::api);
@@ -1202,6 +1255,24 @@ class Fuzzer final : public FakeIo::Observer {
     if (!want) note_abort(*m);
     CauseScope scope(*this, Cause::abort, key_of(id));
     check_result(engine_->abort(id, now_), want, who + " abort");
+  }
+
+  // abort_after_send(): open, or flushing before any SHUT_WR, and our FIN not out.
+  void do_abort_after_send(ConnectionId id, const std::string& who) {
+    Model* m = find_model(id);
+    std::error_code want = expected_for(m, false);
+    const bool flushing = m != nullptr && m->close_requested && !m->shutdown_issued;
+    if (!want && !m->terminated && (m->write_shut_down || (!m->open() && !flushing))) {
+      want = std::make_error_code(std::errc::broken_pipe);
+    }
+    log(who + " abort_after_send " + id_text(id));
+    if (!want && !m->terminated) {
+      if (!m->reset_after_send) ++coverage_.resets_after_send;
+      m->reset_after_send = true;
+      if (m->open()) close_requested(*m);
+    }
+    CauseScope scope(*this, Cause::api);
+    check_result(engine_->abort_after_send(id, now_), want, who + " abort_after_send");
   }
 
   void note_abort(Model& m) {
@@ -1403,9 +1474,12 @@ class Fuzzer final : public FakeIo::Observer {
           } else {
             m->discarded += bytes;
             total_discarded_ += bytes;
-            const bool capped =
-                config_.drain_max_bytes != 0 && m->discarded > config_.drain_max_bytes;
-            if (m->draining() && !capped) m->idle_armed_at = now_;  // input: not idle
+          }
+          // Input is progress for whichever progress timer runs (the byte cap, if passed, then
+          // ends the connection, which disarms them).
+          if (!m->terminated) {
+            if (m->send_armed) arm_send_timer(*m);
+            if (m->idle_armed) arm_idle_timer(*m);
           }
         } else if (result == 0) {
           m->eof_seen = true;
@@ -1431,13 +1505,11 @@ class Fuzzer final : public FakeIo::Observer {
           m->sent += bytes;
           total_sent_ += bytes;
           pending_drained_ = PendingDrained{key, false};
-          m->unacknowledged = 0;  // a full send forgets the figure; a short one notes a new one
-          if (bytes < request.bytes.size() && !m->terminated) short_send_key_ = key;
           if (!m->terminated) {
             if (m->unsent() == 0) {
               m->send_armed = false;
             } else {
-              m->send_armed_at = now_;  // progress: the send timeout starts again
+              arm_send_timer(*m);  // progress: the send timeout starts again
             }
           }
         } else if (result < 0 && -result != ECANCELED && !is_retry_error(-result)) {
@@ -1467,7 +1539,6 @@ class Fuzzer final : public FakeIo::Observer {
       CauseScope scope(*this, Cause::completion);
       engine_->on_completion(completion, now_);
     }
-    short_send_key_.reset();
     if (pending_receive_ && !pending_receive_->fired) {
       violation("on_receive not called for a recv completion of an open connection: " +
                 fake::describe(request));
@@ -1489,6 +1560,10 @@ class Fuzzer final : public FakeIo::Observer {
   }
 
   Model* find_model(OpTag tag) { return find_model(ConnectionId{tag.slot, tag.generation}); }
+
+  bool send_in_flight(const Model& m) const {
+    return (io_.outstanding_ops(m.id.slot) & bit(Op::send)) != 0;
+  }
 
   void do_complete_random() {
     const auto& outstanding = io_.outstanding();
@@ -1555,7 +1630,7 @@ class Fuzzer final : public FakeIo::Observer {
   // --- the driver ----------------------------------------------------------------------------
 
   void random_event() {
-    const auto r = roll(112);
+    const auto r = roll(115);
     if (r < 10) {
       do_adopt("adopt");
     } else if (r < 20) {
@@ -1586,8 +1661,10 @@ class Fuzzer final : public FakeIo::Observer {
       do_pause(pick_id(), "test");
     } else if (r < 110) {
       do_resume(pick_paused_id(), "test");
-    } else {
+    } else if (r < 112) {
       do_queued_bytes(pick_id(), "test");
+    } else {
+      do_abort_after_send(pick_id(), "test");
     }
   }
 
@@ -1760,9 +1837,16 @@ class Fuzzer final : public FakeIo::Observer {
       if (m->shutdown_ok && m->eof_seen && !m->terminated) {
         violation(where + "SHUT_WR done and EOF seen but not closed cleanly");
       }
-      if (m->close_requested && !m->terminated && m->unsent() == 0 && !m->shutdown_issued) {
+      if (m->close_requested && !m->terminated && m->unsent() == 0 && !m->shutdown_issued &&
+          !m->reset_after_send) {
         violation(where + "everything sent after close() but no SHUT_WR issued");
       }
+      if (m->reset_after_send && !m->terminated && m->unsent() == 0 && !send_in_flight(*m) &&
+          !m->ack_wait_armed) {
+        violation(where + "abort_after_send(): everything sent but no acknowledgement awaited");
+      }
+      if (c.reset_after_send != m->reset_after_send)
+        violation(where + "reset_after_send differs from the model");
       if (auto deadline = model_deadline(*m)) {
         if (*deadline <= now_)
           violation(where + "a deadline passed and expire_timers() did not act on it");
@@ -1909,7 +1993,6 @@ class Fuzzer final : public FakeIo::Observer {
   std::optional<std::uint64_t> pending_close_;
   bool close_fired_ = false;
   int close_error_ = 0;  // of the close completion being handled
-  std::optional<std::uint64_t> short_send_key_;  // the short send completion being handled
 
   std::array<std::uint64_t, kOutcomeCount> model_outcomes_{};
   std::uint64_t total_sent_ = 0;

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -28,6 +29,7 @@ namespace ringlinger::fake {
 
 using detail::Op;
 using detail::OpTag;
+using detail::PeerAcks;
 using detail::RecvMode;
 
 // One submitted request: outstanding until the test takes it out to complete it.
@@ -109,8 +111,8 @@ class FakeIo final : public detail::IoPort {
 
   // The result of each shutdown_now(fd); 0 (success) when unset.
   std::function<int(int fd)> shutdown_result;
-  // What unacknowledged_bytes() returns (unset: 0, the peer has acknowledged everything).
-  std::function<std::uint32_t(int fd)> unacknowledged_result;
+  // What peer_acks() returns (unset: unknown, as for a socket that is not TCP).
+  std::function<PeerAcks(int fd, std::chrono::steady_clock::time_point now)> peer_acks_result;
   // Told about every call; may be null.
   Observer* observer = nullptr;
 
@@ -196,11 +198,10 @@ class FakeIo final : public detail::IoPort {
     return result;
   }
 
-  std::uint32_t unacknowledged_bytes(int fd) override {
-    if (fd_state(fd) != FdState::open) {
-      note("unacknowledged_bytes(" + std::to_string(fd) + ") on an fd not open");
-    }
-    return unacknowledged_result ? unacknowledged_result(fd) : 0;
+  PeerAcks peer_acks(int fd, std::chrono::steady_clock::time_point now) override {
+    ++peer_acks_calls_;
+    if (fd_state(fd) != FdState::open) note("peer_acks(" + std::to_string(fd) + ") on an fd not open");
+    return peer_acks_result ? peer_acks_result(fd, now) : PeerAcks{};
   }
 
   void set_reset_on_close(int fd) override {
@@ -260,6 +261,7 @@ class FakeIo final : public detail::IoPort {
 
   std::uint64_t submissions() const noexcept { return serial_; }
   std::uint64_t shutdown_calls() const noexcept { return shutdown_calls_; }
+  std::uint64_t peer_acks_calls() const noexcept { return peer_acks_calls_; }
   std::uint64_t reset_calls() const noexcept { return reset_calls_; }
 
   // Breaches of the IoPort rules seen so far.
@@ -342,6 +344,7 @@ class FakeIo final : public detail::IoPort {
   std::vector<std::string> violations_;
   std::uint64_t serial_ = 0;
   std::uint64_t shutdown_calls_ = 0;
+  std::uint64_t peer_acks_calls_ = 0;
   std::uint64_t reset_calls_ = 0;
 };
 

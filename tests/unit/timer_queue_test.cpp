@@ -1,9 +1,11 @@
 // What this proves: TimerQueue keeps its deadlines oldest first with O(1) arm / re-arm / disarm:
 // arm sets now + duration, re-arming moves a slot to the tail with its new deadline, disarming
 // (also of an unarmed slot) is harmless, pop_expired() returns slots in deadline order and a
-// deadline equal to `now` has expired, next_deadline() and size() follow every change; and a
-// seeded random sequence of operations on up to 64 slots behaves exactly like a reference model
-// built on std::map.
+// deadline equal to `now` has expired, next_deadline() and size() follow every change; arm_at()
+// fires at the first lane deadline (now + duration * k / 64) at or after the deadline asked
+// for, never before it and less than duration / 64 after; and a seeded random sequence of
+// operations (arm_at included) on up to 64 slots behaves exactly like a reference model built
+// on std::map.
 #include "timer_queue.hpp"
 
 #include <gtest/gtest.h>
@@ -13,6 +15,7 @@
 #include <map>
 #include <optional>
 #include <random>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -156,14 +159,64 @@ TEST(TimerQueue, ZeroDurationExpiresAtTheArmingInstant) {
   EXPECT_EQ(queue.pop_expired(kT0), std::optional<std::uint32_t>(1));
 }
 
-// The reference: deadline per slot, plus an order key (deadline, arming sequence) for popping.
+TEST(TimerQueue, ArmAtFiresAtTheFirstLaneDeadlineAtOrAfterTheDeadlineAskedFor) {
+  TimerQueue queue(4, 64ms);  // lanes of 1 ms
+  EXPECT_EQ(queue.arm_at(0, kT0, kT0 + 10ms), kT0 + 10ms);  // on a lane: exact
+  EXPECT_EQ(queue.arm_at(1, kT0, kT0 + 10ms + 1ns), kT0 + 11ms);
+  EXPECT_EQ(queue.arm_at(2, kT0, kT0 + 1ns), kT0 + 1ms);
+  EXPECT_EQ(queue.arm_at(3, kT0, kT0 + 1h), kT0 + 64ms);  // beyond the duration: the duration
+  EXPECT_EQ(queue.size(), 4u);
+  EXPECT_EQ(queue.deadline(1), kT0 + 11ms);
+  EXPECT_EQ(pop_all(queue, kT0 + 11ms), (std::vector<std::uint32_t>{2, 0, 1}));
+  EXPECT_EQ(queue.next_deadline(), kT0 + 64ms);
+  // Re-armed from another lane into the full one, and back.
+  queue.arm_at(3, kT0 + 20ms, kT0 + 30ms);
+  EXPECT_EQ(queue.next_deadline(), kT0 + 30ms);
+  queue.arm(3, kT0 + 20ms);
+  EXPECT_EQ(queue.next_deadline(), kT0 + 84ms);
+  queue.disarm(3);
+  EXPECT_EQ(queue.next_deadline(), std::nullopt);
+}
+
+TEST(TimerQueue, ArmAtNeverFiresEarlyAndAtMostOneLaneLate) {
+  const std::chrono::nanoseconds duration = 1000ms;
+  TimerQueue queue(1, duration);
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 10'000; ++i) {
+    const auto left = std::chrono::nanoseconds(1 + rng() % 1'000'000'000);
+    const TimePoint fires = queue.arm_at(0, kT0, kT0 + left);
+    ASSERT_GE(fires, kT0 + left);
+    ASSERT_LT(fires - (kT0 + left), duration / TimerQueue::kLanes);
+    ASSERT_EQ(queue.next_deadline(), fires);
+  }
+}
+
+TEST(TimerQueue, EqualDeadlinesInSeveralLanesPopShorterLaneFirstThenArmingOrder) {
+  TimerQueue queue(8, 64ms);
+  queue.arm(0, kT0);                         // full lane, kT0 + 64 ms
+  queue.arm_at(1, kT0 + 32ms, kT0 + 64ms);   // the 32 ms lane
+  queue.arm_at(2, kT0 + 63ms, kT0 + 64ms);   // the 1 ms lane
+  queue.arm_at(3, kT0 + 63ms, kT0 + 63500us);  // the 1 ms lane, armed after slot 2
+  EXPECT_EQ(pop_all(queue, kT0 + 64ms), (std::vector<std::uint32_t>{2, 3, 1, 0}));
+}
+
+// The reference: deadline per slot, plus an order key (deadline, lane, arming sequence) for
+// popping; arm() uses the last lane, arm_at() the one the documented rounding picks.
 class ReferenceTimers {
  public:
   explicit ReferenceTimers(std::chrono::nanoseconds duration) : duration_(duration) {}
 
-  void arm(std::uint32_t slot, TimePoint now) {
+  void arm(std::uint32_t slot, TimePoint now) { insert(slot, now + duration_, kFull); }
+  void arm_at(std::uint32_t slot, TimePoint now, TimePoint deadline) {
+    const auto tick = duration_ / TimerQueue::kLanes;
+    if (tick == 0ns) return arm(slot, now);
+    const auto ticks = (deadline - now + tick - 1ns) / tick;
+    if (ticks >= TimerQueue::kLanes) return arm(slot, now);
+    insert(slot, now + tick * ticks, static_cast<unsigned>(ticks - 1));
+  }
+  void insert(std::uint32_t slot, TimePoint deadline, unsigned lane) {
     disarm(slot);
-    const Key key{now + duration_, ++sequence_};
+    const Key key{deadline, lane, ++sequence_};
     by_slot_[slot] = key;
     by_order_[key] = slot;
   }
@@ -176,10 +229,10 @@ class ReferenceTimers {
   bool armed(std::uint32_t slot) const { return by_slot_.count(slot) != 0; }
   std::optional<TimePoint> next_deadline() const {
     if (by_order_.empty()) return std::nullopt;
-    return by_order_.begin()->first.first;
+    return std::get<0>(by_order_.begin()->first);
   }
   std::optional<std::uint32_t> pop_expired(TimePoint now) {
-    if (by_order_.empty() || by_order_.begin()->first.first > now) return std::nullopt;
+    if (by_order_.empty() || std::get<0>(by_order_.begin()->first) > now) return std::nullopt;
     const std::uint32_t slot = by_order_.begin()->second;
     disarm(slot);
     return slot;
@@ -187,7 +240,8 @@ class ReferenceTimers {
   std::size_t size() const { return by_slot_.size(); }
 
  private:
-  using Key = std::pair<TimePoint, std::uint64_t>;
+  static constexpr unsigned kFull = TimerQueue::kLanes - 1;
+  using Key = std::tuple<TimePoint, unsigned, std::uint64_t>;
   std::map<std::uint32_t, Key> by_slot_;
   std::map<Key, std::uint32_t> by_order_;
   std::chrono::nanoseconds duration_;
@@ -205,13 +259,19 @@ TEST_P(TimerQueueModel, RandomOperationsMatchAStdMapReference) {
   TimePoint now = kT0;
   for (int step = 0; step < 5000; ++step) {
     const std::uint32_t slot = static_cast<std::uint32_t>(rng() % capacity);
-    switch (rng() % 8) {
+    switch (rng() % 9) {
       case 0:
       case 1:
       case 2:
         queue.arm(slot, now);
         reference.arm(slot, now);
         break;
+      case 8: {
+        const TimePoint deadline = now + 1ns + std::chrono::nanoseconds(rng() % 2'100'000);
+        queue.arm_at(slot, now, deadline);
+        reference.arm_at(slot, now, deadline);
+        break;
+      }
       case 3:
       case 4:
         queue.disarm(slot);
