@@ -158,6 +158,31 @@ void BM_TimerQueue_PopExpired(benchmark::State& state) {
 }
 BENCHMARK(BM_TimerQueue_PopExpired)->Arg(1000)->Arg(20000);
 
+// The worst case of the lanes: every slot re-armed from a past acknowledgement into one of the
+// 64 lanes at random (all lanes in use), then every deadline popped; items = slots.
+void BM_TimerQueue_ArmAtEveryLaneThenPop(benchmark::State& state) {
+  const auto count = static_cast<std::uint32_t>(state.range(0));
+  const auto order = shuffled_slots(count, 8);
+  TimerQueue queue(count, 5s);
+  TimePoint now = kT0;
+  std::uint64_t popped = 0;
+  for (auto _ : state) {
+    for (std::uint32_t slot : order) {
+      queue.arm_at(slot, now, now + 1ms + std::chrono::milliseconds(slot % 5000));
+    }
+    now += 10s;
+    while (auto slot = queue.pop_expired(now)) {
+      benchmark::DoNotOptimize(*slot);
+      ++popped;
+    }
+  }
+  if (popped != static_cast<std::uint64_t>(state.iterations()) * count) {
+    state.SkipWithError("not every timer expired");
+  }
+  state.SetItemsProcessed(state.iterations() * count);
+}
+BENCHMARK(BM_TimerQueue_ArmAtEveryLaneThenPop)->Arg(1000)->Arg(20000);
+
 // --- send queue --------------------------------------------------------------------------------
 
 void BM_Baseline_StringAlloc(benchmark::State& state) {
