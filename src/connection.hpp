@@ -24,7 +24,7 @@ struct Connection {
   // One bit per Op in flight (submitted or prepared, completion not yet handled). At most one
   // request of each kind is in flight per connection.
   std::uint8_t in_flight = 0;
-  // One-bit flags, packed in one byte.
+  // One-bit flags, packed in two bytes (before `outcome`'s padding: the slot does not grow).
   // A receive returned 0: the peer sent its FIN. No receive is started after that.
   bool peer_eof : 1 = false;
   // SO_LINGER {1, 0} was set: the close sends RST.
@@ -43,18 +43,21 @@ struct Connection {
   bool receive_paused : 1 = false;
   // abort_after_send(): once every queued byte was sent and acknowledged, reset (no FIN).
   bool reset_after_send : 1 = false;
+  // acked_when_asked holds what the kernel said (the progress timers have asked it once).
+  bool acked_known : 1 = false;
   // Decided once, when the connection leaves the lingering states.
   std::optional<Outcome> outcome;
   // The first error seen (positive errno), 0 if none. Kept because the kernel reports an error
   // only once: after ECONNRESET the next receive returns 0, which is not a clean EOF.
   int first_error = 0;
+  // The peer's acknowledged-byte counter (tcpi_bytes_acked) when the kernel was last asked, its
+  // low 32 bits: "moved" is "differs", wrong only if exactly a multiple of 4 GiB was acknowledged
+  // between two looks.
+  std::uint32_t acked_when_asked = 0;
 
   // The progress timers (send, drain idle; never both at once): the last progress known (input,
-  // a completed send, an acknowledgement found when a timer expired, or the timer's start), and
-  // the peer's acknowledged-byte counter when the kernel was last asked (kNotAsked: never).
-  static constexpr std::uint64_t kNotAsked = UINT64_MAX;
+  // a completed send, an acknowledgement found when a timer expired, or the timer's start).
   TimePoint progress_at{};
-  std::uint64_t acked_when_asked = kNotAsked;
 
   SendQueue send_queue;
   std::uint64_t bytes_sent = 0;

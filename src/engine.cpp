@@ -34,8 +34,7 @@ Engine::Engine(const Config& config, IoPort& io, const Callbacks& callbacks, Sta
       slots_(config.max_connections),
       send_timers_(config.max_connections, milliseconds(config.send_timeout_ms)),
       drain_idle_timers_(config.max_connections, milliseconds(config.drain_idle_timeout_ms)),
-      drain_total_timers_(config.max_connections, milliseconds(config.drain_timeout_ms)),
-      ack_wait_timers_(config.max_connections, kAckWaitInterval) {
+      drain_total_timers_(config.max_connections, milliseconds(config.drain_timeout_ms)) {
   RL_ASSERT(config.validate().empty());
   free_slots_.reserve(config.max_connections);
   for (std::uint32_t slot = config.max_connections; slot-- > 0;) free_slots_.push_back(slot);
@@ -252,8 +251,15 @@ void Engine::expire_timers(TimePoint now) {
   while (auto slot = drain_total_timers_.pop_expired(now)) {
     terminate(slots_[*slot], Outcome::drain_timeout, now);
   }
-  while (auto slot = ack_wait_timers_.pop_expired(now)) {
-    await_acknowledgement(slots_[*slot], now);
+  if (!awaiting_ack_.empty() && now >= ack_poll_at_) {
+    std::vector<ConnectionId> asking;
+    asking.swap(awaiting_ack_);
+    for (ConnectionId id : asking) {
+      Connection* connection = lookup(id.slot, id.generation);
+      if (connection != nullptr && connection->state == State::flushing) {
+        await_acknowledgement(*connection, now);
+      }
+    }
   }
 }
 
@@ -269,11 +275,11 @@ void Engine::retry_waiting_receives() {
 
 std::optional<Engine::TimePoint> Engine::next_deadline() const noexcept {
   std::optional<TimePoint> earliest;
-  for (const TimerQueue* queue :
-       {&send_timers_, &drain_idle_timers_, &drain_total_timers_, &ack_wait_timers_}) {
+  for (const TimerQueue* queue : {&send_timers_, &drain_idle_timers_, &drain_total_timers_}) {
     auto deadline = queue->next_deadline();
     if (deadline && (!earliest || *deadline < *earliest)) earliest = deadline;
   }
+  if (!awaiting_ack_.empty() && (!earliest || ack_poll_at_ < *earliest)) earliest = ack_poll_at_;
   return earliest;
 }
 
@@ -501,14 +507,16 @@ void Engine::on_shutdown_done(Connection& connection, int result, TimePoint now)
 // abort_after_send(): the reset must not overtake our bytes (a reset discards what is still in
 // the socket's send queue), so it waits until the peer acknowledged all of them (they are then in
 // its receive queue, which an incoming reset leaves readable). No event says so: the kernel is
-// asked every kAckWaitInterval; the send timer, a progress timer like any other, bounds the wait.
+// asked again kAckWaitInterval after the first connection joined the list of those waiting (one
+// list and one deadline for them all: no per-slot timer for a rare case); the send timer, a
+// progress timer like any other, bounds the wait.
 void Engine::await_acknowledgement(Connection& connection, TimePoint now) {
   RL_ASSERT(connection.state == State::flushing && connection.reset_after_send);
   const PeerAcks acks = io_.peer_acks(connection.fd, now);
   if (!acks.known || acks.all_acknowledged) return terminate(connection, Outcome::aborted, now);
-  const std::uint32_t slot = slot_of(connection);
-  ack_wait_timers_.arm(slot, now);
-  if (!send_timers_.armed(slot)) note_progress(connection, send_timers_, now);
+  if (awaiting_ack_.empty()) ack_poll_at_ = now + kAckWaitInterval;
+  awaiting_ack_.push_back(id_of(connection));
+  if (!send_timers_.armed(slot_of(connection))) note_progress(connection, send_timers_, now);
 }
 
 void Engine::discard(Connection& connection, std::uint32_t bytes, TimePoint now) {
@@ -533,7 +541,7 @@ void Engine::terminate(Connection& connection, Outcome outcome, TimePoint now) {
   send_timers_.disarm(slot);
   drain_idle_timers_.disarm(slot);
   drain_total_timers_.disarm(slot);
-  ack_wait_timers_.disarm(slot);
+  if (connection.reset_after_send) std::erase(awaiting_ack_, id_of(connection));  // rare, short
   connection.waiting_for_buffer = false;
   if (resets_on(outcome) || connection.reset_after_send) {
     io_.set_reset_on_close(connection.fd);
@@ -592,10 +600,11 @@ void Engine::note_input(Connection& connection, TimePoint now) {
 bool Engine::acknowledged_since(Connection& connection, TimerQueue& timers, TimePoint now) {
   const PeerAcks acks = io_.peer_acks(connection.fd, now);
   if (!acks.known) return false;
-  const bool moved = connection.acked_when_asked == Connection::kNotAsked
-                         ? acks.last_ack_by > connection.progress_at
-                         : acks.bytes_acked > connection.acked_when_asked;
-  connection.acked_when_asked = acks.bytes_acked;
+  const auto acked = static_cast<std::uint32_t>(acks.bytes_acked);
+  const bool moved = connection.acked_known ? acked != connection.acked_when_asked
+                                            : acks.last_ack_by > connection.progress_at;
+  connection.acked_when_asked = acked;
+  connection.acked_known = true;
   if (!moved) return false;
   connection.progress_at = std::max(connection.progress_at, std::min(acks.last_ack_by, now));
   const TimePoint deadline = connection.progress_at + timers.duration();

@@ -116,7 +116,10 @@ class Engine {
   TimerQueue send_timers_;
   TimerQueue drain_idle_timers_;
   TimerQueue drain_total_timers_;
-  TimerQueue ack_wait_timers_;  // abort_after_send(): when to ask again whether all is acknowledged
+  // abort_after_send(): connections waiting for the peer's acknowledgement of everything, and
+  // when to ask the kernel again (kAckWaitInterval after the first one joined).
+  std::vector<ConnectionId> awaiting_ack_;
+  TimePoint ack_poll_at_{};
   TimePoint last_now_{};  // time never goes back for the timer queues
 };
 

@@ -163,8 +163,7 @@ struct Model {
   TimePoint idle_deadline{};
 
   bool reset_after_send = false;  // abort_after_send() accepted
-  bool ack_wait_armed = false;    // ... everything sent, the acknowledgement awaited
-  TimePoint ack_wait_deadline{};  // ... when the engine asks again
+  bool ack_wait_armed = false;    // ... everything sent, the acknowledgement awaited (listed)
   bool all_acknowledged = false;  // ... the kernel said so (or could not say): reset now
 
   int first_error = 0;
@@ -459,6 +458,8 @@ class Fuzzer final : public FakeIo::Observer {
     model.id = id;
     model.fd = fd;
     model.adopted_at = now_;
+    // The engine keeps the counter's low 32 bits: start some near the wrap.
+    if (chance(30)) model.acked = (std::uint64_t{1} << 32) - roll(200'000);
     fd_owner_[fd] = key_of(id);
     live_keys_.push_back(key_of(id));
     return model;
@@ -582,9 +583,12 @@ class Fuzzer final : public FakeIo::Observer {
     const bool send_expired = m->send_armed && m->send_deadline <= now_;
     const bool idle_expired = m->idle_armed && m->idle_deadline <= now_;
     const bool progress_check = cause_ == Cause::expire && (send_expired || idle_expired);
+    // abort_after_send(): once flushed (not yet waiting), or in a poll of those waiting.
+    const auto polled = std::find(polling_.begin(), polling_.end(), key_of(m->id));
+    const bool in_poll = cause_ == Cause::expire && polled != polling_.end();
+    if (in_poll) polling_.erase(polled);
     const bool flushed_for_reset = m->reset_after_send && !m->terminated && m->unsent() == 0 &&
-                                   (io_.outstanding_ops(m->id.slot) & bit(Op::send)) == 0 &&
-                                   (!m->ack_wait_armed || m->ack_wait_deadline <= now_);
+                                   !send_in_flight(*m) && (in_poll || !m->ack_wait_armed);
     if (!progress_check && !flushed_for_reset) {
       violation("TCP_INFO for " + id_text(m->id) +
                 " with no progress timer expired and no abort_after_send() flushed");
@@ -624,16 +628,36 @@ class Fuzzer final : public FakeIo::Observer {
     ++coverage_.progress_extensions;
   }
 
+  // Engine::await_acknowledgement(): one list of the connections waiting, asked again together
+  // kAckWaitInterval after the first one joined it.
   void expect_ack_wait(Model& m, const PeerAcks& acks) {
     if (!acks.known || acks.all_acknowledged) {
       m.all_acknowledged = true;  // the engine resets now
       m.ack_wait_armed = false;
       return;
     }
+    if (awaiting_ack_.empty()) ack_poll_at_ = now_ + kAckWaitInterval;
+    awaiting_ack_.push_back(key_of(m.id));
     m.ack_wait_armed = true;
-    m.ack_wait_deadline = now_ + kAckWaitInterval;
     ++coverage_.ack_waits;
     if (!m.send_armed) arm_send_timer(m);
+  }
+
+  // expire_timers() asks every waiting connection again once the poll is due: the list starts
+  // afresh (those still waiting join it again as they are asked).
+  void start_ack_poll_if_due() {
+    if (awaiting_ack_.empty() || now_ < ack_poll_at_) return;
+    polling_ = std::move(awaiting_ack_);
+    awaiting_ack_.clear();
+    for (std::uint64_t key : polling_) models_.at(key).ack_wait_armed = false;
+  }
+
+  void forget_ack_wait(Model& m) {
+    const std::uint64_t key = key_of(m.id);
+    awaiting_ack_.erase(std::remove(awaiting_ack_.begin(), awaiting_ack_.end(), key),
+                        awaiting_ack_.end());
+    polling_.erase(std::remove(polling_.begin(), polling_.end(), key), polling_.end());
+    m.ack_wait_armed = false;
   }
 
   // TimerQueue::arm_at(): the first of the lane deadlines now + period * k / kLanes (k = 1 ..
@@ -780,7 +804,8 @@ class Fuzzer final : public FakeIo::Observer {
         break;
     }
     m.expected_outcome = expected;
-    m.send_armed = m.idle_armed = m.ack_wait_armed = false;
+    m.send_armed = m.idle_armed = false;
+    forget_ack_wait(m);
   }
 
   nanoseconds send_timeout() const { return milliseconds(config_.send_timeout_ms); }
@@ -796,7 +821,7 @@ class Fuzzer final : public FakeIo::Observer {
     };
     if (m.send_armed) consider(m.send_deadline);
     if (m.idle_armed) consider(m.idle_deadline);
-    if (m.ack_wait_armed) consider(m.ack_wait_deadline);
+    if (m.ack_wait_armed) consider(ack_poll_at_);
     if (m.shutdown_issued) consider(m.shutdown_issued_at + drain_timeout());
     return earliest;
   }
@@ -1298,8 +1323,10 @@ class Fuzzer final : public FakeIo::Observer {
   void do_advance(nanoseconds by) {
     now_ += by;
     log("advance " + std::to_string(by.count() / 1000) + " us, expire_timers");
+    start_ack_poll_if_due();
     CauseScope scope(*this, Cause::expire);
     engine_->expire_timers(now_);
+    if (!polling_.empty()) violation("a connection waiting for acknowledgements was not asked");
   }
 
   void do_retry() {
@@ -2002,6 +2029,9 @@ class Fuzzer final : public FakeIo::Observer {
   std::uint64_t model_idle_extensions_ = 0;
   std::uint64_t model_send_extensions_ = 0;
   std::uint64_t model_write_shutdowns_ = 0;  // shutdown(2) calls for shutdown_write()
+  std::vector<std::uint64_t> awaiting_ack_;  // abort_after_send(): waiting, in the engine's order
+  std::vector<std::uint64_t> polling_;       // ... being asked again in this expire_timers()
+  TimePoint ack_poll_at_{};                  // ... when they are asked again
   std::uint64_t injected_stale_ = 0;
   std::uint64_t callback_calls_ = 0;
 
