@@ -1,9 +1,20 @@
 // `ringlinger proxy`: an L4 TCP proxy on the public API only. Each accepted client connection C
 // gets an upstream connection U (a non-blocking connect() adopted while still connecting); bytes
-// go both ways with flow control (pause the source while the destination's queue is long), a FIN
-// from either side is passed on as a half-close, and when both sides have sent FIN, or one leg
-// ends for any reason, the pair is closed gracefully (flush what was forwarded, SHUT_WR, drain,
-// close), so neither side loses bytes that the other sent.
+// go both ways with flow control (pause the source while the destination's queue is long), and
+// the way each stream ended is passed on:
+//  - a FIN from either side is passed on as a half-close (SHUT_WR on the other leg once what was
+//    forwarded is sent); when both sides have sent FIN the pair is closed gracefully (flush,
+//    SHUT_WR, drain, close), so neither side loses bytes that the other sent;
+//  - a leg that ends BEFORE its FIN was seen (its peer reset it, an error, a timeout, a failed or
+//    timed-out upstream connect) cut the stream it carried: the other leg is reset, but only
+//    after what was received was forwarded and acknowledged (Manager::abort_after_send), so its
+//    remote reads every byte and then ECONNRESET, never a clean EOF that would pass a truncated
+//    stream off as complete (a close-delimited response, HTTP/1.0, ...). A client whose upstream
+//    could not be connected at all is reset too (no upstream stream is not an empty one);
+//  - a leg that ends (by a reset, an error, ...) AFTER its FIN had delivered a complete stream
+//    ended nothing that was still owed: the other leg is closed gracefully, never reset, so the
+//    bytes still queued towards it are not thrown away (the bug Envoy fixed in #45267).
+// The resets passed on are counted per direction (--json: proxy.resets_passed_*).
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -92,6 +103,14 @@ struct ProxyCounters {
   std::uint64_t half_closes_upstream_first = 0;  // the upstream sent FIN while the client had not
   std::uint64_t pairs_closed_both_fin = 0;       // both sides sent FIN: closed together
   std::uint64_t pairs_closed_by_leg_end = 0;     // one leg ended (reset, error, timeout, stop)
+  // Of those, and of the clients without an upstream: a stream cut before its FIN, passed on as a
+  // reset of the other leg after what was forwarded (abort_after_send). upstream -> client also
+  // counts the clients reset because their upstream could not be connected.
+  std::uint64_t resets_passed_upstream_to_client = 0;  // the upstream leg was cut: client reset
+  std::uint64_t resets_passed_client_to_upstream = 0;  // the client leg was cut: upstream reset
+  // A cut that came when our FIN had (or may have) already gone out on the other leg (only in a
+  // pair that stop() was closing, see pass_on_cut): that leg closes gracefully.
+  std::uint64_t resets_not_passed_fin_out = 0;
   std::uint64_t pauses = 0;
   std::uint64_t resumes = 0;
   std::array<std::uint64_t, kOutcomeCount> client_outcomes{};
@@ -181,8 +200,7 @@ class Proxy {
       ::close(fd);
       ++counters_.upstream_connect_failures;
       ++counters_.connect_errors[errno_name(error)];
-      (void)manager_.close(client);
-      c.closing = true;
+      reset_client_without_upstream(c);
       return;
     }
     const std::optional<ConnectionId> upstream = manager_.adopt(fd);
@@ -202,12 +220,20 @@ class Proxy {
     }
   }
 
-  // No upstream leg could be made: close the client gracefully (it sees EOF).
+  // No upstream leg could be made (socket() failed, table full, stopping).
   void fail_before_upstream(ConnectionId client, int error) {
     ++counters_.upstream_unavailable;
     if (error != 0) ++counters_.connect_errors[errno_name(error)];
-    (void)manager_.close(client);
-    legs_[client.slot].closing = true;
+    reset_client_without_upstream(legs_[client.slot]);
+  }
+
+  // The client gets a reset, like the client of an upstream whose connect failed later (a failed
+  // connect is an upstream leg that ended before its EOF, on_closed): a clean EOF would tell it
+  // that the upstream sent an empty, complete stream. Nothing is queued for it: the reset goes at
+  // once. A client just accepted is open, so abort_after_send() cannot refuse.
+  void reset_client_without_upstream(Leg& client) {
+    if (!manager_.abort_after_send(client.self)) ++counters_.resets_passed_upstream_to_client;
+    client.closing = true;
   }
 
   void forward(ConnectionId from, std::span<const std::byte> data) {
@@ -218,14 +244,18 @@ class Proxy {
       close_leg(*source);  // nowhere to forward to (cannot happen while the pair is paired)
       return;
     }
-    (source->role == Role::client ? counters_.bytes_client_to_upstream
-                                  : counters_.bytes_upstream_to_client) += data.size();
     const std::error_code error = manager_.send(
         destination->self, std::string(reinterpret_cast<const char*>(data.data()), data.size()));
-    if (error) {  // the destination is failing: its on_closed will close the source
-      close_leg(*source);
+    if (error) {
+      // The destination is failing (its outcome is decided; close() was not requested, we checked
+      // `closing`) or stop() is closing every connection. Its on_closed decides how the source
+      // ends: closing the source here would send its remote our FIN before on_closed could pass
+      // on a cut as a reset. Until then nothing from the source can be delivered: stop reading.
+      (void)manager_.pause_receive(source->self);
       return;
     }
+    (source->role == Role::client ? counters_.bytes_client_to_upstream
+                                  : counters_.bytes_upstream_to_client) += data.size();
     if (!source->paused && manager_.queued_bytes(destination->self) > max_buffer_) {
       if (!manager_.pause_receive(source->self)) {
         source->paused = true;
@@ -264,19 +294,15 @@ class Proxy {
     }
     (leg->role == Role::client ? counters_.half_closes_client_first
                                : counters_.half_closes_upstream_first) += 1;
-    if (manager_.shutdown_write(peer->self)) close_pair(*leg, *peer);
+    // Refused (broken_pipe) only when the peer is failing or stop() is closing it: its on_closed
+    // then closes this leg, gracefully or with a reset, according to how the peer ended.
+    (void)manager_.shutdown_write(peer->self);
   }
 
   void close_leg(Leg& leg) {
     if (leg.closing) return;
     leg.closing = true;
     (void)manager_.close(leg.self);
-  }
-
-  void close_pair(Leg& a, Leg& b) {
-    ++counters_.pairs_closed_by_leg_end;
-    close_leg(a);
-    close_leg(b);
   }
 
   void on_closed(ConnectionId id, const CloseReport& report) {
@@ -301,13 +327,50 @@ class Proxy {
         }
       }
     }
-    if (Leg* peer = leg_of(leg->peer); peer != nullptr && !peer->closing) {
-      // One leg is gone (reset, error, timeout, a failed connect): close the other gracefully,
-      // which still delivers what was forwarded to it.
-      ++counters_.pairs_closed_by_leg_end;
-      close_leg(*peer);
+    if (Leg* peer = leg_of(leg->peer); peer != nullptr) {
+      if (!leg->eof && report.outcome != Outcome::clean) {
+        // Gone before its FIN (reset, error, timeout, a failed connect): the stream it carried
+        // towards the peer was cut.
+        pass_on_cut(*leg, *peer);
+      } else if (!peer->closing) {
+        // Its stream was complete (its FIN was seen and passed on as shutdown_write) and it went
+        // afterwards, even by a reset: close the other leg gracefully, which still delivers every
+        // byte queued for it and its FIN. A reset here would throw them away (Envoy #45267).
+        ++counters_.pairs_closed_by_leg_end;
+        close_leg(*peer);
+      }
     }
     *leg = Leg{};
+  }
+
+  // `from` ended before its FIN: its remote's stream towards `to`'s remote was cut. What arrived
+  // was already queued on `to` by forward(); abort_after_send() sends it, waits until `to`'s
+  // remote acknowledged all of it (so it sits in that remote's receive queue, which an incoming
+  // reset leaves readable), then resets (no FIN): that remote reads every byte, then ECONNRESET.
+  // A remote that stops reading is reset once --send-timeout passes without progress: bytes are
+  // lost then, but it still sees a reset, not an EOF.
+  void pass_on_cut(Leg& from, Leg& to) {
+    if (!to.closing) ++counters_.pairs_closed_by_leg_end;
+    const std::optional<State> state = manager_.state(to.self);
+    // Outcome already decided (it failed by itself, or was aborted): its reset is on the way.
+    if (!state || *state == State::cancelling || *state == State::closing) return;
+    to.closing = true;
+    if (!manager_.abort_after_send(to.self)) {
+      (from.role == Role::upstream ? counters_.resets_passed_upstream_to_client
+                                   : counters_.resets_passed_client_to_upstream) += 1;
+      return;
+    }
+    // broken_pipe: our FIN may already be out on `to` (its close() got past the flush). This
+    // proxy sends a FIN to a leg before both streams ended only for a complete stream (`from`'s
+    // FIN, which rules out a cut) or when stop() closes every connection: so only a pair that
+    // stop() was closing gets here. Then `to`'s remote has, or soon will have, a clean end of
+    // the stream, and a reset now cannot undo it: a Linux reader that got the FIN reads EOF
+    // even when an RST follows (the FIN's EOF is reported before the reset's error). All the
+    // reset would still do is throw away forwarded bytes that the kernel holds unacknowledged
+    // (an RST discards the send queue), losing data without reliably telling anyone. So the
+    // graceful close goes on, and the cut that could not be passed on is counted.
+    ++counters_.resets_not_passed_fin_out;
+    (void)manager_.close(to.self);
   }
 
   // Upstream legs still connecting at their deadline are reset; their client is then closed.
@@ -410,6 +473,9 @@ nlohmann::json proxy_json(const ProxyCounters& counters) {
       {"half_closes_upstream_first", counters.half_closes_upstream_first},
       {"pairs_closed_both_fin", counters.pairs_closed_both_fin},
       {"pairs_closed_by_leg_end", counters.pairs_closed_by_leg_end},
+      {"resets_passed_upstream_to_client", counters.resets_passed_upstream_to_client},
+      {"resets_passed_client_to_upstream", counters.resets_passed_client_to_upstream},
+      {"resets_not_passed_fin_out", counters.resets_not_passed_fin_out},
       {"receive_pauses", counters.pauses},
       {"receive_resumes", counters.resumes},
       {"client_outcomes", outcomes_json(counters.client_outcomes)},
@@ -441,6 +507,9 @@ Snapshot sum_of(const std::vector<Snapshot>& parts) {
     c.half_closes_upstream_first += p.half_closes_upstream_first;
     c.pairs_closed_both_fin += p.pairs_closed_both_fin;
     c.pairs_closed_by_leg_end += p.pairs_closed_by_leg_end;
+    c.resets_passed_upstream_to_client += p.resets_passed_upstream_to_client;
+    c.resets_passed_client_to_upstream += p.resets_passed_client_to_upstream;
+    c.resets_not_passed_fin_out += p.resets_not_passed_fin_out;
     c.pauses += p.pauses;
     c.resumes += p.resumes;
     for (std::size_t i = 0; i < kOutcomeCount; ++i) {
@@ -471,6 +540,11 @@ void print_counters(const ProxyCounters& counters, const Stats& stats, const Cpu
              counters.half_closes_client_first, counters.half_closes_upstream_first,
              counters.pairs_closed_both_fin, counters.pairs_closed_by_leg_end, counters.pauses,
              counters.resumes);
+  fmt::print(stderr,
+             "resets:      {} passed on upstream -> client (a cut upstream stream or no upstream "
+             "connection), {} client -> upstream; {} not passed on (our FIN was already out)\n",
+             counters.resets_passed_upstream_to_client, counters.resets_passed_client_to_upstream,
+             counters.resets_not_passed_fin_out);
   fmt::print(stderr, "client legs:   {}\n", outcomes_text(counters.client_outcomes));
   fmt::print(stderr, "upstream legs: {}\n", outcomes_text(counters.upstream_outcomes));
   fmt::print(stderr,
@@ -752,8 +826,12 @@ Command add_proxy_command(CLI::App& program) {
       "proxy",
       "L4 TCP proxy: forwards every connection accepted on --listen to --upstream, both ways, "
       "with flow control; passes a FIN on as a half-close and closes both legs gracefully "
-      "(flush, SHUT_WR, drain to EOF, close), so no forwarded byte is lost. Prints its counters "
-      "to stderr on SIGUSR1 and at exit; stops on SIGINT/SIGTERM.");
+      "(flush, SHUT_WR, drain to EOF, close), so no forwarded byte is lost. A side that resets "
+      "(or fails, or times out) before its FIN has cut its stream: the other side gets every byte "
+      "forwarded, then a reset, never a clean EOF; a client whose upstream cannot be connected "
+      "is reset. A reset after a side's FIN (its stream was complete) still closes the other "
+      "side gracefully. Prints its counters to stderr on SIGUSR1 and at exit; stops on "
+      "SIGINT/SIGTERM.");
   app->add_option("--listen", flags->listen, "Address to listen on; port 0 picks a free port")
       ->type_name("ADDRESS")->capture_default_str();
   app->add_option("--upstream", flags->upstream, "Address to connect each connection to")
@@ -770,7 +848,7 @@ Command add_proxy_command(CLI::App& program) {
       ->capture_default_str()->group("Forwarding");
   app->add_option("--connect-timeout", flags->connect_timeout,
                   "Longest time an upstream connect may take; then the upstream leg is reset and "
-                  "the client closed; 0 = the kernel's SYN retries (about 2 minutes)")
+                  "so is the client; 0 = the kernel's SYN retries (about 2 minutes)")
       ->type_name("DURATION")->capture_default_str()->group("Forwarding");
   app->add_option("--threads", flags->threads,
                   "Threads, each with its own manager (ring) listening on the same port "

@@ -26,16 +26,32 @@ Python clients and servers written here (socket module, sharing no code with rin
                        to EOF, then sends 2 MiB and shuts down; the upstream must get all of it.
   4-flow-control       the upstream sends 16 MiB to a client with a small receive buffer that
                        waits before reading: the proxy must pause (counted) and lose nothing.
-  5-upstream-refused   --upstream a closed port: 10 clients each get EOF (or a reset) within 5 s;
-                       the proxy survives, counts 10 connect failures (ECONNREFUSED).
+  5-upstream-refused   --upstream a closed port: 10 clients each get a reset (not EOF: no upstream
+                       is not an empty response) within 5 s; the proxy survives, counts 10
+                       connect failures (ECONNREFUSED) and 10 resets passed on to clients.
   5-connect-timeout    an upstream whose accept queue is full drops SYNs: with --connect-timeout
-                       1s the client gets EOF, counted as a connect timeout.
+                       1s the client gets a reset, counted as a connect timeout.
   5-table-full         --max-connections 3: a second client finds no slot for its upstream leg
-                       and gets EOF (counted); the first pair still works, and a third client is
-                       served once that pair is closed.
+                       and gets a reset (counted); the first pair still works, and a third client
+                       is served once that pair is closed.
   6-no-leaks           for every proxy: after the clients are done, SIGUSR1's --json shows 0 live
                        connections and 0 open pairs, the fd count is back to its start, then
-                       SIGTERM exits 0 and the final JSON shows 0 live connections.
+                       SIGTERM exits 0 and the final JSON shows 0 live connections; every leg
+                       ended clean, or as the scenario allows, or "aborted" by a reset the proxy
+                       counted as passed on, each with a cut leg as its cause.
+  7-reset-upstream     the upstream sends N bytes, then resets (once they were all acknowledged):
+                       the client must read exactly N bytes, then ECONNRESET, never EOF; 20 x
+                       100000 B, 2 x 16 MiB (flow control pauses), 2 x 4 MiB to slow readers
+                       (bytes still on the proxy's side at the reset), and 2 x 4 MiB all held by
+                       the proxy (--max-buffer 8MiB) when it read the reset. Counted per direction.
+  7-reset-client       the client sends N bytes, then resets: the upstream must read exactly N
+                       bytes, then ECONNRESET; 20 x 100000 B and 2 x 16 MiB to a slow upstream.
+  7-reset-after-eof    the upstream sends N bytes and FIN, then resets: a complete stream, so the
+                       client gets N bytes and a clean EOF, never a reset: (a) reset after the
+                       client read the EOF, seen by the proxy while the client leg is open: the
+                       client's FIN and read then see no reset, SO_ERROR 0; (b) the upstream leg
+                       ended by that reset while more than 2 MiB were held by the proxy for the
+                       client: none lost (Envoy #45267); (c) reset before the proxy read the FIN.
 
     tests/proxy/proxy_test.py RINGLINGER_EXE [--only NAME,...] [--proxy-args '--backend epoll']
 
@@ -44,16 +60,20 @@ every process started here is stopped on exit. Exit code 1 when a check fails.
 """
 import argparse
 import atexit
+import fcntl
 import hashlib
 import json
 import os
+import queue
 import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 
@@ -226,7 +246,11 @@ class Proxy:
 def check_no_leaks(proxy, name, *, allow=(), client_resets=0):
     """Scenario 6 for one proxy: nothing left open, fds back to the start, exit 0 on SIGTERM.
     Every leg must end clean (or with an outcome in `allow`); up to `client_resets` client legs
-    may end with peer_reset (wrk resets the connections it has open when its time is up)."""
+    may end with peer_reset (wrk resets the connections it has open when its time is up).
+    A leg may also end "aborted" when the proxy reset it on purpose: a stream cut on the other
+    leg passed on (at most as many as the resets counted into that side, each of which needs a
+    leg on the other side that did not end clean, or an upstream that was never connected), or,
+    for an upstream leg, an expired --connect-timeout. No cut may be left unpassed (our FIN out)."""
     stats = proxy.idle()
     check(stats["stats"]["live_connections"] == 0 and stats["proxy"]["pairs_open"] == 0,
           f"{name}: after the clients, 0 live connections and 0 open pairs "
@@ -234,9 +258,22 @@ def check_no_leaks(proxy, name, *, allow=(), client_resets=0):
     fds = fd_count(proxy.process.pid)
     check(fds == proxy.fds_at_start, f"{name}: fd count back to its start ({fds} vs {proxy.fds_at_start})")
     check(stats["stats"]["stale_completions"] == 0, f"{name}: no stale completions")
+    p = stats["proxy"]
+    passed = {"client_outcomes": p["resets_passed_upstream_to_client"],
+              "upstream_outcomes": p["resets_passed_client_to_upstream"] + p["upstream_connect_timeouts"]}
+    not_clean = {role: sum(v for k, v in p[role].items() if k != "clean") for role in passed}
+    check(p["resets_passed_client_to_upstream"] <= not_clean["client_outcomes"] and
+          p["resets_passed_upstream_to_client"] <= (not_clean["upstream_outcomes"] + p["upstream_unavailable"]
+                                                    + p["upstream_connect_failures"]),
+          f"{name}: every reset passed on has a cut leg as its cause "
+          f"({p['resets_passed_upstream_to_client']} upstream -> client, "
+          f"{p['resets_passed_client_to_upstream']} client -> upstream)")
+    check(p["resets_not_passed_fin_out"] == 0, f"{name}: no cut came after our FIN ({p['resets_not_passed_fin_out']})")
     for role in ("client_outcomes", "upstream_outcomes"):
         counts = stats["proxy"][role]
         bad = {k: v for k, v in counts.items() if v and k != "clean" and k not in allow}
+        if bad.get("aborted", 0) <= passed[role]:
+            bad.pop("aborted", None)
         if role == "client_outcomes" and client_resets and bad.get("peer_reset", 0) <= client_resets:
             bad.pop("peer_reset", None)
         allowed = list(allow) + ([f"at most {client_resets} peer_reset"] if role == "client_outcomes" and client_resets else [])
@@ -445,8 +482,10 @@ def scenario_peer_mix(exe, work):
           f"half-close) through the proxy: each got what its type should ({client['complete']} complete)")
     if result.returncode != 0:
         log(result.stdout[-2000:])
-    # The reset peers reset their client leg; a never-fin peer resets after its hold; a flood
-    # meets serve's drain cap (serve resets the upstream leg, the proxy then caps the client leg).
+    # The reset peers reset their client leg; a never-fin peer resets after its hold: both cuts
+    # are passed on to serve as resets (upstream legs "aborted"); a flood meets serve's drain cap
+    # (serve resets the upstream leg after its FIN: the proxy closes the client leg gracefully
+    # and then caps it).
     check_no_leaks(proxy, "peer-mix proxy", allow=("peer_reset", "drain_byte_cap"))
     serve.send_signal(signal.SIGTERM)
     serve.wait(TIMEOUT)
@@ -457,8 +496,10 @@ def scenario_peer_mix(exe, work):
 class PythonUpstream:
     """A thread accepting connections and running `handler(sock)` for each, results kept."""
 
-    def __init__(self, handler):
+    def __init__(self, handler, rcvbuf=None):
         self.listener = socket.create_server(("127.0.0.1", 0))
+        if rcvbuf:  # inherited by the accepted sockets: a small fixed receive buffer, no autotuning
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.listener.settimeout(0.2)
         self.port = self.listener.getsockname()[1]
         self.handler = handler
@@ -602,14 +643,21 @@ def scenario_half_close(exe, work):
 # --- 5: upstream down ------------------------------------------------------------------------------
 
 def scenario_upstream_down(exe, work):
+    # An upstream that cannot be connected ended before its EOF like any cut stream: the client
+    # gets a reset, never a clean EOF (which would say "the upstream sent an empty, complete
+    # response"). The proxy used to close such clients gracefully (EOF); these checks accepted
+    # either and now require the reset.
     log("5-upstream-refused")
     dead_port = free_port()  # bound and released: nothing listens there
     proxy = Proxy(exe, work, f"127.0.0.1:{dead_port}")
 
     def client(_):
-        sock = socket.create_connection(proxy.address, TIMEOUT)
-        sock.settimeout(5)
         start = time.monotonic()
+        try:  # the reset may come before connect() returns here (the proxy is that quick)
+            sock = socket.create_connection(proxy.address, TIMEOUT)
+        except ConnectionResetError:
+            return "reset"
+        sock.settimeout(5)
         try:
             sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
         except (ConnectionResetError, BrokenPipeError):
@@ -622,12 +670,17 @@ def scenario_upstream_down(exe, work):
         return f"{end} after {len(data)} bytes"
 
     results = [client(0) for _ in range(5)] + run_threads(5, client)
-    check(all(r in ("eof", "reset") for r in results), f"10 clients got EOF or a reset promptly ({results})")
+    check(results == ["reset"] * 10, f"10 clients got a reset (not EOF) promptly ({results})")
     check(proxy.process.poll() is None, "the proxy is still running")
     stats = check_no_leaks(proxy, "refused proxy", allow=("peer_reset", "send_error", "receive_error"))
     check(stats["proxy"]["upstream_connect_failures"] == 10 and
           stats["proxy"]["connect_errors"].get("ECONNREFUSED") == 10,
           f"10 upstream connect failures counted, ECONNREFUSED ({stats['proxy']['connect_errors']})")
+    check(stats["proxy"]["resets_passed_upstream_to_client"] == 10 and
+          stats["proxy"]["client_outcomes"]["aborted"] == 10 and
+          stats["proxy"]["resets_passed_client_to_upstream"] == 0,
+          f"10 resets passed on upstream -> client, every client leg aborted "
+          f"({stats['proxy']['resets_passed_upstream_to_client']}, {stats['proxy']['client_outcomes']['aborted']})")
 
     log("5-connect-timeout")
     # backlog 0 holds one connection in the accept queue; once it is full the kernel drops SYNs
@@ -649,9 +702,13 @@ def scenario_upstream_down(exe, work):
     data, end = recv_all(sock, 1)
     elapsed = time.monotonic() - start
     sock.close()
-    check(end == "eof" and not data, f"the client got EOF when the upstream connect timed out ({end}, {elapsed:.1f} s)")
-    stats = check_no_leaks(proxy, "connect-timeout proxy", allow=("aborted",))
-    check(stats["proxy"]["upstream_connect_timeouts"] == 1, f"1 connect timeout counted ({stats['proxy']})")
+    check(end == "reset" and not data and 0.9 < elapsed < 5,
+          f"the client got a reset (not EOF) when the upstream connect timed out after 1 s ({end}, {elapsed:.1f} s)")
+    stats = check_no_leaks(proxy, "connect-timeout proxy")
+    check(stats["proxy"]["upstream_connect_timeouts"] == 1 and stats["proxy"]["upstream_outcomes"]["aborted"] == 1,
+          f"1 connect timeout counted, its upstream leg aborted ({stats['proxy']})")
+    check(stats["proxy"]["resets_passed_upstream_to_client"] == 1 and stats["proxy"]["client_outcomes"]["aborted"] == 1,
+          f"1 reset passed on upstream -> client ({stats['proxy']['resets_passed_upstream_to_client']})")
     for s in fillers:
         s.close()
     full.close()
@@ -679,7 +736,8 @@ def scenario_usage(exe, work):
 def scenario_table_full(exe, work):
     log("5-table-full")
     # --max-connections 3: one pair (2 slots) and one more client, whose upstream leg finds the
-    # table full: that client is closed (EOF), counted, and the proxy goes on.
+    # table full: that client is reset (no upstream is not an empty response; it used to get
+    # EOF), counted, and the proxy goes on.
     def echo_until_eof(sock):
         data, end = recv_all(sock, 1 << 20)
         sock.sendall(data)
@@ -690,11 +748,14 @@ def scenario_table_full(exe, work):
     first.settimeout(TIMEOUT)
     first.sendall(b"first")
     wait_until(lambda: proxy.stats()["stats"]["live_connections"] == 2, TIMEOUT, 0.1)
-    second = socket.create_connection(proxy.address, TIMEOUT)
-    second.settimeout(TIMEOUT)
-    data, end = recv_all(second, 1)
-    second.close()
-    check(end == "eof" and not data, f"a client without a slot for its upstream leg gets EOF ({end})")
+    try:  # the reset may come before connect() returns here
+        second = socket.create_connection(proxy.address, TIMEOUT)
+        second.settimeout(TIMEOUT)
+        data, end = recv_all(second, 1)
+        second.close()
+    except ConnectionResetError:
+        data, end = b"", "reset"
+    check(end == "reset" and not data, f"a client without a slot for its upstream leg gets a reset, not EOF ({end})")
     first.shutdown(socket.SHUT_WR)
     data, end = recv_all(first, 100)
     first.close()
@@ -707,15 +768,367 @@ def scenario_table_full(exe, work):
     third.close()
     check(end == "eof" and data == b"third", f"once the pair is closed, the next client is served ({end}, {data!r})")
     stats = check_no_leaks(proxy, "table-full proxy")
-    check(stats["proxy"]["upstream_unavailable"] == 1 and stats["proxy"]["connections"] == 3,
-          f"1 client without an upstream leg counted, of 3 ({stats['proxy']['upstream_unavailable']}, "
-          f"{stats['proxy']['connections']})")
+    check(stats["proxy"]["upstream_unavailable"] == 1 and stats["proxy"]["connections"] == 3 and
+          stats["proxy"]["resets_passed_upstream_to_client"] == 1,
+          f"1 client without an upstream leg counted (and reset), of 3 ({stats['proxy']['upstream_unavailable']}, "
+          f"{stats['proxy']['connections']}, {stats['proxy']['resets_passed_upstream_to_client']} reset)")
+    upstream.stop()
+
+
+# --- 7: a cut stream is passed on as a reset; a reset after a complete stream is not a cut ---------
+
+def unacknowledged(sock):
+    """Bytes sent on `sock` (a FIN counts 1) that its peer has not acknowledged yet (SIOCOUTQ)."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+
+
+def reset_when_acknowledged(sock, before_reset=None):
+    """Closes `sock` with an RST (SO_LINGER {1, 0}) once its peer (the proxy) acknowledged every
+    byte sent, so nothing is thrown away on this side: a byte missing further on was lost by the
+    proxy. Returns whether everything was acknowledged within TIMEOUT."""
+    acknowledged = bool(wait_until(lambda: unacknowledged(sock) == 0, TIMEOUT, 0.002))
+    if before_reset:
+        before_reset()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    return acknowledged
+
+
+def small_buffer_socket(rcvbuf=64 << 10):
+    """A client socket with a small fixed receive buffer (no autotuning): what it does not take
+    stays on the proxy's side."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(TIMEOUT)
+    return sock
+
+
+def proxy_send_queue(proxy, peer):
+    """Bytes the proxy's socket towards `peer` (a socket of ours connected to the proxy) holds that
+    `peer` has not acknowledged: its tx_queue in /proc/net/tcp."""
+    def hex_address(address):
+        return "%08X:%04X" % (struct.unpack("<I", socket.inet_aton(address[0]))[0], address[1])
+    local, remote = hex_address(proxy.address), hex_address(peer.getsockname())
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == local and fields[2] == remote:
+                return int(fields[4].split(":")[0], 16)
+    return 0
+
+
+def held_for(proxy, stats, peer, forwarded_key):
+    """Bytes the proxy holds for `peer` (and not acknowledged by it) now: those forwarded to its
+    leg but not yet handed to the kernel (the counters of one pair at a time), plus its socket's
+    send queue."""
+    return stats["proxy"][forwarded_key] - stats["stats"]["bytes_sent"] + proxy_send_queue(proxy, peer)
+
+
+def wait_for_stats(proxy, predicate):
+    """The proxy's counters once `predicate(stats)` holds (bounded), else the last ones read."""
+    found = {}
+    def ok():
+        found["stats"] = proxy.stats()
+        return predicate(found["stats"])
+    wait_until(ok, TIMEOUT, 0.05)
+    return found["stats"]
+
+
+def outcomes(stats, role):
+    return {k: v for k, v in stats["proxy"][role].items() if v}
+
+
+def scenario_reset(exe, work):
+    # 100 KB; 4 MiB (fits in the proxy's socket send buffer on loopback, once autotuned); 16 MiB
+    # (does not: the proxy pauses reading, flow control)
+    small, large, huge = 100000, 4 << 20, 16 << 20
+    progress = {"read": 0}  # bytes the current client (or upstream) has read
+
+    def payload(size):
+        return pattern(size, seed=size)
+
+    def read_counting(sock, limit, pause=0.0):
+        progress["read"] = 0
+        def count(chunk):
+            progress["read"] += len(chunk)
+            if pause:
+                time.sleep(pause)
+        return recv_all(sock, limit, count)
+
+    # 7-reset-upstream: the upstream sends N bytes, then resets. The client must read exactly the
+    # N bytes, then ECONNRESET: never a clean EOF (the proxy used to close the client gracefully
+    # here, 20 of 20 times a truncated stream that looked complete).
+    log("7-reset-upstream")
+    plan = queue.Queue()  # the size each upstream connection sends, in the order clients connect
+    at_reset = []  # (size, bytes the client had read when the upstream reset)
+
+    def send_then_reset(sock):
+        size = plan.get(timeout=TIMEOUT)
+        sock.sendall(payload(size))
+        return reset_when_acknowledged(sock, lambda: at_reset.append((size, progress["read"])))
+
+    upstream = PythonUpstream(send_then_reset)
+    proxy = Proxy(exe, work, f"127.0.0.1:{upstream.port}")
+
+    def client(size, slow=False, after_a_pause=False):
+        plan.put(size)
+        progress["read"] = 0
+        pauses = proxy.stats()["proxy"]["receive_pauses"] if after_a_pause else 0
+        sock = small_buffer_socket() if slow else socket.socket()
+        sock.settimeout(TIMEOUT)
+        sock.connect(proxy.address)
+        if slow:
+            time.sleep(0.2)
+        if after_a_pause:
+            # Read only once the proxy has paused reading the upstream (its queue for us passed
+            # --max-buffer): a fixed wait was too short for a proxy built with ASan on a busy
+            # machine, which then never filled its buffers.
+            wait_for_stats(proxy, lambda stats: stats["proxy"]["receive_pauses"] > pauses)
+        data, end = read_counting(sock, 2 * size, 0.005 if slow else 0.0)
+        rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        sock.close()
+        return (end, len(data), data == payload(size)), rcvbuf
+
+    results = [client(small)[0] for _ in range(20)]
+    check(results == [("reset", small, True)] * 20,
+          f"20 times: the client read exactly the {small} bytes the upstream sent, then a reset, "
+          f"not EOF ({sorted(set(map(str, results)))})")
+    big = [client(huge, after_a_pause=True) for _ in range(2)] + [client(large, slow=True) for _ in range(2)]
+    check([r for r, _ in big] == [("reset", huge, True)] * 2 + [("reset", large, True)] * 2,
+          f"16 MiB then a reset (2 clients reading once the proxy paused), 4 MiB then a reset (2 slow readers): "
+          f"exactly those bytes, then a reset ({[r for r, _ in big]})")
+    wait_until(lambda: len(upstream.results) == 24, TIMEOUT)
+    check(upstream.results == [True] * 24, "the upstream's bytes were all acknowledged by the proxy before each reset")
+    slow_reads = at_reset[-2:]
+    rcvbuf = big[-1][1]
+    check(len(slow_reads) == 2 and all(size - read > rcvbuf for size, read in slow_reads),
+          f"the slow readers had read so little when the upstream reset that bytes were still on the "
+          f"proxy's side (read {[read for _, read in slow_reads]} of {large}, their buffer {rcvbuf})")
+    stats = check_no_leaks(proxy, "reset-upstream proxy", allow=("peer_reset",))
+    # While a client waits before reading, its receive buffer does not grow (autotuning follows
+    # its reads): the proxy's send buffer (tcp_wmem's maximum, 4 MiB by default) and --max-buffer
+    # 256KiB hold less than 16 MiB, so the proxy must pause reading the upstream (the clients
+    # above wait for it; this says it happened for each).
+    check(stats["proxy"]["receive_pauses"] >= 2,
+          f"16 MiB did not fit in the buffers on the way: the proxy paused reading the upstream "
+          f"({stats['proxy']['receive_pauses']} pauses)")
+    check(stats["proxy"]["resets_passed_upstream_to_client"] == 24 and
+          stats["proxy"]["resets_passed_client_to_upstream"] == 0 and
+          outcomes(stats, "client_outcomes") == {"aborted": 24} and
+          outcomes(stats, "upstream_outcomes") == {"peer_reset": 24},
+          f"24 resets passed on upstream -> client counted, 0 the other way; client legs aborted, "
+          f"upstream legs peer_reset ({stats['proxy']['resets_passed_upstream_to_client']}, "
+          f"{stats['proxy']['resets_passed_client_to_upstream']}, {outcomes(stats, 'client_outcomes')}, "
+          f"{outcomes(stats, 'upstream_outcomes')})")
+
+    # The same with the whole 4 MiB held by the proxy (its queue, --max-buffer 8MiB, and its
+    # socket's send queue) when the reset comes: the client reads nothing until the proxy has read
+    # the reset, so the reset it passes on must wait for every byte to be sent and acknowledged.
+    log("7-reset-upstream-queued")
+    proxy = Proxy(exe, work, f"127.0.0.1:{upstream.port}", "--max-buffer", "8MiB")
+    results, held = [], []
+    for i in range(2):
+        plan.put(large)
+        sock = small_buffer_socket()
+        sock.connect(proxy.address)
+        seen = wait_for_stats(proxy, lambda s: s["proxy"]["resets_passed_upstream_to_client"] == i + 1)
+        held.append(held_for(proxy, seen, sock, "bytes_upstream_to_client"))
+        data, end = read_counting(sock, 2 * large, 0.002)
+        sock.close()
+        results.append((end, len(data), data == payload(large)))
+    check(results == [("reset", large, True)] * 2 and all(h > large // 2 for h in held),
+          f"with more than 2 MiB still held by the proxy when it read the reset ({held} bytes), the "
+          f"client read exactly 4 MiB, then a reset, twice ({results})")
+    stats = check_no_leaks(proxy, "reset-upstream-queued proxy", allow=("peer_reset",))
+    check(stats["proxy"]["resets_passed_upstream_to_client"] == 2 and
+          outcomes(stats, "client_outcomes") == {"aborted": 2},
+          f"2 resets passed on upstream -> client ({stats['proxy']['resets_passed_upstream_to_client']})")
+    upstream.stop()
+
+    # 7-reset-client: the client sends N bytes, then resets: the upstream must read exactly the N
+    # bytes, then ECONNRESET.
+    log("7-reset-client")
+    delays = queue.Queue()  # how long each upstream connection waits before reading
+    upstream_read_at_reset = []
+
+    def read_to_end(sock):
+        time.sleep(delays.get(timeout=TIMEOUT))
+        data, end = read_counting(sock, 32 << 20, 0.002)
+        return (end, len(data), hashlib.sha256(data).hexdigest())
+
+    upstream = PythonUpstream(read_to_end, rcvbuf=64 << 10)
+    proxy = Proxy(exe, work, f"127.0.0.1:{upstream.port}")
+
+    def resetting_client(size, delay):
+        delays.put(delay)
+        progress["read"] = 0
+        sock = socket.create_connection(proxy.address, TIMEOUT)
+        sock.settimeout(TIMEOUT)
+        sock.sendall(payload(size))
+        acknowledged = reset_when_acknowledged(sock, lambda: upstream_read_at_reset.append(progress["read"]))
+        wait_until(lambda: len(upstream.results) == count[0] + 1, TIMEOUT)
+        count[0] += 1
+        return acknowledged
+
+    count = [0]
+    acked = [resetting_client(small, 0) for _ in range(20)] + [resetting_client(huge, 0.3) for _ in range(2)]
+    expected = [("reset", small, hashlib.sha256(payload(small)).hexdigest())] * 20 + \
+               [("reset", huge, hashlib.sha256(payload(huge)).hexdigest())] * 2
+    check(acked == [True] * 22, "the client's bytes were all acknowledged by the proxy before each reset")
+    check(upstream.results == expected,
+          f"20 x {small} bytes and 2 x 16 MiB then a client reset: the upstream read exactly those "
+          f"bytes, then a reset, not EOF ({[r[:2] for r in upstream.results if r not in expected][:3]})")
+    check(all(huge - read > 128 << 10 for read in upstream_read_at_reset[-2:]),
+          f"the slow upstream had read so little when the 16 MiB client reset that bytes were still "
+          f"on the proxy's side (read {upstream_read_at_reset[-2:]} of {huge})")
+    stats = check_no_leaks(proxy, "reset-client proxy", allow=("peer_reset",))
+    check(stats["proxy"]["resets_passed_client_to_upstream"] == 22 and
+          stats["proxy"]["resets_passed_upstream_to_client"] == 0 and
+          outcomes(stats, "upstream_outcomes") == {"aborted": 22} and
+          outcomes(stats, "client_outcomes") == {"peer_reset": 22},
+          f"22 resets passed on client -> upstream counted, 0 the other way; upstream legs aborted "
+          f"({stats['proxy']['resets_passed_client_to_upstream']}, "
+          f"{stats['proxy']['resets_passed_upstream_to_client']}, {outcomes(stats, 'upstream_outcomes')}, "
+          f"{outcomes(stats, 'client_outcomes')})")
+    upstream.stop()
+
+    # 7-reset-after-eof: the upstream sends N bytes and its FIN, then resets. Its stream was
+    # complete: the client must get the N bytes and a clean EOF, never a reset, and the proxy must
+    # not throw away bytes it still holds for the client (Envoy #45267).
+    log("7-reset-after-eof")
+    fin_acknowledged = threading.Event()
+    may_reset = threading.Event()
+    was_reset = threading.Event()
+
+    def send_fin_then_reset(sock):
+        size = plan.get(timeout=TIMEOUT)
+        sock.sendall(payload(size))
+        sock.shutdown(socket.SHUT_WR)
+        acknowledged = bool(wait_until(lambda: unacknowledged(sock) == 0, TIMEOUT, 0.002))  # data and FIN
+        fin_acknowledged.set()
+        may_reset.wait(TIMEOUT)
+        may_reset.clear()
+        reset_when_acknowledged(sock, lambda: at_reset.append((size, progress["read"])))
+        was_reset.set()
+        return acknowledged
+
+    def events_clear():
+        for event in (fin_acknowledged, may_reset, was_reset):
+            event.clear()
+
+    # (a) after the proxy passed the FIN on: the client has read N bytes and EOF, then the
+    # upstream resets, then the client sends more: the proxy sees the reset when it forwards
+    # those bytes (the upstream leg ends while the client leg is half-closed and open), and must
+    # close the client leg gracefully: its FIN and a later read see no reset, no socket error.
+    upstream = PythonUpstream(send_fin_then_reset)
+    proxy = Proxy(exe, work, f"127.0.0.1:{upstream.port}")
+    results = []
+    for i in range(3):
+        events_clear()
+        plan.put(small)
+        sock = socket.create_connection(proxy.address, TIMEOUT)
+        sock.settimeout(TIMEOUT)
+        data, end = recv_all(sock, 2 * small)
+        may_reset.set()
+        was_reset.wait(TIMEOUT)
+        try:
+            sock.sendall(b"after the upstream's reset")
+            seen = wait_for_stats(proxy, lambda s: sum(s["proxy"]["upstream_outcomes"].values()) == i + 1)
+            client_open = seen["stats"]["live_connections"] == 1
+            sock.shutdown(socket.SHUT_WR)
+            rest, last = recv_all(sock, 1)
+            wait_for_stats(proxy, lambda s: s["stats"]["live_connections"] == 0)
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        except OSError as failure:
+            rest, last, error, client_open = b"", repr(failure), None, None
+        sock.close()
+        results.append((end, len(data), data == payload(small), client_open, last, rest, error))
+    check(results == [("eof", small, True, True, "eof", b"", 0)] * 3,
+          f"3 times: {small} bytes + EOF, then the upstream's reset ended its leg while the client's "
+          f"was open, and the client saw no reset after (its FIN, a read: EOF, SO_ERROR 0) ({results})")
+    stats = check_no_leaks(proxy, "reset-after-eof proxy", allow=("peer_reset",))
+    check(stats["proxy"]["resets_passed_upstream_to_client"] == 0 and
+          stats["proxy"]["resets_passed_client_to_upstream"] == 0 and
+          outcomes(stats, "client_outcomes") == {"clean": 3} and
+          outcomes(stats, "upstream_outcomes") == {"peer_reset": 3},
+          f"no reset passed on, the client legs closed clean, the upstream legs ended by its reset "
+          f"({outcomes(stats, 'client_outcomes')}, {outcomes(stats, 'upstream_outcomes')})")
+
+    # (b) with the bytes still held by the proxy: 4 MiB and FIN all taken by the proxy
+    # (--max-buffer 8MiB) while the client reads nothing; once the proxy has read the FIN the
+    # upstream resets, and the client sends a byte, so the proxy sees the reset (the upstream leg
+    # ends) while megabytes wait in its queue for the client. Then the client reads slowly: all
+    # 4 MiB and a clean EOF.
+    proxy = Proxy(exe, work, f"127.0.0.1:{upstream.port}", "--max-buffer", "8MiB")
+    results, held = [], []
+    for i in range(2):
+        events_clear()
+        plan.put(large)
+        sock = small_buffer_socket()
+        sock.connect(proxy.address)
+        fin_acknowledged.wait(TIMEOUT)
+        wait_for_stats(proxy, lambda s: s["proxy"]["half_closes_upstream_first"] == i + 1)
+        may_reset.set()
+        was_reset.wait(TIMEOUT)
+        sock.sendall(b"!")
+        seen = wait_for_stats(proxy, lambda s: sum(s["proxy"]["upstream_outcomes"].values()) == i + 1)
+        held.append(held_for(proxy, seen, sock, "bytes_upstream_to_client"))
+        data, end = read_counting(sock, 2 * large, 0.002)
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError as failure:  # ENOTCONN after a reset
+            end += f", then {failure!r}"
+        sock.close()
+        results.append((end, len(data), data == payload(large)))
+    check(results == [("eof", large, True)] * 2 and all(h > large // 2 for h in held),
+          f"twice: the upstream leg ended by a reset after its FIN while more than 2 MiB were still "
+          f"held by the proxy for the client ({held} bytes); the client got exactly 4 MiB + a clean "
+          f"EOF ({results})")
+    stats = check_no_leaks(proxy, "reset-after-eof-queued proxy", allow=("peer_reset",))
+    check(stats["proxy"]["resets_passed_upstream_to_client"] == 0 and
+          outcomes(stats, "client_outcomes") == {"clean": 2} and
+          outcomes(stats, "upstream_outcomes") == {"peer_reset": 2},
+          f"no reset passed on, the client legs closed clean ({outcomes(stats, 'client_outcomes')}, "
+          f"{outcomes(stats, 'upstream_outcomes')})")
+
+    # (c) the reset reaches the proxy before it has read the FIN: 4 MiB + FIN + RST to a slow
+    # reader through the default --max-buffer; the proxy reads the data and the FIN before the
+    # reset's error (Linux keeps the received bytes and the FIN readable), so EOF, not a reset.
+    proxy = Proxy(exe, work, f"127.0.0.1:{upstream.port}")
+    results = []
+    for i in range(2):
+        events_clear()
+        may_reset.set()
+        plan.put(large)
+        progress["read"] = 0
+        sock = small_buffer_socket()
+        sock.connect(proxy.address)
+        time.sleep(0.2)
+        data, end = read_counting(sock, 2 * large, 0.005)
+        rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            rest, last = recv_all(sock, 1)
+        except OSError as failure:  # ENOTCONN after a reset
+            last = repr(failure)
+        sock.close()
+        size, read = at_reset[-1]
+        results.append((end, len(data), data == payload(large), last, size - read > rcvbuf))
+    check(results == [("eof", large, True, "eof", True)] * 2,
+          f"twice: a slow reader got exactly 4 MiB + a clean EOF though the upstream reset while "
+          f"bytes were still on the proxy's side ({results}, read at the reset: {at_reset[-2:]})")
+    stats = check_no_leaks(proxy, "reset-after-unread-eof proxy", allow=("peer_reset",))
+    check(stats["proxy"]["resets_passed_upstream_to_client"] == 0 and
+          outcomes(stats, "client_outcomes") == {"clean": 2},
+          f"no reset passed on, the client legs closed clean ({outcomes(stats, 'client_outcomes')}, "
+          f"{outcomes(stats, 'upstream_outcomes')})")
     upstream.stop()
 
 
 SCENARIOS = {"usage": scenario_usage, "nginx": scenario_nginx, "threads": scenario_threads, "early-response": scenario_early_response,
              "peer-mix": scenario_peer_mix,
-             "half-close": scenario_half_close, "upstream-down": scenario_upstream_down, "table-full": scenario_table_full}
+             "half-close": scenario_half_close, "upstream-down": scenario_upstream_down, "table-full": scenario_table_full,
+             "reset": scenario_reset}
 
 
 def main():
