@@ -68,8 +68,14 @@ async def run_clients(port, connections, response_bytes):
 
 
 def against(exe, backend, connections, response_bytes):
+    # One Python thread reads all the connections, so a connection may wait for seconds between
+    # two reads while the loop serves the others (the whole run took 54 s instead of 16 s with the
+    # server under ASan on a busy machine): a peer that acknowledges nothing for the drain idle
+    # timeout is idle by the rule (5 s by default), and 3005 of 5000 were ended so there. This
+    # check is about the order of the close, not about idleness: a timeout well above that.
     server = subprocess.Popen([exe, "serve", "--listen", "127.0.0.1:0", "--backend", backend,
-                               "--response-bytes", str(response_bytes), "--quiet"],
+                               "--response-bytes", str(response_bytes), "--drain-idle-timeout",
+                               "60s", "--quiet"],
                               stdout=subprocess.PIPE, text=True)
     try:
         line = server.stdout.readline()
