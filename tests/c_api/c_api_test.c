@@ -658,6 +658,7 @@ static void test_serve_and_errors(int backend) {
     CHECK_EQ(rl_manager_send(m, id, "x", 1), -EBADF);
     CHECK_EQ(rl_manager_close(m, id), -EBADF);
     CHECK_EQ(rl_manager_abort(m, id), -EBADF);
+    CHECK_EQ(rl_manager_abort_after_send(m, id), -EBADF);
     CHECK_EQ(rl_manager_shutdown_write(m, id), -EBADF);
     CHECK_EQ(rl_manager_pause_receive(m, id), -EBADF);
     CHECK_EQ(rl_manager_resume_receive(m, id), -EBADF);
@@ -679,6 +680,7 @@ static void test_serve_and_errors(int backend) {
   CHECK_EQ(rl_manager_handoff(m, 0, NULL, 1, NULL, &done_calls), -EINVAL);
   CHECK_EQ(rl_manager_poll(NULL), -EINVAL);
   CHECK_EQ(rl_manager_send(NULL, stale, "x", 1), -EINVAL);
+  CHECK_EQ(rl_manager_abort_after_send(NULL, stale), -EINVAL);
   CHECK_EQ(rl_manager_stats(m, NULL), -EINVAL);
   rl_stats small;
   memset(&small, 0, sizeof small);
