@@ -293,6 +293,14 @@ TEST_P(HostilePeer, SlowReaderStillConsumingOurDataOutlastsTheDrainIdleTimeout) 
 // acknowledgement (when its window is closed, at most one retransmission timeout later: see
 // src/peer_acks.cpp), within the timeout + 10 % (+ batch_wait) for the timeouts used here.
 
+// `config` with a drain idle timeout of `timeout_ms` that resets (a wrong idle verdict would
+// throw away the rest of the response, and the reader sees it).
+Config reset_after_idle(Config config, std::uint32_t timeout_ms) {
+  config.drain_idle_timeout_ms = timeout_ms;
+  config.on_timeout = OnTimeout::reset;
+  return config;
+}
+
 // Reads what is there (at most `limit` bytes) without waiting; false at EOF or an error.
 bool read_available(int fd, ReadResult& read, std::size_t limit = SIZE_MAX) {
   char buffer[65536];
@@ -349,10 +357,7 @@ void expect_every_reader_served(Responder& responder, std::size_t readers, int r
 // when nothing is left unacknowledged (their 128 KiB buffer holds the rest and our FIN). With
 // the snapshot rule before this one, 13 of the 16 were reset, on each backend.
 TEST_P(HostilePeer, ReaderThatPausesForLessThanTheIdleTimeoutIsNotCutOff) {
-  Config config = base_config();
-  config.drain_idle_timeout_ms = 1'000;
-  config.on_timeout = OnTimeout::reset;
-  Responder responder(config, tools::make_response(512 * 1024));
+  Responder responder(reset_after_idle(base_config(), 1'000), tools::make_response(512 * 1024));
   const std::size_t total = responder.response().size();
   expect_every_reader_served(responder, 16, 128 * 1024, [&](std::size_t i, int fd, ReadResult& read) {
     std::this_thread::sleep_for(300ms + 40ms * static_cast<int>(i));
@@ -377,10 +382,7 @@ TEST_P(HostilePeer, ReaderThatPausesForLessThanTheIdleTimeoutIsNotCutOff) {
 // length does: bytes that sit acknowledged in its buffer for longer than the timeout, unread,
 // are no progress (idle = no byte acknowledged and none received).
 TEST_P(HostilePeer, ReadersAtRatesSpreadAcrossTheIdlePeriodAreNotCutOff) {
-  Config config = base_config();
-  config.drain_idle_timeout_ms = 1'000;
-  config.on_timeout = OnTimeout::reset;
-  Responder responder(config, tools::make_response(160 * 1024));
+  Responder responder(reset_after_idle(base_config(), 1'000), tools::make_response(160 * 1024));
   const std::size_t total = responder.response().size();
   const std::chrono::milliseconds intervals[] = {50ms, 150ms, 300ms, 450ms, 600ms, 700ms};
   const auto start = std::chrono::steady_clock::now();
@@ -444,9 +446,7 @@ CloseReport expect_stalled_reader_ended_on_time(Responder& responder, std::size_
 
 // In the drain: the whole response (1 MiB) is in our socket, the reader takes 256 KiB.
 TEST_P(HostilePeer, ReaderThatStopsIsEndedADrainIdleTimeoutAfterItsLastAcknowledgement) {
-  Config config = base_config();
-  config.drain_idle_timeout_ms = 4'000;
-  config.on_timeout = OnTimeout::reset;
+  const Config config = reset_after_idle(base_config(), 4'000);
   Responder responder(config, tools::make_response(1 << 20));
   const CloseReport report =
       expect_stalled_reader_ended_on_time(responder, 256 * 1024, 4'000ms, config.batch_wait_us);
