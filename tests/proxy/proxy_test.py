@@ -838,6 +838,19 @@ def outcomes(stats, role):
     return {k: v for k, v in stats["proxy"][role].items() if v}
 
 
+def check_resets_passed(stats, to_client, to_upstream, client_legs, upstream_legs=None):
+    """The resets the proxy counts as passed on, per direction, and how its legs ended
+    (upstream_legs None: not checked)."""
+    got = (stats["proxy"]["resets_passed_upstream_to_client"],
+           stats["proxy"]["resets_passed_client_to_upstream"],
+           outcomes(stats, "client_outcomes"), outcomes(stats, "upstream_outcomes"))
+    check(got[:3] == (to_client, to_upstream, client_legs) and
+          (upstream_legs is None or got[3] == upstream_legs),
+          f"{to_client} resets passed on upstream -> client, {to_upstream} client -> upstream; "
+          f"client legs {client_legs}" + (f", upstream legs {upstream_legs}" if upstream_legs else "") +
+          f" (got {got[0]}, {got[1]}, {got[2]}, {got[3]})")
+
+
 def scenario_reset(exe, work):
     # 100 KB; 4 MiB (fits in the proxy's socket send buffer on loopback, once autotuned); 16 MiB
     # (does not: the proxy pauses reading, flow control)
@@ -912,14 +925,7 @@ def scenario_reset(exe, work):
     check(stats["proxy"]["receive_pauses"] >= 2,
           f"16 MiB did not fit in the buffers on the way: the proxy paused reading the upstream "
           f"({stats['proxy']['receive_pauses']} pauses)")
-    check(stats["proxy"]["resets_passed_upstream_to_client"] == 24 and
-          stats["proxy"]["resets_passed_client_to_upstream"] == 0 and
-          outcomes(stats, "client_outcomes") == {"aborted": 24} and
-          outcomes(stats, "upstream_outcomes") == {"peer_reset": 24},
-          f"24 resets passed on upstream -> client counted, 0 the other way; client legs aborted, "
-          f"upstream legs peer_reset ({stats['proxy']['resets_passed_upstream_to_client']}, "
-          f"{stats['proxy']['resets_passed_client_to_upstream']}, {outcomes(stats, 'client_outcomes')}, "
-          f"{outcomes(stats, 'upstream_outcomes')})")
+    check_resets_passed(stats, 24, 0, {"aborted": 24}, {"peer_reset": 24})
 
     # The same with the whole 4 MiB held by the proxy (its queue, --max-buffer 8MiB, and its
     # socket's send queue) when the reset comes: the client reads nothing until the proxy has read
@@ -940,9 +946,7 @@ def scenario_reset(exe, work):
           f"with more than 2 MiB still held by the proxy when it read the reset ({held} bytes), the "
           f"client read exactly 4 MiB, then a reset, twice ({results})")
     stats = check_no_leaks(proxy, "reset-upstream-queued proxy", allow=("peer_reset",))
-    check(stats["proxy"]["resets_passed_upstream_to_client"] == 2 and
-          outcomes(stats, "client_outcomes") == {"aborted": 2},
-          f"2 resets passed on upstream -> client ({stats['proxy']['resets_passed_upstream_to_client']})")
+    check_resets_passed(stats, 2, 0, {"aborted": 2})
     upstream.stop()
 
     # 7-reset-client: the client sends N bytes, then resets: the upstream must read exactly the N
@@ -982,14 +986,7 @@ def scenario_reset(exe, work):
           f"the slow upstream had read so little when the 16 MiB client reset that bytes were still "
           f"on the proxy's side (read {upstream_read_at_reset[-2:]} of {huge})")
     stats = check_no_leaks(proxy, "reset-client proxy", allow=("peer_reset",))
-    check(stats["proxy"]["resets_passed_client_to_upstream"] == 22 and
-          stats["proxy"]["resets_passed_upstream_to_client"] == 0 and
-          outcomes(stats, "upstream_outcomes") == {"aborted": 22} and
-          outcomes(stats, "client_outcomes") == {"peer_reset": 22},
-          f"22 resets passed on client -> upstream counted, 0 the other way; upstream legs aborted "
-          f"({stats['proxy']['resets_passed_client_to_upstream']}, "
-          f"{stats['proxy']['resets_passed_upstream_to_client']}, {outcomes(stats, 'upstream_outcomes')}, "
-          f"{outcomes(stats, 'client_outcomes')})")
+    check_resets_passed(stats, 0, 22, {"peer_reset": 22}, {"aborted": 22})
     upstream.stop()
 
     # 7-reset-after-eof: the upstream sends N bytes and its FIN, then resets. Its stream was
@@ -1047,12 +1044,7 @@ def scenario_reset(exe, work):
           f"3 times: {small} bytes + EOF, then the upstream's reset ended its leg while the client's "
           f"was open, and the client saw no reset after (its FIN, a read: EOF, SO_ERROR 0) ({results})")
     stats = check_no_leaks(proxy, "reset-after-eof proxy", allow=("peer_reset",))
-    check(stats["proxy"]["resets_passed_upstream_to_client"] == 0 and
-          stats["proxy"]["resets_passed_client_to_upstream"] == 0 and
-          outcomes(stats, "client_outcomes") == {"clean": 3} and
-          outcomes(stats, "upstream_outcomes") == {"peer_reset": 3},
-          f"no reset passed on, the client legs closed clean, the upstream legs ended by its reset "
-          f"({outcomes(stats, 'client_outcomes')}, {outcomes(stats, 'upstream_outcomes')})")
+    check_resets_passed(stats, 0, 0, {"clean": 3}, {"peer_reset": 3})
 
     # (b) with the bytes still held by the proxy: 4 MiB and FIN all taken by the proxy
     # (--max-buffer 8MiB) while the client reads nothing; once the proxy has read the FIN the
@@ -1085,11 +1077,7 @@ def scenario_reset(exe, work):
           f"held by the proxy for the client ({held} bytes); the client got exactly 4 MiB + a clean "
           f"EOF ({results})")
     stats = check_no_leaks(proxy, "reset-after-eof-queued proxy", allow=("peer_reset",))
-    check(stats["proxy"]["resets_passed_upstream_to_client"] == 0 and
-          outcomes(stats, "client_outcomes") == {"clean": 2} and
-          outcomes(stats, "upstream_outcomes") == {"peer_reset": 2},
-          f"no reset passed on, the client legs closed clean ({outcomes(stats, 'client_outcomes')}, "
-          f"{outcomes(stats, 'upstream_outcomes')})")
+    check_resets_passed(stats, 0, 0, {"clean": 2}, {"peer_reset": 2})
 
     # (c) the reset reaches the proxy before it has read the FIN: 4 MiB + FIN + RST to a slow
     # reader through the default --max-buffer; the proxy reads the data and the FIN before the
@@ -1118,10 +1106,7 @@ def scenario_reset(exe, work):
           f"twice: a slow reader got exactly 4 MiB + a clean EOF though the upstream reset while "
           f"bytes were still on the proxy's side ({results}, read at the reset: {at_reset[-2:]})")
     stats = check_no_leaks(proxy, "reset-after-unread-eof proxy", allow=("peer_reset",))
-    check(stats["proxy"]["resets_passed_upstream_to_client"] == 0 and
-          outcomes(stats, "client_outcomes") == {"clean": 2},
-          f"no reset passed on, the client legs closed clean ({outcomes(stats, 'client_outcomes')}, "
-          f"{outcomes(stats, 'upstream_outcomes')})")
+    check_resets_passed(stats, 0, 0, {"clean": 2})
     upstream.stop()
 
 
