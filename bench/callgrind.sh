@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 backend=${1:-uring}
 response=${2:-16KiB}
 body=${3:-64KiB}
-ringlinger=build/tools/ringlinger
+ringlinger=build/cli/ringlinger
 command -v valgrind >/dev/null || { echo "callgrind.sh: apt-get install valgrind" >&2; exit 2; }
 [[ -x $ringlinger ]] || { echo "callgrind.sh: build first (tools/test)" >&2; exit 2; }
 work=$(mktemp -d)

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 backend=${1:-uring}
 connections=${CONNECTIONS:-19000}
-ringlinger=build/tools/ringlinger
+ringlinger=build/cli/ringlinger
 [[ -r /proc/slabinfo ]] || { echo "kernel_memory.sh: /proc/slabinfo is not readable (root?)" >&2; exit 2; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 out=${1:-docs/perf}
 runs=${RUNS:-5}
 steps=" ${STEPS:-body nobody small large lingering batch} "
-ringlinger=build/tools/ringlinger
+ringlinger=build/cli/ringlinger
 [[ -x $ringlinger ]] || { echo "performance.sh: build first (tools/test or tools/run)" >&2; exit 2; }
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] ||
   { echo "performance.sh: nginx is missing (apt-get install nginx-light)" >&2; exit 2; }

@@ -19,7 +19,7 @@ source tools/lib.sh
 runs=${1:-3}
 seconds=${2:-5}
 connections=${3:-50}
-exe=${EXE:-build/tools/ringlinger}
+exe=${EXE:-build/cli/ringlinger}
 [ -x "$exe" ] || { echo "bench/proxy.sh: no $exe (build first: tools/test or tools/run)" >&2; exit 1; }
 ensure_packages nginx-light libnginx-mod-stream wrk
 stream_module=$(dpkg -L libnginx-mod-stream | grep -m1 'ngx_stream_module\.so$')

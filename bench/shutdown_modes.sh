@@ -13,7 +13,7 @@ runs=${1:-5}
 connections=${2:-20000}
 concurrency=${3:-1000}
 response=${4:-16KiB}
-exe=build/tools/ringlinger
+exe=build/cli/ringlinger
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

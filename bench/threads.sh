@@ -24,7 +24,7 @@ concurrency=${3:-1000}
 response=${4:-16KiB}
 placement=${5:-pinned}
 case "$placement" in pinned | cpu0 | free) ;; *) echo "PLACEMENT must be pinned, cpu0 or free (got $placement)" >&2; exit 2 ;; esac
-exe=build/tools/ringlinger
+exe=build/cli/ringlinger
 work=$(mktemp -d)
 serve_pid=""
 cleanup() {

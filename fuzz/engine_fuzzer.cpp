@@ -1,6 +1,6 @@
 // libFuzzer target: detail::Engine behind FakeIo, every event chosen by the input's bytes.
 //
-// The driver, the model and the checks are the seeded gtest fuzzer's (tests/unit/engine_model.hpp):
+// The driver, the model and the checks are the seeded gtest fuzzer's (tests/support/engine_model.hpp):
 // only the source of the decisions differs (InputChoices). The first byte picks the variant
 // (shutdown mode x on_timeout x with/without on_receive), the next ones the configuration, then
 // one event after another: adopt, send, send_view, close, abort, close_all, abort_all,

@@ -11,7 +11,7 @@ import os
 import random
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-K_MAX_HEAD_BYTES = 64 * 1024  # tools/http.hpp
+K_MAX_HEAD_BYTES = 64 * 1024  # bench/harness/http.hpp
 
 
 def write(target, name, data):

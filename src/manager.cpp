@@ -15,12 +15,12 @@
 #include <unordered_map>
 #include <vector>
 
-#include "assert.hpp"
-#include "backend.hpp"
-#include "engine.hpp"
-#include "socket_calls.hpp"
-#include "epoll_backend.hpp"
-#include "uring_backend.hpp"
+#include "core/assert.hpp"
+#include "kernel/backend.hpp"
+#include "core/engine.hpp"
+#include "kernel/socket_calls.hpp"
+#include "kernel/epoll_backend.hpp"
+#include "kernel/uring_backend.hpp"
 
 namespace ringlinger {
 

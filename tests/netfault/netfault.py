@@ -47,7 +47,7 @@ expectation is an explicit check; the exit code is 1 when one fails.
 Needs root (namespaces, veth, nftables, tc), the `ip`, `ss`, `tc` and `nft` programs (Debian's
 iproute2 and nftables) and the ringlinger binary; builds nothing.
 
-    tests/netfault/netfault.py build/tools/ringlinger [--scenario 10,12] [--connections 200]
+    tests/netfault/netfault.py build/cli/ringlinger [--scenario 10,12] [--connections 200]
         [--slow-link-connections 1000] [--slow-reader-connections 200] [--json netfault.json]
 """
 import argparse
@@ -1234,7 +1234,7 @@ def main():
         description="Network faults (blackhole, link down, slow link) between ringlinger serve "
                     "and its clients, through a veth pair between two network namespaces. "
                     "Needs root.")
-    parser.add_argument("ringlinger", help="path to the ringlinger binary (build/tools/ringlinger)")
+    parser.add_argument("ringlinger", help="path to the ringlinger binary (build/cli/ringlinger)")
     parser.add_argument("--scenario", default="",
                         help="comma-separated scenarios or numbers (10, 11, 12, 10-blackhole-drain...); "
                              "default: all")

@@ -49,10 +49,10 @@
 #include <vector>
 
 #include "choices.hpp"
-#include "engine.hpp"
+#include "core/engine.hpp"
 #include "engine_model.hpp"
 #include "fake_io.hpp"
-#include "state_machine.hpp"
+#include "core/state_machine.hpp"
 
 namespace ringlinger::detail {
 namespace {

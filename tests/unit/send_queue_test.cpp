@@ -5,7 +5,7 @@
 // std::string's small-buffer (SSO) storage; queued_bytes() tracks every push and consume; clear()
 // empties it; consuming more than the front piece is a programmer error (RL_ASSERT); and a
 // moved-from queue is a valid, empty, independent queue.
-#include "send_queue.hpp"
+#include "core/send_queue.hpp"
 
 #include <gtest/gtest.h>
 

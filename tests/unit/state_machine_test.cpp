@@ -3,7 +3,7 @@
 // every other pair, self-loops included, rejected); transition() performs legal edges and aborts
 // the process (RL_ASSERT) on every illegal one; every state can still reach `free`; and
 // is_terminating() / is_lingering() classify each state as state.hpp documents.
-#include "state_machine.hpp"
+#include "core/state_machine.hpp"
 
 #include <gtest/gtest.h>
 

@@ -6,7 +6,7 @@
 // for, never before it and less than duration / 64 after; and a seeded random sequence of
 // operations (arm_at included) on up to 64 slots behaves exactly like a reference model built
 // on std::map.
-#include "timer_queue.hpp"
+#include "core/timer_queue.hpp"
 
 #include <gtest/gtest.h>
 

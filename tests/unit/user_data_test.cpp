@@ -1,8 +1,8 @@
-// What this proves: the user_data encoding of src/user_data.hpp is lossless for every Op, every
+// What this proves: the user_data encoding of src/core/user_data.hpp is lossless for every Op, every
 // 24-bit generation and the whole 32-bit slot range; a generation wider than 24 bits is truncated
 // (never bleeds into the op byte); the fields sit exactly where the drawn layout says; and
 // is_known() accepts exactly the Ops the manager submits.
-#include "user_data.hpp"
+#include "core/user_data.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,0 +1,70 @@
+// SQE batching against the real kernel: N NOP requests submitted and reaped through the Ring with
+// one io_uring_enter (what the manager does each loop step, whatever the number of connections
+// ready), against the same N with one enter each (what a loop that submits per connection would
+// pay). Items per second = requests per second; the ratio of the two is what batching saves.
+#include <benchmark/benchmark.h>
+
+#include <vector>
+
+#include "kernel/ring.hpp"
+
+namespace ringlinger::detail {
+namespace {
+
+void prepare_nops(Ring& ring, unsigned count) {
+  for (unsigned i = 0; i < count; ++i) {
+    io_uring_sqe* sqe = ring.get_sqe();
+    io_uring_prep_nop(sqe);
+    io_uring_sqe_set_data64(sqe, i);
+  }
+}
+
+void reap_all(Ring& ring, std::vector<io_uring_cqe>& batch, unsigned expected) {
+  unsigned seen = 0;
+  while (seen < expected) {
+    ring.submit_and_wait(std::chrono::milliseconds(100));
+    batch.clear();
+    seen += static_cast<unsigned>(ring.reap(batch));
+  }
+}
+
+// state.range(0) NOPs, one io_uring_enter for all of them.
+void BM_Ring_BatchedNops(benchmark::State& state) {
+  Stats stats;
+  Ring ring({4096, 16384, true, 0}, stats);
+  const auto count = static_cast<unsigned>(state.range(0));
+  std::vector<io_uring_cqe> batch;
+  batch.reserve(16384);
+  for (auto _ : state) {
+    prepare_nops(ring, count);
+    reap_all(ring, batch, count);
+  }
+  state.SetItemsProcessed(state.iterations() * count);
+  state.counters["enter_per_request"] =
+      static_cast<double>(stats.enter_calls) / static_cast<double>(state.iterations() * count);
+}
+BENCHMARK(BM_Ring_BatchedNops)->Arg(1)->Arg(16)->Arg(256)->Arg(2048);
+
+// The same NOPs, one io_uring_enter each.
+void BM_Ring_OneEnterPerNop(benchmark::State& state) {
+  Stats stats;
+  Ring ring({4096, 16384, true, 0}, stats);
+  const auto count = static_cast<unsigned>(state.range(0));
+  std::vector<io_uring_cqe> batch;
+  batch.reserve(16);
+  for (auto _ : state) {
+    for (unsigned i = 0; i < count; ++i) {
+      prepare_nops(ring, 1);
+      reap_all(ring, batch, 1);
+    }
+  }
+  state.SetItemsProcessed(state.iterations() * count);
+  state.counters["enter_per_request"] =
+      static_cast<double>(stats.enter_calls) / static_cast<double>(state.iterations() * count);
+}
+BENCHMARK(BM_Ring_OneEnterPerNop)->Arg(256);
+
+}  // namespace
+}  // namespace ringlinger::detail
+
+BENCHMARK_MAIN();

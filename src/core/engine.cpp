@@ -1,0 +1,676 @@
+#include "core/engine.hpp"
+
+#include <algorithm>
+#include <cerrno>
+
+#include "core/assert.hpp"
+#include "core/state_machine.hpp"
+
+namespace ringlinger::detail {
+namespace {
+
+// The most one file send asks sendfile(2) for (it sends at most 2^31 - 4096 bytes per call).
+constexpr std::uint64_t kMaxFileChunk = 1u << 30;
+
+using std::chrono::milliseconds;
+
+// Errors that mean the peer reset the connection (or it was reset on its behalf).
+bool is_reset(int error) noexcept {
+  return error == ECONNRESET || error == EPIPE || error == ECONNABORTED || error == ENOTCONN;
+}
+
+// Errors after which the same request is simply started again.
+bool is_transient(int error) noexcept {
+  return error == EAGAIN || error == EINTR || error == ENOMEM || error == ENOBUFS;
+}
+
+}  // namespace
+
+Engine::Engine(const Config& config, IoPort& io, const Callbacks& callbacks, Stats& stats)
+    : config_(config),
+      io_(io),
+      callbacks_(callbacks),
+      stats_(stats),
+      slots_(config.max_connections),
+      send_timers_(config.max_connections, milliseconds(config.send_timeout_ms)),
+      drain_idle_timers_(config.max_connections, milliseconds(config.drain_idle_timeout_ms)),
+      drain_total_timers_(config.max_connections, milliseconds(config.drain_timeout_ms)) {
+  RL_ASSERT(config.validate().empty());
+  free_slots_.reserve(config.max_connections);
+  for (std::uint32_t slot = config.max_connections; slot-- > 0;) free_slots_.push_back(slot);
+  stats_.connections_in_state[static_cast<std::size_t>(State::free)] = config.max_connections;
+}
+
+// ---------------------------------------------------------------------------------------------
+// API calls
+
+std::optional<ConnectionId> Engine::adopt(int fd, TimePoint now, bool nonblocking) {
+  now = last_now_ = std::max(now, last_now_);
+  if (fd < 0 || free_slots_.empty()) return std::nullopt;
+  std::uint32_t slot = free_slots_.back();
+  free_slots_.pop_back();
+  Connection& connection = slots_[slot];
+  RL_ASSERT(connection.state == State::free && connection.in_flight == 0);
+  connection.fd = fd;
+  connection.nonblocking = nonblocking;
+  connection.opened_at = now;
+  set_state(connection, State::open);
+  stats_.peak_live_connections = std::max<std::uint64_t>(stats_.peak_live_connections,
+                                                         live_connections());
+  start_receive(connection);
+  return id_of(connection);
+}
+
+std::error_code Engine::send(ConnectionId id, std::string bytes, TimePoint now) {
+  return enqueue(id, now, [&](SendQueue& queue) { queue.push(std::move(bytes)); });
+}
+
+std::error_code Engine::send_view(ConnectionId id, std::span<const std::byte> bytes,
+                                  TimePoint now) {
+  return enqueue(id, now, [&](SendQueue& queue) { queue.push_view(bytes); });
+}
+
+std::error_code Engine::send_file(ConnectionId id, int file_fd, std::uint64_t offset,
+                                  std::uint64_t length, TimePoint now) {
+  if (file_fd < 0) return std::make_error_code(std::errc::bad_file_descriptor);
+  return enqueue(id, now,
+                 [&](SendQueue& queue) { queue.push_file(file_fd, offset, length); });
+}
+
+template <class Push>
+std::error_code Engine::enqueue(ConnectionId id, TimePoint now, Push&& push) {
+  now = last_now_ = std::max(now, last_now_);
+  Connection* connection = lookup(id.slot, id.generation);
+  if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
+  if (connection->state != State::open || connection->write_shutdown_requested) {
+    return std::make_error_code(std::errc::broken_pipe);
+  }
+  push(connection->send_queue);
+  start_send(*connection, now);
+  return {};
+}
+
+std::error_code Engine::shutdown_write(ConnectionId id, TimePoint now) {
+  now = last_now_ = std::max(now, last_now_);
+  Connection* connection = lookup(id.slot, id.generation);
+  if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
+  if (connection->state != State::open) return std::make_error_code(std::errc::broken_pipe);
+  if (connection->write_shutdown_requested) return {};  // harmless
+  connection->write_shutdown_requested = true;
+  shut_write_if_flushed(*connection, now);
+  return {};
+}
+
+std::error_code Engine::pause_receive(ConnectionId id) {
+  Connection* connection = lookup(id.slot, id.generation);
+  if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
+  connection->receive_paused = true;
+  return {};
+}
+
+std::error_code Engine::resume_receive(ConnectionId id) {
+  Connection* connection = lookup(id.slot, id.generation);
+  if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
+  if (!connection->receive_paused) return {};
+  connection->receive_paused = false;
+  if (connection->state == State::open) start_receive(*connection);
+  return {};
+}
+
+std::uint64_t Engine::queued_bytes(ConnectionId id) const noexcept {
+  const Connection* connection = find(id);
+  return connection == nullptr ? 0 : connection->send_queue.queued_bytes();
+}
+
+std::error_code Engine::close(ConnectionId id, TimePoint now) {
+  now = last_now_ = std::max(now, last_now_);
+  Connection* connection = lookup(id.slot, id.generation);
+  if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
+  if (connection->state != State::open) return {};  // already closing: harmless
+  connection->close_requested_at = now;
+  connection->waiting_for_buffer = false;  // from now on receives discard and need no buffer
+  set_state(*connection, State::flushing);
+  start_receive(*connection);  // keep reading (and discarding) while the queue drains
+  if (!connection->is_in_flight(Op::send) && connection->send_queue.empty()) {
+    flushed(*connection, now);
+  }
+  return {};
+}
+
+std::error_code Engine::abort_after_send(ConnectionId id, TimePoint now) {
+  now = last_now_ = std::max(now, last_now_);
+  Connection* connection = lookup(id.slot, id.generation);
+  if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
+  if (is_terminating(connection->state)) return {};  // the outcome is decided: harmless
+  // Our FIN tells the peer the stream is complete: once it may be out, a reset comes too late.
+  if (connection->write_shut_down ||
+      (connection->state != State::open && connection->state != State::flushing)) {
+    return std::make_error_code(std::errc::broken_pipe);
+  }
+  connection->reset_after_send = true;
+  if (connection->state == State::open) return close(id, now);
+  return {};  // flushing: flushed() waits for the acknowledgement instead of shutting down
+}
+
+std::error_code Engine::abort(ConnectionId id, TimePoint now) {
+  now = last_now_ = std::max(now, last_now_);
+  Connection* connection = lookup(id.slot, id.generation);
+  if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
+  switch (connection->state) {
+    case State::closing:  // the close is submitted: the fd must not be touched any more
+      return {};
+    case State::cancelling:  // outcome decided, fd still open: make the close a reset
+      if (!connection->reset_on_close) {
+        io_.set_reset_on_close(connection->fd);
+        connection->reset_on_close = true;
+      }
+      return {};
+    case State::open:
+    case State::flushing:
+    case State::shutting_down:
+    case State::draining:
+      terminate(*connection, Outcome::aborted, now);
+      return {};
+    case State::free:
+      break;
+  }
+  RL_ASSERT(false && "lookup() never returns a free slot");
+  return {};
+}
+
+void Engine::close_all(TimePoint now) {
+  for (Connection& connection : slots_) {
+    if (connection.state == State::open) (void)close(id_of(connection), now);
+  }
+}
+
+void Engine::abort_all(Outcome outcome, TimePoint now) {
+  RL_ASSERT(resets_on(outcome));
+  for (Connection& connection : slots_) {
+    if (connection.state == State::cancelling) {
+      (void)abort(id_of(connection), now);  // already ending: make its close a reset too
+    } else if (connection.state != State::free && connection.state != State::closing) {
+      terminate(connection, outcome, now);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events
+
+void Engine::on_completion(const Completion& completion, TimePoint now) {
+  now = last_now_ = std::max(now, last_now_);
+  Connection* connection = lookup(completion.tag.slot, completion.tag.generation);
+  if (connection == nullptr) {
+    ++stats_.stale_completions;
+    return;
+  }
+  RL_ASSERT(connection->is_in_flight(completion.tag.op));
+  connection->mark_completed(completion.tag.op);
+  switch (completion.tag.op) {
+    case Op::recv:
+      return handle_recv(*connection, completion, now);
+    case Op::send:
+      return handle_send(*connection, completion.result, now);
+    case Op::shutdown:
+      return handle_shutdown(*connection, completion.result, now);
+    case Op::cancel:
+      return handle_cancel(*connection, completion.result);
+    case Op::close:
+      return handle_close(*connection, completion.result, now);
+    case Op::accept:
+    case Op::accept_cancel:
+    case Op::send_file_poll:
+    case Op::wake:
+      break;
+  }
+  RL_ASSERT(false && "listener and backend-only completions never reach the engine");
+}
+
+// The send and drain idle timers judge progress: they end a connection only after a whole period
+// in which the peer acknowledged none of our bytes and sent none of its own (and, for the send
+// timer, no send completed). Input and completed sends re-arm them as they happen
+// (note_progress()); acknowledgements are seen only by asking the kernel, which happens here,
+// when one expires (acknowledged_since()). The drain total timer is a hard bound.
+void Engine::expire_timers(TimePoint now) {
+  now = last_now_ = std::max(now, last_now_);
+  while (auto slot = send_timers_.pop_expired(now)) {
+    if (acknowledged_since(slots_[*slot], send_timers_, now)) {
+      ++stats_.send_timeout_extensions;
+    } else {
+      terminate(slots_[*slot], Outcome::send_timeout, now);
+    }
+  }
+  while (auto slot = drain_idle_timers_.pop_expired(now)) {
+    if (acknowledged_since(slots_[*slot], drain_idle_timers_, now)) {
+      ++stats_.drain_idle_extensions;
+    } else {
+      terminate(slots_[*slot], Outcome::drain_idle_timeout, now);
+    }
+  }
+  while (auto slot = drain_total_timers_.pop_expired(now)) {
+    terminate(slots_[*slot], Outcome::drain_timeout, now);
+  }
+  if (!awaiting_ack_.empty() && now >= ack_poll_at_) {
+    std::vector<ConnectionId> asking;
+    asking.swap(awaiting_ack_);
+    for (ConnectionId id : asking) {
+      Connection* connection = lookup(id.slot, id.generation);
+      if (connection != nullptr && connection->state == State::flushing) {
+        await_acknowledgement(*connection, now);
+      }
+    }
+  }
+}
+
+void Engine::retry_waiting_receives() {
+  for (ConnectionId id : waiting_for_buffer_) {
+    Connection* connection = lookup(id.slot, id.generation);
+    if (connection == nullptr || !connection->waiting_for_buffer) continue;
+    connection->waiting_for_buffer = false;
+    start_receive(*connection);
+  }
+  waiting_for_buffer_.clear();
+}
+
+std::optional<Engine::TimePoint> Engine::next_deadline() const noexcept {
+  std::optional<TimePoint> earliest;
+  for (const TimerQueue* queue : {&send_timers_, &drain_idle_timers_, &drain_total_timers_}) {
+    auto deadline = queue->next_deadline();
+    if (deadline && (!earliest || *deadline < *earliest)) earliest = deadline;
+  }
+  if (!awaiting_ack_.empty() && (!earliest || ack_poll_at_ < *earliest)) earliest = ack_poll_at_;
+  return earliest;
+}
+
+const Connection* Engine::find(ConnectionId id) const noexcept {
+  return const_cast<Engine*>(this)->lookup(id.slot, id.generation);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Completion handlers
+
+void Engine::handle_recv(Connection& connection, const Completion& completion, TimePoint now) {
+  const std::int32_t result = completion.result;
+  if (result > 0) {
+    const auto bytes = static_cast<std::uint32_t>(result);
+    note_input(connection, now);
+    if (connection.state == State::open) {
+      RL_ASSERT(callbacks_.on_receive);  // delivering receives are only started with a callback
+      connection.bytes_received += bytes;
+      stats_.bytes_received += bytes;
+      callbacks_.on_receive(id_of(connection), completion.data);  // may call close() or abort()
+    } else if (is_lingering(connection.state)) {
+      discard(connection, bytes, now);
+    } else {
+      connection.bytes_discarded += bytes;  // arrived before the cancel: still accounted
+      stats_.bytes_discarded += bytes;
+    }
+  } else if (result == 0) {
+    connection.peer_eof = true;
+    if (connection.state == State::open) {
+      if (callbacks_.on_receive) callbacks_.on_receive(id_of(connection), {});
+    } else if (connection.state == State::draining) {
+      terminate(connection, Outcome::clean, now);
+    }
+    // flushing / shutting_down: remembered; on_shutdown_done() then ends cleanly.
+  } else {
+    const int error = -result;
+    if (error == ECANCELED) {
+      // We cancelled it: the connection is terminating.
+    } else if (error == ENOBUFS && connection.state == State::open) {
+      ++stats_.receive_buffer_waits;
+      connection.waiting_for_buffer = true;
+      waiting_for_buffer_.push_back(id_of(connection));
+    } else if (is_transient(error)) {
+      // Started again below.
+    } else {
+      fail(connection, error, is_reset(error) ? Outcome::peer_reset : Outcome::receive_error, now);
+    }
+  }
+  if (is_terminating(connection.state)) return finish_if_idle(connection);
+  start_receive(connection);
+}
+
+void Engine::handle_send(Connection& connection, std::int32_t result, TimePoint now) {
+  if (result > 0) {
+    const auto bytes = static_cast<std::uint32_t>(result);
+    connection.bytes_sent += bytes;
+    stats_.bytes_sent += bytes;
+    connection.send_queue.consume(bytes);
+    if (!is_terminating(connection.state)) {
+      if (connection.send_queue.empty()) {
+        send_timers_.disarm(slot_of(connection));
+      } else {
+        note_progress(connection, send_timers_, now);  // the send timeout starts again
+      }
+    }
+  } else if (result < 0) {
+    const int error = -result;
+    if (error != ECANCELED && !is_transient(error)) {
+      fail(connection, error, is_reset(error) ? Outcome::peer_reset : Outcome::send_error, now);
+    }
+  }
+  // result == 0 sent nothing: started again below; the send timer is not re-armed, so a send
+  // that never progresses still times out.
+  if (is_terminating(connection.state)) return finish_if_idle(connection);
+  start_send(connection, now);
+  if (connection.is_in_flight(Op::send)) return;
+  if (connection.state == State::flushing) return flushed(connection, now);
+  if (connection.state == State::open && result > 0) {
+    shut_write_if_flushed(connection, now);
+    if (connection.state == State::open && callbacks_.on_send_drained) {
+      callbacks_.on_send_drained(id_of(connection));  // may call anything
+    }
+  }
+}
+
+void Engine::handle_shutdown(Connection& connection, std::int32_t result, TimePoint now) {
+  if (result != -ECANCELED && !is_terminating(connection.state)) {
+    on_shutdown_done(connection, result, now);
+  }
+  if (is_terminating(connection.state)) finish_if_idle(connection);
+}
+
+void Engine::handle_cancel(Connection& connection, std::int32_t result) {
+  // The cancel's own result: how many requests it found, or -ENOENT (they had completed) or
+  // -EALREADY (one was running and completes by itself). Either way we wait for their
+  // completions, which the in-flight bits track.
+  (void)result;
+  RL_ASSERT(connection.state == State::cancelling);
+  finish_if_idle(connection);
+}
+
+void Engine::handle_close(Connection& connection, std::int32_t result, TimePoint now) {
+  RL_ASSERT(connection.state == State::closing && connection.in_flight == 0);
+  RL_ASSERT(connection.outcome.has_value());
+  CloseReport report;
+  report.outcome = *connection.outcome;
+  report.first_error = connection.first_error != 0 ? connection.first_error
+                                                   : (result < 0 ? -result : 0);
+  report.reset_sent = connection.reset_on_close;
+  report.bytes_sent = connection.bytes_sent;
+  report.bytes_received = connection.bytes_received;
+  report.bytes_discarded = connection.bytes_discarded;
+  const bool close_requested = connection.close_requested_at != TimePoint{};
+  report.close_requested = close_requested;
+  const bool shut_down = connection.shutdown_at != TimePoint{};
+  const TimePoint end_of_open = close_requested ? connection.close_requested_at
+                                                : connection.teardown_at;
+  report.open_time = end_of_open - connection.opened_at;
+  if (close_requested) {
+    const TimePoint end_of_flush = shut_down ? connection.shutdown_at : connection.teardown_at;
+    report.flush_time = end_of_flush - connection.close_requested_at;
+  }
+  if (shut_down) report.drain_time = connection.teardown_at - connection.shutdown_at;
+  report.teardown_time = now - connection.teardown_at;
+  ++stats_.outcomes[static_cast<std::size_t>(report.outcome)];
+
+  const ConnectionId id = id_of(connection);
+  release(connection);
+  if (callbacks_.on_closed) callbacks_.on_closed(id, report);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Steps
+
+void Engine::start_send(Connection& connection, TimePoint now) {
+  if (connection.is_in_flight(Op::send) || connection.send_queue.empty()) return;
+  RL_ASSERT(connection.state == State::open || connection.state == State::flushing);
+  if (connection.send_queue.front_is_file()) {
+    const SendQueue::FileRange range = connection.send_queue.front_file();
+    io_.submit_send_file(tag(connection, Op::send), connection.fd, range.fd, range.offset,
+                         static_cast<std::uint32_t>(std::min<std::uint64_t>(range.length, kMaxFileChunk)));
+  } else {
+    io_.submit_send(tag(connection, Op::send), connection.fd, connection.send_queue.front(),
+                    connection.send_queue.more_after_front());
+  }
+  connection.mark_submitted(Op::send);
+  if (!send_timers_.armed(slot_of(connection))) note_progress(connection, send_timers_, now);
+}
+
+void Engine::start_receive(Connection& connection) {
+  if (connection.is_in_flight(Op::recv) || connection.peer_eof) return;
+  switch (connection.state) {
+    case State::open:
+      if (!callbacks_.on_receive || connection.waiting_for_buffer || connection.receive_paused) {
+        return;
+      }
+      io_.submit_recv(tag(connection, Op::recv), connection.fd, RecvMode::deliver, 0);
+      break;
+    case State::flushing:
+    case State::shutting_down:
+    case State::draining:
+      io_.submit_recv(tag(connection, Op::recv), connection.fd, RecvMode::discard,
+                      discard_chunk(connection));
+      break;
+    case State::free:
+    case State::cancelling:
+    case State::closing:
+      return;
+  }
+  connection.mark_submitted(Op::recv);
+}
+
+// Everything queued was handed to the kernel after close() (or abort_after_send()).
+void Engine::flushed(Connection& connection, TimePoint now) {
+  if (connection.reset_after_send) return await_acknowledgement(connection, now);
+  begin_shutdown(connection, now);
+}
+
+void Engine::begin_shutdown(Connection& connection, TimePoint now) {
+  RL_ASSERT(connection.state == State::flushing);
+  RL_ASSERT(connection.send_queue.empty() && !connection.is_in_flight(Op::send));
+  drain_total_timers_.arm(slot_of(connection), now);
+  if (connection.write_shut_down) return on_shutdown_done(connection, 0, now);  // shutdown_write()
+  switch (config_.shutdown_mode) {
+    case ShutdownMode::ring:
+      set_state(connection, State::shutting_down);
+      io_.submit_shutdown(tag(connection, Op::shutdown), connection.fd);
+      connection.mark_submitted(Op::shutdown);
+      return;
+    case ShutdownMode::syscall:
+      ++stats_.shutdown_syscalls;
+      return on_shutdown_done(connection, io_.shutdown_now(connection.fd), now);
+  }
+}
+
+// shutdown_write()'s SHUT_WR, once everything queued was sent. Always the direct call: a
+// half-close is rare enough that the ring's io-wq punt would buy nothing.
+void Engine::shut_write_if_flushed(Connection& connection, TimePoint now) {
+  if (connection.state != State::open || !connection.write_shutdown_requested ||
+      connection.write_shut_down || connection.is_in_flight(Op::send) ||
+      !connection.send_queue.empty()) {
+    return;
+  }
+  ++stats_.write_shutdowns;
+  if (const int result = io_.shutdown_now(connection.fd); result < 0) {
+    return fail(connection, -result,
+                is_reset(-result) ? Outcome::peer_reset : Outcome::send_error, now);
+  }
+  connection.write_shut_down = true;
+}
+
+void Engine::on_shutdown_done(Connection& connection, int result, TimePoint now) {
+  if (result < 0) {
+    // ENOTCONN: the peer's RST arrived before our FIN could go out.
+    return fail(connection, -result, is_reset(-result) ? Outcome::peer_reset : Outcome::send_error,
+                now);
+  }
+  connection.shutdown_at = now;
+  set_state(connection, State::draining);
+  if (connection.peer_eof) return terminate(connection, Outcome::clean, now);
+  note_progress(connection, drain_idle_timers_, now);
+  start_receive(connection);
+}
+
+// abort_after_send(): the reset must not overtake our bytes (a reset discards what is still in
+// the socket's send queue), so it waits until the peer acknowledged all of them (they are then in
+// its receive queue, which an incoming reset leaves readable). No event says so: the kernel is
+// asked again kAckWaitInterval after the first connection joined the list of those waiting (one
+// list and one deadline for them all: no per-slot timer for a rare case); the send timer, a
+// progress timer like any other, bounds the wait.
+void Engine::await_acknowledgement(Connection& connection, TimePoint now) {
+  RL_ASSERT(connection.state == State::flushing && connection.reset_after_send);
+  const PeerAcks acks = io_.peer_acks(connection.fd, now);
+  if (!acks.known || acks.all_acknowledged) return terminate(connection, Outcome::aborted, now);
+  if (awaiting_ack_.empty()) ack_poll_at_ = now + kAckWaitInterval;
+  awaiting_ack_.push_back(id_of(connection));
+  if (!send_timers_.armed(slot_of(connection))) note_progress(connection, send_timers_, now);
+}
+
+void Engine::discard(Connection& connection, std::uint32_t bytes, TimePoint now) {
+  connection.bytes_discarded += bytes;
+  stats_.bytes_discarded += bytes;
+  if (config_.drain_max_bytes != 0 && connection.bytes_discarded > config_.drain_max_bytes) {
+    return terminate(connection, Outcome::drain_byte_cap, now);
+  }
+}
+
+void Engine::fail(Connection& connection, int error, Outcome outcome, TimePoint now) {
+  if (connection.first_error == 0) connection.first_error = error;
+  terminate(connection, outcome, now);
+}
+
+void Engine::terminate(Connection& connection, Outcome outcome, TimePoint now) {
+  if (is_terminating(connection.state)) return;  // the first decision stands
+  RL_ASSERT(connection.state != State::free);
+  connection.outcome = outcome;
+  connection.teardown_at = now;
+  const std::uint32_t slot = slot_of(connection);
+  send_timers_.disarm(slot);
+  drain_idle_timers_.disarm(slot);
+  drain_total_timers_.disarm(slot);
+  if (connection.reset_after_send) std::erase(awaiting_ack_, id_of(connection));  // rare, short
+  connection.waiting_for_buffer = false;
+  if (resets_on(outcome) || connection.reset_after_send) {
+    io_.set_reset_on_close(connection.fd);
+    connection.reset_on_close = true;
+  } else if (is_timeout(outcome) && config_.orphan_timeout_ms > 0) {
+    // Closed with FIN after a timeout: whatever is still queued may never be taken by the peer.
+    io_.limit_orphan_time(connection.fd, config_.orphan_timeout_ms);
+  }
+  if (connection.in_flight != 0) {
+    set_state(connection, State::cancelling);
+    io_.submit_cancel(tag(connection, Op::cancel), connection.fd);
+    connection.mark_submitted(Op::cancel);
+  } else {
+    set_state(connection, State::closing);
+    io_.submit_close(tag(connection, Op::close), connection.fd);
+    connection.mark_submitted(Op::close);
+  }
+}
+
+void Engine::finish_if_idle(Connection& connection) {
+  if (connection.state != State::cancelling || connection.in_flight != 0) return;
+  set_state(connection, State::closing);
+  io_.submit_close(tag(connection, Op::close), connection.fd);
+  connection.mark_submitted(Op::close);
+}
+
+void Engine::release(Connection& connection) {
+  const std::uint32_t generation = (connection.generation + 1) & kGenerationMask;
+  set_state(connection, State::free);
+  connection.send_queue.clear();
+  State state = connection.state;
+  connection = Connection{};
+  connection.state = state;
+  connection.generation = generation;
+  free_slots_.push_back(static_cast<std::uint32_t>(&connection - slots_.data()));
+}
+
+// Progress the engine sees itself: the timer starts a new period from now.
+void Engine::note_progress(Connection& connection, TimerQueue& timers, TimePoint now) {
+  connection.progress_at = now;
+  timers.arm(slot_of(connection), now);
+}
+
+// Input is progress for whichever progress timer runs (at most one does).
+void Engine::note_input(Connection& connection, TimePoint now) {
+  const std::uint32_t slot = slot_of(connection);
+  if (send_timers_.armed(slot)) note_progress(connection, send_timers_, now);
+  if (drain_idle_timers_.armed(slot)) note_progress(connection, drain_idle_timers_, now);
+}
+
+// A progress timer expired: nothing the engine sees happened for a whole period. Did the peer
+// acknowledge any of our bytes since (the kernel's counter moved since it was last asked, or,
+// never asked, an acknowledgement came after the period began)? Then the period restarts at that
+// acknowledgement (an upper bound on its time) and the timer is armed again, returning true;
+// false when the peer made no progress for the whole period: it is idle.
+bool Engine::acknowledged_since(Connection& connection, TimerQueue& timers, TimePoint now) {
+  const PeerAcks acks = io_.peer_acks(connection.fd, now);
+  if (!acks.known) return false;
+  const auto acked = static_cast<std::uint32_t>(acks.bytes_acked);
+  const bool moved = connection.acked_known ? acked != connection.acked_when_asked
+                                            : acks.last_ack_by > connection.progress_at;
+  connection.acked_when_asked = acked;
+  connection.acked_known = true;
+  if (!moved) return false;
+  connection.progress_at = std::max(connection.progress_at, std::min(acks.last_ack_by, now));
+  const TimePoint deadline = connection.progress_at + timers.duration();
+  if (deadline <= now) return false;
+  timers.arm_at(slot_of(connection), now, deadline);
+  return true;
+}
+
+bool Engine::is_timeout(Outcome outcome) noexcept {
+  return outcome == Outcome::send_timeout || outcome == Outcome::drain_idle_timeout ||
+         outcome == Outcome::drain_timeout;
+}
+
+bool Engine::resets_on(Outcome outcome) const noexcept {
+  switch (outcome) {
+    case Outcome::aborted:
+    case Outcome::stop_deadline:
+      return true;
+    case Outcome::send_timeout:
+    case Outcome::drain_idle_timeout:
+    case Outcome::drain_timeout:
+      return config_.on_timeout == OnTimeout::reset;
+    case Outcome::clean:
+    case Outcome::peer_reset:
+    case Outcome::drain_byte_cap:
+    case Outcome::send_error:
+    case Outcome::receive_error:
+      return false;
+  }
+  return false;
+}
+
+std::uint32_t Engine::discard_chunk(const Connection& connection) const noexcept {
+  if (config_.drain_max_bytes == 0) return kDiscardChunkBytes;
+  // Ask for at most one byte more than the cap allows, so crossing it is seen at once.
+  const std::uint64_t left = config_.drain_max_bytes - std::min(config_.drain_max_bytes,
+                                                                connection.bytes_discarded);
+  return static_cast<std::uint32_t>(std::min<std::uint64_t>(kDiscardChunkBytes, left + 1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slot bookkeeping
+
+Connection* Engine::lookup(std::uint32_t slot, std::uint32_t generation) noexcept {
+  if (slot >= slots_.size()) return nullptr;
+  Connection& connection = slots_[slot];
+  if (connection.state == State::free || connection.generation != generation) return nullptr;
+  return &connection;
+}
+
+ConnectionId Engine::id_of(const Connection& connection) const noexcept {
+  return ConnectionId{slot_of(connection), connection.generation};
+}
+
+std::uint32_t Engine::slot_of(const Connection& connection) const noexcept {
+  return static_cast<std::uint32_t>(&connection - slots_.data());
+}
+
+OpTag Engine::tag(const Connection& connection, Op op) const noexcept {
+  return OpTag{op, connection.generation, slot_of(connection)};
+}
+
+void Engine::set_state(Connection& connection, State to) noexcept {
+  --stats_.connections_in_state[static_cast<std::size_t>(connection.state)];
+  transition(connection.state, to);
+  ++stats_.connections_in_state[static_cast<std::size_t>(to)];
+}
+
+}  // namespace ringlinger::detail

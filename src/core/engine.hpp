@@ -1,0 +1,134 @@
+// The engine: every connection's state machine, driven by API calls, completions and timers,
+// talking to the kernel only through an IoPort. It knows nothing of io_uring, so the same logic
+// runs on the ring, on epoll, and under the test fuzzer's fake completions.
+//
+// Every completion handler opens the same way: the request was in flight -> mark it done ->
+// handle the result -> if the connection is terminating, finish_if_idle() (the single step that
+// submits the close once nothing is in flight) -> otherwise start what the state needs next.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "core/connection.hpp"
+#include "core/io_port.hpp"
+#include "ringlinger/config.hpp"
+#include "ringlinger/connection_id.hpp"
+#include "ringlinger/manager.hpp"
+#include "ringlinger/stats.hpp"
+#include "core/timer_queue.hpp"
+
+namespace ringlinger::detail {
+
+class Engine {
+ public:
+  using Clock = std::chrono::steady_clock;
+  using TimePoint = Clock::time_point;
+
+  // `config` must be valid; `io`, `callbacks` and `stats` must outlive the engine.
+  Engine(const Config& config, IoPort& io, const Callbacks& callbacks, Stats& stats);
+
+  // API calls (see Manager for their contracts).
+  // `nonblocking`: the caller knows the socket is O_NONBLOCK (it accepted it so).
+  std::optional<ConnectionId> adopt(int fd, TimePoint now, bool nonblocking = false);
+  std::error_code send(ConnectionId id, std::string bytes, TimePoint now);
+  std::error_code send_view(ConnectionId id, std::span<const std::byte> bytes, TimePoint now);
+  std::error_code send_file(ConnectionId id, int file_fd, std::uint64_t offset,
+                            std::uint64_t length, TimePoint now);
+  std::error_code shutdown_write(ConnectionId id, TimePoint now);
+  std::error_code pause_receive(ConnectionId id);
+  std::error_code resume_receive(ConnectionId id);
+  std::uint64_t queued_bytes(ConnectionId id) const noexcept;
+  std::error_code close(ConnectionId id, TimePoint now);
+  std::error_code abort(ConnectionId id, TimePoint now);
+  std::error_code abort_after_send(ConnectionId id, TimePoint now);
+  // close() on every open connection.
+  void close_all(TimePoint now);
+  // Ends every connection not yet terminating with `outcome`, with RST.
+  void abort_all(Outcome outcome, TimePoint now);
+
+  // Events.
+  void on_completion(const Completion& completion, TimePoint now);
+  void expire_timers(TimePoint now);
+  // Restarts delivering receives that found no shared buffer.
+  void retry_waiting_receives();
+  // The earliest timer deadline, if any.
+  std::optional<TimePoint> next_deadline() const noexcept;
+
+  // Queries.
+  const Connection* find(ConnectionId id) const noexcept;
+  Connection* find(ConnectionId id) noexcept { return lookup(id.slot, id.generation); }
+  std::size_t live_connections() const noexcept { return slots_.size() - free_slots_.size(); }
+  bool full() const noexcept { return free_slots_.empty(); }
+  std::uint32_t capacity() const noexcept { return static_cast<std::uint32_t>(slots_.size()); }
+  // Every slot, for invariant checks in tests.
+  const std::vector<Connection>& slots() const noexcept { return slots_; }
+
+ private:
+  // The part of send() and send_view() they share; `push` adds the bytes to the queue.
+  template <class Push>
+  std::error_code enqueue(ConnectionId id, TimePoint now, Push&& push);
+  Connection* lookup(std::uint32_t slot, std::uint32_t generation) noexcept;
+  ConnectionId id_of(const Connection& connection) const noexcept;
+  std::uint32_t slot_of(const Connection& connection) const noexcept;
+  OpTag tag(const Connection& connection, Op op) const noexcept;
+  void set_state(Connection& connection, State to) noexcept;
+
+  // Completion handlers, one per Op.
+  void handle_recv(Connection& connection, const Completion& completion, TimePoint now);
+  void handle_send(Connection& connection, std::int32_t result, TimePoint now);
+  void handle_shutdown(Connection& connection, std::int32_t result, TimePoint now);
+  void handle_cancel(Connection& connection, std::int32_t result);
+  void handle_close(Connection& connection, std::int32_t result, TimePoint now);
+
+  // Steps.
+  void start_send(Connection& connection, TimePoint now);
+  void start_receive(Connection& connection);
+  void flushed(Connection& connection, TimePoint now);
+  void begin_shutdown(Connection& connection, TimePoint now);
+  void await_acknowledgement(Connection& connection, TimePoint now);
+  void shut_write_if_flushed(Connection& connection, TimePoint now);
+  void on_shutdown_done(Connection& connection, int result, TimePoint now);
+  void discard(Connection& connection, std::uint32_t bytes, TimePoint now);
+  void fail(Connection& connection, int error, Outcome outcome, TimePoint now);
+  void terminate(Connection& connection, Outcome outcome, TimePoint now);
+  void finish_if_idle(Connection& connection);
+  void release(Connection& connection);
+  bool resets_on(Outcome outcome) const noexcept;
+  static bool is_timeout(Outcome outcome) noexcept;
+  void note_progress(Connection& connection, TimerQueue& timers, TimePoint now);
+  void note_input(Connection& connection, TimePoint now);
+  bool acknowledged_since(Connection& connection, TimerQueue& timers, TimePoint now);
+  std::uint32_t discard_chunk(const Connection& connection) const noexcept;
+
+  const Config config_;
+  IoPort& io_;
+  const Callbacks& callbacks_;
+  Stats& stats_;
+  std::vector<Connection> slots_;
+  std::vector<std::uint32_t> free_slots_;  // a stack: the most recently freed slot is reused first
+  std::vector<ConnectionId> waiting_for_buffer_;
+  TimerQueue send_timers_;
+  TimerQueue drain_idle_timers_;
+  TimerQueue drain_total_timers_;
+  // abort_after_send(): connections waiting for the peer's acknowledgement of everything, and
+  // when to ask the kernel again (kAckWaitInterval after the first one joined).
+  std::vector<ConnectionId> awaiting_ack_;
+  TimePoint ack_poll_at_{};
+  TimePoint last_now_{};  // time never goes back for the timer queues
+};
+
+// Largest receive the engine asks for while discarding. With MSG_TRUNC nothing is copied, so a
+// large request means fewer completions for a peer that keeps sending.
+inline constexpr std::uint32_t kDiscardChunkBytes = 256 * 1024;
+
+// How often abort_after_send() asks the kernel whether the peer acknowledged everything (no event
+// says so). The send timeout bounds the wait.
+inline constexpr std::chrono::milliseconds kAckWaitInterval{5};
+
+}  // namespace ringlinger::detail

@@ -1,0 +1,63 @@
+// The boundary between the connection logic (Engine) and the kernel. The io_uring backend
+// implements it with SQEs; the test fuzzer implements it with a seeded fake that completes
+// requests in any order with any result.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <span>
+
+#include "core/peer_acks.hpp"
+#include "core/user_data.hpp"
+
+namespace ringlinger::detail {
+
+// What a receive does with the bytes.
+enum class RecvMode : std::uint8_t {
+  deliver,  // into a shared receive buffer, handed to the application's receive callback
+  discard,  // thrown away without copying (MSG_TRUNC): the connection is closing
+};
+
+// One finished request, as the engine sees it.
+struct Completion {
+  OpTag tag;
+  // The request's result: bytes for recv/send, 0 or -errno otherwise.
+  std::int32_t result = 0;
+  // For a delivering recv: the bytes received, valid only while the completion is handled.
+  std::span<const std::byte> data;
+};
+
+class IoPort {
+ public:
+  virtual ~IoPort() = default;
+
+  // Asynchronous requests. Each completes later, exactly once, with a Completion carrying `tag`.
+  virtual void submit_recv(OpTag tag, int fd, RecvMode mode, std::uint32_t max_bytes) = 0;
+  // `more`: other bytes are queued behind these (MSG_MORE: the kernel may wait for them to fill
+  // a segment instead of sending a small one, e.g. a response head before its body).
+  virtual void submit_send(OpTag tag, int fd, std::span<const std::byte> bytes, bool more) = 0;
+  // A send of up to `length` bytes of `file_fd` from `offset`, without copying them (sendfile);
+  // completes like submit_send, with the bytes sent.
+  virtual void submit_send_file(OpTag tag, int fd, int file_fd, std::uint64_t offset,
+                                std::uint32_t length) = 0;
+  virtual void submit_shutdown(OpTag tag, int fd) = 0;  // SHUT_WR
+  virtual void submit_cancel(OpTag tag, int fd) = 0;    // every request on fd
+  virtual void submit_close(OpTag tag, int fd) = 0;
+
+  // Synchronous system calls; only ever made on an fd whose close was not yet submitted.
+  // shutdown(fd, SHUT_WR): 0 or -errno.
+  virtual int shutdown_now(int fd) = 0;
+  // SO_LINGER {1, 0}: the coming close sends RST.
+  virtual void set_reset_on_close(int fd) = 0;
+  // TCP_USER_TIMEOUT: after the coming close, the kernel gives up delivering what is queued
+  // after `milliseconds` without progress. A no-op where there is no real socket (fakes).
+  virtual void limit_orphan_time(int fd, std::uint32_t milliseconds) {
+    (void)fd;
+    (void)milliseconds;
+  }
+  // What the kernel knows of the peer's acknowledgements (TCP_INFO), for the progress timers:
+  // asked only when a send or drain idle timer expires, or while abort_after_send() waits.
+  virtual PeerAcks peer_acks(int fd, std::chrono::steady_clock::time_point now) = 0;
+};
+
+}  // namespace ringlinger::detail

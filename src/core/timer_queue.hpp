@@ -1,0 +1,161 @@
+// Deadlines of up to one fixed duration for up to `capacity` slots, kept in a few sorted lanes.
+//
+// Most deadlines are (now + the queue's duration) and now never goes back, so appending at the
+// tail of one list keeps it sorted: arm, re-arm, disarm and expiry are O(1) each, with no heap
+// and no per-timer allocation. A deadline closer than that (arm_at(): a progress timer re-armed
+// from the peer's last acknowledgement, which lies in the past) goes to one of kLanes lists
+// whose durations are duration * k / kLanes (k = 1..kLanes): the lane that fires first at or after
+// the deadline asked for, so such a deadline fires at most duration / kLanes late. Every list
+// is sorted for the same reason as the first, so the queue's next deadline is the earliest of
+// the lanes' heads: still O(1), bounded by kLanes, and only lanes in use are looked at. The
+// manager keeps one queue per kind of timeout (send, drain idle, drain total) and waits once,
+// until the earliest deadline. This replaces a linked timeout per request (measured +8% per
+// close).
+#pragma once
+
+#include <array>
+#include <bit>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "core/assert.hpp"
+
+namespace ringlinger::detail {
+
+class TimerQueue {
+ public:
+  using Clock = std::chrono::steady_clock;
+  using TimePoint = Clock::time_point;
+
+  // Lanes of a queue: the last one lasts the whole duration, lane k lasts duration * (k+1) / kLanes.
+  static constexpr unsigned kLanes = 64;
+
+  // A queue for slots 0..capacity-1 whose timers last at most `duration`.
+  TimerQueue(std::uint32_t capacity, std::chrono::nanoseconds duration)
+      : nodes_(capacity), lane_of_(capacity, 0), duration_(duration) {}
+
+  // Sets the slot's deadline to now + duration (moving it if it was armed).
+  void arm(std::uint32_t slot, TimePoint now) noexcept { insert(slot, kLanes - 1, now + duration_); }
+
+  // Sets the slot's deadline to the first lane deadline (now + duration * k / kLanes) at or after
+  // `deadline`, which must be after `now` (one more than a duration away is taken as now +
+  // duration, as is any in a queue shorter than kLanes nanoseconds). Returns it.
+  TimePoint arm_at(std::uint32_t slot, TimePoint now, TimePoint deadline) noexcept {
+    RL_ASSERT(deadline > now);
+    const std::int64_t left = (deadline - now).count();
+    const std::int64_t tick = duration_.count() / kLanes;
+    const std::int64_t ticks = tick == 0 ? kLanes : left / tick + (left % tick != 0 ? 1 : 0);
+    if (ticks >= static_cast<std::int64_t>(kLanes)) {
+      arm(slot, now);
+      return now + duration_;
+    }
+    const auto lane = static_cast<unsigned>(ticks - 1);
+    const TimePoint fires = now + lane_duration(lane);
+    insert(slot, lane, fires);
+    return fires;
+  }
+
+  // Removes the slot's deadline; harmless when it has none.
+  void disarm(std::uint32_t slot) noexcept {
+    Node& node = nodes_[slot];
+    if (node.deadline == kUnarmed) return;
+    const unsigned lane = lane_of_[slot];
+    (node.prev == kNone ? heads_[lane] : nodes_[node.prev].next) = node.next;
+    (node.next == kNone ? tails_[lane] : nodes_[node.next].prev) = node.prev;
+    if (heads_[lane] == kNone) used_lanes_ &= ~(std::uint64_t{1} << lane);
+    node = Node{};
+    --size_;
+  }
+
+  // Whether the slot has a deadline in this queue.
+  bool armed(std::uint32_t slot) const noexcept { return nodes_[slot].deadline != kUnarmed; }
+  // The slot's deadline, if it has one.
+  std::optional<TimePoint> deadline(std::uint32_t slot) const noexcept {
+    if (!armed(slot)) return std::nullopt;
+    return nodes_[slot].deadline;
+  }
+
+  // The earliest deadline, if any slot is armed.
+  std::optional<TimePoint> next_deadline() const noexcept {
+    const std::uint32_t slot = earliest();
+    if (slot == kNone) return std::nullopt;
+    return nodes_[slot].deadline;
+  }
+
+  // Disarms and returns the slot with the earliest deadline if that deadline is <= now.
+  std::optional<std::uint32_t> pop_expired(TimePoint now) noexcept {
+    const std::uint32_t slot = earliest();
+    if (slot == kNone || nodes_[slot].deadline > now) return std::nullopt;
+    disarm(slot);
+    return slot;
+  }
+
+  // Number of armed slots.
+  std::size_t size() const noexcept { return size_; }
+  // The longest duration a timer of this queue lasts (arm()'s).
+  std::chrono::nanoseconds duration() const noexcept { return duration_; }
+
+ private:
+  static constexpr std::uint32_t kNone = UINT32_MAX;
+  static constexpr TimePoint kUnarmed = TimePoint::min();
+
+  struct Node {
+    std::uint32_t prev = kNone;
+    std::uint32_t next = kNone;
+    TimePoint deadline = kUnarmed;
+  };
+
+  std::chrono::nanoseconds lane_duration(unsigned lane) const noexcept {
+    return lane == kLanes - 1 ? duration_ : duration_ / kLanes * (lane + 1);
+  }
+
+  // Appends the slot to `lane`, whose deadlines are all now + lane_duration(lane): the tail is
+  // the latest, since now never goes back.
+  void insert(std::uint32_t slot, unsigned lane, TimePoint deadline) noexcept {
+    disarm(slot);
+    Node& node = nodes_[slot];
+    node.deadline = deadline;
+    RL_ASSERT(tails_[lane] == kNone || nodes_[tails_[lane]].deadline <= deadline);
+    node.prev = tails_[lane];
+    node.next = kNone;
+    if (tails_[lane] == kNone) {
+      heads_[lane] = slot;
+      used_lanes_ |= std::uint64_t{1} << lane;
+    } else {
+      nodes_[tails_[lane]].next = slot;
+    }
+    tails_[lane] = slot;
+    lane_of_[slot] = static_cast<std::uint8_t>(lane);
+    ++size_;
+  }
+
+  // The head with the earliest deadline among the lanes in use (ties: the shorter lane's), or kNone.
+  std::uint32_t earliest() const noexcept {
+    std::uint32_t best = kNone;
+    for (std::uint64_t lanes = used_lanes_; lanes != 0; lanes &= lanes - 1) {
+      const std::uint32_t head = heads_[static_cast<unsigned>(std::countr_zero(lanes))];
+      if (best == kNone || nodes_[head].deadline < nodes_[best].deadline) best = head;
+    }
+    return best;
+  }
+
+  static_assert(kLanes <= 64, "used_lanes_ has one bit per lane");
+
+  std::vector<Node> nodes_;
+  std::vector<std::uint8_t> lane_of_;  // the lane of each armed slot
+  std::array<std::uint32_t, kLanes> heads_ = filled(kNone);
+  std::array<std::uint32_t, kLanes> tails_ = filled(kNone);
+  std::uint64_t used_lanes_ = 0;  // bit k: lane k holds a slot
+  std::size_t size_ = 0;
+  std::chrono::nanoseconds duration_;
+
+  static constexpr std::array<std::uint32_t, kLanes> filled(std::uint32_t value) {
+    std::array<std::uint32_t, kLanes> array{};
+    array.fill(value);
+    return array;
+  }
+};
+
+}  // namespace ringlinger::detail

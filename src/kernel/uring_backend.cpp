@@ -1,0 +1,344 @@
+#include "kernel/uring_backend.hpp"
+
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <system_error>
+
+#include "core/assert.hpp"
+#include "kernel/socket_calls.hpp"
+#include "kernel/tcp_info.hpp"
+
+namespace ringlinger::detail {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr std::uint16_t kReceiveGroup = 0;
+// How long a listener waits before accepting again after an error such as EMFILE.
+constexpr auto kAcceptBackoff = 100ms;
+
+std::uint32_t completion_queue_entries(const Config& config) {
+  // Four per submission queue entry, and at least one per two connections: each step reaps
+  // everything, and at any moment only a fraction of the connections complete a request. A
+  // burst beyond that is kept by the kernel (IORING_FEAT_NODROP) and flushed by the next wait.
+  // 16 bytes per entry: three per connection would cost 48 bytes per connection.
+  const std::uint64_t wanted = std::max<std::uint64_t>(std::uint64_t{config.ring_entries} * 4,
+                                                       std::uint64_t{config.max_connections} / 2);
+  return static_cast<std::uint32_t>(std::min<std::uint64_t>(std::bit_ceil(wanted), 65536));
+}
+
+}  // namespace
+
+UringBackend::UringBackend(const Config& config, Stats& stats)
+    : stats_(stats),
+      ring_({config.ring_entries, completion_queue_entries(config), config.defer_taskrun,
+             config.batch_wait_us},
+            stats),
+      buffers_(ring_, kReceiveGroup, config.receive_buffer_count, config.receive_buffer_bytes) {
+  void* area = mmap(nullptr, kDiscardChunkBytes, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (area == MAP_FAILED) throw std::system_error(errno, std::system_category(), "discard area");
+  discard_area_ = static_cast<std::byte*>(area);
+  batch_.reserve(completion_queue_entries(config));
+}
+
+UringBackend::~UringBackend() {
+  for (const Listener& listener : listeners_) {
+    if (listener.fd >= 0) ::close(listener.fd);
+  }
+  if (notification_fd_ >= 0) ::close(notification_fd_);  // unregistered when the ring exits
+  munmap(discard_area_, kDiscardChunkBytes);
+}
+
+void UringBackend::attach(Engine& engine, Host& host) {
+  engine_ = &engine;
+  host_ = &host;
+}
+
+std::string UringBackend::describe() const { return "io_uring " + ring_.describe_flags(); }
+
+// --- the step ---------------------------------------------------------------------------------
+
+void UringBackend::step(std::chrono::nanoseconds timeout, TimePoint& now) {
+  // Worth waiting for: completions for half the open connections (a close takes about six).
+  // With few connections every completion matters to a peer that waits; with thousands, each
+  // wake-up should carry dozens of closes (one io_uring_enter per 25 closes at 1000
+  // connections); batch_wait_us bounds the wait either way.
+  const auto open = static_cast<unsigned>(std::min<std::size_t>(engine_->live_connections(),
+                                                                Ring::kMaxBatchCompletions * 2));
+  ring_.submit_and_wait(timeout, open / 2);  // the one io_uring_enter of this step
+  now = Engine::Clock::now();
+  batch_.clear();
+  ring_.reap(batch_);  // copied out, completion queue advanced once
+  for (const io_uring_cqe& cqe : batch_) dispatch(cqe, now);
+}
+
+void UringBackend::dispatch(const io_uring_cqe& cqe, TimePoint now) {
+  const OpTag tag = decode(cqe.user_data);
+  switch (tag.op) {
+    case Op::accept:
+      return handle_accept(tag, cqe.res, cqe.flags, now);
+    case Op::accept_cancel:
+      return handle_accept_cancel(tag);
+    case Op::recv:
+    case Op::send:
+    case Op::shutdown:
+    case Op::cancel:
+    case Op::close:
+      return complete_connection_request(cqe, now);
+    case Op::send_file_poll:
+      return complete_file_send(cqe, now);
+    case Op::wake:
+      // The read took the counter. Armed again before the host looks at the queue, so a
+      // handoff queued after this point wakes the next wait.
+      if (cqe.res >= 0 || cqe.res == -EINTR || cqe.res == -EAGAIN) arm_wake();
+      return host_->on_wake();
+  }
+  RL_ASSERT(false && "a completion with an unknown op in its user_data");
+}
+
+void UringBackend::complete_connection_request(const io_uring_cqe& cqe, TimePoint now) {
+  Completion completion{decode(cqe.user_data), cqe.res, {}};
+  const bool has_buffer = (cqe.flags & IORING_CQE_F_BUFFER) != 0;
+  const auto buffer_id = static_cast<std::uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
+  if (has_buffer && cqe.res > 0) {
+    completion.data = buffers_.buffer(buffer_id).first(static_cast<std::size_t>(cqe.res));
+  }
+  engine_->on_completion(completion, now);
+  // Given back whether or not the connection still exists.
+  if (has_buffer) buffers_.recycle(buffer_id);
+}
+
+// A file send's poll: the socket is writable (or failed, or the poll was cancelled). The sendfile
+// runs now; its result is the send's completion.
+void UringBackend::complete_file_send(const io_uring_cqe& cqe, TimePoint now) {
+  OpTag tag = decode(cqe.user_data);
+  const auto it = file_sends_.find(tag.slot);
+  RL_ASSERT(it != file_sends_.end() && it->second.generation == tag.generation);
+  const FileSend send = it->second;
+  file_sends_.erase(it);
+  tag.op = Op::send;
+  const int result = cqe.res < 0 ? cqe.res
+                                 : send_file_now(send.socket_fd, send.file_fd, send.offset,
+                                                 send.length, stats_.syscalls);
+  engine_->on_completion(Completion{tag, result, {}}, now);
+}
+
+// --- IoPort: requests become SQEs -------------------------------------------------------------
+
+void UringBackend::submit_recv(OpTag tag, int fd, RecvMode mode, std::uint32_t max_bytes) {
+  io_uring_sqe* sqe = ring_.get_sqe();
+  switch (mode) {
+    case RecvMode::deliver:
+      // The kernel picks a buffer from the group when data arrives.
+      io_uring_prep_recv(sqe, fd, nullptr, buffers_.buffer_bytes(), 0);
+      sqe->flags |= IOSQE_BUFFER_SELECT;
+      sqe->buf_group = buffers_.group();
+      break;
+    case RecvMode::discard:
+      // MSG_TRUNC on TCP: the bytes are consumed and dropped without being copied.
+      io_uring_prep_recv(sqe, fd, discard_area_, std::min(max_bytes, kDiscardChunkBytes),
+                         MSG_TRUNC);
+      break;
+  }
+  io_uring_sqe_set_data64(sqe, encode(tag));
+}
+
+void UringBackend::submit_send(OpTag tag, int fd, std::span<const std::byte> bytes, bool more) {
+  io_uring_sqe* sqe = ring_.get_sqe();
+  // No MSG_WAITALL: a partial send completes with its count, which is progress for the send
+  // timeout (a slow reader is not a dead one); the engine sends the rest.
+  io_uring_prep_send(sqe, fd, bytes.data(), bytes.size(), MSG_NOSIGNAL | (more ? MSG_MORE : 0));
+  io_uring_sqe_set_data64(sqe, encode(tag));
+}
+
+void UringBackend::submit_send_file(OpTag tag, int fd, int file_fd, std::uint64_t offset,
+                                    std::uint32_t length) {
+  // io_uring has no sendfile; IORING_OP_SPLICE would need a pipe per connection and always runs
+  // on an io-wq thread. So: wait for writability in the ring, then sendfile(2) inline (zero-copy,
+  // non-blocking), whose result is this request's completion.
+  io_uring_sqe* sqe = ring_.get_sqe();
+  io_uring_prep_poll_add(sqe, fd, POLLOUT);
+  io_uring_sqe_set_data64(sqe, encode({Op::send_file_poll, tag.generation, tag.slot}));
+  file_sends_[tag.slot] = FileSend{tag.generation, fd, file_fd, offset, length};
+}
+
+void UringBackend::submit_shutdown(OpTag tag, int fd) {
+  io_uring_sqe* sqe = ring_.get_sqe();
+  io_uring_prep_shutdown(sqe, fd, SHUT_WR);
+  io_uring_sqe_set_data64(sqe, encode(tag));
+}
+
+void UringBackend::submit_cancel(OpTag tag, int fd) {
+  io_uring_sqe* sqe = ring_.get_sqe();
+  io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+  io_uring_sqe_set_data64(sqe, encode(tag));
+}
+
+void UringBackend::submit_close(OpTag tag, int fd) {
+  io_uring_sqe* sqe = ring_.get_sqe();
+  io_uring_prep_close(sqe, fd);
+  io_uring_sqe_set_data64(sqe, encode(tag));
+}
+
+int UringBackend::shutdown_now(int fd) { return shutdown_write(fd, stats_.syscalls); }
+
+void UringBackend::limit_orphan_time(int fd, std::uint32_t milliseconds) {
+  detail::limit_orphan_time(fd, milliseconds, stats_.syscalls);
+}
+
+void UringBackend::set_reset_on_close(int fd) {
+  detail::set_reset_on_close(fd, stats_.syscalls);
+}
+
+PeerAcks UringBackend::peer_acks(int fd, TimePoint now) {
+  return read_peer_acks(fd, now, stats_.syscalls);
+}
+
+// --- waking and the host's event loop ----------------------------------------------------------
+
+void UringBackend::watch_wake(int fd) {
+  RL_ASSERT(wake_fd_ < 0 && fd >= 0);
+  wake_fd_ = fd;
+  arm_wake();
+}
+
+// A read of the wake pipe, in the ring: it completes when another thread writes to the pipe,
+// which ends the manager's wait like any other completion (up to 64 pending wake bytes at once).
+void UringBackend::arm_wake() {
+  io_uring_sqe* sqe = ring_.get_sqe();
+  io_uring_prep_read(sqe, wake_fd_, wake_bytes_.data(), wake_bytes_.size(), 0);
+  io_uring_sqe_set_data64(sqe, encode({Op::wake, 0, 0}));
+}
+
+int UringBackend::notification_fd() {
+  if (notification_fd_ >= 0) return notification_fd_;
+  // Created readable: work may have been queued before it was registered, which the kernel
+  // does not signal; the host's first wait then returns at once and its poll() takes that work.
+  const int fd = eventfd(1, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) throw std::system_error(errno, std::system_category(), "eventfd");
+  // The kernel signals it whenever completions are posted and, with DEFER_TASKRUN, whenever
+  // work is queued that the next io_uring_enter would turn into completions.
+  if (const int result = io_uring_register_eventfd(&ring_.raw(), fd); result < 0) {
+    ::close(fd);
+    throw std::system_error(-result, std::system_category(), "IORING_REGISTER_EVENTFD");
+  }
+  notification_fd_ = fd;
+  return fd;
+}
+
+void UringBackend::clear_notification() {
+  if (notification_fd_ < 0) return;
+  std::uint64_t count = 0;
+  ++stats_.syscalls;
+  (void)!::read(notification_fd_, &count, sizeof(count));  // EAGAIN: nothing was signalled
+}
+
+bool UringBackend::has_unsubmitted_work() const {
+  io_uring& raw = const_cast<Ring&>(ring_).raw();
+  // Prepared requests, or completions the kernel holds back because the queue overflowed.
+  return io_uring_sq_ready(&raw) > 0 ||
+         (IO_URING_READ_ONCE(*raw.sq.kflags) & IORING_SQ_CQ_OVERFLOW) != 0;
+}
+
+// --- listeners --------------------------------------------------------------------------------
+
+SocketAddress UringBackend::listen(const SocketAddress& address, int backlog, bool reuse_port) {
+  const int fd = open_listener(address, backlog, reuse_port);
+  auto bound = SocketAddress::local_of(fd);
+  RL_ASSERT(bound.has_value());
+  listeners_.push_back(Listener{fd, false, false, {}});
+  arm_accept(static_cast<std::uint32_t>(listeners_.size() - 1));
+  return *bound;
+}
+
+void UringBackend::arm_accept(std::uint32_t index) {
+  Listener& listener = listeners_[index];
+  RL_ASSERT(listener.fd >= 0 && !listener.accept_in_flight && !listener.cancel_in_flight);
+  io_uring_sqe* sqe = ring_.get_sqe();
+  io_uring_prep_multishot_accept(sqe, listener.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  io_uring_sqe_set_data64(sqe, encode({Op::accept, 0, index}));
+  listener.accept_in_flight = true;
+}
+
+void UringBackend::pause_accept(std::uint32_t index) {
+  Listener& listener = listeners_[index];
+  if (!listener.accept_in_flight || listener.cancel_in_flight) return;
+  io_uring_sqe* sqe = ring_.get_sqe();
+  io_uring_prep_cancel64(sqe, encode({Op::accept, 0, index}), 0);
+  io_uring_sqe_set_data64(sqe, encode({Op::accept_cancel, 0, index}));
+  listener.cancel_in_flight = true;
+}
+
+void UringBackend::handle_accept(OpTag tag, int result, unsigned flags, TimePoint now) {
+  Listener& listener = listeners_[tag.slot];
+  RL_ASSERT(listener.accept_in_flight);
+  if ((flags & IORING_CQE_F_MORE) == 0) listener.accept_in_flight = false;
+  if (result >= 0) {
+    host_->on_accepted(result, now);
+    if (!host_->can_accept()) pause_accept(tag.slot);  // full: leave the rest in the backlog
+  } else if (result != -ECANCELED) {
+    ++stats_.accept_errors;  // EMFILE, ENFILE, ENOMEM...: try again a little later
+    listener.resume_at = now + kAcceptBackoff;
+  }
+  close_listener_if_idle(tag.slot);
+}
+
+void UringBackend::handle_accept_cancel(OpTag tag) {
+  listeners_[tag.slot].cancel_in_flight = false;
+  close_listener_if_idle(tag.slot);
+}
+
+void UringBackend::resume_listeners(TimePoint now) {
+  for (std::uint32_t index = 0; index < listeners_.size(); ++index) {
+    const Listener& listener = listeners_[index];
+    if (listeners_closing_ || listener.fd < 0 || listener.accept_in_flight ||
+        listener.cancel_in_flight || !host_->can_accept() || now < listener.resume_at) {
+      continue;
+    }
+    arm_accept(index);
+  }
+}
+
+std::optional<Backend::TimePoint> UringBackend::next_listener_deadline(TimePoint now) const {
+  std::optional<TimePoint> earliest;
+  for (const Listener& listener : listeners_) {
+    if (listener.fd < 0 || listener.accept_in_flight || listener.resume_at <= now) continue;
+    if (!earliest || listener.resume_at < *earliest) earliest = listener.resume_at;
+  }
+  return earliest;
+}
+
+void UringBackend::close_listeners() {
+  listeners_closing_ = true;
+  for (std::uint32_t index = 0; index < listeners_.size(); ++index) {
+    pause_accept(index);
+    close_listener_if_idle(index);
+  }
+}
+
+void UringBackend::close_listener_if_idle(std::uint32_t index) {
+  Listener& listener = listeners_[index];
+  if (!listeners_closing_ || listener.fd < 0 || listener.accept_in_flight ||
+      listener.cancel_in_flight) {
+    return;
+  }
+  ++stats_.syscalls;
+  ::close(listener.fd);  // nothing of ours is in flight on it any more
+  listener.fd = -1;
+}
+
+bool UringBackend::has_open_listeners() const {
+  return std::any_of(listeners_.begin(), listeners_.end(),
+                     [](const Listener& listener) { return listener.fd >= 0; });
+}
+
+}  // namespace ringlinger::detail
