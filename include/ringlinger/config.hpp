@@ -20,7 +20,8 @@ enum class OnTimeout : std::uint8_t {
 // How SHUT_WR is issued once every queued byte was sent.
 enum class ShutdownMode : std::uint8_t {
   // A direct shutdown(2) call: one syscall, runs inline. The default: IORING_OP_SHUTDOWN is
-  // always punted to an io-wq worker thread on current kernels, which costs more (see README).
+  // always punted to an io-wq worker thread on current kernels, which costs more
+  // (docs/PERFORMANCE.md, "Shutdown through the ring or as a syscall").
   syscall,
   // IORING_OP_SHUTDOWN through the ring: no syscall of its own, but one io-wq punt per close.
   ring,
@@ -86,7 +87,8 @@ struct Config {
   // How SHUT_WR is issued.
   ShutdownMode shutdown_mode = ShutdownMode::syscall;
   // Submission queue entries (power of two, 8..32768). The completion queue gets four times as
-  // many; overflow beyond that is kept by the kernel and flushed, never dropped.
+  // many, or one per two max_connections if that is more (a power of two, at most 65536);
+  // overflow beyond that is kept by the kernel and flushed, never dropped.
   std::uint32_t ring_entries = 4'096;
   // Most connections at once (slots are allocated up front; also bounded by RLIMIT_NOFILE).
   std::uint32_t max_connections = 16'384;

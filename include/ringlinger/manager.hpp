@@ -1,5 +1,6 @@
-// The Manager: one io_uring ring, driven by one thread, that carries thousands of connections
-// through send -> shutdown(SHUT_WR) -> drain to EOF -> close, batching every submission.
+// The Manager: one io_uring ring (or epoll, where io_uring is unavailable), driven by one thread,
+// that carries thousands of connections through send -> shutdown(SHUT_WR) -> drain to EOF ->
+// close, batching every submission.
 //
 // Error convention: calls made while setting up (the constructor, listen) throw; calls on the
 // data path (adopt, send, close, abort, run_once) never throw and return error codes.
@@ -24,7 +25,8 @@
 namespace ringlinger {
 
 // What the manager tells the application. Every callback runs on the manager's thread, inside
-// run_once(), and may call any Manager method (send, close, abort, adopt, ...).
+// run_once() or poll(), and may call any Manager method (send, close, abort, adopt, ...) except
+// run_once(), run() and poll().
 struct Callbacks {
   // A listener accepted a connection. It is open; data will reach on_receive.
   std::function<void(ConnectionId)> on_accept;
@@ -44,8 +46,9 @@ struct Callbacks {
 // Called once per handed-off connection, on the manager's thread, when its fd was closed.
 using HandoffDone = std::function<void(const CloseReport&)>;
 
-// Owns one io_uring ring and every connection given to it. Not copyable, not movable; create it
-// on the thread that will drive it (the ring is set up for a single issuer).
+// Owns one io_uring ring (or the epoll fallback) and every connection given to it. Not copyable,
+// not movable; create it on the thread that will drive it (the ring is set up for a single
+// issuer).
 class Manager {
  public:
   // Throws std::invalid_argument naming the field when `config` is invalid, std::system_error
@@ -169,7 +172,7 @@ class Manager {
   // The backend in use: io_uring, or epoll (asked for, or fallen back to).
   IoBackend backend() const noexcept;
   // What the backend is, e.g. "io_uring SUBMIT_ALL|CQSIZE|SINGLE_ISSUER|DEFER_TASKRUN +registered
-  // ring fd +batched waits (200 us)", or "epoll (edge-triggered) (io_uring unavailable: ...)".
+  // ring fd +batched waits (2000 us)", or "epoll (edge-triggered) (io_uring unavailable: ...)".
   std::string describe_backend() const;
 
  private:

@@ -1,5 +1,6 @@
 /* ringlinger's C API: graceful TCP close (send -> shutdown(SHUT_WR) -> drain to EOF -> close)
- * for thousands of connections on one io_uring ring, for programs written in C (C99 or later).
+ * for thousands of connections on one io_uring ring (or epoll where io_uring is unavailable),
+ * for programs written in C (C99 or later).
  * A thin layer over the C++ API (ringlinger/manager.hpp); the semantics are the same.
  * Build: cc prog.c $(pkg-config --cflags --libs ringlinger); statically:
  * cc prog.c $(pkg-config --static --cflags --libs ringlinger) (adds -luring and the C++ runtime).
@@ -109,24 +110,24 @@ enum rl_on_timeout { RL_ON_TIMEOUT_CLOSE = 0, RL_ON_TIMEOUT_RESET = 1 };
 enum rl_shutdown_mode { RL_SHUTDOWN_SYSCALL = 0, RL_SHUTDOWN_RING = 1 };
 
 /* The fields of ringlinger::Config, in its order; see config.hpp for each one's meaning, limits
- * and default. */
+ * and default (rl_config_init() sets the defaults). */
 typedef struct rl_config {
   size_t size;                   /* sizeof(rl_config), set by rl_config_init() */
   int backend;                   /* rl_backend: automatic (io_uring, else epoll) */
-  uint32_t drain_idle_timeout_ms; /* 5000: longest time without progress while draining; idle =
-                                     no byte acknowledged and none received (Config) */
-  uint32_t drain_timeout_ms;     /* 30000: longest SHUT_WR -> close */
-  uint64_t drain_max_bytes;      /* 16 MiB: most bytes discarded after close; 0 = unlimited */
-  uint32_t send_timeout_ms;      /* 60000: the same while sending (no send completed either) */
-  int on_timeout;                /* rl_on_timeout: close (FIN if possible) */
-  uint32_t orphan_timeout_ms;    /* 10000: TCP_USER_TIMEOUT before a timeout's close; 0 = off */
-  int shutdown_mode;             /* rl_shutdown_mode: syscall */
-  uint32_t ring_entries;         /* 4096: submission queue entries (power of two, 8..32768) */
-  uint32_t max_connections;      /* 16384: connections at once */
-  uint32_t receive_buffer_bytes; /* 2048: size of each shared receive buffer */
-  uint32_t receive_buffer_count; /* 256: shared receive buffers (power of two) */
-  uint32_t batch_wait_us;        /* 2000: completion batching (kernel 6.12+); 0 = off */
-  int defer_taskrun;             /* 1: IORING_SETUP_DEFER_TASKRUN | SINGLE_ISSUER when offered */
+  uint32_t drain_idle_timeout_ms; /* longest time without progress while draining; idle = no
+                                     byte acknowledged and none received (Config) */
+  uint32_t drain_timeout_ms;     /* longest SHUT_WR -> close */
+  uint64_t drain_max_bytes;      /* most bytes discarded after close; 0 = unlimited */
+  uint32_t send_timeout_ms;      /* the same while sending (no send completed either) */
+  int on_timeout;                /* rl_on_timeout: close (FIN if possible) or reset (RST) */
+  uint32_t orphan_timeout_ms;    /* TCP_USER_TIMEOUT before a timeout's close; 0 = the kernel's */
+  int shutdown_mode;             /* rl_shutdown_mode: syscall (shutdown(2)) or ring */
+  uint32_t ring_entries;         /* submission queue entries (power of two, 8..32768) */
+  uint32_t max_connections;      /* connections at once */
+  uint32_t receive_buffer_bytes; /* size of each shared receive buffer */
+  uint32_t receive_buffer_count; /* shared receive buffers (power of two) */
+  uint32_t batch_wait_us;        /* completion batching (kernel 6.12+); 0 = off */
+  int defer_taskrun;             /* nonzero: DEFER_TASKRUN | SINGLE_ISSUER when offered */
 } rl_config;
 
 /* Fills `config` with the defaults for a struct of `size` bytes; use rl_config_init(). */

@@ -47,8 +47,10 @@ struct Stats {
   // io_uring_enter(2) calls made by the manager (every one of them, counted at the call).
   std::uint64_t enter_calls = 0;
   // Every system call the manager made on the data path, whatever the backend (io_uring_enter,
-  // shutdown, setsockopt, close of a refused socket; with epoll also epoll_wait, epoll_ctl,
-  // accept4, recv, send, close). Setup calls (socket, bind, listen, ring setup) are not counted.
+  // shutdown, setsockopt, getsockopt(TCP_INFO) when a timer expires, sendfile, fcntl before the
+  // first send_file() on an adopted socket, close of a refused socket; with epoll also
+  // epoll_wait, epoll_ctl, accept4, recv, send, close). Setup calls (socket, bind, listen, ring
+  // setup) are not counted.
   std::uint64_t syscalls = 0;
   // Of those, calls made early because the submission queue was full.
   std::uint64_t sq_full_submits = 0;

@@ -26,8 +26,8 @@ enum class Op : std::uint8_t {
   close,          // IORING_OP_CLOSE of the connection's fd
   send_file_poll, // io_uring backend only: the POLLOUT poll before a sendfile; the engine sees
                   // its completion as the send's
-  wake,           // a read of the manager's wake eventfd (handoff() from other threads); not a
-                  // connection's request: slot and generation are 0
+  wake,           // a read of the manager's wake pipe (handoff() and stop() from other threads);
+                  // not a connection's request: slot and generation are 0
 };
 
 // Number of values of Op.
