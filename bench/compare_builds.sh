@@ -5,7 +5,7 @@
 #
 #   bench/compare_builds.sh A_RINGLINGER B_RINGLINGER [RUNS] [-- BENCH_ARGS...]
 #   git worktree add /tmp/before HEAD~3 && (cd /tmp/before && meson setup build && ninja -C build)
-#   bench/compare_builds.sh /tmp/before/build/tools/ringlinger build/cli/ringlinger 8 \
+#   bench/compare_builds.sh /tmp/before/build/cli/ringlinger build/cli/ringlinger 8 \
 #     -- --backend uring --connections 20000 --concurrency 1000
 #
 # RUNS (default 8) invocations of each build, each `bench --runs 1 --json`; the default workload
