@@ -1,6 +1,6 @@
 // Embedding the manager in a proxy, on real TCP over 127.0.0.1: driven from the host's own epoll
 // loop (event_fd, poll_timeout, poll), handoff() from several producer threads (also run under
-// ThreadSanitizer by tools/test --sanitize), half-close, flow control, adopting a socket that is
+// ThreadSanitizer by tools/test --tsan), half-close, flow control, adopting a socket that is
 // still connecting, and SO_REUSEPORT listeners.
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -108,7 +108,12 @@ TEST_P(EmbeddingTest, HostEpollLoopDrivesTheManager) {
     EXPECT_FALSE(manager_ptr->close(id));
   };
   callbacks.on_closed = [&](ConnectionId, const CloseReport& report) { reports.push_back(report); };
-  Manager manager(config_for(GetParam()), callbacks);
+  // Every wait must end by event_fd(), so no timer may come due, however slowly the clients run
+  // (under TSan beside stress-ng --cpu 6, serving the 200 took 22-37 s): the timeouts, the
+  // clients' receive timeout and the loop's limit only guard against a hang here.
+  Config config = config_for(GetParam());
+  config.send_timeout_ms = config.drain_idle_timeout_ms = config.drain_timeout_ms = 200'000;
+  Manager manager(config, callbacks);
   manager_ptr = &manager;
   const SocketAddress address = manager.listen(testing_support::loopback_any_port());
 
@@ -118,22 +123,31 @@ TEST_P(EmbeddingTest, HostEpollLoopDrivesTheManager) {
   constexpr int kClients = 200;
   std::vector<testing_support::ReadResult> results(kClients);
   std::vector<std::thread> clients;
+  // Nobody runs the manager until every client thread exists; a client that connected and then
+  // waited on its receive timeout while the others were still being created would give up
+  // before the loop began (under TSan beside other work, creating the 200 threads took 13-27 s,
+  // longer than the 10 s receive timeout then, and 183 of 200 clients gave up and reset). So they
+  // start together, when the loop is about to run.
+  std::atomic<bool> start{false};
   for (int i = 0; i < kClients; ++i) {
     clients.emplace_back([&, i] {
+      start.wait(false);
       const int fd = connect_client(address);
-      set_receive_timeout(fd, 10s);
+      set_receive_timeout(fd, 150s);
       send_all(fd, "GET / HTTP/1.1\r\n\r\n");
       results[static_cast<std::size_t>(i)] = read_to_end(fd);
       ::close(fd);
     });
   }
+  start = true;
+  start.notify_all();
   int timed_out = 0;
   // Until the manager closed them all (the clients' own progress would not wake the loop).
   const int readable = drive_from_epoll(
-      manager, [&] { return reports.size() == kClients; }, 20s, &timed_out);
+      manager, [&] { return reports.size() == kClients; }, 180s, &timed_out);
   for (std::thread& client : clients) client.join();
-  // No timer is due in this scenario (the shortest, the drain idle timeout, is 5 s; every peer
-  // answers at once): each wait must end because event_fd() became readable.
+  // No timer is due in this scenario (see the config): each wait must end because event_fd()
+  // became readable.
   EXPECT_EQ(timed_out, 0) << "waits that ended by their timeout with work pending";
   ASSERT_EQ(reports.size(), std::size_t{kClients});
   for (const auto& result : results) {
@@ -249,7 +263,7 @@ TEST_P(EmbeddingTest, HandoffFromSeveralThreads) {
   EXPECT_EQ(stats.live_connections(), 0u);
 }
 
-// A host-driven manager is woken by handoff() through event_fd() (the wake eventfd's read
+// A host-driven manager is woken by handoff() through event_fd() (the wake pipe's read
 // completes in the ring, which signals the ring's registered eventfd).
 TEST_P(EmbeddingTest, HandoffWakesAHostDrivenManager) {
   Manager manager(config_for(GetParam()));
