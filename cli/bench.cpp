@@ -708,69 +708,17 @@ class Bench {
   void plot() const {
     const std::string data_path = temporary_path("plot-data");
     const std::string script_path = temporary_path("plot-script");
+    write_plot_data(data_path);
     {
-      std::ofstream data(data_path);
-      for (const std::string& backend : backends_) {
-        data << "# " << backend << "\n";
-        for (std::uint32_t concurrency : concurrency_levels_) {
-          const Figures f = summary(backend, concurrency);
-          data << concurrency << " " << f.connections_per_second << " " << f.user_us << " "
-               << f.system_us << " " << (f.user_us + f.system_us) << "\n";
-        }
-        data << "\n\n";
+      std::ofstream script(script_path);
+      write_plot_header(script);
+      if (concurrency_levels_.size() > 1) {
+        plot_by_concurrency(script, data_path);
+      } else {
+        plot_bars(script, data_path + ".bars");
       }
+      script << "unset multiplot\n";
     }
-    const bool svg = flags_.plot_path.ends_with(".svg");
-    const bool by_concurrency = concurrency_levels_.size() > 1;
-    std::ofstream script(script_path);
-    script << (svg ? "set terminal svg size 1100,480 dynamic background '#ffffff'\n"
-                   : "set terminal pngcairo size 1100,480\n");
-    script << "set output '" << flags_.plot_path << "'\n"
-           << "set multiplot layout 1,2 title 'ringlinger bench: " << flags_.connections
-           << " connections, " << format_bytes(response_bytes_) << " responses, "
-           << format_bytes(bytes_flag("--body-bytes", flags_.body_bytes)) << " unread body ("
-           << flags_.runs << (flags_.runs == 1 ? " run)'\n" : " runs, medians)'\n")
-           << "set grid\nset key outside bottom center horizontal\n";
-    if (by_concurrency) {
-      script << "set logscale x\nset xlabel 'concurrent connections'\n";
-      auto lines = [&](int column) {
-        std::string text = "plot ";
-        for (std::size_t i = 0; i < backends_.size(); ++i) {
-          text += fmt::format("{}'{}' index {} using 1:{} with linespoints lw 2 title '{}'",
-                              i == 0 ? "" : ", ", data_path, i, column, backends_[i]);
-        }
-        return text + "\n";
-      };
-      script << "set title 'closes per second'\nset ylabel 'closes/s'\nset yrange [0:*]\n"
-             << lines(2);
-      script << "set title 'server CPU per close (user + system)'\nset ylabel 'us'\n" << lines(5);
-    } else {
-      script << "set style data histogram\nset style histogram rowstacked\n"
-             << "set style fill solid 0.8 border -1\nset boxwidth 0.6\nset yrange [0:*]\n"
-             << "set xtics nomirror\n";
-      std::string labels;
-      for (std::size_t i = 0; i < backends_.size(); ++i) {
-        labels += fmt::format("{}'{}' {}", i == 0 ? "" : ", ", backends_[i], i);
-      }
-      // One bar per backend: rewrite the data as one row per backend for histograms.
-      const std::string bars_path = data_path + ".bars";
-      {
-        std::ofstream bars(bars_path);
-        for (const std::string& backend : backends_) {
-          const Figures f = summary(backend, concurrency_levels_.front());
-          bars << backend << " " << f.connections_per_second << " " << f.user_us << " "
-               << f.system_us << "\n";
-        }
-      }
-      script << "set title 'closes per second (concurrency " << concurrency_levels_.front()
-             << ")'\nset ylabel 'closes/s'\nunset key\n"
-             << "plot '" << bars_path << "' using 2:xtic(1) lc rgb '#4472c4'\n"
-             << "set title 'server CPU per close'\nset ylabel 'us per close'\nset key\n"
-             << "plot '" << bars_path << "' using 3:xtic(1) title 'user' lc rgb '#ed7d31', '' "
-             << "using 4 title 'system' lc rgb '#a5a5a5'\n";
-    }
-    script << "unset multiplot\n";
-    script.close();
     ChildProcess gnuplot({"/bin/sh", {"-c", "gnuplot \"$0\"", script_path}, -1, false});
     const int code = gnuplot.wait(60s);
     std::remove(script_path.c_str());
@@ -782,6 +730,71 @@ class Bench {
     } else {
       fmt::print("plot: {}\n", flags_.plot_path);
     }
+  }
+
+  // gnuplot's data: one block per backend, one row per concurrency level.
+  void write_plot_data(const std::string& path) const {
+    std::ofstream data(path);
+    for (const std::string& backend : backends_) {
+      data << "# " << backend << "\n";
+      for (std::uint32_t concurrency : concurrency_levels_) {
+        const Figures f = summary(backend, concurrency);
+        data << concurrency << " " << f.connections_per_second << " " << f.user_us << " "
+             << f.system_us << " " << (f.user_us + f.system_us) << "\n";
+      }
+      data << "\n\n";
+    }
+  }
+
+  // The output file and the title the two plots share.
+  void write_plot_header(std::ofstream& script) const {
+    const bool svg = flags_.plot_path.ends_with(".svg");
+    script << (svg ? "set terminal svg size 1100,480 dynamic background '#ffffff'\n"
+                   : "set terminal pngcairo size 1100,480\n");
+    script << "set output '" << flags_.plot_path << "'\n"
+           << "set multiplot layout 1,2 title 'ringlinger bench: " << flags_.connections
+           << " connections, " << format_bytes(response_bytes_) << " responses, "
+           << format_bytes(bytes_flag("--body-bytes", flags_.body_bytes)) << " unread body ("
+           << flags_.runs << (flags_.runs == 1 ? " run)'\n" : " runs, medians)'\n")
+           << "set grid\nset key outside bottom center horizontal\n";
+  }
+
+  // Several concurrency levels: one line per backend over the levels.
+  void plot_by_concurrency(std::ofstream& script, const std::string& data_path) const {
+    script << "set logscale x\nset xlabel 'concurrent connections'\n";
+    auto lines = [&](int column) {
+      std::string text = "plot ";
+      for (std::size_t i = 0; i < backends_.size(); ++i) {
+        text += fmt::format("{}'{}' index {} using 1:{} with linespoints lw 2 title '{}'",
+                            i == 0 ? "" : ", ", data_path, i, column, backends_[i]);
+      }
+      return text + "\n";
+    };
+    script << "set title 'closes per second'\nset ylabel 'closes/s'\nset yrange [0:*]\n"
+           << lines(2);
+    script << "set title 'server CPU per close (user + system)'\nset ylabel 'us'\n" << lines(5);
+  }
+
+  // One concurrency level: one bar per backend, from the data rewritten as one row per backend
+  // (to `bars_path`) for histograms.
+  void plot_bars(std::ofstream& script, const std::string& bars_path) const {
+    script << "set style data histogram\nset style histogram rowstacked\n"
+           << "set style fill solid 0.8 border -1\nset boxwidth 0.6\nset yrange [0:*]\n"
+           << "set xtics nomirror\n";
+    {
+      std::ofstream bars(bars_path);
+      for (const std::string& backend : backends_) {
+        const Figures f = summary(backend, concurrency_levels_.front());
+        bars << backend << " " << f.connections_per_second << " " << f.user_us << " "
+             << f.system_us << "\n";
+      }
+    }
+    script << "set title 'closes per second (concurrency " << concurrency_levels_.front()
+           << ")'\nset ylabel 'closes/s'\nunset key\n"
+           << "plot '" << bars_path << "' using 2:xtic(1) lc rgb '#4472c4'\n"
+           << "set title 'server CPU per close'\nset ylabel 'us per close'\nset key\n"
+           << "plot '" << bars_path << "' using 3:xtic(1) title 'user' lc rgb '#ed7d31', '' "
+           << "using 4 title 'system' lc rgb '#a5a5a5'\n";
   }
 
   const BenchFlags& flags_;

@@ -22,6 +22,37 @@ bool split_number(std::string_view text, double& number, std::string_view& unit)
   return true;
 }
 
+// A unit and how many of the base unit (microseconds, bytes) it is.
+struct Unit {
+  std::string_view name;
+  double scale;
+};
+
+constexpr Unit kDurationUnits[] = {{"us", 1}, {"ms", 1e3}, {"s", 1e6}, {"m", 60e6}, {"min", 60e6}};
+constexpr double kKiB = 1024.0, kMiB = kKiB * 1024, kGiB = kMiB * 1024;
+constexpr Unit kByteUnits[] = {{"", 1},
+                               {"B", 1},
+                               {"k", kKiB}, {"K", kKiB}, {"KiB", kKiB}, {"KB", kKiB},
+                               {"m", kMiB}, {"M", kMiB}, {"MiB", kMiB}, {"MB", kMiB},
+                               {"g", kGiB}, {"G", kGiB}, {"GiB", kGiB}, {"GB", kGiB}};
+
+// How many of the base unit `unit` is, or nullptr if it is none of `units`.
+template <std::size_t N>
+const double* scale_of(const Unit (&units)[N], std::string_view unit) {
+  for (const Unit& known : units) {
+    if (known.name == unit) return &known.scale;
+  }
+  return nullptr;
+}
+
+// `value` (of `text`, in the base unit `what`) if it is whole and in range.
+Parsed<std::uint64_t> whole(std::string_view text, double value, const char* what) {
+  if (value != std::floor(value) || value > 1e15) {
+    return "'" + std::string(text) + "' is not a whole number of " + what + " in range";
+  }
+  return static_cast<std::uint64_t>(value);
+}
+
 }  // namespace
 
 Parsed<std::uint64_t> parse_duration_us(std::string_view text) {
@@ -30,28 +61,16 @@ Parsed<std::uint64_t> parse_duration_us(std::string_view text) {
   if (!split_number(text, number, unit)) {
     return "'" + std::string(text) + "' is not a duration (examples: 250ms, 5s, 2m)";
   }
-  double microseconds = 0;
-  if (unit == "us") {
-    microseconds = number;
-  } else if (unit == "ms") {
-    microseconds = number * 1e3;
-  } else if (unit == "s") {
-    microseconds = number * 1e6;
-  } else if (unit == "m" || unit == "min") {
-    microseconds = number * 60e6;
-  } else if (unit.empty() && number == 0) {
-    microseconds = 0;
-  } else if (unit.empty()) {
+  if (const double* scale = scale_of(kDurationUnits, unit)) {
+    return whole(text, number * *scale, "microseconds");
+  }
+  if (unit.empty() && number == 0) return std::uint64_t{0};
+  if (unit.empty()) {
     return "'" + std::string(text) + "' needs a unit: " + std::string(text) + "ms or " +
            std::string(text) + "s?";
-  } else {
-    return "'" + std::string(text) + "': unknown unit '" + std::string(unit) +
-           "' (use us, ms, s or m)";
   }
-  if (microseconds != std::floor(microseconds) || microseconds > 1e15) {
-    return "'" + std::string(text) + "' is not a whole number of microseconds in range";
-  }
-  return static_cast<std::uint64_t>(microseconds);
+  return "'" + std::string(text) + "': unknown unit '" + std::string(unit) +
+         "' (use us, ms, s or m)";
 }
 
 Parsed<std::uint64_t> parse_duration_ms(std::string_view text) {
@@ -70,24 +89,9 @@ Parsed<std::uint64_t> parse_bytes(std::string_view text) {
   if (!split_number(text, number, unit)) {
     return "'" + std::string(text) + "' is not a size (examples: 16384, 16KiB, 1MiB)";
   }
-  double multiplier = 0;
-  if (unit.empty() || unit == "B") {
-    multiplier = 1;
-  } else if (unit == "k" || unit == "K" || unit == "KiB" || unit == "KB") {
-    multiplier = 1024.0;
-  } else if (unit == "m" || unit == "M" || unit == "MiB" || unit == "MB") {
-    multiplier = 1024.0 * 1024;
-  } else if (unit == "g" || unit == "G" || unit == "GiB" || unit == "GB") {
-    multiplier = 1024.0 * 1024 * 1024;
-  } else {
-    return "'" + std::string(text) + "': unknown unit '" + std::string(unit) +
-           "' (use B, KiB, MiB or GiB)";
-  }
-  const double bytes = number * multiplier;
-  if (bytes != std::floor(bytes) || bytes > 1e15) {
-    return "'" + std::string(text) + "' is not a whole number of bytes in range";
-  }
-  return static_cast<std::uint64_t>(bytes);
+  if (const double* scale = scale_of(kByteUnits, unit)) return whole(text, number * *scale, "bytes");
+  return "'" + std::string(text) + "': unknown unit '" + std::string(unit) +
+         "' (use B, KiB, MiB or GiB)";
 }
 
 std::string format_bytes(std::uint64_t bytes) {

@@ -28,39 +28,38 @@ void reap_all(Ring& ring, std::vector<io_uring_cqe>& batch, unsigned expected) {
   }
 }
 
-// state.range(0) NOPs, one io_uring_enter for all of them.
-void BM_Ring_BatchedNops(benchmark::State& state) {
+// Runs `submit(ring, batch, count)` once per iteration, count = state.range(0) NOPs, and reports
+// them as items with the io_uring_enter calls each took.
+template <typename Submit>
+void run_nops(benchmark::State& state, std::size_t batch_capacity, Submit submit) {
   Stats stats;
   Ring ring({4096, 16384, true, 0}, stats);
   const auto count = static_cast<unsigned>(state.range(0));
   std::vector<io_uring_cqe> batch;
-  batch.reserve(16384);
-  for (auto _ : state) {
-    prepare_nops(ring, count);
-    reap_all(ring, batch, count);
-  }
+  batch.reserve(batch_capacity);
+  for (auto _ : state) submit(ring, batch, count);
   state.SetItemsProcessed(state.iterations() * count);
   state.counters["enter_per_request"] =
       static_cast<double>(stats.enter_calls) / static_cast<double>(state.iterations() * count);
+}
+
+// state.range(0) NOPs, one io_uring_enter for all of them.
+void BM_Ring_BatchedNops(benchmark::State& state) {
+  run_nops(state, 16384, [](Ring& ring, std::vector<io_uring_cqe>& batch, unsigned count) {
+    prepare_nops(ring, count);
+    reap_all(ring, batch, count);
+  });
 }
 BENCHMARK(BM_Ring_BatchedNops)->Arg(1)->Arg(16)->Arg(256)->Arg(2048);
 
 // The same NOPs, one io_uring_enter each.
 void BM_Ring_OneEnterPerNop(benchmark::State& state) {
-  Stats stats;
-  Ring ring({4096, 16384, true, 0}, stats);
-  const auto count = static_cast<unsigned>(state.range(0));
-  std::vector<io_uring_cqe> batch;
-  batch.reserve(16);
-  for (auto _ : state) {
+  run_nops(state, 16, [](Ring& ring, std::vector<io_uring_cqe>& batch, unsigned count) {
     for (unsigned i = 0; i < count; ++i) {
       prepare_nops(ring, 1);
       reap_all(ring, batch, 1);
     }
-  }
-  state.SetItemsProcessed(state.iterations() * count);
-  state.counters["enter_per_request"] =
-      static_cast<double>(stats.enter_calls) / static_cast<double>(state.iterations() * count);
+  });
 }
 BENCHMARK(BM_Ring_OneEnterPerNop)->Arg(256);
 
