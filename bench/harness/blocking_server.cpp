@@ -110,7 +110,7 @@ enum class HeadEnding : std::uint8_t {
 };
 
 // One accepted connection: its fd and the SO_RCVTIMEO currently armed on it.
-struct Connection {
+struct AcceptedSocket {
   int fd = -1;
   std::uint32_t armed_receive_timeout_ms = 0;
 };
@@ -136,11 +136,11 @@ struct BlockingServer::Impl {
   void open_listener();
   int accept_next();
   void serve(int fd);
-  HeadEnding read_head(Connection& connection, Clock::time_point accepted_at);
-  std::optional<Outcome> send_all(const Connection& connection, const std::string& bytes);
-  Outcome drain(Connection& connection, Clock::time_point shutdown_at);
-  bool arm_receive_timeout(Connection& connection, std::uint32_t milliseconds) noexcept;
-  void finish(const Connection& connection, Outcome outcome);
+  HeadEnding read_head(AcceptedSocket& connection, Clock::time_point accepted_at);
+  std::optional<Outcome> send_all(const AcceptedSocket& connection, const std::string& bytes);
+  Outcome drain(AcceptedSocket& connection, Clock::time_point shutdown_at);
+  bool arm_receive_timeout(AcceptedSocket& connection, std::uint32_t milliseconds) noexcept;
+  void finish(const AcceptedSocket& connection, Outcome outcome);
 
   const BlockingServerOptions options;
   const std::uint32_t head_timeout_ms;
@@ -209,7 +209,7 @@ int BlockingServer::Impl::accept_next() {
 
 // The whole life of one connection, start to close.
 void BlockingServer::Impl::serve(int fd) {
-  Connection connection{fd, listener_receive_timeout_ms};
+  AcceptedSocket connection{fd, listener_receive_timeout_ms};
   const std::string* reply = nullptr;
   switch (read_head(connection, Clock::now())) {
     case HeadEnding::complete: reply = &response; break;
@@ -238,7 +238,7 @@ void BlockingServer::Impl::serve(int fd) {
 }
 
 // Reads until the head is complete (or malformed or too large), with a total of head_timeout_ms.
-HeadEnding BlockingServer::Impl::read_head(Connection& connection,
+HeadEnding BlockingServer::Impl::read_head(AcceptedSocket& connection,
                                            Clock::time_point accepted_at) {
   head_reader.reset();
   const Clock::time_point deadline = deadline_after(accepted_at, head_timeout_ms);
@@ -272,7 +272,7 @@ HeadEnding BlockingServer::Impl::read_head(Connection& connection,
 }
 
 // Hands every byte to the kernel; nullopt when done, otherwise why it could not.
-std::optional<Outcome> BlockingServer::Impl::send_all(const Connection& connection,
+std::optional<Outcome> BlockingServer::Impl::send_all(const AcceptedSocket& connection,
                                                       const std::string& bytes) {
   std::size_t offset = 0;
   while (offset < bytes.size()) {
@@ -294,7 +294,7 @@ std::optional<Outcome> BlockingServer::Impl::send_all(const Connection& connecti
 // After SHUT_WR: reads and discards (MSG_TRUNC: TCP drops the bytes without copying them) until
 // the peer's EOF, an error, drain_idle_timeout_ms without input, drain_timeout_ms in total, or
 // more than drain_max_bytes.
-Outcome BlockingServer::Impl::drain(Connection& connection, Clock::time_point shutdown_at) {
+Outcome BlockingServer::Impl::drain(AcceptedSocket& connection, Clock::time_point shutdown_at) {
   const std::uint64_t cap = options.drain_max_bytes;
   const bool total_limited = options.drain_timeout_ms != 0;
   const Clock::time_point deadline = deadline_after(shutdown_at, options.drain_timeout_ms);
@@ -345,7 +345,7 @@ Outcome BlockingServer::Impl::drain(Connection& connection, Clock::time_point sh
   return outcome;
 }
 
-bool BlockingServer::Impl::arm_receive_timeout(Connection& connection,
+bool BlockingServer::Impl::arm_receive_timeout(AcceptedSocket& connection,
                                                std::uint32_t milliseconds) noexcept {
   if (!set_timeout_option(connection.fd, SO_RCVTIMEO, milliseconds)) return false;
   connection.armed_receive_timeout_ms = milliseconds;
@@ -353,7 +353,7 @@ bool BlockingServer::Impl::arm_receive_timeout(Connection& connection,
 }
 
 // SO_LINGER {1, 0} when the outcome is a timeout and reset_on_timeout is set; close; count.
-void BlockingServer::Impl::finish(const Connection& connection, Outcome outcome) {
+void BlockingServer::Impl::finish(const AcceptedSocket& connection, Outcome outcome) {
   bool timed_out = false;
   switch (outcome) {
     case Outcome::send_timeout:

@@ -169,7 +169,7 @@ constexpr std::array<char, kFloodChunkBytes> make_flood_chunk() {
 }
 constexpr std::array<char, kFloodChunkBytes> kFloodChunk = make_flood_chunk();
 
-// Connection i's peer type, by smooth weighted round robin (nginx's upstream balancer): at every
+// ClientConnection i's peer type, by smooth weighted round robin (nginx's upstream balancer): at every
 // pick each type's credit grows by its weight, the type with the most credit wins (the lowest
 // PeerType value on a tie) and pays the total weight W back. So in every block of W consecutive
 // connections from the first one, type t appears exactly weights[t] times, spread as evenly as
@@ -203,10 +203,10 @@ class PeerSchedule {
   std::int64_t total_ = 0;
 };
 
-// The state of one slot. Sending is orthogonal to it: see Connection::sending_stopped. The
+// The state of one slot. Sending is orthogonal to it: see ClientConnection::sending_stopped. The
 // states up to awaiting_eof are "undecided" (the connection is in the timeout list); holding and
 // flooding come after the connection was counted complete.
-enum class ConnectionState : std::uint8_t {
+enum class ClientState : std::uint8_t {
   free,             // unused: fd == -1, in no list, not registered with epoll
   connecting,       // connect() in progress; waiting for an event, then SO_ERROR; in the timeout list
   waiting_to_read,  // connected; in the read-delay list; nothing has been read yet
@@ -220,53 +220,53 @@ enum class ConnectionState : std::uint8_t {
 };
 
 // Whether `from -> to` is an edge of the connection's life; every state change is checked.
-bool is_legal_transition(ConnectionState from, ConnectionState to) noexcept {
+bool is_legal_transition(ClientState from, ClientState to) noexcept {
   switch (from) {
-    case ConnectionState::free: return to == ConnectionState::connecting;
-    case ConnectionState::connecting:
-      return to == ConnectionState::waiting_to_read || to == ConnectionState::reading_head ||
-             to == ConnectionState::free;
-    case ConnectionState::waiting_to_read:
-      return to == ConnectionState::reading_head || to == ConnectionState::free;
-    case ConnectionState::reading_head:  // -> free also when a reset peer's goal is 0
-      return to == ConnectionState::reading_payload || to == ConnectionState::awaiting_eof ||
-             to == ConnectionState::free;
-    case ConnectionState::reading_payload:
-      return to == ConnectionState::awaiting_eof || to == ConnectionState::free;
-    case ConnectionState::awaiting_eof:
-      return to == ConnectionState::holding || to == ConnectionState::flooding ||
-             to == ConnectionState::free;
-    case ConnectionState::holding:
-    case ConnectionState::flooding: return to == ConnectionState::free;
+    case ClientState::free: return to == ClientState::connecting;
+    case ClientState::connecting:
+      return to == ClientState::waiting_to_read || to == ClientState::reading_head ||
+             to == ClientState::free;
+    case ClientState::waiting_to_read:
+      return to == ClientState::reading_head || to == ClientState::free;
+    case ClientState::reading_head:  // -> free also when a reset peer's goal is 0
+      return to == ClientState::reading_payload || to == ClientState::awaiting_eof ||
+             to == ClientState::free;
+    case ClientState::reading_payload:
+      return to == ClientState::awaiting_eof || to == ClientState::free;
+    case ClientState::awaiting_eof:
+      return to == ClientState::holding || to == ClientState::flooding ||
+             to == ClientState::free;
+    case ClientState::holding:
+    case ClientState::flooding: return to == ClientState::free;
   }
   return false;
 }
 
-bool is_reading(ConnectionState state) noexcept {
+bool is_reading(ClientState state) noexcept {
   switch (state) {
-    case ConnectionState::reading_head:
-    case ConnectionState::reading_payload:
-    case ConnectionState::awaiting_eof: return true;
-    case ConnectionState::free:
-    case ConnectionState::connecting:
-    case ConnectionState::waiting_to_read:
-    case ConnectionState::holding:
-    case ConnectionState::flooding: return false;
+    case ClientState::reading_head:
+    case ClientState::reading_payload:
+    case ClientState::awaiting_eof: return true;
+    case ClientState::free:
+    case ClientState::connecting:
+    case ClientState::waiting_to_read:
+    case ClientState::holding:
+    case ClientState::flooding: return false;
   }
   return false;
 }
 
 // Not yet counted as complete or failed (and so in the timeout list).
-bool is_undecided(ConnectionState state) noexcept {
+bool is_undecided(ClientState state) noexcept {
   switch (state) {
-    case ConnectionState::connecting:
-    case ConnectionState::waiting_to_read:
-    case ConnectionState::reading_head:
-    case ConnectionState::reading_payload:
-    case ConnectionState::awaiting_eof: return true;
-    case ConnectionState::free:
-    case ConnectionState::holding:
-    case ConnectionState::flooding: return false;
+    case ClientState::connecting:
+    case ClientState::waiting_to_read:
+    case ClientState::reading_head:
+    case ClientState::reading_payload:
+    case ClientState::awaiting_eof: return true;
+    case ClientState::free:
+    case ClientState::holding:
+    case ClientState::flooding: return false;
   }
   return false;
 }
@@ -277,9 +277,9 @@ struct ListLinks {
   std::uint32_t next = kNoSlot;
 };
 
-struct Connection {
+struct ClientConnection {
   int fd = -1;
-  ConnectionState state = ConnectionState::free;
+  ClientState state = ClientState::free;
   PeerType peer = PeerType::cooperative;
   // No more send() calls: the request is fully sent (and, for a flood peer, its flood is over),
   // or a send failed.
@@ -306,11 +306,11 @@ struct Connection {
   std::string head_pending;     // response head prefix while it spans reads; empty otherwise
 };
 
-// A FIFO of slots threaded through one ListLinks member of every Connection: push_back, front,
+// A FIFO of slots threaded through one ListLinks member of every ClientConnection: push_back, front,
 // back, contains and unlink are O(1), no allocation.
 class SlotFifo {
  public:
-  SlotFifo(std::vector<Connection>& connections, ListLinks Connection::*links) noexcept
+  SlotFifo(std::vector<ClientConnection>& connections, ListLinks ClientConnection::*links) noexcept
       : connections_(connections), links_(links) {}
 
   bool empty() const noexcept { return first_ == kNoSlot; }
@@ -354,8 +354,8 @@ class SlotFifo {
   }
 
  private:
-  std::vector<Connection>& connections_;
-  ListLinks Connection::*links_;
+  std::vector<ClientConnection>& connections_;
+  ListLinks ClientConnection::*links_;
   std::uint32_t first_ = kNoSlot;
   std::uint32_t last_ = kNoSlot;
 };
@@ -450,26 +450,26 @@ class LoadRun {
   void handle_connect_event(std::uint32_t slot, std::uint32_t events);
   void on_connected(std::uint32_t slot);
   void send_more(std::uint32_t slot);
-  bool send_request(Connection& connection);
+  bool send_request(ClientConnection& connection);
   void send_flood(std::uint32_t slot);
   void on_flood_send_error(std::uint32_t slot, int error);
   void end_flood(std::uint32_t slot);
   void continue_floods();
   void start_reading(std::uint32_t slot);
   void resume_slow_read(std::uint32_t slot);
-  std::size_t read_limit(const Connection& connection) const noexcept;
+  std::size_t read_limit(const ClientConnection& connection) const noexcept;
   void read_available(std::uint32_t slot);
   bool consume_bytes(std::uint32_t slot, std::span<const char> bytes);
   bool consume_head_bytes(std::uint32_t slot, std::span<const char> bytes);
   bool accept_head(std::uint32_t slot, std::string_view head, std::span<const char> rest);
   bool consume_payload_bytes(std::uint32_t slot, std::span<const char> bytes);
   void on_end_of_stream(std::uint32_t slot);
-  std::uint64_t payload_goal(const Connection& connection) const noexcept;
+  std::uint64_t payload_goal(const ClientConnection& connection) const noexcept;
   void expire_deadlines(Clock::time_point now);
   int wait_timeout_ms(Clock::time_point now) const noexcept;
   void report_progress_if_due(Clock::time_point now);
-  void transition(Connection& connection, ConnectionState next) noexcept;
-  void count_decided(const Connection& connection);
+  void transition(ClientConnection& connection, ClientState next) noexcept;
+  void count_decided(const ClientConnection& connection);
   void complete(std::uint32_t slot);
   void fail(std::uint32_t slot, Failure failure);
   void release(std::uint32_t slot, CloseWith close_with);
@@ -484,7 +484,7 @@ class LoadRun {
   const std::size_t slow_reader_bytes_;  // at least 1
   PeerSchedule schedule_;
   LoadResult result_;
-  std::vector<Connection> connections_;
+  std::vector<ClientConnection> connections_;
   std::vector<std::uint32_t> free_slots_;  // a stack
   // The deadline FIFOs: every one is ordered by its deadline because every slot enters it at
   // "now" (or its connect start, for the flood list) plus the same duration.
@@ -514,12 +514,12 @@ LoadRun::LoadRun(const LoadOptions& options)
       schedule_(options.peers),
       connections_(static_cast<std::size_t>(
           std::min<std::uint64_t>(options.concurrency, options.connections))),
-      timeout_list_(connections_, &Connection::timeout_links),
-      read_delay_list_(connections_, &Connection::read_delay_links),
-      slow_read_list_(connections_, &Connection::slow_read_links),
-      hold_list_(connections_, &Connection::hold_links),
-      flood_list_(connections_, &Connection::flood_links),
-      send_ready_list_(connections_, &Connection::send_ready_links),
+      timeout_list_(connections_, &ClientConnection::timeout_links),
+      read_delay_list_(connections_, &ClientConnection::read_delay_links),
+      slow_read_list_(connections_, &ClientConnection::slow_read_links),
+      hold_list_(connections_, &ClientConnection::hold_links),
+      flood_list_(connections_, &ClientConnection::flood_links),
+      send_ready_list_(connections_, &ClientConnection::send_ready_links),
       read_buffer_(std::make_unique<char[]>(kReadBufferBytes)) {
   free_slots_.reserve(connections_.size());
   for (std::size_t slot = connections_.size(); slot > 0; --slot) {
@@ -533,7 +533,7 @@ LoadRun::LoadRun(const LoadOptions& options)
 
 LoadRun::~LoadRun() {
   // run() returns only when every connection is released; this is for an exception in between.
-  for (const Connection& connection : connections_) {
+  for (const ClientConnection& connection : connections_) {
     if (connection.fd >= 0) close(connection.fd);
   }
   if (epoll_fd_ >= 0) close(epoll_fd_);
@@ -589,8 +589,8 @@ void LoadRun::start_connections() {
 void LoadRun::start_connection(Clock::time_point now) {
   const std::uint32_t slot = free_slots_.back();
   free_slots_.pop_back();
-  Connection& connection = connections_[slot];
-  assert(connection.state == ConnectionState::free && connection.fd < 0);
+  ClientConnection& connection = connections_[slot];
+  assert(connection.state == ClientState::free && connection.fd < 0);
   const std::uint64_t index = result_.started++;
   connection.peer = schedule_.next();
   ++result_.by_peer[static_cast<std::size_t>(connection.peer)].started;
@@ -601,7 +601,7 @@ void LoadRun::start_connection(Clock::time_point now) {
   connection.request_bytes_sent = 0;
   connection.payload_bytes_received = 0;
   connection.connect_started = now;
-  transition(connection, ConnectionState::connecting);
+  transition(connection, ClientState::connecting);
   timeout_list_.push_back(slot);
   if (connection.peer == PeerType::flood) flood_list_.push_back(slot);
 
@@ -637,11 +637,11 @@ void LoadRun::start_connection(Clock::time_point now) {
 void LoadRun::handle_event(std::uint64_t token, std::uint32_t events) {
   const std::uint32_t slot = token_slot(token);
   if (slot >= connections_.size()) abort_on_impossible_error("epoll token", EINVAL);
-  Connection& connection = connections_[slot];
+  ClientConnection& connection = connections_[slot];
   // Stale: the fd this event was for has been closed and the slot reused or freed.
   if (connection.generation != token_generation(token)) return;
-  if (connection.state == ConnectionState::free) return;
-  if (connection.state == ConnectionState::connecting) {
+  if (connection.state == ClientState::free) return;
+  if (connection.state == ClientState::connecting) {
     // A just-connected socket has nothing to read yet; data that comes later brings a new edge.
     return handle_connect_event(slot, events);
   }
@@ -656,7 +656,7 @@ void LoadRun::handle_event(std::uint64_t token, std::uint32_t events) {
 
 // The end of a non-blocking connect: SO_ERROR says whether it worked.
 void LoadRun::handle_connect_event(std::uint32_t slot, std::uint32_t events) {
-  Connection& connection = connections_[slot];
+  ClientConnection& connection = connections_[slot];
   int socket_error = 0;
   socklen_t length = sizeof(socket_error);
   if (getsockopt(connection.fd, SOL_SOCKET, SO_ERROR, &socket_error, &length) != 0) {
@@ -669,11 +669,11 @@ void LoadRun::handle_connect_event(std::uint32_t slot, std::uint32_t events) {
 }
 
 void LoadRun::on_connected(std::uint32_t slot) {
-  Connection& connection = connections_[slot];
+  ClientConnection& connection = connections_[slot];
   if (options_.read_delay_ms == 0) {
-    transition(connection, ConnectionState::reading_head);
+    transition(connection, ClientState::reading_head);
   } else {
-    transition(connection, ConnectionState::waiting_to_read);
+    transition(connection, ClientState::waiting_to_read);
     connection.read_start = Clock::now() + read_delay_;
     read_delay_list_.push_back(slot);
   }
@@ -683,13 +683,13 @@ void LoadRun::on_connected(std::uint32_t slot) {
 // The request first, then what the peer type does after it: a half-close sends its FIN, a flood
 // goes on with garbage while its flood lasts, everyone else stops sending.
 void LoadRun::send_more(std::uint32_t slot) {
-  Connection& connection = connections_[slot];
+  ClientConnection& connection = connections_[slot];
   assert(!connection.sending_stopped);
   if (!send_request(connection)) {
     // EAGAIN: the next EPOLLOUT edge resumes. A failed send also ends a flood (it could not even
     // finish its request body); one that is already complete has nothing left to do.
     if (connection.sending_stopped && connection.peer == PeerType::flood) {
-      if (connection.state == ConnectionState::flooding) return release(slot, CloseWith::reset);
+      if (connection.state == ClientState::flooding) return release(slot, CloseWith::reset);
       if (flood_list_.contains(slot)) end_flood(slot);
     }
     return;
@@ -714,7 +714,7 @@ void LoadRun::send_more(std::uint32_t slot) {
 // before its RST, so everything it sent is already here) just stops writing; another error also
 // stops writing and is remembered, because it consumed the reset the response check would
 // otherwise see.
-bool LoadRun::send_request(Connection& connection) {
+bool LoadRun::send_request(ClientConnection& connection) {
   while (connection.request_bytes_sent < request_.size()) {
     const std::size_t offset = static_cast<std::size_t>(connection.request_bytes_sent);
     const ssize_t sent =
@@ -736,7 +736,7 @@ bool LoadRun::send_request(Connection& connection) {
 // A flood peer's garbage, after its request: until EAGAIN (the next EPOLLOUT edge resumes), an
 // error, or kMaxFloodBytesPerTurn (the send-ready list resumes it next turn).
 void LoadRun::send_flood(std::uint32_t slot) {
-  Connection& connection = connections_[slot];
+  ClientConnection& connection = connections_[slot];
   std::size_t budget = kMaxFloodBytesPerTurn;
   while (budget > 0) {
     const ssize_t sent = send(connection.fd, kFloodChunk.data(),
@@ -757,8 +757,8 @@ void LoadRun::send_flood(std::uint32_t slot) {
 // byte cap or drain timeout, usually with an RST): expected, and the end of the connection.
 // Before it, it is judged like a failed request send.
 void LoadRun::on_flood_send_error(std::uint32_t slot, int error) {
-  Connection& connection = connections_[slot];
-  if (connection.state == ConnectionState::flooding) return release(slot, CloseWith::reset);
+  ClientConnection& connection = connections_[slot];
+  if (connection.state == ClientState::flooding) return release(slot, CloseWith::reset);
   if (error != EPIPE) connection.reset_seen_while_sending = true;
   end_flood(slot);
 }
@@ -767,7 +767,7 @@ void LoadRun::on_flood_send_error(std::uint32_t slot, int error) {
 // only reads (after the rest of its request, if the limit came first); it closes with RST as soon
 // as it is complete. A flood peer is in the flood list exactly while it may still send garbage.
 void LoadRun::end_flood(std::uint32_t slot) {
-  Connection& connection = connections_[slot];
+  ClientConnection& connection = connections_[slot];
   assert(is_undecided(connection.state));
   flood_list_.unlink(slot);
   send_ready_list_.unlink_if_linked(slot);
@@ -789,9 +789,9 @@ void LoadRun::continue_floods() {
 
 // The read delay is over: read what has queued up since (its edges were ignored).
 void LoadRun::start_reading(std::uint32_t slot) {
-  Connection& connection = connections_[slot];
+  ClientConnection& connection = connections_[slot];
   read_delay_list_.unlink(slot);
-  transition(connection, ConnectionState::reading_head);
+  transition(connection, ClientState::reading_head);
   read_available(slot);
 }
 
@@ -803,11 +803,11 @@ void LoadRun::resume_slow_read(std::uint32_t slot) {
 
 // How much one recv() may take: a slow reader takes slow_reader_bytes; a reset peer no payload
 // beyond its goal (the head read before may have brought more: those bytes are not counted).
-std::size_t LoadRun::read_limit(const Connection& connection) const noexcept {
+std::size_t LoadRun::read_limit(const ClientConnection& connection) const noexcept {
   switch (connection.peer) {
     case PeerType::slow_reader: return slow_reader_bytes_;
     case PeerType::reset:
-      if (connection.state == ConnectionState::reading_payload) {
+      if (connection.state == ClientState::reading_payload) {
         return static_cast<std::size_t>(std::min<std::uint64_t>(
             kReadBufferBytes, payload_goal(connection) - connection.payload_bytes_received));
       }
@@ -823,7 +823,7 @@ std::size_t LoadRun::read_limit(const Connection& connection) const noexcept {
 // recv until EAGAIN, EOF, an error, or the connection is decided; a slow reader pauses after
 // each read that brought bytes.
 void LoadRun::read_available(std::uint32_t slot) {
-  Connection& connection = connections_[slot];
+  ClientConnection& connection = connections_[slot];
   const bool pauses = connection.peer == PeerType::slow_reader &&
                       slow_reader_interval_ > Clock::duration::zero();
   for (;;) {
@@ -848,14 +848,14 @@ void LoadRun::read_available(std::uint32_t slot) {
 // Feeds received bytes to the response check; false when that decided the connection.
 bool LoadRun::consume_bytes(std::uint32_t slot, std::span<const char> bytes) {
   switch (connections_[slot].state) {
-    case ConnectionState::reading_head: return consume_head_bytes(slot, bytes);
-    case ConnectionState::reading_payload: return consume_payload_bytes(slot, bytes);
-    case ConnectionState::awaiting_eof: fail(slot, Failure::extra_bytes); return false;
-    case ConnectionState::free:
-    case ConnectionState::connecting:
-    case ConnectionState::waiting_to_read:
-    case ConnectionState::holding:
-    case ConnectionState::flooding: break;
+    case ClientState::reading_head: return consume_head_bytes(slot, bytes);
+    case ClientState::reading_payload: return consume_payload_bytes(slot, bytes);
+    case ClientState::awaiting_eof: fail(slot, Failure::extra_bytes); return false;
+    case ClientState::free:
+    case ClientState::connecting:
+    case ClientState::waiting_to_read:
+    case ClientState::holding:
+    case ClientState::flooding: break;
   }
   abort_on_impossible_error("consume_bytes in a state that does not read", EINVAL);
 }
@@ -863,7 +863,7 @@ bool LoadRun::consume_bytes(std::uint32_t slot, std::span<const char> bytes) {
 // Finds the end of the response head, in this read alone (no copy) or across reads (accumulated
 // in head_pending, at most kMaxResponseHeadBytes).
 bool LoadRun::consume_head_bytes(std::uint32_t slot, std::span<const char> bytes) {
-  Connection& connection = connections_[slot];
+  ClientConnection& connection = connections_[slot];
   const std::string_view text(bytes.data(), bytes.size());
   if (connection.head_pending.empty()) {
     const std::size_t end = text.find(kEndOfHead);
@@ -896,7 +896,7 @@ bool LoadRun::consume_head_bytes(std::uint32_t slot, std::span<const char> bytes
 // Checks the head, then treats `rest` (the bytes after it in this read) as payload. A reset peer
 // whose goal is 0 is done right here.
 bool LoadRun::accept_head(std::uint32_t slot, std::string_view head, std::span<const char> rest) {
-  Connection& connection = connections_[slot];
+  ClientConnection& connection = connections_[slot];
   if (!is_expected_response_head(head, options_.response_bytes)) {
     fail(slot, Failure::bad_response);
     return false;
@@ -906,9 +906,9 @@ bool LoadRun::accept_head(std::uint32_t slot, std::string_view head, std::span<c
       complete(slot);
       return false;
     }
-    transition(connection, ConnectionState::awaiting_eof);
+    transition(connection, ClientState::awaiting_eof);
   } else {
-    transition(connection, ConnectionState::reading_payload);
+    transition(connection, ClientState::reading_payload);
   }
   if (rest.empty()) return true;
   return consume_bytes(slot, rest);
@@ -917,7 +917,7 @@ bool LoadRun::accept_head(std::uint32_t slot, std::string_view head, std::span<c
 // Checks payload bytes against payload_byte() at their offset. Bytes past the response are
 // extra; a reset peer completes at its goal and ignores what came with it in the same read.
 bool LoadRun::consume_payload_bytes(std::uint32_t slot, std::span<const char> bytes) {
-  Connection& connection = connections_[slot];
+  ClientConnection& connection = connections_[slot];
   const std::uint64_t goal = payload_goal(connection);
   const std::uint64_t missing = goal - connection.payload_bytes_received;
   const std::size_t expected_here =
@@ -934,7 +934,7 @@ bool LoadRun::consume_payload_bytes(std::uint32_t slot, std::span<const char> by
       complete(slot);
       return false;
     }
-    transition(connection, ConnectionState::awaiting_eof);
+    transition(connection, ClientState::awaiting_eof);
   }
   if (bytes.size() > expected_here) {
     fail(slot, Failure::extra_bytes);
@@ -946,24 +946,24 @@ bool LoadRun::consume_payload_bytes(std::uint32_t slot, std::span<const char> by
 // recv() returned 0: a clean EOF completes the connection only after the whole response, and only
 // if no reset was swallowed by a send().
 void LoadRun::on_end_of_stream(std::uint32_t slot) {
-  Connection& connection = connections_[slot];
+  ClientConnection& connection = connections_[slot];
   if (connection.reset_seen_while_sending) return fail(slot, Failure::reset);
   switch (connection.state) {
-    case ConnectionState::awaiting_eof: return complete(slot);
-    case ConnectionState::reading_head:
-    case ConnectionState::reading_payload: return fail(slot, Failure::short_read);
-    case ConnectionState::free:
-    case ConnectionState::connecting:
-    case ConnectionState::waiting_to_read:
-    case ConnectionState::holding:
-    case ConnectionState::flooding: break;
+    case ClientState::awaiting_eof: return complete(slot);
+    case ClientState::reading_head:
+    case ClientState::reading_payload: return fail(slot, Failure::short_read);
+    case ClientState::free:
+    case ClientState::connecting:
+    case ClientState::waiting_to_read:
+    case ClientState::holding:
+    case ClientState::flooding: break;
   }
   abort_on_impossible_error("end of stream in a state that does not read", EINVAL);
 }
 
 // The payload bytes this connection must receive: the whole response, or for a reset peer
 // min(reset_after_bytes, response_bytes).
-std::uint64_t LoadRun::payload_goal(const Connection& connection) const noexcept {
+std::uint64_t LoadRun::payload_goal(const ClientConnection& connection) const noexcept {
   if (connection.peer != PeerType::reset) return options_.response_bytes;
   return std::min<std::uint64_t>(options_.reset_after_bytes, options_.response_bytes);
 }
@@ -986,7 +986,7 @@ void LoadRun::expire_deadlines(Clock::time_point now) {
   while (!flood_list_.empty() &&
          connections_[flood_list_.front()].connect_started + flood_limit_ <= now) {
     const std::uint32_t slot = flood_list_.front();
-    if (connections_[slot].state == ConnectionState::flooding) {
+    if (connections_[slot].state == ClientState::flooding) {
       release(slot, CloseWith::reset);
     } else {
       end_flood(slot);
@@ -995,7 +995,7 @@ void LoadRun::expire_deadlines(Clock::time_point now) {
   while (!timeout_list_.empty() &&
          connections_[timeout_list_.front()].connect_started + timeout_ <= now) {
     const std::uint32_t slot = timeout_list_.front();
-    fail(slot, connections_[slot].state == ConnectionState::connecting ? Failure::connect_error
+    fail(slot, connections_[slot].state == ClientState::connecting ? Failure::connect_error
                                                                        : Failure::timeout);
   }
 }
@@ -1032,7 +1032,7 @@ void LoadRun::report_progress_if_due(Clock::time_point now) {
   options_.progress(result_);
 }
 
-void LoadRun::transition(Connection& connection, ConnectionState next) noexcept {
+void LoadRun::transition(ClientConnection& connection, ClientState next) noexcept {
   if (!is_legal_transition(connection.state, next)) {
     abort_on_impossible_error("connection state transition", EINVAL);
   }
@@ -1040,7 +1040,7 @@ void LoadRun::transition(Connection& connection, ConnectionState next) noexcept 
 }
 
 // The payload figures of a connection that was just decided (complete or failed), exactly once.
-void LoadRun::count_decided(const Connection& connection) {
+void LoadRun::count_decided(const ClientConnection& connection) {
   assert(is_undecided(connection.state));
   assert(connection.payload_bytes_received <= payload_goal(connection));
   result_.payload_bytes_expected += payload_goal(connection);
@@ -1050,7 +1050,7 @@ void LoadRun::count_decided(const Connection& connection) {
 // The connection got what its type should get. Counted now; then closed at once, or kept open
 // (never-fin: holding; flood: flooding while its flood lasts).
 void LoadRun::complete(std::uint32_t slot) {
-  Connection& connection = connections_[slot];
+  ClientConnection& connection = connections_[slot];
   const Clock::time_point now = Clock::now();
   count_decided(connection);
   ++result_.complete;
@@ -1068,18 +1068,18 @@ void LoadRun::complete(std::uint32_t slot) {
     case PeerType::half_close: return release(slot, CloseWith::fin);
     case PeerType::reset: return release(slot, CloseWith::reset);
     case PeerType::never_fin:
-      transition(connection, ConnectionState::holding);
+      transition(connection, ClientState::holding);
       connection.hold_until = now + never_fin_hold_;
       return hold_list_.push_back(slot);
     case PeerType::flood:
       // Flooding goes on only while the flood lasts (no failed send, flood_limit_ms not over).
       if (!flood_list_.contains(slot)) return release(slot, CloseWith::reset);
-      return transition(connection, ConnectionState::flooding);
+      return transition(connection, ClientState::flooding);
   }
 }
 
 void LoadRun::fail(std::uint32_t slot, Failure failure) {
-  Connection& connection = connections_[slot];
+  ClientConnection& connection = connections_[slot];
   count_decided(connection);
   ++result_.failures[static_cast<std::size_t>(failure)];
   ++result_.by_peer[static_cast<std::size_t>(connection.peer)]
@@ -1090,7 +1090,7 @@ void LoadRun::fail(std::uint32_t slot, Failure failure) {
 // Closes the fd (which also removes it from epoll), takes the slot out of every list, and returns
 // the slot to the free stack. The connection was counted before (count_decided).
 void LoadRun::release(std::uint32_t slot, CloseWith close_with) {
-  Connection& connection = connections_[slot];
+  ClientConnection& connection = connections_[slot];
   if (connection.fd >= 0) {
     if (close_with == CloseWith::reset) {
       // If this fails (it cannot on a valid TCP socket) the close below sends a FIN instead.
@@ -1105,7 +1105,7 @@ void LoadRun::release(std::uint32_t slot, CloseWith close_with) {
                          &flood_list_, &send_ready_list_}) {
     list->unlink_if_linked(slot);
   }
-  transition(connection, ConnectionState::free);
+  transition(connection, ClientState::free);
   connection.head_pending = std::string();
   --open_connections_;
   free_slots_.push_back(slot);
