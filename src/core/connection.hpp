@@ -8,6 +8,7 @@
 
 #include "ringlinger/outcome.hpp"
 #include "ringlinger/state.hpp"
+#include "core/op_table.hpp"
 #include "core/send_queue.hpp"
 #include "core/user_data.hpp"
 
@@ -21,8 +22,8 @@ struct Connection {
   // Incremented (mod 2^24) each time the slot is freed; part of every user_data and ConnectionId.
   std::uint32_t generation = 0;
   State state = State::free;
-  // One bit per Op in flight (submitted or prepared, completion not yet handled). At most one
-  // request of each kind is in flight per connection.
+  // One bit per connection Op in flight (submitted or prepared, completion not yet handled), the
+  // op table's in_flight_bit. At most one request of each kind is in flight per connection.
   std::uint8_t in_flight = 0;
   // One-bit flags, packed in two bytes (before `outcome`'s padding: the slot does not grow).
   // A receive returned 0: the peer sent its FIN. No receive is started after that.
@@ -76,12 +77,7 @@ struct Connection {
   }
 
  private:
-  static constexpr std::uint8_t bit(Op op) noexcept {
-    return static_cast<std::uint8_t>(1u << static_cast<unsigned>(op));
-  }
+  static constexpr std::uint8_t bit(Op op) noexcept { return op_def(op).in_flight_bit; }
 };
-
-static_assert(static_cast<unsigned>(Op::send_file_poll) < 8 && static_cast<unsigned>(Op::wake) == 8,
-              "Connection::in_flight has one bit per connection Op (every Op but wake)");
 
 }  // namespace ringlinger::detail

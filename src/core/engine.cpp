@@ -1,7 +1,9 @@
 #include "core/engine.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
+#include <utility>
 
 #include "core/assert.hpp"
 #include "core/state_machine.hpp"
@@ -198,35 +200,6 @@ void Engine::abort_all(Outcome outcome, TimePoint now) {
 // ---------------------------------------------------------------------------------------------
 // Events
 
-void Engine::on_completion(const Completion& completion, TimePoint now) {
-  now = last_now_ = std::max(now, last_now_);
-  Connection* connection = lookup(completion.tag.slot, completion.tag.generation);
-  if (connection == nullptr) {
-    ++stats_.stale_completions;
-    return;
-  }
-  RL_ASSERT(connection->is_in_flight(completion.tag.op));
-  connection->mark_completed(completion.tag.op);
-  switch (completion.tag.op) {
-    case Op::recv:
-      return handle_recv(*connection, completion, now);
-    case Op::send:
-      return handle_send(*connection, completion.result, now);
-    case Op::shutdown:
-      return handle_shutdown(*connection, completion.result, now);
-    case Op::cancel:
-      return handle_cancel(*connection, completion.result);
-    case Op::close:
-      return handle_close(*connection, completion.result, now);
-    case Op::accept:
-    case Op::accept_cancel:
-    case Op::send_file_poll:
-    case Op::wake:
-      break;
-  }
-  RL_ASSERT(false && "listener and backend-only completions never reach the engine");
-}
-
 // The send and drain idle timers judge progress: they end a connection only after a whole period
 // in which the peer acknowledged none of our bytes and sent none of its own (and, for the send
 // timer, no send completed). Input and completed sends re-arm them as they happen
@@ -290,7 +263,9 @@ const Connection* Engine::find(ConnectionId id) const noexcept {
 // ---------------------------------------------------------------------------------------------
 // Completion handlers
 
-void Engine::handle_recv(Connection& connection, const Completion& completion, TimePoint now) {
+template <>
+void Engine::complete<Op::recv>(Connection& connection, const Completion& completion,
+                                 TimePoint now) {
   const std::int32_t result = completion.result;
   if (result > 0) {
     const auto bytes = static_cast<std::uint32_t>(result);
@@ -332,7 +307,10 @@ void Engine::handle_recv(Connection& connection, const Completion& completion, T
   start_receive(connection);
 }
 
-void Engine::handle_send(Connection& connection, std::int32_t result, TimePoint now) {
+template <>
+void Engine::complete<Op::send>(Connection& connection, const Completion& completion,
+                                 TimePoint now) {
+  const std::int32_t result = completion.result;
   if (result > 0) {
     const auto bytes = static_cast<std::uint32_t>(result);
     connection.bytes_sent += bytes;
@@ -365,23 +343,32 @@ void Engine::handle_send(Connection& connection, std::int32_t result, TimePoint 
   }
 }
 
-void Engine::handle_shutdown(Connection& connection, std::int32_t result, TimePoint now) {
+template <>
+void Engine::complete<Op::shutdown>(Connection& connection, const Completion& completion,
+                                     TimePoint now) {
+  const std::int32_t result = completion.result;
   if (result != -ECANCELED && !is_terminating(connection.state)) {
     on_shutdown_done(connection, result, now);
   }
   if (is_terminating(connection.state)) finish_if_idle(connection);
 }
 
-void Engine::handle_cancel(Connection& connection, std::int32_t result) {
+template <>
+void Engine::complete<Op::cancel>(Connection& connection, const Completion& completion,
+                                   TimePoint now) {
   // The cancel's own result: how many requests it found, or -ENOENT (they had completed) or
   // -EALREADY (one was running and completes by itself). Either way we wait for their
   // completions, which the in-flight bits track.
-  (void)result;
+  (void)completion;
+  (void)now;
   RL_ASSERT(connection.state == State::cancelling);
   finish_if_idle(connection);
 }
 
-void Engine::handle_close(Connection& connection, std::int32_t result, TimePoint now) {
+template <>
+void Engine::complete<Op::close>(Connection& connection, const Completion& completion,
+                                  TimePoint now) {
+  const std::int32_t result = completion.result;
   RL_ASSERT(connection.state == State::closing && connection.in_flight == 0);
   RL_ASSERT(connection.outcome.has_value());
   CloseReport report;
@@ -409,6 +396,36 @@ void Engine::handle_close(Connection& connection, std::int32_t result, TimePoint
   const ConnectionId id = id_of(connection);
   release(connection);
   if (callbacks_.on_closed) callbacks_.on_closed(id, report);
+}
+
+// The completion handler of each Op, by the op table: an op that is not a connection's has none
+// (its completions are the backend's).
+template <Op op>
+constexpr Engine::CompletionHandler Engine::handler_for() noexcept {
+  if constexpr (belongs_to_connection(op)) {
+    return [](Engine& engine, Connection& connection, const Completion& completion,
+              TimePoint now) { engine.complete<op>(connection, completion, now); };
+  } else {
+    return nullptr;
+  }
+}
+
+void Engine::on_completion(const Completion& completion, TimePoint now) {
+  static constexpr auto kHandlers = []<std::size_t... I>(std::index_sequence<I...>) {
+    return std::array<CompletionHandler, kOpCount>{handler_for<static_cast<Op>(I)>()...};
+  }(std::make_index_sequence<kOpCount>{});
+  now = last_now_ = std::max(now, last_now_);
+  Connection* connection = lookup(completion.tag.slot, completion.tag.generation);
+  if (connection == nullptr) {
+    ++stats_.stale_completions;
+    return;
+  }
+  const Op op = completion.tag.op;
+  RL_ASSERT(is_known(op) && kHandlers[static_cast<std::size_t>(op)] != nullptr &&
+            "listener and backend-only completions never reach the engine");
+  RL_ASSERT(connection->is_in_flight(op));
+  connection->mark_completed(op);
+  kHandlers[static_cast<std::size_t>(op)](*this, *connection, completion, now);
 }
 
 // ---------------------------------------------------------------------------------------------
