@@ -84,7 +84,7 @@ std::error_code Engine::enqueue(ConnectionId id, TimePoint now, Push&& push) {
   now = last_now_ = std::max(now, last_now_);
   Connection* connection = lookup(id.slot, id.generation);
   if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
-  if (connection->state != State::open || connection->write_shutdown_requested) {
+  if (connection->state != State::open || connection->write_side != WriteSide::open) {
     return std::make_error_code(std::errc::broken_pipe);
   }
   push(connection->send_queue);
@@ -97,8 +97,8 @@ std::error_code Engine::shutdown_write(ConnectionId id, TimePoint now) {
   Connection* connection = lookup(id.slot, id.generation);
   if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
   if (connection->state != State::open) return std::make_error_code(std::errc::broken_pipe);
-  if (connection->write_shutdown_requested) return {};  // harmless
-  connection->write_shutdown_requested = true;
+  if (connection->write_side != WriteSide::open) return {};  // harmless
+  set_write_side(*connection, WriteSide::shutdown_requested);
   shut_write_if_flushed(*connection, now);
   return {};
 }
@@ -145,7 +145,7 @@ std::error_code Engine::abort_after_send(ConnectionId id, TimePoint now) {
   if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
   if (is_terminating(connection->state)) return {};  // the outcome is decided: harmless
   // Our FIN tells the peer the stream is complete: once it may be out, a reset comes too late.
-  if (connection->write_shut_down ||
+  if (connection->write_side == WriteSide::shut_down ||
       (connection->state != State::open && connection->state != State::flushing)) {
     return std::make_error_code(std::errc::broken_pipe);
   }
@@ -479,7 +479,9 @@ void Engine::begin_shutdown(Connection& connection, TimePoint now) {
   RL_ASSERT(connection.state == State::flushing);
   RL_ASSERT(connection.send_queue.empty() && !connection.is_in_flight(Op::send));
   drain_total_timers_.arm(slot_of(connection), now);
-  if (connection.write_shut_down) return on_shutdown_done(connection, 0, now);  // shutdown_write()
+  if (connection.write_side == WriteSide::shut_down) {
+    return on_shutdown_done(connection, 0, now);  // shutdown_write() did it
+  }
   switch (config_.shutdown_mode) {
     case ShutdownMode::ring:
       set_state(connection, State::shutting_down);
@@ -495,9 +497,9 @@ void Engine::begin_shutdown(Connection& connection, TimePoint now) {
 // shutdown_write()'s SHUT_WR, once everything queued was sent. Always the direct call: a
 // half-close is rare enough that the ring's io-wq punt would buy nothing.
 void Engine::shut_write_if_flushed(Connection& connection, TimePoint now) {
-  if (connection.state != State::open || !connection.write_shutdown_requested ||
-      connection.write_shut_down || connection.is_in_flight(Op::send) ||
-      !connection.send_queue.empty()) {
+  if (connection.state != State::open ||
+      connection.write_side != WriteSide::shutdown_requested ||
+      connection.is_in_flight(Op::send) || !connection.send_queue.empty()) {
     return;
   }
   ++stats_.write_shutdowns;
@@ -505,7 +507,7 @@ void Engine::shut_write_if_flushed(Connection& connection, TimePoint now) {
     return fail(connection, -result,
                 is_reset(-result) ? Outcome::peer_reset : Outcome::send_error, now);
   }
-  connection.write_shut_down = true;
+  set_write_side(connection, WriteSide::shut_down);
 }
 
 void Engine::on_shutdown_done(Connection& connection, int result, TimePoint now) {
@@ -682,6 +684,15 @@ std::uint32_t Engine::slot_of(const Connection& connection) const noexcept {
 
 OpTag Engine::tag(const Connection& connection, Op op) const noexcept {
   return OpTag{op, connection.generation, slot_of(connection)};
+}
+
+// The write side changes only while the connection is open (then it is part of the state
+// `open`); each edge is checked against its table.
+void Engine::set_write_side(Connection& connection, WriteSide to) noexcept {
+  RL_ASSERT(connection.state == State::open);
+  WriteSide side = connection.write_side;
+  transition(side, to);
+  connection.write_side = side;
 }
 
 void Engine::set_state(Connection& connection, State to) noexcept {

@@ -78,6 +78,7 @@ class Engine {
   std::uint32_t slot_of(const Connection& connection) const noexcept;
   OpTag tag(const Connection& connection, Op op) const noexcept;
   void set_state(Connection& connection, State to) noexcept;
+  void set_write_side(Connection& connection, WriteSide to) noexcept;
 
   // Completion handlers: one per connection Op of the op table (op_table.hpp), each an explicit
   // specialization in engine.cpp (a connection op without one does not compile). on_completion()

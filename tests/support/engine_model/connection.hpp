@@ -69,6 +69,11 @@ struct Model {
   std::uint64_t unsent() const { return queued.size() - sent; }
   bool open() const { return !close_requested && !terminated; }
   bool draining() const { return shutdown_ok && !terminated; }
+  // The engine's write side (state_machine.hpp) these imply.
+  WriteSide write_side() const {
+    if (write_shut_down) return WriteSide::shut_down;
+    return write_shutdown_requested ? WriteSide::shutdown_requested : WriteSide::open;
+  }
 };
 
 }  // namespace ringlinger::detail::engine_model

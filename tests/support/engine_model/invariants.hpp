@@ -35,7 +35,8 @@ struct SlotSnapshot {
   bool peer_eof;
   bool reset_on_close;
   bool waiting_for_buffer;
-  bool write_shutdown_requested, write_shut_down, receive_paused;
+  WriteSide write_side;
+  bool receive_paused;
   std::optional<Outcome> outcome;
   int first_error;
   std::uint64_t bytes_sent, bytes_received, bytes_discarded, queued_bytes;
@@ -46,9 +47,9 @@ inline std::vector<SlotSnapshot> snapshot(const Engine& engine) {
   std::vector<SlotSnapshot> slots;
   for (const Connection& c : engine.slots()) {
     slots.push_back({c.fd, c.generation, c.state, c.in_flight, c.peer_eof, c.reset_on_close,
-                     c.waiting_for_buffer, c.write_shutdown_requested, c.write_shut_down,
-                     c.receive_paused, c.outcome, c.first_error, c.bytes_sent, c.bytes_received,
-                     c.bytes_discarded, c.send_queue.queued_bytes()});
+                     c.waiting_for_buffer, c.write_side, c.receive_paused, c.outcome,
+                     c.first_error, c.bytes_sent, c.bytes_received, c.bytes_discarded,
+                     c.send_queue.queued_bytes()});
   }
   return slots;
 }
@@ -101,11 +102,9 @@ inline void Fuzzer::check_invariants() {
       violation(where + "queued_bytes() " + std::to_string(engine_->queued_bytes(m->id)) + ", " +
                 std::to_string(m->unsent()) + " unsent");
     }
-    if (c.write_shutdown_requested != m->write_shutdown_requested ||
-        c.write_shut_down != m->write_shut_down) {
-      violation(where + "half-close flags (requested " +
-                std::to_string(c.write_shutdown_requested) + ", done " +
-                std::to_string(c.write_shut_down) + ") differ from the model's");
+    if (c.write_side != m->write_side()) {
+      violation(where + "write side " + std::string(to_string(c.write_side)) + ", the model's " +
+                std::string(to_string(m->write_side())));
     }
     if (c.receive_paused != m->paused) violation(where + "receive_paused differs from the model");
     if (m->open() && m->write_shutdown_requested && m->unsent() == 0 &&
