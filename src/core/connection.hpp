@@ -8,7 +8,9 @@
 
 #include "ringlinger/outcome.hpp"
 #include "ringlinger/state.hpp"
+#include "core/op_table.hpp"
 #include "core/send_queue.hpp"
+#include "core/state_machine.hpp"
 #include "core/user_data.hpp"
 
 namespace ringlinger::detail {
@@ -21,10 +23,10 @@ struct Connection {
   // Incremented (mod 2^24) each time the slot is freed; part of every user_data and ConnectionId.
   std::uint32_t generation = 0;
   State state = State::free;
-  // One bit per Op in flight (submitted or prepared, completion not yet handled). At most one
-  // request of each kind is in flight per connection.
+  // One bit per connection Op in flight (submitted or prepared, completion not yet handled), the
+  // op table's in_flight_bit. At most one request of each kind is in flight per connection.
   std::uint8_t in_flight = 0;
-  // One-bit flags, packed in two bytes (before `outcome`'s padding: the slot does not grow).
+  // Bit-fields, packed in two bytes (before `outcome`'s padding: the slot does not grow).
   // A receive returned 0: the peer sent its FIN. No receive is started after that.
   bool peer_eof : 1 = false;
   // SO_LINGER {1, 0} was set: the close sends RST.
@@ -35,10 +37,9 @@ struct Connection {
   // The socket is known to be O_NONBLOCK (accepted by the manager, or made so by send_file, which
   // needs it): send_file asks the kernel only once per adopted connection.
   bool nonblocking : 1 = false;
-  // shutdown_write() was called: SHUT_WR follows the last queued byte; no more sends.
-  bool write_shutdown_requested : 1 = false;
-  // That SHUT_WR was done (in the open state): close() goes straight to draining.
-  bool write_shut_down : 1 = false;
+  // The half-close of an open connection (shutdown_write()), a sub-state of State::open with
+  // its own legal edges (state_machine.hpp); changed only through Engine::set_write_side().
+  WriteSide write_side : 2 = WriteSide::open;
   // pause_receive(): no delivering receive is started until resume_receive().
   bool receive_paused : 1 = false;
   // abort_after_send(): once every queued byte was sent and acknowledged, reset (no FIN).
@@ -76,12 +77,10 @@ struct Connection {
   }
 
  private:
-  static constexpr std::uint8_t bit(Op op) noexcept {
-    return static_cast<std::uint8_t>(1u << static_cast<unsigned>(op));
-  }
+  static constexpr std::uint8_t bit(Op op) noexcept { return op_def(op).in_flight_bit; }
 };
 
-static_assert(static_cast<unsigned>(Op::send_file_poll) < 8 && static_cast<unsigned>(Op::wake) == 8,
-              "Connection::in_flight has one bit per connection Op (every Op but wake)");
+// The slot stays small: a table of 100000 connections is 10 MB (x86-64, libstdc++).
+static_assert(sizeof(void*) != 8 || sizeof(Connection) <= 104, "a connection slot grew");
 
 }  // namespace ringlinger::detail

@@ -1,7 +1,9 @@
 #include "core/engine.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
+#include <utility>
 
 #include "core/assert.hpp"
 #include "core/state_machine.hpp"
@@ -82,7 +84,7 @@ std::error_code Engine::enqueue(ConnectionId id, TimePoint now, Push&& push) {
   now = last_now_ = std::max(now, last_now_);
   Connection* connection = lookup(id.slot, id.generation);
   if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
-  if (connection->state != State::open || connection->write_shutdown_requested) {
+  if (connection->state != State::open || connection->write_side != WriteSide::open) {
     return std::make_error_code(std::errc::broken_pipe);
   }
   push(connection->send_queue);
@@ -95,8 +97,8 @@ std::error_code Engine::shutdown_write(ConnectionId id, TimePoint now) {
   Connection* connection = lookup(id.slot, id.generation);
   if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
   if (connection->state != State::open) return std::make_error_code(std::errc::broken_pipe);
-  if (connection->write_shutdown_requested) return {};  // harmless
-  connection->write_shutdown_requested = true;
+  if (connection->write_side != WriteSide::open) return {};  // harmless
+  set_write_side(*connection, WriteSide::shutdown_requested);
   shut_write_if_flushed(*connection, now);
   return {};
 }
@@ -143,7 +145,7 @@ std::error_code Engine::abort_after_send(ConnectionId id, TimePoint now) {
   if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
   if (is_terminating(connection->state)) return {};  // the outcome is decided: harmless
   // Our FIN tells the peer the stream is complete: once it may be out, a reset comes too late.
-  if (connection->write_shut_down ||
+  if (connection->write_side == WriteSide::shut_down ||
       (connection->state != State::open && connection->state != State::flushing)) {
     return std::make_error_code(std::errc::broken_pipe);
   }
@@ -197,35 +199,6 @@ void Engine::abort_all(Outcome outcome, TimePoint now) {
 
 // ---------------------------------------------------------------------------------------------
 // Events
-
-void Engine::on_completion(const Completion& completion, TimePoint now) {
-  now = last_now_ = std::max(now, last_now_);
-  Connection* connection = lookup(completion.tag.slot, completion.tag.generation);
-  if (connection == nullptr) {
-    ++stats_.stale_completions;
-    return;
-  }
-  RL_ASSERT(connection->is_in_flight(completion.tag.op));
-  connection->mark_completed(completion.tag.op);
-  switch (completion.tag.op) {
-    case Op::recv:
-      return handle_recv(*connection, completion, now);
-    case Op::send:
-      return handle_send(*connection, completion.result, now);
-    case Op::shutdown:
-      return handle_shutdown(*connection, completion.result, now);
-    case Op::cancel:
-      return handle_cancel(*connection, completion.result);
-    case Op::close:
-      return handle_close(*connection, completion.result, now);
-    case Op::accept:
-    case Op::accept_cancel:
-    case Op::send_file_poll:
-    case Op::wake:
-      break;
-  }
-  RL_ASSERT(false && "listener and backend-only completions never reach the engine");
-}
 
 // The send and drain idle timers judge progress: they end a connection only after a whole period
 // in which the peer acknowledged none of our bytes and sent none of its own (and, for the send
@@ -290,7 +263,9 @@ const Connection* Engine::find(ConnectionId id) const noexcept {
 // ---------------------------------------------------------------------------------------------
 // Completion handlers
 
-void Engine::handle_recv(Connection& connection, const Completion& completion, TimePoint now) {
+template <>
+void Engine::complete<Op::recv>(Connection& connection, const Completion& completion,
+                                 TimePoint now) {
   const std::int32_t result = completion.result;
   if (result > 0) {
     const auto bytes = static_cast<std::uint32_t>(result);
@@ -332,7 +307,10 @@ void Engine::handle_recv(Connection& connection, const Completion& completion, T
   start_receive(connection);
 }
 
-void Engine::handle_send(Connection& connection, std::int32_t result, TimePoint now) {
+template <>
+void Engine::complete<Op::send>(Connection& connection, const Completion& completion,
+                                 TimePoint now) {
+  const std::int32_t result = completion.result;
   if (result > 0) {
     const auto bytes = static_cast<std::uint32_t>(result);
     connection.bytes_sent += bytes;
@@ -365,23 +343,32 @@ void Engine::handle_send(Connection& connection, std::int32_t result, TimePoint 
   }
 }
 
-void Engine::handle_shutdown(Connection& connection, std::int32_t result, TimePoint now) {
+template <>
+void Engine::complete<Op::shutdown>(Connection& connection, const Completion& completion,
+                                     TimePoint now) {
+  const std::int32_t result = completion.result;
   if (result != -ECANCELED && !is_terminating(connection.state)) {
     on_shutdown_done(connection, result, now);
   }
   if (is_terminating(connection.state)) finish_if_idle(connection);
 }
 
-void Engine::handle_cancel(Connection& connection, std::int32_t result) {
+template <>
+void Engine::complete<Op::cancel>(Connection& connection, const Completion& completion,
+                                   TimePoint now) {
   // The cancel's own result: how many requests it found, or -ENOENT (they had completed) or
   // -EALREADY (one was running and completes by itself). Either way we wait for their
   // completions, which the in-flight bits track.
-  (void)result;
+  (void)completion;
+  (void)now;
   RL_ASSERT(connection.state == State::cancelling);
   finish_if_idle(connection);
 }
 
-void Engine::handle_close(Connection& connection, std::int32_t result, TimePoint now) {
+template <>
+void Engine::complete<Op::close>(Connection& connection, const Completion& completion,
+                                  TimePoint now) {
+  const std::int32_t result = completion.result;
   RL_ASSERT(connection.state == State::closing && connection.in_flight == 0);
   RL_ASSERT(connection.outcome.has_value());
   CloseReport report;
@@ -409,6 +396,36 @@ void Engine::handle_close(Connection& connection, std::int32_t result, TimePoint
   const ConnectionId id = id_of(connection);
   release(connection);
   if (callbacks_.on_closed) callbacks_.on_closed(id, report);
+}
+
+// The completion handler of each Op, by the op table: an op that is not a connection's has none
+// (its completions are the backend's).
+template <Op op>
+constexpr Engine::CompletionHandler Engine::handler_for() noexcept {
+  if constexpr (belongs_to_connection(op)) {
+    return [](Engine& engine, Connection& connection, const Completion& completion,
+              TimePoint now) { engine.complete<op>(connection, completion, now); };
+  } else {
+    return nullptr;
+  }
+}
+
+void Engine::on_completion(const Completion& completion, TimePoint now) {
+  static constexpr auto kHandlers = []<std::size_t... I>(std::index_sequence<I...>) {
+    return std::array<CompletionHandler, kOpCount>{handler_for<static_cast<Op>(I)>()...};
+  }(std::make_index_sequence<kOpCount>{});
+  now = last_now_ = std::max(now, last_now_);
+  Connection* connection = lookup(completion.tag.slot, completion.tag.generation);
+  if (connection == nullptr) {
+    ++stats_.stale_completions;
+    return;
+  }
+  const Op op = completion.tag.op;
+  RL_ASSERT(is_known(op) && kHandlers[static_cast<std::size_t>(op)] != nullptr &&
+            "listener and backend-only completions never reach the engine");
+  RL_ASSERT(connection->is_in_flight(op));
+  connection->mark_completed(op);
+  kHandlers[static_cast<std::size_t>(op)](*this, *connection, completion, now);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -462,7 +479,9 @@ void Engine::begin_shutdown(Connection& connection, TimePoint now) {
   RL_ASSERT(connection.state == State::flushing);
   RL_ASSERT(connection.send_queue.empty() && !connection.is_in_flight(Op::send));
   drain_total_timers_.arm(slot_of(connection), now);
-  if (connection.write_shut_down) return on_shutdown_done(connection, 0, now);  // shutdown_write()
+  if (connection.write_side == WriteSide::shut_down) {
+    return on_shutdown_done(connection, 0, now);  // shutdown_write() did it
+  }
   switch (config_.shutdown_mode) {
     case ShutdownMode::ring:
       set_state(connection, State::shutting_down);
@@ -478,9 +497,9 @@ void Engine::begin_shutdown(Connection& connection, TimePoint now) {
 // shutdown_write()'s SHUT_WR, once everything queued was sent. Always the direct call: a
 // half-close is rare enough that the ring's io-wq punt would buy nothing.
 void Engine::shut_write_if_flushed(Connection& connection, TimePoint now) {
-  if (connection.state != State::open || !connection.write_shutdown_requested ||
-      connection.write_shut_down || connection.is_in_flight(Op::send) ||
-      !connection.send_queue.empty()) {
+  if (connection.state != State::open ||
+      connection.write_side != WriteSide::shutdown_requested ||
+      connection.is_in_flight(Op::send) || !connection.send_queue.empty()) {
     return;
   }
   ++stats_.write_shutdowns;
@@ -488,7 +507,7 @@ void Engine::shut_write_if_flushed(Connection& connection, TimePoint now) {
     return fail(connection, -result,
                 is_reset(-result) ? Outcome::peer_reset : Outcome::send_error, now);
   }
-  connection.write_shut_down = true;
+  set_write_side(connection, WriteSide::shut_down);
 }
 
 void Engine::on_shutdown_done(Connection& connection, int result, TimePoint now) {
@@ -665,6 +684,15 @@ std::uint32_t Engine::slot_of(const Connection& connection) const noexcept {
 
 OpTag Engine::tag(const Connection& connection, Op op) const noexcept {
   return OpTag{op, connection.generation, slot_of(connection)};
+}
+
+// The write side changes only while the connection is open (then it is part of the state
+// `open`); each edge is checked against its table.
+void Engine::set_write_side(Connection& connection, WriteSide to) noexcept {
+  RL_ASSERT(connection.state == State::open);
+  WriteSide side = connection.write_side;
+  transition(side, to);
+  connection.write_side = side;
 }
 
 void Engine::set_state(Connection& connection, State to) noexcept {

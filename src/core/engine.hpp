@@ -78,13 +78,17 @@ class Engine {
   std::uint32_t slot_of(const Connection& connection) const noexcept;
   OpTag tag(const Connection& connection, Op op) const noexcept;
   void set_state(Connection& connection, State to) noexcept;
+  void set_write_side(Connection& connection, WriteSide to) noexcept;
 
-  // Completion handlers, one per Op.
-  void handle_recv(Connection& connection, const Completion& completion, TimePoint now);
-  void handle_send(Connection& connection, std::int32_t result, TimePoint now);
-  void handle_shutdown(Connection& connection, std::int32_t result, TimePoint now);
-  void handle_cancel(Connection& connection, std::int32_t result);
-  void handle_close(Connection& connection, std::int32_t result, TimePoint now);
+  // Completion handlers: one per connection Op of the op table (op_table.hpp), each an explicit
+  // specialization in engine.cpp (a connection op without one does not compile). on_completion()
+  // calls them through a table built from the op table, so a new connection op needs its row
+  // there and its handler, nothing else.
+  template <Op op>
+  void complete(Connection& connection, const Completion& completion, TimePoint now) = delete;
+  using CompletionHandler = void (*)(Engine&, Connection&, const Completion&, TimePoint);
+  template <Op op>
+  static constexpr CompletionHandler handler_for() noexcept;
 
   // Steps.
   void start_send(Connection& connection, TimePoint now);

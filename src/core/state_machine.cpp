@@ -1,4 +1,5 @@
-// The one place that says which state changes are legal.
+// The one place that says which state changes are legal: of the connection, and of the write
+// side of an open connection.
 #include "core/state_machine.hpp"
 
 #include <array>
@@ -10,13 +11,14 @@ namespace {
 
 using enum State;
 
+template <class Enum>
 struct Edge {
-  State from;
-  State to;
+  Enum from;
+  Enum to;
 };
 
 // Every legal edge, read as "from -> to: when".
-constexpr Edge kLegalEdges[] = {
+constexpr Edge<State> kLegalEdges[] = {
     {free, open},                 // adopt() or accept
     {open, flushing},             // close() requested
     {open, cancelling},           // abort, error or timeout with requests in flight
@@ -34,19 +36,30 @@ constexpr Edge kLegalEdges[] = {
     {closing, free},              // IORING_OP_CLOSE completed; outcome reported
 };
 
-constexpr auto build_table() {
-  std::array<std::array<bool, kStateCount>, kStateCount> table{};
-  for (const Edge& edge : kLegalEdges) {
+// The write side's legal edges (a new connection starts `open`; the slot's reset on release is
+// not a transition). A failed SHUT_WR leaves it `shutdown_requested`: the connection ends.
+constexpr Edge<WriteSide> kLegalWriteEdges[] = {
+    {WriteSide::open, WriteSide::shutdown_requested},       // shutdown_write() while open
+    {WriteSide::shutdown_requested, WriteSide::shut_down},  // every byte sent; shutdown(2) done
+};
+
+template <class Enum, std::size_t kCount, std::size_t kEdges>
+constexpr auto build_table(const Edge<Enum> (&edges)[kEdges]) {
+  std::array<std::array<bool, kCount>, kCount> table{};
+  for (const Edge<Enum>& edge : edges) {
     table[static_cast<std::size_t>(edge.from)][static_cast<std::size_t>(edge.to)] = true;
   }
   return table;
 }
 
-constexpr auto kTable = build_table();
+constexpr auto kTable = build_table<State, kStateCount>(kLegalEdges);
+constexpr auto kWriteTable = build_table<WriteSide, kWriteSideCount>(kLegalWriteEdges);
 
-// A compile-time check that State and kStateCount agree: the last state must be closing.
+// Compile-time checks that the enums and their counts agree: each count names the last value.
 static_assert(static_cast<std::size_t>(closing) + 1 == kStateCount,
               "kStateCount must count every State");
+static_assert(static_cast<std::size_t>(WriteSide::shut_down) + 1 == kWriteSideCount,
+              "kWriteSideCount must count every WriteSide");
 
 }  // namespace
 
@@ -57,6 +70,27 @@ bool is_legal_transition(State from, State to) noexcept {
 void transition(State& state, State to) noexcept {
   RL_ASSERT(is_legal_transition(state, to));
   state = to;
+}
+
+std::string_view to_string(WriteSide side) noexcept {
+  switch (side) {
+    case WriteSide::open:
+      return "open";
+    case WriteSide::shutdown_requested:
+      return "shutdown_requested";
+    case WriteSide::shut_down:
+      return "shut_down";
+  }
+  return "?";
+}
+
+bool is_legal_transition(WriteSide from, WriteSide to) noexcept {
+  return kWriteTable[static_cast<std::size_t>(from)][static_cast<std::size_t>(to)];
+}
+
+void transition(WriteSide& side, WriteSide to) noexcept {
+  RL_ASSERT(is_legal_transition(side, to));
+  side = to;
 }
 
 }  // namespace ringlinger::detail

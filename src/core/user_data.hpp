@@ -16,6 +16,7 @@
 namespace ringlinger::detail {
 
 // Every kind of request the manager submits. A connection has at most one of each in flight.
+// Each has a row in the op table (op_table.hpp) saying whose it is and who completes it.
 enum class Op : std::uint8_t {
   accept,         // multishot accept on a listener (slot = listener index)
   accept_cancel,  // cancel of a listener's multishot accept (slot = listener index)
@@ -27,11 +28,12 @@ enum class Op : std::uint8_t {
   send_file_poll, // io_uring backend only: the POLLOUT poll before a sendfile; the engine sees
                   // its completion as the send's
   wake,           // a read of the manager's wake pipe (handoff() and stop() from other threads);
-                  // not a connection's request: slot and generation are 0
+                  // not a connection's request: slot and generation are 0 (the last Op:
+                  // kOpCount counts from it)
 };
 
-// Number of values of Op.
-inline constexpr unsigned kOpCount = 9;
+// Number of values of Op. The op table checks that it has this many rows.
+inline constexpr unsigned kOpCount = static_cast<unsigned>(Op::wake) + 1;
 
 // The decoded form of user_data.
 struct OpTag {

@@ -13,6 +13,7 @@
 #include <system_error>
 
 #include "core/assert.hpp"
+#include "core/op_table.hpp"
 #include "kernel/socket_calls.hpp"
 #include "kernel/tcp_info.hpp"
 
@@ -83,26 +84,17 @@ void UringBackend::step(std::chrono::nanoseconds timeout, TimePoint& now) {
 
 void UringBackend::dispatch(const io_uring_cqe& cqe, TimePoint now) {
   const OpTag tag = decode(cqe.user_data);
-  switch (tag.op) {
-    case Op::accept:
-      return handle_accept(tag, cqe.res, cqe.flags, now);
-    case Op::accept_cancel:
-      return handle_accept_cancel(tag);
-    case Op::recv:
-    case Op::send:
-    case Op::shutdown:
-    case Op::cancel:
-    case Op::close:
-      return complete_connection_request(cqe, now);
-    case Op::send_file_poll:
-      return complete_file_send(cqe, now);
-    case Op::wake:
-      // The read took the counter. Armed again before the host looks at the queue, so a
-      // handoff queued after this point wakes the next wait.
-      if (cqe.res >= 0 || cqe.res == -EINTR || cqe.res == -EAGAIN) arm_wake();
-      return host_->on_wake();
-  }
-  RL_ASSERT(false && "a completion with an unknown op in its user_data");
+  RL_ASSERT(is_known(tag.op) && "a completion with an unknown op in its user_data");
+  // A connection's request, whichever its op (the op table says whose it is): the engine's.
+  if (belongs_to_connection(tag.op)) return complete_connection_request(cqe, now);
+  if (tag.op == Op::accept) return handle_accept(tag, cqe.res, cqe.flags, now);
+  if (tag.op == Op::accept_cancel) return handle_accept_cancel(tag);
+  if (tag.op == Op::send_file_poll) return complete_file_send(cqe, now);
+  RL_ASSERT(tag.op == Op::wake);
+  // The read took the counter. Armed again before the host looks at the queue, so a handoff
+  // queued after this point wakes the next wait.
+  if (cqe.res >= 0 || cqe.res == -EINTR || cqe.res == -EAGAIN) arm_wake();
+  host_->on_wake();
 }
 
 void UringBackend::complete_connection_request(const io_uring_cqe& cqe, TimePoint now) {

@@ -19,10 +19,12 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "core/io_port.hpp"
+#include "core/op_table.hpp"
 #include "core/user_data.hpp"
 
 namespace ringlinger::fake {
@@ -55,28 +57,8 @@ enum class FdState : std::uint8_t {
   closing,  // a close was submitted and has not run yet
 };
 
-inline const char* op_name(Op op) noexcept {
-  switch (op) {
-    case Op::accept:
-      return "accept";
-    case Op::accept_cancel:
-      return "accept_cancel";
-    case Op::send_file_poll:
-      return "send_file_poll";
-    case Op::wake:
-      return "wake";
-    case Op::recv:
-      return "recv";
-    case Op::send:
-      return "send";
-    case Op::shutdown:
-      return "shutdown";
-    case Op::cancel:
-      return "cancel";
-    case Op::close:
-      return "close";
-  }
-  return "?";
+inline std::string_view op_name(Op op) noexcept {
+  return is_known(op) ? op_def(op).name : std::string_view("?");
 }
 
 inline std::string describe(const Request& request) {

@@ -2,7 +2,10 @@
 // table of the connection lifecycle written out independently here (every legal edge accepted,
 // every other pair, self-loops included, rejected); transition() performs legal edges and aborts
 // the process (RL_ASSERT) on every illegal one; every state can still reach `free`; and
-// is_terminating() / is_lingering() classify each state as state.hpp documents.
+// is_terminating() / is_lingering() classify each state as state.hpp documents. The same for the
+// write side of an open connection (shutdown_write()'s half-close): all 3 x 3 = 9 pairs against
+// a table written here, each legal edge performed, each illegal one aborting, and its one path
+// open -> shutdown_requested -> shut_down.
 #include "core/state_machine.hpp"
 
 #include <gtest/gtest.h>
@@ -20,9 +23,68 @@ constexpr std::array<State, kStateCount> kAllStates = {
     State::free,     State::open,       State::flushing, State::shutting_down,
     State::draining, State::cancelling, State::closing};
 
-std::size_t index(State state) { return static_cast<std::size_t>(state); }
+// For State and WriteSide alike.
+template <class Enum>
+std::size_t index(Enum value) {
+  return static_cast<std::size_t>(value);
+}
 
-std::string name(State state) { return std::string(to_string(state)); }
+template <class Enum>
+std::string name(Enum value) {
+  return std::string(to_string(value));
+}
+
+// The checks both tables get, for any enum with a name() and an expected table of N x N.
+template <class Enum, std::size_t N>
+void expect_every_pair(const std::array<Enum, N>& all, const int (&expected)[N][N],
+                       int legal_edges) {
+  int legal = 0;
+  int checked = 0;
+  for (Enum from : all) {
+    for (Enum to : all) {
+      const bool is_legal = expected[index(from)][index(to)] == 1;
+      EXPECT_EQ(is_legal_transition(from, to), is_legal)
+          << name(from) << " -> " << name(to) << " should be " << (is_legal ? "legal" : "illegal");
+      legal += is_legal ? 1 : 0;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, static_cast<int>(N * N));
+  EXPECT_EQ(legal, legal_edges);  // a guard on the expected table itself
+}
+
+template <class Enum, std::size_t N>
+void expect_transition_performs_legal_edges(const std::array<Enum, N>& all,
+                                            const int (&expected)[N][N]) {
+  for (Enum from : all) {
+    for (Enum to : all) {
+      if (expected[index(from)][index(to)] == 0) continue;
+      Enum value = from;
+      transition(value, to);
+      EXPECT_EQ(value, to) << name(from) << " -> " << name(to);
+    }
+  }
+}
+
+template <class Enum, std::size_t N>
+void expect_transition_aborts_on_illegal_edges(const std::array<Enum, N>& all,
+                                               const int (&expected)[N][N], int legal_edges) {
+  int illegal = 0;
+  for (Enum from : all) {
+    for (Enum to : all) {
+      if (expected[index(from)][index(to)] == 1) continue;
+      ++illegal;
+      EXPECT_DEATH(
+          {
+            Enum value = from;
+            transition(value, to);
+          },
+          "assertion failed: is_legal_transition")
+          << name(from) << " -> " << name(to);
+    }
+  }
+  EXPECT_EQ(illegal, static_cast<int>(N * N) - legal_edges);
+}
 
 // The expected lifecycle, written from the state documentation (state.hpp), not copied from
 // state_machine.cpp. Rows: from; columns: to. 1 = legal.
@@ -41,19 +103,7 @@ constexpr int kExpected[kStateCount][kStateCount] = {
 // clang-format on
 
 TEST(StateMachine, EveryPairMatchesTheExpectedTable) {
-  int legal = 0;
-  int checked = 0;
-  for (State from : kAllStates) {
-    for (State to : kAllStates) {
-      const bool expected = kExpected[index(from)][index(to)] == 1;
-      EXPECT_EQ(is_legal_transition(from, to), expected)
-          << name(from) << " -> " << name(to) << " should be " << (expected ? "legal" : "illegal");
-      legal += expected ? 1 : 0;
-      ++checked;
-    }
-  }
-  EXPECT_EQ(checked, 49);
-  EXPECT_EQ(legal, 15);  // a guard on the expected table itself
+  expect_every_pair(kAllStates, kExpected, 15);
 }
 
 TEST(StateMachine, NoStateMayStayInPlace) {
@@ -82,32 +132,11 @@ TEST(StateMachine, EveryStateCanReachFreeAndEveryStateIsReachableFromFree) {
 }
 
 TEST(StateMachine, TransitionPerformsEveryLegalEdge) {
-  for (State from : kAllStates) {
-    for (State to : kAllStates) {
-      if (kExpected[index(from)][index(to)] == 0) continue;
-      State state = from;
-      transition(state, to);
-      EXPECT_EQ(state, to) << name(from) << " -> " << name(to);
-    }
-  }
+  expect_transition_performs_legal_edges(kAllStates, kExpected);
 }
 
 TEST(StateMachineDeathTest, TransitionAbortsOnEveryIllegalEdge) {
-  int illegal = 0;
-  for (State from : kAllStates) {
-    for (State to : kAllStates) {
-      if (kExpected[index(from)][index(to)] == 1) continue;
-      ++illegal;
-      EXPECT_DEATH(
-          {
-            State state = from;
-            transition(state, to);
-          },
-          "assertion failed: is_legal_transition")
-          << name(from) << " -> " << name(to);
-    }
-  }
-  EXPECT_EQ(illegal, 49 - 15);
+  expect_transition_aborts_on_illegal_edges(kAllStates, kExpected, 15);
 }
 
 TEST(StateMachine, IsTerminatingAndIsLingeringClassifyEachState) {
@@ -147,6 +176,44 @@ TEST(StateMachine, LingeringStatesOnlyMoveForwardIntoTermination) {
       }
     }
   }
+}
+
+// --- the write side ---------------------------------------------------------------------------
+
+constexpr std::array<WriteSide, kWriteSideCount> kAllWriteSides = {
+    WriteSide::open, WriteSide::shutdown_requested, WriteSide::shut_down};
+
+// The half-close, from state_machine.hpp: shutdown_write() asks for it, the SHUT_WR after the
+// last queued byte does it; nothing goes back (a failed SHUT_WR ends the connection instead).
+//
+// clang-format off
+//                      to: open requested shut_down
+constexpr int kExpectedWrite[kWriteSideCount][kWriteSideCount] = {
+    /* open               */ {0, 1, 0},  // shutdown_write()
+    /* shutdown_requested */ {0, 0, 1},  // every queued byte sent, shutdown(2) done
+    /* shut_down          */ {0, 0, 0},  // final while the connection lives
+};
+// clang-format on
+
+TEST(WriteSide, EveryPairMatchesTheExpectedTable) {
+  expect_every_pair(kAllWriteSides, kExpectedWrite, 2);
+}
+
+TEST(WriteSide, TransitionPerformsEveryLegalEdge) {
+  expect_transition_performs_legal_edges(kAllWriteSides, kExpectedWrite);
+}
+
+TEST(WriteSideDeathTest, TransitionAbortsOnEveryIllegalEdge) {
+  expect_transition_aborts_on_illegal_edges(kAllWriteSides, kExpectedWrite, 2);
+}
+
+TEST(WriteSide, TheOnlyPathIsOpenThenRequestedThenShutDown) {
+  WriteSide side = WriteSide::open;
+  transition(side, WriteSide::shutdown_requested);
+  transition(side, WriteSide::shut_down);
+  EXPECT_EQ(side, WriteSide::shut_down);
+  for (WriteSide to : kAllWriteSides) EXPECT_FALSE(is_legal_transition(side, to)) << name(to);
+  EXPECT_EQ(name(WriteSide::shutdown_requested), "shutdown_requested");
 }
 
 }  // namespace

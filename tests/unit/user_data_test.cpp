@@ -1,21 +1,31 @@
 // What this proves: the user_data encoding of src/core/user_data.hpp is lossless for every Op, every
 // 24-bit generation and the whole 32-bit slot range; a generation wider than 24 bits is truncated
 // (never bleeds into the op byte); the fields sit exactly where the drawn layout says; and
-// is_known() accepts exactly the Ops the manager submits.
+// is_known() accepts exactly the Ops the manager submits; and the op table (op_table.hpp) names
+// each op once, gives the connection's ops exactly, and its in-flight bits are the ones a
+// Connection sets and clears.
 #include "core/user_data.hpp"
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cstdint>
 #include <random>
+#include <set>
+#include <string_view>
+
+#include "core/connection.hpp"
+#include "core/op_table.hpp"
 
 namespace ringlinger::detail {
 namespace {
 
-constexpr Op kAllOps[] = {Op::accept,   Op::accept_cancel, Op::recv,  Op::send,
-                          Op::shutdown, Op::cancel,        Op::close, Op::send_file_poll,
-                          Op::wake};
-static_assert(std::size(kAllOps) == kOpCount, "kAllOps lists every Op");
+// Every Op, from the op table (which checks that it has one row per Op, in order).
+constexpr auto kAllOps = [] {
+  std::array<Op, kOpCount> ops{};
+  for (std::size_t i = 0; i < ops.size(); ++i) ops[i] = kOpDefs[i].op;
+  return ops;
+}();
 
 // The encoding is usable at compile time.
 static_assert(decode(encode({Op::close, 5, 7})) == OpTag{Op::close, 5, 7});
@@ -94,6 +104,34 @@ TEST(UserData, IsKnownAcceptsExactlyTheSubmittedOps) {
   EXPECT_FALSE(is_known(foreign.op));
   EXPECT_EQ(foreign.generation, 1u);
   EXPECT_EQ(foreign.slot, 2u);
+}
+
+TEST(OpTable, NamesEachOpOnce) {
+  std::set<std::string_view> names;
+  for (Op op : kAllOps) EXPECT_TRUE(names.insert(op_def(op).name).second) << op_def(op).name;
+  EXPECT_EQ(op_def(Op::send_file_poll).name, "send_file_poll");
+}
+
+TEST(OpTable, TheConnectionsOpsAreExactlyTheEnginesRequests) {
+  const std::set<Op> engine_ops = {Op::recv, Op::send, Op::shutdown, Op::cancel, Op::close};
+  for (Op op : kAllOps) {
+    EXPECT_EQ(belongs_to_connection(op), engine_ops.count(op) == 1) << op_def(op).name;
+  }
+}
+
+// Each connection op marks its own bit, and only it; the others never count as in flight.
+TEST(OpTable, InFlightBitsAreTheConnectionsOwn) {
+  for (Op op : kAllOps) {
+    Connection connection;
+    connection.mark_submitted(op);
+    EXPECT_EQ(connection.in_flight, op_def(op).in_flight_bit) << op_def(op).name;
+    for (Op other : kAllOps) {
+      EXPECT_EQ(connection.is_in_flight(other), other == op && belongs_to_connection(op))
+          << op_def(op).name << " / " << op_def(other).name;
+    }
+    connection.mark_completed(op);
+    EXPECT_EQ(connection.in_flight, 0u) << op_def(op).name;
+  }
 }
 
 }  // namespace
