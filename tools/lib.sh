@@ -1,4 +1,4 @@
-# Shared by tools/run and tools/test: install what is missing, configure, build.
+# Shared by tools/bench and tools/test: install what is missing, configure, build.
 # shellcheck shell=bash
 
 # Debian packages the build and the tests need.
@@ -14,7 +14,7 @@ RINGLINGER_PACKAGES=(
   libnginx-mod-stream                # bench/proxy.sh: nginx's own TCP proxy to compare with
 )
 
-# What `tools/run` needs on top: gnuplot for `bench --plot`, perf to count system calls and
+# What `tools/bench` needs on top: gnuplot for `bench --plot`, perf to count system calls and
 # io-wq punts (optional: bench runs without it).
 RINGLINGER_RUN_PACKAGES=(gnuplot-nox linux-perf)
 
