@@ -406,7 +406,7 @@ class FdSampler(threading.Thread):
 # fds are counted), but if every close lies in its own window, the k-th earliest close lies
 # between the k-th earliest lower and upper bounds: that is what is checked.
 JIFFY_S = 0.010           # TCP_INFO's ages count in jiffies of 1-10 ms (HZ 100-1000): the longest
-ENGINE_ACK_MARGIN_S = 0.010  # what the engine adds to such an age (kJiffyAtMost, peer_acks.cpp)
+ENGINE_ACK_MARGIN_S = 0.010  # what the engine adds to such an age (kJiffyAtMost, src/kernel/tcp_info.cpp)
 TIMER_LANES = 64          # TimerQueue::kLanes: a re-armed deadline fires at most timeout/64 late
 # The engine reads its clock once per batch of expiries, before the getsockopt of each, so the
 # acknowledgement time it derives can be early by the time the batch took before that socket's

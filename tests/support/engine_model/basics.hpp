@@ -96,7 +96,7 @@ struct Options {
   // Beyond the gtest fuzzer's world (the libFuzzer target): every class of result for every
   // request with even odds (sends of 0 bytes, each transient error, each reset error, failing
   // shutdowns and closes), a peer still acknowledging our data when the send or the drain idle
-  // timer fires (SIOCOUTQ), orphan timeouts set or not, and tables of a single slot too.
+  // timer fires (TCP_INFO), orphan timeouts set or not, and tables of a single slot too.
   bool wide = false;
 };
 
