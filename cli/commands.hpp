@@ -24,17 +24,24 @@ std::uint64_t duration_flag_ms(std::string_view flag, const std::string& text);
 std::uint64_t duration_flag_us(std::string_view flag, const std::string& text);
 std::uint64_t bytes_flag(std::string_view flag, const std::string& text);
 
-// The drain and timeout flags of `serve` (and later `bench`), as typed.
+// A value as a flag would spell it, for default values: 5000 -> "5s", 2 -> "2ms", 2000 us ->
+// "2ms", 16 MiB -> "16MiB". Each round-trips through the flag's parser.
+std::string duration_flag_text_ms(std::uint64_t milliseconds);
+std::string duration_flag_text_us(std::uint64_t microseconds);
+std::string bytes_flag_text(std::uint64_t bytes);
+
+// The drain and timeout flags of `serve`, `proxy` and `bench`, as typed. Their defaults are
+// Config{}'s, spelled as flags: the library's defaults are written in one place only.
 struct DrainFlags {
-  std::string drain_idle_timeout = "5s";
-  std::string drain_timeout = "30s";
-  std::string drain_max_bytes = "16MiB";
-  std::string send_timeout = "60s";
-  std::string orphan_timeout = "10s";
-  std::string on_timeout = "close";
-  std::string shutdown = "syscall";
-  std::uint32_t max_connections = 16384;
-  std::string batch_wait = "2ms";
+  std::string drain_idle_timeout = duration_flag_text_ms(Config{}.drain_idle_timeout_ms);
+  std::string drain_timeout = duration_flag_text_ms(Config{}.drain_timeout_ms);
+  std::string drain_max_bytes = bytes_flag_text(Config{}.drain_max_bytes);
+  std::string send_timeout = duration_flag_text_ms(Config{}.send_timeout_ms);
+  std::string orphan_timeout = duration_flag_text_ms(Config{}.orphan_timeout_ms);
+  std::string on_timeout{to_string(Config{}.on_timeout)};
+  std::string shutdown{to_string(Config{}.shutdown_mode)};
+  std::uint32_t max_connections = Config{}.max_connections;
+  std::string batch_wait = duration_flag_text_us(Config{}.batch_wait_us);
 };
 void add_drain_flags(CLI::App& command, DrainFlags& flags);
 // The Config these flags describe; throws UsageError naming the flag for a bad value.

@@ -31,6 +31,25 @@ std::uint64_t bytes_flag(std::string_view flag, const std::string& text) {
   return std::get<std::uint64_t>(parsed);
 }
 
+std::string duration_flag_text_ms(std::uint64_t milliseconds) {
+  if (milliseconds != 0 && milliseconds % 1000 == 0) return std::to_string(milliseconds / 1000) + "s";
+  return std::to_string(milliseconds) + "ms";
+}
+
+std::string duration_flag_text_us(std::uint64_t microseconds) {
+  if (microseconds % 1000 == 0) return duration_flag_text_ms(microseconds / 1000);
+  return std::to_string(microseconds) + "us";
+}
+
+std::string bytes_flag_text(std::uint64_t bytes) {
+  static constexpr std::pair<std::uint64_t, std::string_view> kUnits[] = {
+      {std::uint64_t{1} << 30, "GiB"}, {std::uint64_t{1} << 20, "MiB"}, {std::uint64_t{1} << 10, "KiB"}};
+  for (const auto& [size, unit] : kUnits) {
+    if (bytes != 0 && bytes % size == 0) return std::to_string(bytes / size) + std::string(unit);
+  }
+  return std::to_string(bytes);
+}
+
 void add_drain_flags(CLI::App& command, DrainFlags& flags) {
   command.add_option("--drain-idle-timeout", flags.drain_idle_timeout,
                      "Longest time the peer may be idle while draining: idle = no byte of ours "
@@ -62,7 +81,8 @@ void add_drain_flags(CLI::App& command, DrainFlags& flags) {
                      "(IORING_OP_SHUTDOWN, runs on an io-wq worker thread)")
       ->check(CLI::IsMember({"syscall", "ring"}))->capture_default_str()->group("Graceful close");
   command.add_option("--max-connections", flags.max_connections,
-                     "Most connections at once (RLIMIT_NOFILE bounds it too)")
+                     "Most connections at once, in total: with --threads, divided among the "
+                     "threads (RLIMIT_NOFILE bounds it too)")
       ->capture_default_str()->group("Graceful close");
   command.add_option("--batch-wait", flags.batch_wait,
                      "Let the kernel gather completions this long before waking the loop "
