@@ -15,35 +15,23 @@
 //    ended nothing that was still owed: the other leg is closed gracefully, never reset, so the
 //    bytes still queued towards it are not thrown away (the bug Envoy fixed in #45267).
 // The resets passed on are counted per direction (--json: proxy.resets_passed_*).
+// Threads, signals and counters come from the runner (runner.hpp); this file forwards.
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <pthread.h>
-#include <signal.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <algorithm>
+#include <any>
 #include <array>
-#include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <csignal>
 #include <cstdio>
-#include <condition_variable>
 #include <cstring>
-#include <exception>
-#include <deque>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -52,31 +40,25 @@
 #include "cli_units.hpp"
 #include "commands.hpp"
 #include "ringlinger/ringlinger.hpp"
+#include "runner.hpp"
 #include "stats_json.hpp"
 
 namespace ringlinger::tools {
 namespace {
 
-using namespace std::chrono_literals;
-
 struct ProxyFlags {
-  std::string listen = "127.0.0.1:8080";
+  RunnerFlags common;
   std::string upstream;
-  std::string backend = "auto";
-  std::string stop_grace = "10s";
   std::string connect_timeout = "10s";
   std::string max_buffer = "256KiB";
+  // Larger than the library's default (2 KiB, sized for request heads): a proxy moves bulk data,
+  // and one read forwards at most one buffer.
   std::string receive_buffer = "32KiB";
-  std::uint32_t receive_buffers = 256;
-  unsigned threads = 1;
-  std::string json_path;
-  bool quiet = false;
-  DrainFlags drain;
+  std::uint32_t receive_buffers = Config{}.receive_buffer_count;
 };
 
 // Which side of the pair a connection is.
 enum class Role : std::uint8_t { client, upstream };
-constexpr std::string_view to_string(Role role) { return role == Role::client ? "client" : "upstream"; }
 
 // One leg of a pair, indexed by its ConnectionId::slot.
 struct Leg {
@@ -122,32 +104,31 @@ std::string errno_name(int error) {
   return name != nullptr ? name : fmt::format("errno {}", error);
 }
 
-class Proxy {
+class Proxy final : public ShardServer {
  public:
   Proxy(const Config& config, const SocketAddress& upstream, std::uint64_t max_buffer,
         std::chrono::milliseconds connect_timeout)
       : upstream_(upstream),
         max_buffer_(max_buffer),
-        connect_timeout_(connect_timeout),
+        connect_deadlines_(connect_timeout),
         legs_(config.max_connections),
         manager_(config, callbacks()) {}
 
-  Manager& manager() noexcept { return manager_; }
-  const ProxyCounters& counters() const noexcept { return counters_; }
+  Manager& manager() noexcept override { return manager_; }
+  DeadlineFifo& deadlines() noexcept override { return connect_deadlines_; }
+  std::any counters() const override { return counters_; }
 
-  // Runs until the manager stops; `tick` runs at least every 250 ms (for SIGUSR1).
-  template <class Tick>
-  void run(Tick&& tick) {
-    for (;;) {
-      std::chrono::milliseconds wait = 250ms;
-      if (!connect_deadlines_.empty()) {
-        const auto left = std::chrono::ceil<std::chrono::milliseconds>(
-            connect_deadlines_.front().deadline - std::chrono::steady_clock::now());
-        wait = std::clamp(left, std::chrono::milliseconds(1), wait);
-      }
-      if (!manager_.run_once(wait)) return;
-      expire_connects(std::chrono::steady_clock::now());
-      tick();
+  // An upstream leg still connecting at its deadline is reset; its client is then closed.
+  void on_deadline(ConnectionId id) override {
+    Leg* leg = leg_of(id);
+    if (leg == nullptr || leg->closing) return;
+    tcp_info info{};
+    socklen_t length = sizeof(info);
+    const int fd = manager_.fd(id);
+    if (fd >= 0 && ::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &length) == 0 &&
+        info.tcpi_state == TCP_SYN_SENT) {
+      leg->connect_timed_out = true;
+      (void)manager_.abort(id);
     }
   }
 
@@ -215,9 +196,7 @@ class Proxy {
     u.peer = client;
     u.role = Role::upstream;
     c.peer = *upstream;
-    if (connect_timeout_.count() > 0) {
-      connect_deadlines_.push_back({*upstream, std::chrono::steady_clock::now() + connect_timeout_});
-    }
+    connect_deadlines_.add(*upstream);
   }
 
   // No upstream leg could be made (socket() failed, table full, stopping).
@@ -373,90 +352,12 @@ class Proxy {
     (void)manager_.close(to.self);
   }
 
-  // Upstream legs still connecting at their deadline are reset; their client is then closed.
-  void expire_connects(std::chrono::steady_clock::time_point now) {
-    while (!connect_deadlines_.empty() && connect_deadlines_.front().deadline <= now) {
-      const ConnectionId id = connect_deadlines_.front().id;
-      connect_deadlines_.pop_front();
-      Leg* leg = leg_of(id);
-      if (leg == nullptr || leg->closing) continue;
-      tcp_info info{};
-      socklen_t length = sizeof(info);
-      const int fd = manager_.fd(id);
-      if (fd >= 0 && ::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &length) == 0 &&
-          info.tcpi_state == TCP_SYN_SENT) {
-        leg->connect_timed_out = true;
-        (void)manager_.abort(id);
-      }
-    }
-  }
-
-  struct ConnectDeadline {
-    ConnectionId id;
-    std::chrono::steady_clock::time_point deadline;
-  };
-
   const SocketAddress upstream_;
   const std::uint64_t max_buffer_;
-  const std::chrono::milliseconds connect_timeout_;  // 0: the kernel's (SYN retries)
-  std::deque<ConnectDeadline> connect_deadlines_;     // one timeout for all: FIFO = sorted
-  std::vector<Leg> legs_;                             // indexed by ConnectionId::slot
+  DeadlineFifo connect_deadlines_;  // --connect-timeout; 0: the kernel's (SYN retries)
+  std::vector<Leg> legs_;           // indexed by ConnectionId::slot
   ProxyCounters counters_;
   Manager manager_;
-};
-
-// Signals: SIGINT/SIGTERM stop every manager (Manager::stop is signal-safe and may be called
-// from any thread), SIGUSR1 asks for the counters (each loop notices it within 250 ms).
-constexpr unsigned kMaxThreads = 64;
-std::array<std::atomic<Manager*>, kMaxThreads> g_managers{};
-std::atomic<std::int64_t> g_stop_grace_ms{10'000};
-std::atomic<std::uint64_t> g_print_requests{0};
-
-extern "C" void on_proxy_stop_signal(int) {
-  for (auto& slot : g_managers) {
-    if (Manager* manager = slot.load()) manager->stop(std::chrono::milliseconds(g_stop_grace_ms.load()));
-  }
-}
-extern "C" void on_proxy_print_signal(int) { g_print_requests.fetch_add(1); }
-
-void install_signals() {
-  struct sigaction action {};
-  sigemptyset(&action.sa_mask);
-  action.sa_flags = 0;  // no SA_RESTART: the wait in io_uring_enter returns EINTR at once
-  action.sa_handler = on_proxy_stop_signal;
-  sigaction(SIGINT, &action, nullptr);
-  sigaction(SIGTERM, &action, nullptr);
-  action.sa_handler = on_proxy_print_signal;
-  sigaction(SIGUSR1, &action, nullptr);
-}
-
-void restore_signals() {
-  std::signal(SIGINT, SIG_DFL);
-  std::signal(SIGTERM, SIG_DFL);
-  std::signal(SIGUSR1, SIG_IGN);
-  for (auto& slot : g_managers) slot.store(nullptr);
-}
-
-std::string outcomes_text(const std::array<std::uint64_t, kOutcomeCount>& counts) {
-  std::string text;
-  for (std::size_t i = 0; i < kOutcomeCount; ++i) {
-    if (counts[i] == 0) continue;
-    text += fmt::format("{}{} {}", text.empty() ? "" : ", ", counts[i], to_string(static_cast<Outcome>(i)));
-  }
-  return text.empty() ? "none" : text;
-}
-
-struct CpuTime {
-  std::uint64_t user_us = 0;
-  std::uint64_t system_us = 0;
-  static CpuTime now() {
-    rusage usage{};
-    getrusage(RUSAGE_SELF, &usage);
-    auto us = [](const timeval& tv) {
-      return static_cast<std::uint64_t>(tv.tv_sec) * 1'000'000 + static_cast<std::uint64_t>(tv.tv_usec);
-    };
-    return {us(usage.ru_utime), us(usage.ru_stime)};
-  }
 };
 
 nlohmann::json proxy_json(const ProxyCounters& counters) {
@@ -483,18 +384,11 @@ nlohmann::json proxy_json(const ProxyCounters& counters) {
   };
 }
 
-// What one manager's thread reports: its counters, read on that thread.
-struct Snapshot {
-  ProxyCounters counters;
-  Stats stats;
-};
-
-// The sum over threads (peak_live_connections: the sum of each thread's peak).
-Snapshot sum_of(const std::vector<Snapshot>& parts) {
-  Snapshot total;
-  ProxyCounters& c = total.counters;
-  for (const Snapshot& part : parts) {
-    const ProxyCounters& p = part.counters;
+// The threads' own counters added up.
+ProxyCounters sum_of(const RunReport& report) {
+  ProxyCounters c;
+  for (const ThreadReport& thread : report.threads) {
+    const auto& p = std::any_cast<const ProxyCounters&>(thread.counters);
     c.connections += p.connections;
     c.pairs_open += p.pairs_open;
     c.upstream_connect_failures += p.upstream_connect_failures;
@@ -516,39 +410,34 @@ Snapshot sum_of(const std::vector<Snapshot>& parts) {
       c.client_outcomes[i] += p.client_outcomes[i];
       c.upstream_outcomes[i] += p.upstream_outcomes[i];
     }
-    total.stats += part.stats;
   }
-  return total;
+  return c;
 }
 
-void print_counters(const ProxyCounters& counters, const Stats& stats, const CpuTime& cpu) {
+void print_counters(const ProxyCounters& counters, const Stats& stats, const CpuUsage& cpu) {
   std::string errors;
   for (const auto& [name, count] : counters.connect_errors) {
     errors += fmt::format("{}{} {}", errors.empty() ? "" : ", ", count, name);
   }
-  fmt::print(stderr,
-             "proxy:       {} connections, {} open; upstream: {} connect failures{}, {} not "
+  fmt::print("proxy:       {} connections, {} open; upstream: {} connect failures{}, {} not "
              "connected (no socket, table full or stopping)\n",
              counters.connections, counters.pairs_open, counters.upstream_connect_failures,
              errors.empty() ? "" : " (" + errors + ")", counters.upstream_unavailable);
-  fmt::print(stderr, "bytes:       {} client -> upstream, {} upstream -> client\n",
+  fmt::print("bytes:       {} client -> upstream, {} upstream -> client\n",
              format_bytes(counters.bytes_client_to_upstream),
              format_bytes(counters.bytes_upstream_to_client));
-  fmt::print(stderr,
-             "closes:      {} half-closes by the client first, {} by the upstream first; {} pairs "
+  fmt::print("closes:      {} half-closes by the client first, {} by the upstream first; {} pairs "
              "closed after both FINs, {} after one leg ended; flow control: {} pauses, {} resumes\n",
              counters.half_closes_client_first, counters.half_closes_upstream_first,
              counters.pairs_closed_both_fin, counters.pairs_closed_by_leg_end, counters.pauses,
              counters.resumes);
-  fmt::print(stderr,
-             "resets:      {} passed on upstream -> client (a cut upstream stream or no upstream "
+  fmt::print("resets:      {} passed on upstream -> client (a cut upstream stream or no upstream "
              "connection), {} client -> upstream; {} not passed on (our FIN was already out)\n",
              counters.resets_passed_upstream_to_client, counters.resets_passed_client_to_upstream,
              counters.resets_not_passed_fin_out);
-  fmt::print(stderr, "client legs:   {}\n", outcomes_text(counters.client_outcomes));
-  fmt::print(stderr, "upstream legs: {}\n", outcomes_text(counters.upstream_outcomes));
-  fmt::print(stderr,
-             "manager:     {} live connections (peak {}), {} accepted, {} adopted, {} closed; {} "
+  fmt::print("client legs:   {}\n", outcomes_text(counters.client_outcomes));
+  fmt::print("upstream legs: {}\n", outcomes_text(counters.upstream_outcomes));
+  fmt::print("manager:     {} live connections (peak {}), {} accepted, {} adopted, {} closed; {} "
              "system calls, {} io_uring_enter; cpu {:.3f} s user, {:.3f} s system\n",
              stats.live_connections(), stats.peak_live_connections, stats.connections_accepted,
              stats.connections_adopted, stats.closed_connections(), stats.syscalls,
@@ -556,48 +445,23 @@ void print_counters(const ProxyCounters& counters, const Stats& stats, const Cpu
              static_cast<double>(cpu.system_us) / 1e6);
 }
 
-// Writes FILE through a temporary file and a rename, so a reader never sees half of it.
-void write_json(const std::string& path, const nlohmann::json& json) {
-  const std::string temporary = path + ".tmp";
-  {
-    std::ofstream file(temporary);
-    file << json.dump(2) << "\n";
-    if (!file) {
-      fmt::print(stderr, "ringlinger proxy: cannot write {}\n", temporary);
-      return;
-    }
-  }
-  std::error_code error;
-  std::filesystem::rename(temporary, path, error);
-  if (error) fmt::print(stderr, "ringlinger proxy: cannot write {}: {}\n", path, error.message());
-}
+// What --upstream, --max-buffer, --receive-buffer(s) and --connect-timeout say, checked.
+struct ProxySettings {
+  RunnerSettings common;  // its config has the receive buffers
+  SocketAddress upstream;
+  std::uint64_t max_buffer = 0;
+  std::chrono::milliseconds connect_timeout{0};
+};
 
-SocketAddress address_flag(std::string_view flag, const std::string& text) {
-  auto address = SocketAddress::parse(text);
-  if (!address) {
-    throw UsageError(std::string(flag) + ": '" + text +
-                     "' is not an address like 127.0.0.1:8080 or [::1]:8080");
-  }
-  return *address;
-}
-
-int run_proxy(const ProxyFlags& flags) {
-  if (flags.threads < 1 || flags.threads > kMaxThreads) {
-    throw UsageError(fmt::format("--threads: must be between 1 and {} (got {})", kMaxThreads, flags.threads));
-  }
-  const SocketAddress listen = address_flag("--listen", flags.listen);
+ProxySettings proxy_settings(const ProxyFlags& flags) {
+  ProxySettings settings{runner_settings("proxy", flags.common), {}, 0, {}};
   if (flags.upstream.empty()) throw UsageError("--upstream is required");
-  const SocketAddress upstream = address_flag("--upstream", flags.upstream);
-  if (upstream.port() == 0) throw UsageError("--upstream: port 0 is not a port to connect to");
-  g_stop_grace_ms.store(static_cast<std::int64_t>(duration_flag_ms("--stop-grace", flags.stop_grace)));
-  const std::chrono::milliseconds connect_timeout(duration_flag_ms("--connect-timeout", flags.connect_timeout));
-  const std::uint64_t max_buffer = bytes_flag("--max-buffer", flags.max_buffer);
-  if (max_buffer == 0) throw UsageError("--max-buffer: must be at least 1 byte (got " + flags.max_buffer + ")");
-
-  Config config = to_config(flags.drain);
-  config.backend = flags.backend == "uring"   ? IoBackend::io_uring
-                   : flags.backend == "epoll" ? IoBackend::epoll
-                                              : IoBackend::automatic;
+  settings.upstream = address_flag("--upstream", flags.upstream);
+  if (settings.upstream.port() == 0) throw UsageError("--upstream: port 0 is not a port to connect to");
+  settings.connect_timeout = std::chrono::milliseconds(duration_flag_ms("--connect-timeout", flags.connect_timeout));
+  settings.max_buffer = bytes_flag("--max-buffer", flags.max_buffer);
+  if (settings.max_buffer == 0) throw UsageError("--max-buffer: must be at least 1 byte (got " + flags.max_buffer + ")");
+  Config& config = settings.common.config;
   const std::uint64_t receive_buffer = bytes_flag("--receive-buffer", flags.receive_buffer);
   if (receive_buffer < 64 || receive_buffer > (16u << 20)) {
     throw UsageError("--receive-buffer: must be between 64 B and 16 MiB (got " + flags.receive_buffer + ")");
@@ -608,214 +472,34 @@ int run_proxy(const ProxyFlags& flags) {
     if (error.starts_with("receive_buffer_count")) throw UsageError("--receive-buffers: " + error);
     throw UsageError(error);
   }
-  rlimit limit{};
-  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < config.max_connections + 32u) {
-    fmt::print(stderr,
-               "ringlinger proxy: warning: RLIMIT_NOFILE is {}, below --max-connections {} plus a "
-               "few; accepts and upstream sockets will fail with EMFILE before the table is full\n",
-               limit.rlim_cur, config.max_connections);
-  }
+  return settings;
+}
 
-  const unsigned threads = flags.threads;
-  // One Proxy (one Manager, one ring) per thread, each created and driven on its own thread;
-  // with several, every one listens on the same port with SO_REUSEPORT and the kernel spreads
-  // the connections. Each publishes its counters when asked (SIGUSR1) and when it ends.
-  struct Worker {
-    std::thread thread;
-    Snapshot latest;
-    std::uint64_t published = 0;  // the last print request answered
-    bool done = false;
-    std::exception_ptr error;
-    std::optional<SocketAddress> bound;
-    bool ready = false;
-    std::string backend_description;
-    IoBackend backend = IoBackend::epoll;
+int run_proxy(const ProxyFlags& flags) {
+  const ProxySettings settings = proxy_settings(flags);
+  ShardedCommand command;
+  command.make_server = [&](const Config& config) {
+    return std::make_unique<Proxy>(config, settings.upstream, settings.max_buffer, settings.connect_timeout);
   };
-  std::vector<Worker> workers(threads);
-  std::mutex mutex;
-  std::condition_variable changed;
-  bool released = false;  // set once no signal handler can reach the managers any more
-
-  auto work = [&](unsigned index, SocketAddress address) {
-    Worker& me = workers[index];
-    try {
-      Proxy proxy(config, upstream, max_buffer, connect_timeout);
-      Manager& manager = proxy.manager();
-      const SocketAddress bound = manager.listen(address, 4096, threads > 1);
-      g_managers[index].store(&manager);
-      // Out of the signal handler's reach before the Manager is destroyed, also on an exception.
-      struct Unpublish {
-        std::atomic<Manager*>& slot;
-        ~Unpublish() { slot.store(nullptr); }
-      } unpublish{g_managers[index]};
-      std::uint64_t answered = 0;
-      auto publish = [&](bool done) {
-        Snapshot snapshot{proxy.counters(), manager.stats()};
-        {
-          std::lock_guard lock(mutex);
-          me.latest = std::move(snapshot);
-          me.published = answered;
-          me.done = done;
-        }
-        changed.notify_all();
-      };
-      {
-        std::lock_guard lock(mutex);
-        me.bound = bound;
-        me.ready = true;
-        me.backend_description = manager.describe_backend();
-        me.backend = manager.backend();
-      }
-      changed.notify_all();
-      proxy.run([&] {
-        if (const std::uint64_t requests = g_print_requests.load(); requests != answered) {
-          answered = requests;
-          publish(false);
-        }
-      });
-      answered = g_print_requests.load();
-      publish(true);
-      // The Manager lives on until the main thread has taken it out of the signal handler's
-      // reach (restore_signals), so a late SIGTERM never finds it destroyed.
-      std::unique_lock lock(mutex);
-      changed.wait(lock, [&] { return released; });
-    } catch (...) {
-      {
-        std::lock_guard lock(mutex);
-        me.error = std::current_exception();
-        me.ready = true;
-        me.done = true;
-      }
-      changed.notify_all();
-    }
+  command.announce = [&](const Listening& first) {
+    const std::uint32_t threads = settings.common.threads;
+    fmt::print("ringlinger proxy: listening on {}, upstream {}{} (backend {})\n", first.bound.to_string(),
+               settings.upstream.to_string(), threads > 1 ? fmt::format(", {} threads", threads) : "",
+               first.backend_description);
   };
-
-  g_print_requests.store(0);
-  install_signals();
-  // The handlers run on this thread only: the workers start with the signals blocked (a thread
-  // inherits the mask), so a handler never runs while this thread tears the managers down. The
-  // workers notice a stop or a print request at their next loop step (at most 250 ms).
-  sigset_t handled;
-  sigemptyset(&handled);
-  sigaddset(&handled, SIGINT);
-  sigaddset(&handled, SIGTERM);
-  sigaddset(&handled, SIGUSR1);
-  pthread_sigmask(SIG_BLOCK, &handled, nullptr);
-  // Thread 0 binds first (port 0 becomes a port); the others listen on the address it bound.
-  auto start = [&](unsigned index, const SocketAddress& address) {
-    workers[index].thread = std::thread(work, index, address);
-    std::unique_lock lock(mutex);
-    changed.wait(lock, [&] { return workers[index].ready; });
-    return workers[index].error == nullptr;
+  command.print = [](const RunReport& report) { print_counters(sum_of(report), report.stats, report.cpu); };
+  command.add_json = [&](const RunReport& report, nlohmann::json& json) {
+    json["upstream"] = settings.upstream.to_string();
+    json["config"]["max_buffer"] = settings.max_buffer;
+    json["config"]["connect_timeout_ms"] = settings.connect_timeout.count();
+    json["proxy"] = proxy_json(sum_of(report));
   };
-  // Stops every manager, waits for every thread to be done, then lets them destroy theirs.
-  auto join_all = [&] {
-    on_proxy_stop_signal(0);
-    {
-      std::unique_lock lock(mutex);
-      changed.wait(lock, [&] {
-        return std::all_of(workers.begin(), workers.end(),
-                           [](const Worker& w) { return w.done || !w.thread.joinable(); });
-      });
-    }
-    restore_signals();
-    {
-      std::lock_guard lock(mutex);
-      released = true;
-    }
-    changed.notify_all();
-    for (Worker& worker : workers) {
-      if (worker.thread.joinable()) worker.thread.join();
-    }
+  command.add_thread_json = [](const ThreadReport& thread, nlohmann::json& entry) {
+    const auto& counters = std::any_cast<const ProxyCounters&>(thread.counters);
+    entry["connections"] = counters.connections;
+    entry["pairs_open"] = counters.pairs_open;
   };
-  bool started = start(0, listen);
-  for (unsigned i = 1; started && i < threads; ++i) started = start(i, *workers[0].bound);
-  pthread_sigmask(SIG_UNBLOCK, &handled, nullptr);
-  if (!started) {
-    join_all();
-    for (Worker& worker : workers) {
-      if (worker.error) std::rethrow_exception(worker.error);
-    }
-    throw std::runtime_error("a thread did not start");
-  }
-  const SocketAddress bound = *workers[0].bound;
-  const std::string description = workers[0].backend_description;
-  fmt::print("ringlinger proxy: listening on {}, upstream {}{} (backend {})\n", bound.to_string(),
-             upstream.to_string(), threads > 1 ? fmt::format(", {} threads", threads) : "",
-             description);
-  std::fflush(stdout);
-
-  const CpuTime cpu_at_start = CpuTime::now();
-  auto report = [&](const std::vector<Snapshot>& parts) {
-    const CpuTime now = CpuTime::now();
-    const CpuTime cpu{now.user_us - cpu_at_start.user_us, now.system_us - cpu_at_start.system_us};
-    const Snapshot total = sum_of(parts);
-    if (!flags.quiet) print_counters(total.counters, total.stats, cpu);
-    if (flags.json_path.empty()) return;
-    nlohmann::json json{
-        {"backend", workers[0].backend == IoBackend::io_uring ? "uring" : "epoll"},
-        {"backend_description", description},
-        {"listen", bound.to_string()},
-        {"upstream", upstream.to_string()},
-        {"threads", threads},
-        {"config",
-         {{"max_buffer", max_buffer},
-          {"receive_buffer_bytes", config.receive_buffer_bytes},
-          {"receive_buffer_count", config.receive_buffer_count},
-          {"connect_timeout_ms", connect_timeout.count()},
-          {"drain_idle_timeout_ms", config.drain_idle_timeout_ms},
-          {"drain_timeout_ms", config.drain_timeout_ms},
-          {"drain_max_bytes", config.drain_max_bytes},
-          {"send_timeout_ms", config.send_timeout_ms},
-          {"orphan_timeout_ms", config.orphan_timeout_ms},
-          {"on_timeout", to_string(config.on_timeout)},
-          {"shutdown", to_string(config.shutdown_mode)},
-          {"max_connections", config.max_connections},
-          {"batch_wait_us", config.batch_wait_us}}},
-        {"proxy", proxy_json(total.counters)},
-        {"stats", stats_json(total.stats)},
-        {"cpu", {{"user_us", cpu.user_us}, {"system_us", cpu.system_us}}},
-    };
-    if (threads > 1) {
-      json["per_thread"] = nlohmann::json::array();
-      for (const Snapshot& part : parts) {
-        json["per_thread"].push_back({{"connections", part.counters.connections},
-                                      {"pairs_open", part.counters.pairs_open},
-                                      {"live_connections", part.stats.live_connections()}});
-      }
-    }
-    write_json(flags.json_path, json);
-  };
-
-  // Wait for the threads; answer SIGUSR1 once every thread has published for it.
-  std::vector<Snapshot> parts(threads);
-  {
-    std::unique_lock lock(mutex);
-    std::uint64_t printed = 0;
-    for (;;) {
-      changed.wait_for(lock, 100ms);
-      const std::uint64_t requested = g_print_requests.load();
-      const bool all_done = std::all_of(workers.begin(), workers.end(), [](const Worker& w) { return w.done; });
-      const bool all_answered = std::all_of(workers.begin(), workers.end(), [&](const Worker& w) {
-        return w.done || w.published == requested;
-      });
-      if (all_done) break;
-      if (requested != printed && all_answered) {
-        printed = requested;
-        for (unsigned i = 0; i < threads; ++i) parts[i] = workers[i].latest;
-        lock.unlock();
-        report(parts);
-        lock.lock();
-      }
-    }
-  }
-  join_all();
-  for (Worker& worker : workers) {
-    if (worker.error) std::rethrow_exception(worker.error);
-  }
-  for (unsigned i = 0; i < threads; ++i) parts[i] = workers[i].latest;
-  report(parts);
-  return 0;
+  return run_sharded(settings.common, command);
 }
 
 }  // namespace
@@ -830,10 +514,9 @@ Command add_proxy_command(CLI::App& program) {
       "(or fails, or times out) before its FIN has cut its stream: the other side gets every byte "
       "forwarded, then a reset, never a clean EOF; a client whose upstream cannot be connected "
       "is reset. A reset after a side's FIN (its stream was complete) still closes the other "
-      "side gracefully. Prints its counters to stderr on SIGUSR1 and at exit; stops on "
+      "side gracefully. Prints its counters to stdout on SIGUSR1 and at exit; stops on "
       "SIGINT/SIGTERM.");
-  app->add_option("--listen", flags->listen, "Address to listen on; port 0 picks a free port")
-      ->type_name("ADDRESS")->capture_default_str();
+  add_runner_flags(*app, flags->common);
   app->add_option("--upstream", flags->upstream, "Address to connect each connection to")
       ->type_name("ADDRESS")->required();
   app->add_option("--max-buffer", flags->max_buffer,
@@ -850,22 +533,6 @@ Command add_proxy_command(CLI::App& program) {
                   "Longest time an upstream connect may take; then the upstream leg is reset and "
                   "so is the client; 0 = the kernel's SYN retries (about 2 minutes)")
       ->type_name("DURATION")->capture_default_str()->group("Forwarding");
-  app->add_option("--threads", flags->threads,
-                  "Threads, each with its own manager (ring) listening on the same port "
-                  "(SO_REUSEPORT: the kernel spreads connections); --max-connections is per thread")
-      ->capture_default_str();
-  app->add_option("--backend", flags->backend,
-                  "auto (io_uring, or epoll where io_uring is unavailable), uring, epoll")
-      ->check(CLI::IsMember({"auto", "uring", "epoll"}))->capture_default_str();
-  app->add_option("--stop-grace", flags->stop_grace,
-                  "On SIGINT/SIGTERM, how long open and closing connections may take before they "
-                  "are reset")
-      ->type_name("DURATION")->capture_default_str();
-  app->add_option("--json", flags->json_path,
-                  "Write the configuration and counters to FILE on SIGUSR1 and at exit")
-      ->type_name("FILE");
-  app->add_flag("--quiet", flags->quiet, "Do not print the counters (SIGUSR1, exit) to stderr");
-  add_drain_flags(*app, flags->drain);
   app->footer(
       "A pair takes two connection slots: --max-connections 16384 carries 8192 clients.\n"
       "Example: ringlinger proxy --listen 127.0.0.1:8080 --upstream 127.0.0.1:80 --json stats.json");

@@ -48,4 +48,20 @@ nlohmann::json stats_json(const Stats& stats) {
   };
 }
 
+nlohmann::json config_json(const Config& config) {
+  return {
+      {"drain_idle_timeout_ms", config.drain_idle_timeout_ms},
+      {"drain_timeout_ms", config.drain_timeout_ms},
+      {"drain_max_bytes", config.drain_max_bytes},
+      {"send_timeout_ms", config.send_timeout_ms},
+      {"orphan_timeout_ms", config.orphan_timeout_ms},
+      {"on_timeout", to_string(config.on_timeout)},
+      {"shutdown", to_string(config.shutdown_mode)},
+      {"max_connections", config.max_connections},
+      {"batch_wait_us", config.batch_wait_us},
+      {"receive_buffer_bytes", config.receive_buffer_bytes},
+      {"receive_buffer_count", config.receive_buffer_count},
+  };
+}
+
 }  // namespace ringlinger::tools

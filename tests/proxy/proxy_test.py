@@ -36,7 +36,8 @@ Python clients and servers written here (socket module, sharing no code with rin
                        is served once that pair is closed.
   6-no-leaks           for every proxy: after the clients are done, SIGUSR1's --json shows 0 live
                        connections and 0 open pairs, the fd count is back to its start, then
-                       SIGTERM exits 0 and the final JSON shows 0 live connections; every leg
+                       SIGTERM exits 0, the final JSON shows 0 live connections and the
+                       counters were printed to stdout (SIGUSR1 and exit); every leg
                        ended clean, or as the scenario allows, or "aborted" by a reset the proxy
                        counted as passed on, each with a cut leg as its cause.
   7-reset-upstream     the upstream sends N bytes, then resets (once they were all acknowledged):
@@ -214,6 +215,11 @@ class Proxy:
             raise RuntimeError(f"proxy did not start: {line!r} {open(self.stderr_path).read()}")
         self.address = (match.group(1), int(match.group(2)))
         self.fds_at_start = fd_count(self.process.pid)
+        # The counters go to stdout on every SIGUSR1 (idle() sends many): read them all, so the
+        # pipe never fills and blocks the proxy.
+        self.output = []
+        self.reader = threading.Thread(target=lambda: self.output.extend(self.process.stdout), daemon=True)
+        self.reader.start()
 
     def stats(self):
         """Counters now: SIGUSR1 makes the proxy (re)write its --json file."""
@@ -239,6 +245,7 @@ class Proxy:
         except subprocess.TimeoutExpired:
             self.process.kill()
             code = "killed after 20 s"
+        self.reader.join(TIMEOUT)
         with open(self.json_path) as f:
             return code, json.load(f)
 
@@ -282,6 +289,8 @@ def check_no_leaks(proxy, name, *, allow=(), client_resets=0):
     code, final = proxy.stop()
     check(code == 0, f"{name}: exits 0 on SIGTERM (got {code})")
     check(final["stats"]["live_connections"] == 0, f"{name}: final --json shows 0 live connections")
+    check(any(line.startswith("proxy:") for line in proxy.output),
+          f"{name}: the counters were printed to stdout")
     return stats
 
 

@@ -10,6 +10,7 @@
 
 #include "child_process.hpp"
 #include "cli_units.hpp"
+#include "commands.hpp"
 #include "http.hpp"
 #include "tcp_support.hpp"
 
@@ -104,6 +105,26 @@ TEST(Units, DurationsNeedAUnitAndSizesTakeBinarySuffixes) {
   EXPECT_TRUE(std::holds_alternative<std::string>(parse_bytes("12 parsecs")));
 }
 
+// The flags' defaults are Config{}'s, spelled as flags: they parse back to the same values.
+TEST(Units, DrainFlagDefaultsAreTheLibrarysDefaults) {
+  const Config flags = to_config(DrainFlags{});
+  const Config library;
+  EXPECT_EQ(flags.drain_idle_timeout_ms, library.drain_idle_timeout_ms);
+  EXPECT_EQ(flags.drain_timeout_ms, library.drain_timeout_ms);
+  EXPECT_EQ(flags.drain_max_bytes, library.drain_max_bytes);
+  EXPECT_EQ(flags.send_timeout_ms, library.send_timeout_ms);
+  EXPECT_EQ(flags.orphan_timeout_ms, library.orphan_timeout_ms);
+  EXPECT_EQ(flags.on_timeout, library.on_timeout);
+  EXPECT_EQ(flags.shutdown_mode, library.shutdown_mode);
+  EXPECT_EQ(flags.max_connections, library.max_connections);
+  EXPECT_EQ(flags.batch_wait_us, library.batch_wait_us);
+  EXPECT_EQ(DrainFlags{}.drain_max_bytes, "16MiB");
+  EXPECT_EQ(DrainFlags{}.batch_wait, "2ms");
+  EXPECT_EQ(bytes_flag_text(1536), "1536");
+  EXPECT_EQ(duration_flag_text_us(250), "250us");
+  EXPECT_EQ(duration_flag_text_ms(0), "0ms");
+}
+
 // Runs the program with `arguments`, capturing stderr into stdout; returns {exit code, output}.
 std::pair<int, std::string> run_program(std::vector<std::string> arguments) {
   std::vector<std::string> shell = {"-c", "exec \"$0\" \"$@\" 2>&1", testing_support::ringlinger_exe()};
@@ -132,6 +153,9 @@ TEST(CommandLine, BadFlagsExitWithTwoAndNameTheFlag) {
       {{"serve", "--threads", "65"}, "--threads"},
       {{"serve", "--threads", "2", "--backend", "naive"}, "--threads"},
       {{"serve", "--threads", "4", "--max-connections", "3"}, "--max-connections"},
+      // The same flags mean the same in proxy: --max-connections is the total of every thread.
+      {{"proxy", "--upstream", "127.0.0.1:80", "--threads", "4", "--max-connections", "3"}, "--max-connections"},
+      {{"proxy", "--upstream", "127.0.0.1:80", "--stop-grace", "soon"}, "--stop-grace"},
       {{"client", "--connect", "nowhere"}, "--connect"},
       {{"client", "--source-addrs", "127.0.0.9-127.0.0.2"}, "--source-addrs"},
       {{"client", "--concurrency", "0"}, "--concurrency"},
@@ -145,7 +169,7 @@ TEST(CommandLine, BadFlagsExitWithTwoAndNameTheFlag) {
 }
 
 TEST(CommandLine, HelpExitsWithZero) {
-  for (const char* command : {"serve", "client", "demo"}) {
+  for (const char* command : {"serve", "client", "demo", "proxy"}) {
     const auto [code, output] = run_program({command, "--help"});
     EXPECT_EQ(code, 0) << output;
     EXPECT_NE(output.find("Usage"), std::string::npos) << output;
