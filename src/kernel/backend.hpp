@@ -1,19 +1,24 @@
 // What the manager needs of a kernel interface: the engine's IoPort, listening sockets, and one
 // "submit, wait, dispatch" step. Two implementations: io_uring (uring_backend) and epoll
 // (epoll_backend), the fallback where io_uring is unavailable (sysctl, seccomp, old kernel).
+// What they have in common is here, written once: the listener table and its policy (a backend
+// only says how it waits for an accept), the discard area, and the synchronous socket calls.
 #pragma once
 
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 
 #include "core/engine.hpp"
 #include "core/io_port.hpp"
+#include "kernel/listeners.hpp"
 #include "ringlinger/address.hpp"
 
 namespace ringlinger::detail {
 
-class Backend {
+class Backend : protected IoPort {
  public:
   using TimePoint = Engine::TimePoint;
 
@@ -29,15 +34,17 @@ class Backend {
     virtual void on_wake() = 0;
   };
 
-  virtual ~Backend() = default;
+  ~Backend() override;
+  Backend(const Backend&) = delete;
+  Backend& operator=(const Backend&) = delete;
 
   // The engine's way to the kernel.
-  virtual IoPort& io() = 0;
+  IoPort& io() { return *this; }
   // Completions go to `engine`, accepted sockets to `host`; called once, before the first step.
-  virtual void attach(Engine& engine, Host& host) = 0;
+  void attach(Engine& engine, Host& host);
   // Binds, listens and starts accepting; returns the bound address. Throws std::system_error.
   // With `reuse_port`, SO_REUSEPORT is set before bind.
-  virtual SocketAddress listen(const SocketAddress& address, int backlog, bool reuse_port) = 0;
+  SocketAddress listen(const SocketAddress& address, int backlog, bool reuse_port);
   // Watches `fd` (the read end of a pipe the manager owns): every write to it ends the current or next wait
   // and calls Host::on_wake() from a step. Called once, after attach().
   virtual void watch_wake(int fd) = 0;
@@ -52,14 +59,45 @@ class Backend {
   // completion to the engine and every accepted socket to the host. Sets `now` after the wait.
   virtual void step(std::chrono::nanoseconds timeout, TimePoint& now) = 0;
   // Accepts again on listeners that paused (table full, EMFILE backoff) when that is possible.
-  virtual void resume_listeners(TimePoint now) = 0;
+  void resume_listeners(TimePoint now);
   // The earliest future moment (after `now`) at which a paused listener's backoff ends, if any.
-  virtual std::optional<TimePoint> next_listener_deadline(TimePoint now) const = 0;
+  std::optional<TimePoint> next_listener_deadline(TimePoint now) const {
+    return listeners_.next_deadline(now);
+  }
   // Stops accepting; each listening socket is closed once nothing of ours is in flight on it.
-  virtual void close_listeners() = 0;
-  virtual bool has_open_listeners() const = 0;
+  void close_listeners();
+  bool has_open_listeners() const { return listeners_.has_open(); }
   // E.g. "io_uring (SUBMIT_ALL|...)" or "epoll".
-  virtual std::string describe() const = 0;
+  const std::string& describe() const { return description_; }
+
+ protected:
+  // Throws std::system_error when the discard area cannot be mapped.
+  explicit Backend(Stats& stats);
+
+  // IoPort: the synchronous calls, the same system calls for both backends.
+  int shutdown_now(int fd) final;
+  void set_reset_on_close(int fd) final;
+  void limit_orphan_time(int fd, std::uint32_t milliseconds) final;
+  PeerAcks peer_acks(int fd, TimePoint now) final;
+
+  Stats& stats_;
+  Engine* engine_ = nullptr;
+  Host* host_ = nullptr;
+  ListenerTable listeners_;
+  // Where discarding receives point, kDiscardChunkBytes long. With MSG_TRUNC TCP copies nothing
+  // into it, so its pages are never touched; it is still as large as any discarding receive, so
+  // a socket type that ignores MSG_TRUNC cannot write past it. Unmapped after the derived
+  // backend is gone (with its ring, and any receive still pointing here).
+  std::byte* const discard_area_;
+  std::string description_;  // set by the derived backend's constructor
+
+ private:
+  // How the backend waits for connections on listener `index`. watch_listener: the listener was
+  // just added (paused); 0, or the errno that makes listen() fail. accept_again: it may accept
+  // again now (it is paused, and the host has room). stop_accepting: listeners are closing.
+  virtual int watch_listener(std::uint32_t index) = 0;
+  virtual void accept_again(std::uint32_t index, TimePoint now) = 0;
+  virtual void stop_accepting(std::uint32_t index) = 0;
 };
 
 }  // namespace ringlinger::detail

@@ -1,7 +1,6 @@
 #include "kernel/epoll_backend.hpp"
 
 #include <netinet/in.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -11,15 +10,10 @@
 
 #include "core/assert.hpp"
 #include "kernel/socket_calls.hpp"
-#include "kernel/tcp_info.hpp"
 
 namespace ringlinger::detail {
 namespace {
 
-using namespace std::chrono_literals;
-
-// How long a listener waits before accepting again after an error such as EMFILE.
-constexpr auto kAcceptBackoff = 100ms;
 // epoll_event.data: bit 63 marks a listener; otherwise slot (low 32 bits) and generation.
 constexpr std::uint64_t kListenerBit = std::uint64_t{1} << 63;
 // epoll_event.data of the manager's wake pipe.
@@ -37,38 +31,18 @@ std::uint64_t event_data(std::uint32_t slot, std::uint32_t generation) {
 }  // namespace
 
 EpollBackend::EpollBackend(const Config& config, Stats& stats)
-    : stats_(stats),
+    : Backend(stats),
       slots_(config.max_connections),
       events_(std::min<std::uint32_t>(config.max_connections, 4096) + 16),
       receive_buffer_(config.receive_buffer_bytes) {
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd_ < 0) throw std::system_error(errno, std::system_category(), "epoll_create1");
-  void* area = mmap(nullptr, kDiscardChunkBytes, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (area == MAP_FAILED) {
-    const int error = errno;
-    ::close(epoll_fd_);
-    throw std::system_error(error, std::system_category(), "discard area");
-  }
-  discard_area_ = static_cast<std::byte*>(area);
   attempts_.reserve(config.max_connections);
   attempting_.reserve(config.max_connections);
+  description_ = "epoll (edge-triggered)";
 }
 
-EpollBackend::~EpollBackend() {
-  for (const Listener& listener : listeners_) {
-    if (listener.fd >= 0) ::close(listener.fd);
-  }
-  munmap(discard_area_, kDiscardChunkBytes);
-  ::close(epoll_fd_);
-}
-
-void EpollBackend::attach(Engine& engine, Host& host) {
-  engine_ = &engine;
-  host_ = &host;
-}
-
-std::string EpollBackend::describe() const { return "epoll (edge-triggered)"; }
+EpollBackend::~EpollBackend() { ::close(epoll_fd_); }
 
 // --- the step ---------------------------------------------------------------------------------
 
@@ -95,8 +69,8 @@ void EpollBackend::handle_event(const epoll_event& event, TimePoint now) {
   }
   if ((event.data.u64 & kListenerBit) != 0) {
     const auto index = static_cast<std::uint32_t>(event.data.u64 & ~kListenerBit);
-    listeners_[index].backlog_pending = true;
-    accept_backlog(index, now);
+    listeners_[index].accepting = false;  // a new edge: the backlog holds connections
+    accept_again(index, now);
     return;
   }
   const auto index = static_cast<std::uint32_t>(event.data.u64);
@@ -312,20 +286,6 @@ void EpollBackend::submit_close(OpTag tag, int fd) {
   queue_attempt(tag.slot);
 }
 
-int EpollBackend::shutdown_now(int fd) { return shutdown_write(fd, stats_.syscalls); }
-
-void EpollBackend::limit_orphan_time(int fd, std::uint32_t milliseconds) {
-  detail::limit_orphan_time(fd, milliseconds, stats_.syscalls);
-}
-
-void EpollBackend::set_reset_on_close(int fd) {
-  detail::set_reset_on_close(fd, stats_.syscalls);
-}
-
-PeerAcks EpollBackend::peer_acks(int fd, TimePoint now) {
-  return read_peer_acks(fd, now, stats_.syscalls);
-}
-
 // --- waking and the host's event loop ----------------------------------------------------------
 
 void EpollBackend::watch_wake(int fd) {
@@ -346,78 +306,37 @@ void EpollBackend::clear_notification() {}  // the step's epoll_pwait2 consumes 
 
 bool EpollBackend::has_unsubmitted_work() const { return !attempts_.empty(); }
 
-// --- listeners --------------------------------------------------------------------------------
+// --- listeners: epoll readiness, then accept4 until EAGAIN ------------------------------------
 
-SocketAddress EpollBackend::listen(const SocketAddress& address, int backlog, bool reuse_port) {
-  const int fd = open_listener(address, backlog, reuse_port);
+int EpollBackend::watch_listener(std::uint32_t index) {
   epoll_event event{};
   event.events = EPOLLIN | EPOLLET;
-  event.data.u64 = kListenerBit | listeners_.size();
-  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event) != 0) {
-    const int error = errno;
-    ::close(fd);
-    throw std::system_error(error, std::system_category(), "listen on " + address.to_string());
-  }
-  auto bound = SocketAddress::local_of(fd);
-  RL_ASSERT(bound.has_value());
-  listeners_.push_back(Listener{fd, true, {}});
-  return *bound;
+  event.data.u64 = kListenerBit | index;
+  return epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listeners_[index].fd, &event) == 0 ? 0 : errno;
 }
 
-void EpollBackend::accept_backlog(std::uint32_t index, TimePoint now) {
-  Listener& listener = listeners_[index];
-  while (listener.fd >= 0 && host_->can_accept()) {
+// Nothing is ever in flight on a listener with epoll: closing it ends the wait for its edges.
+void EpollBackend::stop_accepting(std::uint32_t index) { listeners_[index].accepting = false; }
+
+// Accepts until the backlog is drained (EAGAIN), the host is full, or an error pauses it.
+void EpollBackend::accept_again(std::uint32_t index, TimePoint now) {
+  // By index: the host's on_accepted may add a listener (Manager::listen from a callback).
+  while (listeners_[index].fd >= 0 && host_->can_accept()) {
     ++stats_.syscalls;
-    const int fd = accept4(listener.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    const int fd = accept4(listeners_[index].fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
       host_->on_accepted(fd, now);
       continue;
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      listener.backlog_pending = false;  // drained: the next connection brings a new edge
+      listeners_[index].accepting = true;  // drained: the next connection brings a new edge
       return;
     }
     if (errno == EINTR || errno == ECONNABORTED) continue;
-    ++stats_.accept_errors;  // EMFILE, ENFILE, ENOBUFS, ENOMEM...: try again a little later
-    listener.resume_at = now + kAcceptBackoff;
+    listeners_.accept_failed(index, now);  // EMFILE, ENFILE, ENOBUFS, ENOMEM...
     return;
   }
   // Stopped before EAGAIN (table full): the backlog may hold more; resume_listeners() goes on.
-}
-
-void EpollBackend::resume_listeners(TimePoint now) {
-  for (std::uint32_t index = 0; index < listeners_.size(); ++index) {
-    const Listener& listener = listeners_[index];
-    if (listeners_closing_ || listener.fd < 0 || !listener.backlog_pending ||
-        !host_->can_accept() || now < listener.resume_at) {
-      continue;
-    }
-    accept_backlog(index, now);
-  }
-}
-
-std::optional<Backend::TimePoint> EpollBackend::next_listener_deadline(TimePoint now) const {
-  std::optional<TimePoint> earliest;
-  for (const Listener& listener : listeners_) {
-    if (listener.fd < 0 || !listener.backlog_pending || listener.resume_at <= now) continue;
-    if (!earliest || listener.resume_at < *earliest) earliest = listener.resume_at;
-  }
-  return earliest;
-}
-
-void EpollBackend::close_listeners() {
-  listeners_closing_ = true;
-  for (Listener& listener : listeners_) {
-    if (listener.fd < 0) continue;
-    ++stats_.syscalls;
-    ::close(listener.fd);  // nothing is ever in flight on it with epoll
-    listener.fd = -1;
-  }
-}
-
-bool EpollBackend::has_open_listeners() const {
-  return std::any_of(listeners_.begin(), listeners_.end(),
-                     [](const Listener& listener) { return listener.fd >= 0; });
 }
 
 }  // namespace ringlinger::detail

@@ -18,42 +18,37 @@
 
 namespace ringlinger::detail {
 
-class EpollBackend final : public Backend, private IoPort {
+class EpollBackend final : public Backend {
  public:
   // Throws std::system_error when epoll_create1 fails.
   EpollBackend(const Config& config, Stats& stats);
   ~EpollBackend() override;
-  EpollBackend(const EpollBackend&) = delete;
-  EpollBackend& operator=(const EpollBackend&) = delete;
 
-  // Backend
-  IoPort& io() override { return *this; }
-  void attach(Engine& engine, Host& host) override;
-  SocketAddress listen(const SocketAddress& address, int backlog, bool reuse_port) override;
+  // The wake pipe: in the epoll set, emptied when it reports an edge.
   void watch_wake(int fd) override;
+  // The epoll fd itself; the step's epoll_pwait2 consumes its readiness.
   int notification_fd() override;
   void clear_notification() override;
+  // Attempts queued for the next step.
   bool has_unsubmitted_work() const override;
+  // One epoll_pwait2, then every attempt its events and the new requests allow.
   void step(std::chrono::nanoseconds timeout, TimePoint& now) override;
-  void resume_listeners(TimePoint now) override;
-  std::optional<TimePoint> next_listener_deadline(TimePoint now) const override;
-  void close_listeners() override;
-  bool has_open_listeners() const override;
-  std::string describe() const override;
 
  private:
-  // IoPort
+  // IoPort: requests are recorded per slot, then attempted.
   void submit_recv(OpTag tag, int fd, RecvMode mode, std::uint32_t max_bytes) override;
   void submit_send(OpTag tag, int fd, std::span<const std::byte> bytes, bool more) override;
+  // sendfile(2) when the socket is writable (at once, or at its next edge).
   void submit_send_file(OpTag tag, int fd, int file_fd, std::uint64_t offset,
                         std::uint32_t length) override;
   void submit_shutdown(OpTag tag, int fd) override;
   void submit_cancel(OpTag tag, int fd) override;
   void submit_close(OpTag tag, int fd) override;
-  int shutdown_now(int fd) override;
-  void set_reset_on_close(int fd) override;
-  void limit_orphan_time(int fd, std::uint32_t milliseconds) override;
-  PeerAcks peer_acks(int fd, TimePoint now) override;
+
+  // Backend: a listener is in the epoll set; its backlog is accepted when it reports an edge.
+  int watch_listener(std::uint32_t index) override;
+  void accept_again(std::uint32_t index, TimePoint now) override;
+  void stop_accepting(std::uint32_t index) override;
 
   struct PendingRecv {
     OpTag tag;
@@ -82,11 +77,6 @@ class EpollBackend final : public Backend, private IoPort {
     std::optional<OpTag> cancel;
     std::optional<OpTag> close;
   };
-  struct Listener {
-    int fd = -1;
-    bool backlog_pending = true;  // not known to be drained (accept4 has not said EAGAIN)
-    TimePoint resume_at{};        // after an accept error, not before this
-  };
 
   Slot& slot_for(OpTag tag, int fd);
   void queue_attempt(std::uint32_t slot);
@@ -98,10 +88,8 @@ class EpollBackend final : public Backend, private IoPort {
   void close_slot(Slot& slot, TimePoint now);
   void wait_for_edge(Slot& slot);
   void handle_event(const epoll_event& event, TimePoint now);
-  void accept_backlog(std::uint32_t index, TimePoint now);
   void complete(OpTag tag, std::int32_t result, TimePoint now, std::span<const std::byte> data = {});
 
-  Stats& stats_;
   int epoll_fd_ = -1;
   int wake_fd_ = -1;  // the manager's; watched, not owned
   std::vector<Slot> slots_;
@@ -109,11 +97,6 @@ class EpollBackend final : public Backend, private IoPort {
   std::vector<std::uint32_t> attempting_;
   std::vector<epoll_event> events_;
   std::vector<std::byte> receive_buffer_;  // for delivering receives, handed out one at a time
-  std::byte* discard_area_ = nullptr;      // for discarding receives (MSG_TRUNC: never written)
-  std::vector<Listener> listeners_;
-  bool listeners_closing_ = false;
-  Engine* engine_ = nullptr;
-  Host* host_ = nullptr;
 };
 
 }  // namespace ringlinger::detail

@@ -3,7 +3,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -15,16 +14,11 @@
 #include "core/assert.hpp"
 #include "core/op_table.hpp"
 #include "kernel/socket_calls.hpp"
-#include "kernel/tcp_info.hpp"
 
 namespace ringlinger::detail {
 namespace {
 
-using namespace std::chrono_literals;
-
 constexpr std::uint16_t kReceiveGroup = 0;
-// How long a listener waits before accepting again after an error such as EMFILE.
-constexpr auto kAcceptBackoff = 100ms;
 
 std::uint32_t completion_queue_entries(const Config& config) {
   // Four per submission queue entry, and at least one per two connections: each step reaps
@@ -39,32 +33,18 @@ std::uint32_t completion_queue_entries(const Config& config) {
 }  // namespace
 
 UringBackend::UringBackend(const Config& config, Stats& stats)
-    : stats_(stats),
+    : Backend(stats),
       ring_({config.ring_entries, completion_queue_entries(config), config.defer_taskrun,
              config.batch_wait_us},
             stats),
       buffers_(ring_, kReceiveGroup, config.receive_buffer_count, config.receive_buffer_bytes) {
-  void* area = mmap(nullptr, kDiscardChunkBytes, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (area == MAP_FAILED) throw std::system_error(errno, std::system_category(), "discard area");
-  discard_area_ = static_cast<std::byte*>(area);
   batch_.reserve(completion_queue_entries(config));
+  description_ = "io_uring " + ring_.describe_flags();
 }
 
 UringBackend::~UringBackend() {
-  for (const Listener& listener : listeners_) {
-    if (listener.fd >= 0) ::close(listener.fd);
-  }
   if (notification_fd_ >= 0) ::close(notification_fd_);  // unregistered when the ring exits
-  munmap(discard_area_, kDiscardChunkBytes);
 }
-
-void UringBackend::attach(Engine& engine, Host& host) {
-  engine_ = &engine;
-  host_ = &host;
-}
-
-std::string UringBackend::describe() const { return "io_uring " + ring_.describe_flags(); }
 
 // --- the step ---------------------------------------------------------------------------------
 
@@ -181,20 +161,6 @@ void UringBackend::submit_close(OpTag tag, int fd) {
   io_uring_sqe_set_data64(sqe, encode(tag));
 }
 
-int UringBackend::shutdown_now(int fd) { return shutdown_write(fd, stats_.syscalls); }
-
-void UringBackend::limit_orphan_time(int fd, std::uint32_t milliseconds) {
-  detail::limit_orphan_time(fd, milliseconds, stats_.syscalls);
-}
-
-void UringBackend::set_reset_on_close(int fd) {
-  detail::set_reset_on_close(fd, stats_.syscalls);
-}
-
-PeerAcks UringBackend::peer_acks(int fd, TimePoint now) {
-  return read_peer_acks(fd, now, stats_.syscalls);
-}
-
 // --- waking and the host's event loop ----------------------------------------------------------
 
 void UringBackend::watch_wake(int fd) {
@@ -241,96 +207,51 @@ bool UringBackend::has_unsubmitted_work() const {
          (IO_URING_READ_ONCE(*raw.sq.kflags) & IORING_SQ_CQ_OVERFLOW) != 0;
 }
 
-// --- listeners --------------------------------------------------------------------------------
+// --- listeners: a multishot accept each ------------------------------------------------------
 
-SocketAddress UringBackend::listen(const SocketAddress& address, int backlog, bool reuse_port) {
-  const int fd = open_listener(address, backlog, reuse_port);
-  auto bound = SocketAddress::local_of(fd);
-  RL_ASSERT(bound.has_value());
-  listeners_.push_back(Listener{fd, false, false, {}});
-  arm_accept(static_cast<std::uint32_t>(listeners_.size() - 1));
-  return *bound;
+int UringBackend::watch_listener(std::uint32_t index) {
+  arm_accept(index);
+  return 0;
 }
 
+void UringBackend::accept_again(std::uint32_t index, TimePoint /*now*/) { arm_accept(index); }
+
+void UringBackend::stop_accepting(std::uint32_t index) { pause_accept(index); }
+
 void UringBackend::arm_accept(std::uint32_t index) {
-  Listener& listener = listeners_[index];
-  RL_ASSERT(listener.fd >= 0 && !listener.accept_in_flight && !listener.cancel_in_flight);
+  ListenerTable::Listener& listener = listeners_[index];
+  RL_ASSERT(listener.fd >= 0 && !listener.accepting && !listener.cancelling);
   io_uring_sqe* sqe = ring_.get_sqe();
   io_uring_prep_multishot_accept(sqe, listener.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
   io_uring_sqe_set_data64(sqe, encode({Op::accept, 0, index}));
-  listener.accept_in_flight = true;
+  listener.accepting = true;
 }
 
 void UringBackend::pause_accept(std::uint32_t index) {
-  Listener& listener = listeners_[index];
-  if (!listener.accept_in_flight || listener.cancel_in_flight) return;
+  ListenerTable::Listener& listener = listeners_[index];
+  if (!listener.accepting || listener.cancelling) return;
   io_uring_sqe* sqe = ring_.get_sqe();
   io_uring_prep_cancel64(sqe, encode({Op::accept, 0, index}), 0);
   io_uring_sqe_set_data64(sqe, encode({Op::accept_cancel, 0, index}));
-  listener.cancel_in_flight = true;
+  listener.cancelling = true;
 }
 
 void UringBackend::handle_accept(OpTag tag, int result, unsigned flags, TimePoint now) {
-  Listener& listener = listeners_[tag.slot];
-  RL_ASSERT(listener.accept_in_flight);
-  if ((flags & IORING_CQE_F_MORE) == 0) listener.accept_in_flight = false;
+  ListenerTable::Listener& listener = listeners_[tag.slot];
+  RL_ASSERT(listener.accepting);
+  if ((flags & IORING_CQE_F_MORE) == 0) listener.accepting = false;
   if (result >= 0) {
     host_->on_accepted(result, now);
     if (!host_->can_accept()) pause_accept(tag.slot);  // full: leave the rest in the backlog
   } else if (result != -ECANCELED) {
-    ++stats_.accept_errors;  // EMFILE, ENFILE, ENOMEM...: try again a little later
-    listener.resume_at = now + kAcceptBackoff;
+    listeners_.accept_failed(tag.slot, now);
   }
-  close_listener_if_idle(tag.slot);
+  listeners_.close_if_idle(tag.slot);
 }
 
 void UringBackend::handle_accept_cancel(OpTag tag) {
-  listeners_[tag.slot].cancel_in_flight = false;
-  close_listener_if_idle(tag.slot);
-}
-
-void UringBackend::resume_listeners(TimePoint now) {
-  for (std::uint32_t index = 0; index < listeners_.size(); ++index) {
-    const Listener& listener = listeners_[index];
-    if (listeners_closing_ || listener.fd < 0 || listener.accept_in_flight ||
-        listener.cancel_in_flight || !host_->can_accept() || now < listener.resume_at) {
-      continue;
-    }
-    arm_accept(index);
-  }
-}
-
-std::optional<Backend::TimePoint> UringBackend::next_listener_deadline(TimePoint now) const {
-  std::optional<TimePoint> earliest;
-  for (const Listener& listener : listeners_) {
-    if (listener.fd < 0 || listener.accept_in_flight || listener.resume_at <= now) continue;
-    if (!earliest || listener.resume_at < *earliest) earliest = listener.resume_at;
-  }
-  return earliest;
-}
-
-void UringBackend::close_listeners() {
-  listeners_closing_ = true;
-  for (std::uint32_t index = 0; index < listeners_.size(); ++index) {
-    pause_accept(index);
-    close_listener_if_idle(index);
-  }
-}
-
-void UringBackend::close_listener_if_idle(std::uint32_t index) {
-  Listener& listener = listeners_[index];
-  if (!listeners_closing_ || listener.fd < 0 || listener.accept_in_flight ||
-      listener.cancel_in_flight) {
-    return;
-  }
-  ++stats_.syscalls;
-  ::close(listener.fd);  // nothing of ours is in flight on it any more
-  listener.fd = -1;
-}
-
-bool UringBackend::has_open_listeners() const {
-  return std::any_of(listeners_.begin(), listeners_.end(),
-                     [](const Listener& listener) { return listener.fd >= 0; });
+  listeners_[tag.slot].cancelling = false;
+  listeners_.close_if_idle(tag.slot);
 }
 
 }  // namespace ringlinger::detail

@@ -18,50 +18,38 @@
 
 namespace ringlinger::detail {
 
-class UringBackend final : public Backend, private IoPort {
+class UringBackend final : public Backend {
  public:
   // Throws std::system_error when io_uring (or a feature it needs) is unavailable.
   UringBackend(const Config& config, Stats& stats);
   ~UringBackend() override;
-  UringBackend(const UringBackend&) = delete;
-  UringBackend& operator=(const UringBackend&) = delete;
 
-  // Backend
-  IoPort& io() override { return *this; }
-  void attach(Engine& engine, Host& host) override;
-  SocketAddress listen(const SocketAddress& address, int backlog, bool reuse_port) override;
+  // The wake pipe: a read of it in the ring, armed again after each wake.
   void watch_wake(int fd) override;
+  // An eventfd registered with the ring (IORING_REGISTER_EVENTFD).
   int notification_fd() override;
   void clear_notification() override;
+  // Prepared SQEs, or completions the kernel holds back after the queue overflowed.
   bool has_unsubmitted_work() const override;
+  // One io_uring_enter: submits every prepared SQE and waits for a batch of completions.
   void step(std::chrono::nanoseconds timeout, TimePoint& now) override;
-  void resume_listeners(TimePoint now) override;
-  std::optional<TimePoint> next_listener_deadline(TimePoint now) const override;
-  void close_listeners() override;
-  bool has_open_listeners() const override;
-  std::string describe() const override;
 
  private:
-  // IoPort
+  // IoPort: requests become SQEs.
+  // A recv into a provided buffer (deliver), or into the discard area with MSG_TRUNC.
   void submit_recv(OpTag tag, int fd, RecvMode mode, std::uint32_t max_bytes) override;
   void submit_send(OpTag tag, int fd, std::span<const std::byte> bytes, bool more) override;
+  // A POLLOUT poll in the ring; sendfile(2) runs when it completes.
   void submit_send_file(OpTag tag, int fd, int file_fd, std::uint64_t offset,
                         std::uint32_t length) override;
   void submit_shutdown(OpTag tag, int fd) override;
   void submit_cancel(OpTag tag, int fd) override;
   void submit_close(OpTag tag, int fd) override;
-  int shutdown_now(int fd) override;
-  void set_reset_on_close(int fd) override;
-  void limit_orphan_time(int fd, std::uint32_t milliseconds) override;
-  PeerAcks peer_acks(int fd, TimePoint now) override;
 
-  // A listening socket and its multishot accept.
-  struct Listener {
-    int fd = -1;
-    bool accept_in_flight = false;  // the multishot accept is armed
-    bool cancel_in_flight = false;  // a cancel of that accept is in flight (pause or stop)
-    TimePoint resume_at{};          // after an accept error, not before this
-  };
+  // Backend: a listener waits for connections with a multishot accept.
+  int watch_listener(std::uint32_t index) override;
+  void accept_again(std::uint32_t index, TimePoint now) override;
+  void stop_accepting(std::uint32_t index) override;
 
   void dispatch(const io_uring_cqe& cqe, TimePoint now);
   void complete_file_send(const io_uring_cqe& cqe, TimePoint now);
@@ -70,10 +58,8 @@ class UringBackend final : public Backend, private IoPort {
   void handle_accept_cancel(OpTag tag);
   void arm_accept(std::uint32_t index);
   void pause_accept(std::uint32_t index);
-  void close_listener_if_idle(std::uint32_t index);
   void arm_wake();
 
-  Stats& stats_;
   // Before the ring, so it outlives it: the kernel reads the wake pipe into wake_bytes_ until
   // the ring is torn down.
   int wake_fd_ = -1;
@@ -83,12 +69,6 @@ class UringBackend final : public Backend, private IoPort {
   int notification_fd_ = -1;
   Ring ring_;
   BufferRing buffers_;
-  // Where discarding receives point. With MSG_TRUNC TCP copies nothing into it, so its pages are
-  // never touched; it is still as large as any discarding receive, so a socket type that ignores
-  // MSG_TRUNC cannot write past it.
-  std::byte* discard_area_ = nullptr;
-  std::vector<Listener> listeners_;
-  bool listeners_closing_ = false;
   std::vector<io_uring_cqe> batch_;
   // File sends waiting for their socket to be writable (a POLLOUT poll in the ring), by slot:
   // the sendfile runs when the poll completes. Only connections using send_file() are here.
@@ -100,8 +80,6 @@ class UringBackend final : public Backend, private IoPort {
     std::uint32_t length;
   };
   std::unordered_map<std::uint32_t, FileSend> file_sends_;
-  Engine* engine_ = nullptr;
-  Host* host_ = nullptr;
 };
 
 }  // namespace ringlinger::detail

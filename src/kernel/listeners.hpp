@@ -1,0 +1,60 @@
+// The listening sockets of a backend, whichever way it waits for connections (a multishot accept
+// in the ring, or epoll readiness): the table, the pause after an accept error, and closing them
+// once nothing of ours is in flight on them. The backend (see Backend) drives it.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "core/engine.hpp"
+
+namespace ringlinger::detail {
+
+class ListenerTable {
+ public:
+  using TimePoint = Engine::TimePoint;
+
+  struct Listener {
+    int fd = -1;
+    // A wait for connections is in place, so accepting goes on without our asking: io_uring's
+    // multishot accept is armed; epoll's backlog is drained and the next connection brings an
+    // edge. Otherwise the listener is paused (table full, accept error, not started yet).
+    bool accepting = false;
+    // A cancel of that wait is in flight (io_uring only: pausing or stopping a multishot accept).
+    bool cancelling = false;
+    TimePoint resume_at{};  // after an accept error, not before this
+  };
+
+  explicit ListenerTable(Stats& stats) : stats_(stats) {}
+  ~ListenerTable();  // closes the listening sockets still open
+  ListenerTable(const ListenerTable&) = delete;
+  ListenerTable& operator=(const ListenerTable&) = delete;
+
+  // Takes `fd` (a listening socket) as a paused listener; returns its index.
+  std::uint32_t add(int fd);
+  // Closes and forgets the listener add() just took (its backend could not watch it).
+  void remove_last();
+  std::uint32_t size() const { return static_cast<std::uint32_t>(listeners_.size()); }
+  Listener& operator[](std::uint32_t index) { return listeners_[index]; }
+
+  // An accept failed (EMFILE, ENFILE, ENOMEM...): counted, and the listener tries again a little
+  // later (when its backend is asked to resume after resume_at).
+  void accept_failed(std::uint32_t index, TimePoint now);
+  // Whether the listener is paused and may accept again at `now` (the host's room aside).
+  bool may_resume(std::uint32_t index, TimePoint now) const;
+  // The earliest future moment (after `now`) at which a paused listener's backoff ends, if any.
+  std::optional<TimePoint> next_deadline(TimePoint now) const;
+
+  // From now on each listener is closed by close_if_idle() once nothing of ours is in flight.
+  void start_closing() { closing_ = true; }
+  void close_if_idle(std::uint32_t index);
+  bool has_open() const;
+
+ private:
+  Stats& stats_;
+  std::vector<Listener> listeners_;
+  bool closing_ = false;
+};
+
+}  // namespace ringlinger::detail
