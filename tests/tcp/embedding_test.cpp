@@ -13,6 +13,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -316,7 +317,8 @@ TEST_P(EmbeddingTest, HandoffErrorsAndTeardown) {
 // arriving at on_receive, then its EOF; close() then ends cleanly.
 TEST_P(EmbeddingTest, HalfClose) {
   PlainListener listener;
-  auto [client, server] = listener.pair();
+  int client = -1, server = -1;  // variables, not bindings: clang 14 cannot capture bindings
+  std::tie(client, server) = listener.pair();
   const std::string response = pattern(512 * 1024);
   std::string received;
   bool peer_eof = false;
@@ -370,7 +372,8 @@ TEST_P(EmbeddingTest, HalfClose) {
 // resume_receive() brings the rest. on_send_drained() runs once the queue is empty.
 TEST_P(EmbeddingTest, FlowControl) {
   PlainListener listener;
-  auto [client, server] = listener.pair();
+  int client = -1, server = -1;  // variables, not bindings: clang 14 cannot capture bindings
+  std::tie(client, server) = listener.pair();
   const std::string upload = pattern(2 * 1024 * 1024);
   const std::string download = pattern(4 * 1024 * 1024, 3);
   std::string received;
