@@ -24,8 +24,7 @@ struct Stats {
   std::uint64_t connections_handed_off = 0;
   // Connections accepted by the manager's listeners.
   std::uint64_t connections_accepted = 0;
-  // Accepted connections closed unserved: the manager was stopping, or the table was full and so
-  // was the queue of connections waiting for a slot.
+  // Accepted connections closed unserved because the manager was stopping.
   std::uint64_t accepts_rejected = 0;
   // Connections accepted while the table was full (a multishot accept delivers a burst before
   // it can be paused), held until a slot freed up instead of being closed.
