@@ -49,9 +49,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ringlinger/version.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* --- version ------------------------------------------------------------------------------- */
+
+/* The running library's version ("0.1.0") and its parts, which may be newer than the headers'
+ * RINGLINGER_VERSION_* (version.h). Thread-safe. */
+const char *rl_version(void);
+int rl_version_major(void);
+int rl_version_minor(void);
+int rl_version_patch(void);
 
 /* --- connections --------------------------------------------------------------------------- */
 
@@ -298,7 +309,7 @@ typedef struct rl_stats {
   uint64_t connections_adopted;      /* by rl_manager_adopt() */
   uint64_t connections_handed_off;   /* by rl_manager_handoff(), counted when adopted */
   uint64_t handoff_wakes;            /* wakes of the manager's thread by handoffs */
-  uint64_t accepts_rejected;         /* accepted, closed unserved (stopping, or full) */
+  uint64_t accepts_rejected;         /* accepted, closed unserved (stopping) */
   uint64_t accepts_queued;           /* accepted while the table was full, held for a slot */
   uint64_t accept_errors;            /* EMFILE, ENFILE, ENOMEM, ... */
   uint64_t bytes_sent;               /* handed to the kernel by completed sends */

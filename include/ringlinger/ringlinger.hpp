@@ -9,3 +9,4 @@
 #include "ringlinger/probe.hpp"
 #include "ringlinger/state.hpp"
 #include "ringlinger/stats.hpp"
+#include "ringlinger/version.hpp"

@@ -226,6 +226,24 @@ static void stop_and_finish(host_loop *loop, int64_t grace_ms) {
   CHECK_EQ(rl_manager_poll(loop->manager), 0); /* stays finished */
 }
 
+/* --- 0. version ---------------------------------------------------------------------------- */
+
+/* The running library is the headers' version, in every form. */
+static void test_version(void) {
+  char expected[32];
+  snprintf(expected, sizeof expected, "%d.%d.%d", RINGLINGER_VERSION_MAJOR,
+           RINGLINGER_VERSION_MINOR, RINGLINGER_VERSION_PATCH);
+  CHECK(strcmp(rl_version(), RINGLINGER_VERSION) == 0);
+  CHECK(strcmp(rl_version(), expected) == 0);
+  CHECK_EQ(rl_version_major(), RINGLINGER_VERSION_MAJOR);
+  CHECK_EQ(rl_version_minor(), RINGLINGER_VERSION_MINOR);
+  CHECK_EQ(rl_version_patch(), RINGLINGER_VERSION_PATCH);
+  CHECK(RINGLINGER_VERSION_NUMBER ==
+        RINGLINGER_VERSION_AT(rl_version_major(), rl_version_minor(), rl_version_patch()));
+  CHECK(RINGLINGER_VERSION_NUMBER < RINGLINGER_VERSION_AT(RINGLINGER_VERSION_MAJOR,
+                                                          RINGLINGER_VERSION_MINOR + 1, 0));
+}
+
 /* --- 1. configuration ---------------------------------------------------------------------- */
 
 static void test_config(void) {
@@ -971,6 +989,7 @@ static int count_open_fds(void) {
 
 int main(void) {
   const int fds_at_start = count_open_fds();
+  test_version();
   test_config();
   /* automatic: io_uring where it can be set up (else epoll, tested twice then) */
   const int backends[2] = {RL_BACKEND_AUTOMATIC, RL_BACKEND_EPOLL};

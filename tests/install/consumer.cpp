@@ -2,7 +2,9 @@
 // header, built with `pkg-config --cflags --libs ringlinger` (tests/install/install_test.sh).
 // A Manager listens on 127.0.0.1 (port 0), answers each accepted connection with kReplyBytes and
 // closes it gracefully; a plain blocking client reads every byte and the EOF. Prints
-// "consumer ok: <n> bytes, outcome clean" and exits 0 only when all of that happened.
+// "consumer ok: <n> bytes, outcome clean" and exits 0 only when all of that happened, and the
+// library it runs against is the headers' version. Also built by CMake (cmake/) and as a meson
+// subproject's consumer (subproject/).
 #include <ringlinger/ringlinger.hpp>
 
 #include <netinet/in.h>
@@ -131,10 +133,18 @@ int run() {
     fail("bytes_sent " + std::to_string(report->bytes_sent) + ", expected " +
          std::to_string(expected.size()));
   }
+  // The headers and the library it runs against are the same version.
+  if (ringlinger::version() != RINGLINGER_VERSION ||
+      ringlinger::version_major() != RINGLINGER_VERSION_MAJOR ||
+      ringlinger::version_minor() != RINGLINGER_VERSION_MINOR ||
+      ringlinger::version_patch() != RINGLINGER_VERSION_PATCH) {
+    fail("library version " + std::string(ringlinger::version()) + ", headers " +
+         RINGLINGER_VERSION);
+  }
   if (!ok) return 1;
-  std::printf("consumer ok: %zu bytes, outcome %s, backend %s\n", client.received.size(),
-              std::string(ringlinger::to_string(report->outcome)).c_str(),
-              m.describe_backend().c_str());
+  std::printf("consumer ok: %zu bytes, outcome %s, backend %s, version %s\n",
+              client.received.size(), std::string(ringlinger::to_string(report->outcome)).c_str(),
+              m.describe_backend().c_str(), std::string(ringlinger::version()).c_str());
   return 0;
 }
 

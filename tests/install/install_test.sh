@@ -1,23 +1,34 @@
 #!/usr/bin/env bash
-# Installs the build into a temporary directory (meson install --destdir) and checks that the
-# installed copy is usable as a library: every public header, libringlinger.so*, libringlinger.a
-# and ringlinger.pc are there, and consumer.cpp builds with `pkg-config --cflags --libs
-# ringlinger` against the shared library and with `pkg-config --static --libs ringlinger` against
-# the static one, and both programs run and report a clean graceful close.
+# Checks that an installed copy is usable as a library: every public header (and the generated
+# version.h), libringlinger.so*, libringlinger.a, ringlinger.pc and the CMake package are there;
+# consumer.cpp builds with `pkg-config --cflags --libs ringlinger` against the shared library and
+# with `pkg-config --static --libs ringlinger` against the static one, and with CMake
+# (cmake/CMakeLists.txt: find_package(ringlinger), ringlinger::ringlinger and
+# ringlinger::ringlinger_static); every program runs and reports a clean graceful close.
 #
-# Usage (tests/install/meson.build passes these):
+# Usage:
 #   install_test.sh BUILD_DIR PREFIX LIBDIR INCLUDEDIR HEADER_SOURCE_DIR CONSUMER_CPP [CXXFLAGS...]
+#       installs BUILD_DIR into a temporary directory (meson install --destdir) first
+#       (tests/install/meson.build passes these)
+#   install_test.sh --staged ROOT PREFIX LIBDIR INCLUDEDIR HEADER_SOURCE_DIR CONSUMER_CPP [CXXFLAGS...]
+#       checks what is already under ROOT (tools/check-packaging: the Debian packages unpacked)
 # LIBDIR and INCLUDEDIR are absolute (under PREFIX); CXXFLAGS are extra compiler flags for the
 # consumer (the build's sanitizers, which the installed library needs too).
 set -euo pipefail
 
+staged=
+if [ "${1:-}" = --staged ]; then
+  staged=$2
+  shift 2
+fi
 if [ $# -lt 6 ]; then
-  echo "usage: $0 BUILD_DIR PREFIX LIBDIR INCLUDEDIR HEADER_SOURCE_DIR CONSUMER_CPP [CXXFLAGS...]" >&2
+  echo "usage: $0 [--staged ROOT | BUILD_DIR] PREFIX LIBDIR INCLUDEDIR HEADER_SOURCE_DIR CONSUMER_CPP [CXXFLAGS...]" >&2
   exit 2
 fi
 build_dir=$1 prefix=$2 libdir=$3 includedir=$4 header_source_dir=$5 consumer_cpp=$6
 shift 6
 extra_cxxflags=("$@")
+here=$(cd "$(dirname "$0")" && pwd)
 
 fail() {
   echo "install test FAILED: $*" >&2
@@ -25,18 +36,23 @@ fail() {
 }
 
 command -v pkg-config >/dev/null || fail "pkg-config is not installed (tools/lib.sh installs it)"
+command -v cmake >/dev/null || fail "cmake is not installed (tools/lib.sh installs it)"
 command -v c++ >/dev/null || fail "no c++ compiler"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ringlinger-install-test.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-stage=$tmp/stage
 
-# 1. Install into the staging directory.
-if ! meson install -C "$build_dir" --destdir "$stage" --no-rebuild --quiet >"$tmp/install.log" 2>&1; then
-  cat "$tmp/install.log" >&2
-  fail "meson install -C $build_dir --destdir $stage failed"
+# 1. Install into the staging directory (unless it is given).
+if [ -n "$staged" ]; then
+  stage=$staged
+else
+  stage=$tmp/stage
+  if ! meson install -C "$build_dir" --destdir "$stage" --no-rebuild --quiet >"$tmp/install.log" 2>&1; then
+    cat "$tmp/install.log" >&2
+    fail "meson install -C $build_dir --destdir $stage failed"
+  fi
+  echo "installed into $stage (prefix $prefix)"
 fi
-echo "installed into $stage (prefix $prefix)"
 
 # 2. Everything a library user needs is there.
 staged_libdir=$stage$libdir
@@ -55,12 +71,16 @@ done
 compgen -G "$staged_libdir/libringlinger.so.*" >/dev/null || missing+=("$libdir/libringlinger.so.<version>")
 [ -f "$staged_libdir/libringlinger.a" ] || missing+=("$libdir/libringlinger.a")
 [ -f "$pc_dir/ringlinger.pc" ] || missing+=("$libdir/pkgconfig/ringlinger.pc")
+[ -f "$staged_includedir/version.h" ] || missing+=("$includedir/ringlinger/version.h")
+for cmake_file in ringlingerConfig.cmake ringlingerConfigVersion.cmake; do
+  [ -f "$staged_libdir/cmake/ringlinger/$cmake_file" ] || missing+=("$libdir/cmake/ringlinger/$cmake_file")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installed files:" >&2
   (cd "$stage" && find . -type f -o -type l | sort) >&2
   fail "not installed: ${missing[*]}"
 fi
-echo "installed: $header_count headers, libringlinger.so*, libringlinger.a, ringlinger.pc"
+echo "installed: $header_count headers and version.h, libringlinger.so*, libringlinger.a, ringlinger.pc, the CMake package"
 
 # 3. pkg-config finds the staged ringlinger.pc (not some other installed copy) and prefixes its
 # paths with the staging directory.
@@ -120,5 +140,24 @@ if readelf -d "$tmp/consumer_static" | grep -q 'NEEDED.*libringlinger'; then
   fail "consumer_static still needs libringlinger.so"
 fi
 check_run static "$tmp/consumer_static"
+
+# 6. With CMake: find_package(ringlinger) from the staged prefix, both targets.
+cmake_log=$tmp/cmake.log
+if ! cmake -S "$here/cmake" -B "$tmp/cmake-build" -DCMAKE_PREFIX_PATH="$stage$prefix" \
+    -DCONSUMER_CPP="$consumer_cpp" -DCMAKE_CXX_FLAGS="-Wall -Wextra -Werror ${extra_cxxflags[*]}" \
+    >"$cmake_log" 2>&1 || ! cmake --build "$tmp/cmake-build" >>"$cmake_log" 2>&1; then
+  cat "$cmake_log" >&2
+  fail "the CMake consumer (tests/install/cmake) did not configure or build"
+fi
+found=$(grep -m1 'ringlinger .* from ' "$cmake_log") || fail "find_package(ringlinger) said nothing"
+echo "cmake: ${found#-- }"
+[[ "$found" == *" from $stage"* ]] || fail "CMake found ringlinger outside $stage: $found"
+readelf -d "$tmp/cmake-build/consumer_shared" | grep -q 'NEEDED.*libringlinger\.so' \
+  || fail "the CMake consumer_shared does not need libringlinger.so"
+if readelf -d "$tmp/cmake-build/consumer_static" | grep -q 'NEEDED.*libringlinger'; then
+  fail "the CMake consumer_static still needs libringlinger.so"
+fi
+check_run cmake-shared env LD_LIBRARY_PATH="$staged_libdir" "$tmp/cmake-build/consumer_shared"
+check_run cmake-static "$tmp/cmake-build/consumer_static"
 
 echo "install test passed"
