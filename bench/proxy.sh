@@ -21,7 +21,7 @@ seconds=${2:-5}
 connections=${3:-50}
 exe=${EXE:-build/cli/ringlinger}
 [ -x "$exe" ] || { echo "bench/proxy.sh: no $exe (build first: tools/test or tools/bench)" >&2; exit 1; }
-ensure_packages nginx-light libnginx-mod-stream wrk
+ensure_packages "${RINGLINGER_NGINX_PACKAGES[@]}" wrk
 stream_module=$(dpkg -L libnginx-mod-stream | grep -m1 'ngx_stream_module\.so$')
 nginx=$(command -v nginx || echo /usr/sbin/nginx)
 cpus=$(nproc)
