@@ -16,17 +16,23 @@
 # consumer (the build's sanitizers, which the installed library needs too).
 set -euo pipefail
 
-staged=
+usage() {
+  echo "usage: $0 {BUILD_DIR | --staged ROOT} PREFIX LIBDIR INCLUDEDIR HEADER_SOURCE_DIR CONSUMER_CPP [CXXFLAGS...]" >&2
+  exit 2
+}
+staged= build_dir=
 if [ "${1:-}" = --staged ]; then
+  [ $# -ge 2 ] || usage
   staged=$2
   shift 2
+else
+  [ $# -ge 1 ] || usage
+  build_dir=$1
+  shift
 fi
-if [ $# -lt 6 ]; then
-  echo "usage: $0 [--staged ROOT | BUILD_DIR] PREFIX LIBDIR INCLUDEDIR HEADER_SOURCE_DIR CONSUMER_CPP [CXXFLAGS...]" >&2
-  exit 2
-fi
-build_dir=$1 prefix=$2 libdir=$3 includedir=$4 header_source_dir=$5 consumer_cpp=$6
-shift 6
+[ $# -ge 5 ] || usage
+prefix=$1 libdir=$2 includedir=$3 header_source_dir=$4 consumer_cpp=$5
+shift 5
 extra_cxxflags=("$@")
 here=$(cd "$(dirname "$0")" && pwd)
 
