@@ -6,9 +6,11 @@
 //   ringlinger probe   what this machine supports, and which backend serve and bench would use
 //   ringlinger proxy   an L4 TCP proxy that passes half-closes on and closes both legs gracefully
 #include <iostream>
+#include <string>
 #include <vector>
 
 #include "commands.hpp"
+#include "ringlinger/version.hpp"
 
 int main(int argc, char** argv) {
   using namespace ringlinger::tools;
@@ -17,7 +19,7 @@ int main(int argc, char** argv) {
       "close) for tens of thousands of connections on one io_uring ring.",
       "ringlinger"};
   program.require_subcommand(1);
-  program.set_version_flag("--version", "ringlinger 0.1.0");
+  program.set_version_flag("--version", "ringlinger " + std::string(ringlinger::version()));
   const std::vector<Command> commands = {add_serve_command(program), add_client_command(program),
                                          add_demo_command(program), add_bench_command(program),
                                          add_probe_command(program),

@@ -12,6 +12,7 @@
 #include "cli_units.hpp"
 #include "commands.hpp"
 #include "http.hpp"
+#include "ringlinger/version.h"
 #include "tcp_support.hpp"
 
 #include <nlohmann/json.hpp>
@@ -174,6 +175,12 @@ TEST(CommandLine, HelpExitsWithZero) {
     EXPECT_EQ(code, 0) << output;
     EXPECT_NE(output.find("Usage"), std::string::npos) << output;
   }
+}
+
+TEST(CommandLine, VersionIsTheLibrarysVersion) {
+  const auto [code, output] = run_program({"--version"});
+  EXPECT_EQ(code, 0) << output;
+  EXPECT_EQ(output, "ringlinger " RINGLINGER_VERSION "\n");
 }
 
 TEST(CommandLine, ServeStopsOnSigtermAndPrintsItsCounters) {
