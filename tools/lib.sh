@@ -55,6 +55,12 @@ ensure_packages() {
   return "$rc"
 }
 
+# The options of build/, which tools/test and tools/bench share: LTO, as the library was built
+# when the figures in docs/PERFORMANCE.md were measured (CPU per close 0.959x of a build without
+# it, docs/PACKAGING.md). meson.build leaves b_lto off: a packager's libringlinger.a then holds
+# ordinary objects that any compiler links.
+RINGLINGER_BUILD_OPTIONS=(-Db_lto=true)
+
 # build_into DIR [meson options...]: configures DIR (once) and builds everything in it, with
 # warnings as errors (here, not in meson.build's defaults: a packager's compiler may warn more).
 build_into() {
