@@ -3,7 +3,7 @@
 # blocking loop (the kernel floor: accept, recv the head, send, shutdown, recv until 0, close, one
 # connection at a time) and nginx (Debian's nginx-light, one worker, lingering_close on), same
 # client, same run, alternating, at concurrency 100, 1000 and 19000; then the memory and batching
-# measurements. Needs a build in build/ (tools/bench or tools/test makes one) and nginx-light.
+# measurements. Needs a build in build/ (tools/run or tools/test makes one) and nginx-light.
 #
 #   bench/performance.sh [OUTPUT_DIR]        # default docs/perf; about 25 minutes on 2 cores
 #   RUNS=3 bench/performance.sh /tmp/perf    # quicker, less steady
@@ -14,7 +14,7 @@ out=${1:-docs/perf}
 runs=${RUNS:-5}
 steps=" ${STEPS:-body nobody small large lingering batch} "
 ringlinger=build/cli/ringlinger
-[[ -x $ringlinger ]] || { echo "performance.sh: build first (tools/test or tools/bench)" >&2; exit 2; }
+[[ -x $ringlinger ]] || { echo "performance.sh: build first (tools/test or tools/run)" >&2; exit 2; }
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] ||
   { echo "performance.sh: nginx is missing (apt-get install nginx-light)" >&2; exit 2; }
 mkdir -p "$out"

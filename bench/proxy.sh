@@ -11,7 +11,7 @@
 #
 #   bench/proxy.sh [RUNS] [SECONDS] [CONNECTIONS]     defaults: 3 runs, 5 s, 50 connections
 # PROXY_ARGS adds flags to `ringlinger proxy` (e.g. PROXY_ARGS="--batch-wait 0").
-# Needs a build in build/ (tools/test or tools/bench make one; or EXE=path/to/ringlinger), nginx
+# Needs a build in build/ (tools/test or tools/run make one; or EXE=path/to/ringlinger), nginx
 # with libnginx-mod-stream, wrk (tools/lib.sh lists them; installed when missing). About 3 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +20,7 @@ runs=${1:-3}
 seconds=${2:-5}
 connections=${3:-50}
 exe=${EXE:-build/cli/ringlinger}
-[ -x "$exe" ] || { echo "bench/proxy.sh: no $exe (build first: tools/test or tools/bench)" >&2; exit 1; }
+[ -x "$exe" ] || { echo "bench/proxy.sh: no $exe (build first: tools/test or tools/run)" >&2; exit 1; }
 ensure_packages "${RINGLINGER_NGINX_PACKAGES[@]}" wrk
 stream_module=$(dpkg -L libnginx-mod-stream | grep -m1 'ngx_stream_module\.so$')
 nginx=$(command -v nginx || echo /usr/sbin/nginx)

@@ -6,7 +6,7 @@
 # context switches and io-wq punts (perf tracepoint io_uring:io_uring_queue_async_work) per close.
 #
 #   bench/shutdown_modes.sh [RUNS] [CONNECTIONS] [CONCURRENCY] [RESPONSE]
-# Needs a build in build/ (tools/test or tools/bench make one), python3, and perf for the punts.
+# Needs a build in build/ (tools/test or tools/run make one), python3, and perf for the punts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}

@@ -15,7 +15,7 @@
 #              free:   nothing pinned, the scheduler places everything
 # On a 2-CPU machine the client (one thread, one epoll loop) needs about a CPU of its own, so a
 # second server thread competes with it: read the figures with that in mind (docs/PERFORMANCE.md).
-# Needs a build in build/ (tools/test or tools/bench make one), python3 and taskset.
+# Needs a build in build/ (tools/test or tools/run make one), python3 and taskset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}

@@ -1,4 +1,4 @@
-# Shared by tools/bench and tools/test: install what is missing, configure, build.
+# Shared by tools/run and tools/test: install what is missing, configure, build.
 # shellcheck shell=bash
 
 # Debian packages, by what needs them (README.md lists what each command installs).
@@ -17,7 +17,7 @@ RINGLINGER_TEST_PACKAGES=(
 # nginx: the peer of tests/proxy, `bench --backend nginx` and bench/proxy.sh. Installed without
 # starting its service (ensure_packages), so nothing listens on port 80 afterwards.
 RINGLINGER_NGINX_PACKAGES=(nginx-light libnginx-mod-stream)
-# What `tools/bench` adds: gnuplot for `bench --plot`, perf to count system calls and io-wq punts
+# What `tools/run` adds: gnuplot for `bench --plot`, perf to count system calls and io-wq punts
 # (optional: bench runs without them).
 RINGLINGER_BENCH_PACKAGES=(gnuplot-nox linux-perf)
 # What `tools/fuzz` needs: clang with its libFuzzer and sanitizer runtimes (libclang-rt), and for
@@ -55,7 +55,7 @@ ensure_packages() {
   return "$rc"
 }
 
-# The options of build/, which tools/test and tools/bench share: LTO, as the library was built
+# The options of build/, which tools/test and tools/run share: LTO, as the library was built
 # when the figures in docs/PERFORMANCE.md were measured (CPU per close 0.959x of a build without
 # it, docs/PACKAGING.md). meson.build leaves b_lto off: a packager's libringlinger.a then holds
 # ordinary objects that any compiler links.
