@@ -61,16 +61,21 @@ ensure_packages() {
 # ordinary objects that any compiler links.
 RINGLINGER_BUILD_OPTIONS=(-Db_lto=true)
 
-# build_into DIR [meson options...]: configures DIR (once) and builds everything in it, with
-# warnings as errors (here, not in meson.build's defaults: a packager's compiler may warn more).
-build_into() {
+# configure_into DIR [meson options...]: configures DIR (or reconfigures it with these options),
+# with warnings as errors (here, not in meson.build's defaults: a packager's compiler may warn
+# more).
+configure_into() {
   local dir=$1
   shift
-  set -- -Dwerror=true "$@"
   if [ -f "$dir/build.ninja" ]; then
-    meson setup --reconfigure "$dir" "$@" >/dev/null
+    meson setup --reconfigure "$dir" -Dwerror=true "$@" >/dev/null
   else
-    meson setup "$dir" "$@" >/dev/null
+    meson setup "$dir" -Dwerror=true "$@" >/dev/null
   fi
-  ninja -C "$dir"
+}
+
+# build_into DIR [meson options...]: configures DIR and builds everything in it.
+build_into() {
+  configure_into "$@"
+  ninja -C "$1"
 }

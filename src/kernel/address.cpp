@@ -59,13 +59,7 @@ std::string SocketAddress::to_string() const {
   if (storage_.ss_family == AF_INET6) {
     const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&storage_);
     inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof(host));
-    // Appended piece by piece: `"[" + std::string(host)` trips GCC 12's -Wrestrict false positive
-    // at -O3 (GCC bug 105651), which breaks a release build with warnings as errors.
-    std::string text = "[";
-    text += host;
-    text += "]:";
-    text += std::to_string(ntohs(v6->sin6_port));
-    return text;
+    return "[" + std::string(host) + "]:" + std::to_string(ntohs(v6->sin6_port));
   }
   return "(unspecified)";
 }
