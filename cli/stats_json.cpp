@@ -45,6 +45,8 @@ nlohmann::json stats_json(const Stats& stats) {
       {"drain_idle_extensions", stats.drain_idle_extensions},
       {"send_timeout_extensions", stats.send_timeout_extensions},
       {"stale_completions", stats.stale_completions},
+      {"close_latency_counts", stats.close_latency_counts},
+      {"close_latency_sum_ns", stats.close_latency_sum_ns},
   };
 }
 

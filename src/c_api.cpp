@@ -32,6 +32,7 @@ static_assert(RL_OUTCOME_SEND_ERROR == static_cast<int>(rl::Outcome::send_error)
 static_assert(RL_OUTCOME_RECEIVE_ERROR == static_cast<int>(rl::Outcome::receive_error));
 static_assert(RL_OUTCOME_ABORTED == static_cast<int>(rl::Outcome::aborted));
 static_assert(RL_OUTCOME_STOP_DEADLINE == static_cast<int>(rl::Outcome::stop_deadline));
+static_assert(RL_CLOSE_LATENCY_BUCKETS == rl::kCloseLatencyBuckets);
 static_assert(RL_BACKEND_AUTOMATIC == static_cast<int>(rl::IoBackend::automatic));
 static_assert(RL_BACKEND_IO_URING == static_cast<int>(rl::IoBackend::io_uring));
 static_assert(RL_BACKEND_EPOLL == static_cast<int>(rl::IoBackend::epoll));
@@ -208,6 +209,7 @@ rl_close_report to_c(const rl::CloseReport& report) noexcept {
   c.flush_time_ns = nanoseconds(report.flush_time);
   c.drain_time_ns = nanoseconds(report.drain_time);
   c.teardown_time_ns = nanoseconds(report.teardown_time);
+  c.bytes_unsent = report.bytes_unsent;
   return c;
 }
 
@@ -457,6 +459,11 @@ int rl_manager_describe_backend(const rl_manager* manager, char* text, size_t le
   });
 }
 
+uint64_t rl_close_latency_bound_ns(size_t i) {
+  if (i >= rl::kCloseLatencyBounds.size()) return UINT64_MAX;
+  return nanoseconds(rl::kCloseLatencyBounds[i]);
+}
+
 int rl_manager_stats(const rl_manager* manager, rl_stats* stats) {
   if (manager == nullptr || stats == nullptr || stats->size < kStatsSizeV1) return -EINVAL;
   const std::size_t size = stats->size;
@@ -490,6 +497,10 @@ int rl_manager_stats(const rl_manager* manager, rl_stats* stats) {
     c.send_timeout_extensions = s.send_timeout_extensions;
     c.receive_buffer_waits = s.receive_buffer_waits;
     c.stale_completions = s.stale_completions;
+    for (std::size_t i = 0; i < rl::kCloseLatencyBuckets; ++i) {
+      c.close_latency_counts[i] = s.close_latency_counts[i];
+    }
+    c.close_latency_sum_ns = s.close_latency_sum_ns;
     std::memcpy(stats, &c, std::min(size, sizeof c));
     if (size > sizeof c) std::memset(reinterpret_cast<char*>(stats) + sizeof c, 0, size - sizeof c);
     return 0;

@@ -57,6 +57,9 @@ struct CloseReport {
   std::uint64_t bytes_received = 0;
   // Bytes read and thrown away after close() was requested.
   std::uint64_t bytes_discarded = 0;
+  // Bytes queued on the connection (send, send_view, send_file, handoff's final bytes) that were
+  // never handed to the kernel: what the peer cannot have received (0 after a clean close).
+  std::uint64_t bytes_unsent = 0;
   // adopt/accept -> close() requested; when close() was never requested (abort, an error, a
   // timeout or stop from the open state): adopt/accept -> outcome decided. Together the four
   // phases add up to the whole lifetime, adopt/accept -> fd closed.

@@ -112,6 +112,9 @@ typedef struct rl_close_report {
   uint64_t flush_time_ns;   /* close requested -> SHUT_WR done */
   uint64_t drain_time_ns;   /* SHUT_WR done -> outcome decided (reading to the peer's EOF) */
   uint64_t teardown_time_ns; /* outcome decided -> fd closed */
+  /* Appended after 0.1 (present when size covers it): */
+  uint64_t bytes_unsent;    /* queued (send, handoff's final bytes) but never handed to the
+                               kernel: what the peer cannot have received */
 } rl_close_report;
 
 /* --- configuration ------------------------------------------------------------------------- */
@@ -298,6 +301,14 @@ int rl_manager_describe_backend(const rl_manager *manager, char *text, size_t le
 
 /* --- counters ------------------------------------------------------------------------------ */
 
+/* Buckets of rl_stats.close_latency_counts (as ringlinger::kCloseLatencyBuckets). */
+#define RL_CLOSE_LATENCY_BUCKETS 15
+
+/* The upper bound of close-latency bucket `i` in nanoseconds (1 ms, 2.5 ms, 5 ms, ... 30 s);
+ * UINT64_MAX for the last bucket (no bound) and for `i` >= RL_CLOSE_LATENCY_BUCKETS.
+ * Thread-safe. */
+uint64_t rl_close_latency_bound_ns(size_t i);
+
 /* What a manager did so far (as ringlinger::Stats; all cumulative but the live gauge). */
 typedef struct rl_stats {
   size_t size;                       /* set to sizeof(rl_stats) before rl_manager_stats() */
@@ -327,6 +338,12 @@ typedef struct rl_stats {
   uint64_t send_timeout_extensions;  /* send timers restarted at an acknowledgement */
   uint64_t receive_buffer_waits;     /* receives that found no free receive buffer */
   uint64_t stale_completions;        /* should stay 0: non-zero is a bug worth reporting */
+  /* Appended after 0.1 (written only when stats->size covers them): */
+  /* Connections whose close was requested, by close latency (close requested -> fd closed):
+   * entry i counts latencies <= rl_close_latency_bound_ns(i) and above the bound before it, the
+   * last entry those above every bound. Not cumulative (Prometheus wants the running sum). */
+  uint64_t close_latency_counts[RL_CLOSE_LATENCY_BUCKETS];
+  uint64_t close_latency_sum_ns;     /* the sum of those latencies */
 } rl_stats;
 
 /* Fills `*stats` (its first stats->size bytes; set size = sizeof(rl_stats) first) with a

@@ -2,13 +2,36 @@
 // the Manager was created except the per-state gauges.
 #pragma once
 
+#include <algorithm>
 #include <array>
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 
 #include "ringlinger/outcome.hpp"
 #include "ringlinger/state.hpp"
 
 namespace ringlinger {
+
+// Upper bounds of the close-latency buckets (close() requested -> fd closed), from a response
+// that the peer reads at once (a millisecond) to one that waits out drain_timeout_ms (30 s).
+inline constexpr std::size_t kCloseLatencyBuckets = 15;  // 14 bounds + one above the last
+inline constexpr std::array<std::chrono::nanoseconds, kCloseLatencyBuckets - 1> kCloseLatencyBounds{
+    std::chrono::milliseconds(1),    std::chrono::microseconds(2'500),
+    std::chrono::milliseconds(5),    std::chrono::milliseconds(10),
+    std::chrono::milliseconds(25),   std::chrono::milliseconds(50),
+    std::chrono::milliseconds(100),  std::chrono::milliseconds(250),
+    std::chrono::milliseconds(500),  std::chrono::seconds(1),
+    std::chrono::milliseconds(2'500), std::chrono::seconds(5),
+    std::chrono::seconds(10),        std::chrono::seconds(30)};
+
+// The bucket of Stats::close_latency_counts a latency falls in: the first whose bound is >= it
+// (a binary search: four compares), kCloseLatencyBuckets - 1 above the last bound.
+constexpr std::size_t close_latency_bucket(std::chrono::nanoseconds latency) noexcept {
+  return static_cast<std::size_t>(
+      std::lower_bound(kCloseLatencyBounds.begin(), kCloseLatencyBounds.end(), latency) -
+      kCloseLatencyBounds.begin());
+}
 
 // A snapshot of what a Manager did so far.
 struct Stats {
@@ -76,6 +99,12 @@ struct Stats {
   // The most connections that were live at once.
   std::uint64_t peak_live_connections = 0;
 
+  // Connections whose close() was requested, by close latency (CloseReport::close_latency()):
+  // entry i counts latencies <= kCloseLatencyBounds[i] (and above the bound before it);
+  // the last entry those above the last bound. NOT cumulative.
+  std::array<std::uint64_t, kCloseLatencyBuckets> close_latency_counts{};
+  std::uint64_t close_latency_sum_ns = 0;  // their sum
+
   // Connections currently using a slot (every state but free).
   std::uint64_t live_connections() const noexcept {
     std::uint64_t sum = 0;
@@ -102,7 +131,8 @@ struct Stats {
 };
 
 inline Stats& Stats::operator+=(const Stats& other) noexcept {
-  static_assert(sizeof(Stats) == (kStateCount + kOutcomeCount + 23) * sizeof(std::uint64_t),
+  static_assert(sizeof(Stats) == (kStateCount + kOutcomeCount + kCloseLatencyBuckets + 24) *
+                                    sizeof(std::uint64_t),
                 "a field was added to Stats: add it here too");
   for (std::size_t i = 0; i < kStateCount; ++i) connections_in_state[i] += other.connections_in_state[i];
   for (std::size_t i = 0; i < kOutcomeCount; ++i) outcomes[i] += other.outcomes[i];
@@ -129,6 +159,10 @@ inline Stats& Stats::operator+=(const Stats& other) noexcept {
   write_shutdowns += other.write_shutdowns;
   handoff_wakes += other.handoff_wakes;
   peak_live_connections += other.peak_live_connections;
+  for (std::size_t i = 0; i < kCloseLatencyBuckets; ++i) {
+    close_latency_counts[i] += other.close_latency_counts[i];
+  }
+  close_latency_sum_ns += other.close_latency_sum_ns;
   return *this;
 }
 

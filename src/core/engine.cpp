@@ -391,7 +391,13 @@ void Engine::complete<Op::close>(Connection& connection, const Completion& compl
   }
   if (shut_down) report.drain_time = connection.teardown_at - connection.shutdown_at;
   report.teardown_time = now - connection.teardown_at;
+  report.bytes_unsent = connection.send_queue.queued_bytes();  // nothing in flight: final
   ++stats_.outcomes[static_cast<std::size_t>(report.outcome)];
+  if (close_requested) {
+    const std::chrono::nanoseconds latency = report.close_latency();
+    ++stats_.close_latency_counts[close_latency_bucket(latency)];
+    stats_.close_latency_sum_ns += static_cast<std::uint64_t>(latency.count());
+  }
 
   const ConnectionId id = id_of(connection);
   release(connection);
