@@ -213,6 +213,45 @@ rl_close_report to_c(const rl::CloseReport& report) noexcept {
   return c;
 }
 
+// Writes `s` to the first stats->size bytes of `stats` (the rest of a larger struct: 0).
+void write_stats(const rl::Stats& s, rl_stats* stats) noexcept {
+  const std::size_t size = stats->size;
+  rl_stats c{};
+  c.size = size;
+  for (std::size_t i = 0; i < rl::kOutcomeCount; ++i) c.outcomes[i] = s.outcomes[i];
+  c.closed_connections = s.closed_connections();
+  c.live_connections = s.live_connections();
+  c.peak_live_connections = s.peak_live_connections;
+  c.connections_accepted = s.connections_accepted;
+  c.connections_adopted = s.connections_adopted;
+  c.connections_handed_off = s.connections_handed_off;
+  c.handoff_wakes = s.handoff_wakes;
+  c.accepts_rejected = s.accepts_rejected;
+  c.accepts_queued = s.accepts_queued;
+  c.accept_errors = s.accept_errors;
+  c.bytes_sent = s.bytes_sent;
+  c.bytes_received = s.bytes_received;
+  c.bytes_discarded = s.bytes_discarded;
+  c.syscalls = s.syscalls;
+  c.enter_calls = s.enter_calls;
+  c.shutdown_syscalls = s.shutdown_syscalls;
+  c.write_shutdowns = s.write_shutdowns;
+  c.submissions = s.submissions;
+  c.completions = s.completions;
+  c.sq_full_submits = s.sq_full_submits;
+  c.cq_overflows = s.cq_overflows;
+  c.drain_idle_extensions = s.drain_idle_extensions;
+  c.send_timeout_extensions = s.send_timeout_extensions;
+  c.receive_buffer_waits = s.receive_buffer_waits;
+  c.stale_completions = s.stale_completions;
+  for (std::size_t i = 0; i < rl::kCloseLatencyBuckets; ++i) {
+    c.close_latency_counts[i] = s.close_latency_counts[i];
+  }
+  c.close_latency_sum_ns = s.close_latency_sum_ns;
+  std::memcpy(stats, &c, std::min(size, sizeof c));
+  if (size > sizeof c) std::memset(reinterpret_cast<char*>(stats) + sizeof c, 0, size - sizeof c);
+}
+
 }  // namespace
 
 // Only the callbacks the caller set: an unset on_receive means "do not read before close".
@@ -466,45 +505,51 @@ uint64_t rl_close_latency_bound_ns(size_t i) {
 
 int rl_manager_stats(const rl_manager* manager, rl_stats* stats) {
   if (manager == nullptr || stats == nullptr || stats->size < kStatsSizeV1) return -EINVAL;
-  const std::size_t size = stats->size;
   return guarded([&] {
-    const rl::Stats s = manager->manager.stats();
-    rl_stats c{};
-    c.size = size;
-    for (std::size_t i = 0; i < rl::kOutcomeCount; ++i) c.outcomes[i] = s.outcomes[i];
-    c.closed_connections = s.closed_connections();
-    c.live_connections = s.live_connections();
-    c.peak_live_connections = s.peak_live_connections;
-    c.connections_accepted = s.connections_accepted;
-    c.connections_adopted = s.connections_adopted;
-    c.connections_handed_off = s.connections_handed_off;
-    c.handoff_wakes = s.handoff_wakes;
-    c.accepts_rejected = s.accepts_rejected;
-    c.accepts_queued = s.accepts_queued;
-    c.accept_errors = s.accept_errors;
-    c.bytes_sent = s.bytes_sent;
-    c.bytes_received = s.bytes_received;
-    c.bytes_discarded = s.bytes_discarded;
-    c.syscalls = s.syscalls;
-    c.enter_calls = s.enter_calls;
-    c.shutdown_syscalls = s.shutdown_syscalls;
-    c.write_shutdowns = s.write_shutdowns;
-    c.submissions = s.submissions;
-    c.completions = s.completions;
-    c.sq_full_submits = s.sq_full_submits;
-    c.cq_overflows = s.cq_overflows;
-    c.drain_idle_extensions = s.drain_idle_extensions;
-    c.send_timeout_extensions = s.send_timeout_extensions;
-    c.receive_buffer_waits = s.receive_buffer_waits;
-    c.stale_completions = s.stale_completions;
-    for (std::size_t i = 0; i < rl::kCloseLatencyBuckets; ++i) {
-      c.close_latency_counts[i] = s.close_latency_counts[i];
-    }
-    c.close_latency_sum_ns = s.close_latency_sum_ns;
-    std::memcpy(stats, &c, std::min(size, sizeof c));
-    if (size > sizeof c) std::memset(reinterpret_cast<char*>(stats) + sizeof c, 0, size - sizeof c);
+    write_stats(manager->manager.stats(), stats);
     return 0;
   });
 }
 
+int rl_manager_snapshot(const rl_manager* manager, rl_stats* stats, int wait_ms) {
+  if (manager == nullptr || stats == nullptr || stats->size < kStatsSizeV1) return -EINVAL;
+  return guarded([&] {
+    const std::optional<rl::Stats> s =
+        manager->manager.snapshot(std::chrono::milliseconds(std::max(wait_ms, 0)));
+    if (!s) return -ETIMEDOUT;
+    write_stats(*s, stats);
+    return 0;
+  });
+}
+
+int rl_manager_post(rl_manager* manager, void (*fn)(void* arg), void* arg) {
+  if (manager == nullptr || fn == nullptr) return -EINVAL;
+  // Touches nothing of `manager` but the thread-safe Manager::post: any thread may be here.
+  return guarded([&] {
+    return to_errno(manager->manager.post([manager, fn, arg] { manager->call([&] { fn(arg); }); }));
+  });
+}
+
+int rl_manager_reconfigure(rl_manager* manager, const rl_config* config, char* err,
+                           size_t errlen) {
+  write_text(err, errlen, "");
+  if (manager == nullptr || config == nullptr) {
+    write_text(err, errlen, manager == nullptr ? "rl_manager is NULL" : "rl_config is NULL");
+    return -EINVAL;
+  }
+  std::string message;
+  const int result = guarded(
+      [&] {
+        rl::Config parsed;
+        message = from_c(config, parsed);
+        if (!message.empty()) return -EINVAL;
+        manager->manager.reconfigure(parsed);
+        return 0;
+      },
+      &message);
+  if (result < 0) write_text(err, errlen, message);
+  return result;
+}
+
 }  // extern "C"
+

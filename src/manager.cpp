@@ -7,11 +7,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <deque>
 #include <cerrno>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -36,6 +38,21 @@ constexpr auto kTeardownLimit = 2s;
 Config checked(const Config& config) {
   if (std::string error = config.validate(); !error.empty()) throw std::invalid_argument(error);
   return config;
+}
+
+// The first field reconfigure() cannot change that differs between `now` and `next`, or null:
+// the ring, the slot table and the receive buffers are set up with these once.
+const char* fixed_field_changed(const Config& now, const Config& next) {
+  static_assert(sizeof(void*) != 8 || sizeof(Config) == 64,
+                "a field was added to Config: say here whether reconfigure() may change it");
+  if (next.backend != now.backend) return "backend";
+  if (next.ring_entries != now.ring_entries) return "ring_entries";
+  if (next.max_connections != now.max_connections) return "max_connections";
+  if (next.receive_buffer_bytes != now.receive_buffer_bytes) return "receive_buffer_bytes";
+  if (next.receive_buffer_count != now.receive_buffer_count) return "receive_buffer_count";
+  if (next.batch_wait_us != now.batch_wait_us) return "batch_wait_us";
+  if (next.defer_taskrun != now.defer_taskrun) return "defer_taskrun";
+  return nullptr;
 }
 
 // The backend the configuration asks for; `automatic` falls back to epoll when io_uring cannot
@@ -96,6 +113,35 @@ struct Handoff {
   HandoffDone on_done;
 };
 
+using Task = std::function<void()>;
+
+// What snapshot() waits for, shared by the waiting thread and the task it posted, so that either
+// may go first: the caller gives up after its wait, or the manager finishes or is destroyed with
+// the task still queued (the task is then destroyed unrun, which ends the wait at once).
+struct SnapshotReply {
+  std::mutex mutex;
+  std::condition_variable done_changed;
+  std::optional<Stats> stats;  // guarded by mutex
+  bool done = false;           // guarded by mutex: the task ran or was destroyed
+
+  void finish(const Stats* read) {
+    std::lock_guard lock(mutex);
+    if (read != nullptr) stats = *read;
+    done = true;
+    done_changed.notify_all();
+  }
+};
+
+// Held by the posted task only (copies of it share this): its destruction, run or not, ends the
+// wait.
+struct SnapshotTicket {
+  explicit SnapshotTicket(std::shared_ptr<SnapshotReply> reply_in) : reply(std::move(reply_in)) {}
+  ~SnapshotTicket() { reply->finish(nullptr); }
+  SnapshotTicket(const SnapshotTicket&) = delete;
+  SnapshotTicket& operator=(const SnapshotTicket&) = delete;
+  std::shared_ptr<SnapshotReply> reply;
+};
+
 }  // namespace
 
 struct Manager::Impl final : Backend::Host {
@@ -135,7 +181,8 @@ struct Manager::Impl final : Backend::Host {
     engine_callbacks.on_accept = {};
     engine_callbacks.on_receive = {};
     engine_callbacks.on_send_drained = {};
-    take_handoffs();
+    close_posting();  // no task runs in the teardown below: the application may be gone
+    std::vector<Task> unrun = take_posted();  // destroyed unrun, at the end of this scope
     for (Handoff& handoff : handoffs_ready) abandon(handoff);
     handoffs_ready.clear();
     if (engine.live_connections() == 0 && !backend->has_open_listeners() &&
@@ -154,6 +201,12 @@ struct Manager::Impl final : Backend::Host {
   bool run_once(std::chrono::milliseconds max_wait) {
     RL_ASSERT(!in_loop && "run_once() called from a callback");
     in_loop = true;
+    // snapshot() answers at once on this thread; one relaxed load per step, a store only when
+    // another thread takes over.
+    if (const std::thread::id self = std::this_thread::get_id();
+        driver.load(std::memory_order_relaxed) != self) {
+      driver.store(self, std::memory_order_relaxed);
+    }
     now = Engine::Clock::now();
     if (stop_requested.load(std::memory_order_acquire) && !stopping) begin_stop();
     if (!finished()) {
@@ -169,7 +222,9 @@ struct Manager::Impl final : Backend::Host {
       }
     }
     in_loop = false;
-    return !finished();
+    if (!finished()) return true;
+    if (!posting_closed_seen) close_posting();
+    return false;
   }
 
   std::chrono::nanoseconds wait_time(std::chrono::milliseconds max_wait) const {
@@ -222,22 +277,73 @@ struct Manager::Impl final : Backend::Host {
     }
   }
 
-  // --- handoff() ---
+  // --- handoff() and post() ---
 
   void on_wake() override {
     ++stats.handoff_wakes;
-    take_handoffs();
+    const std::vector<Task> tasks = take_posted();
     adopt_handoffs();
+    for (const Task& task : tasks) task();  // like a callback: in the loop step
   }
 
-  // Moves what producers queued to the manager's own list (one lock per wake, not per fd).
-  void take_handoffs() {
-    std::vector<Handoff> taken;
+  // Queues what another thread gives the manager's thread; wakes it when both queues were empty
+  // (it takes both at once on each wake, so a later producer needs no write until then).
+  template <class Push>
+  std::error_code enqueue_posted(Push&& push) {
+    bool was_empty = false;
     {
-      std::lock_guard lock(handoff_mutex);
+      std::lock_guard lock(posted_mutex);
+      if (posting_closed) return std::make_error_code(std::errc::operation_canceled);
+      was_empty = handoff_queue.empty() && task_queue.empty();
+      push();
+    }
+    if (was_empty) wake.signal();
+    return {};
+  }
+
+  // Moves the queued handoffs to the manager's own list and returns the queued tasks (one lock
+  // per wake, not per fd or task).
+  std::vector<Task> take_posted() {
+    std::vector<Handoff> taken;
+    std::vector<Task> tasks;
+    {
+      std::lock_guard lock(posted_mutex);
       taken.swap(handoff_queue);
+      tasks.swap(task_queue);
     }
     for (Handoff& handoff : taken) handoffs_ready.push_back(std::move(handoff));
+    return tasks;
+  }
+
+  // The manager finished: post() fails from now on (no step will run a task). Handoffs are still
+  // taken: they are closed gracefully or, once it is destroyed, reset.
+  void close_posting() {
+    std::lock_guard lock(posted_mutex);
+    posting_closed = true;
+    posting_closed_seen = true;
+  }
+
+  std::optional<Stats> snapshot(std::chrono::milliseconds wait) {
+    if (driver.load(std::memory_order_relaxed) == std::this_thread::get_id()) return stats;
+    auto reply = std::make_shared<SnapshotReply>();
+    auto ticket = std::make_shared<SnapshotTicket>(reply);
+    const std::error_code error =
+        enqueue_posted([&] { task_queue.push_back([this, ticket] { ticket->reply->finish(&stats); }); });
+    if (error) return std::nullopt;
+    ticket.reset();  // the queued task holds it alone now
+    std::unique_lock lock(reply->mutex);
+    reply->done_changed.wait_for(lock, wait, [&] { return reply->done; });
+    return reply->stats;
+  }
+
+  void reconfigure(const Config& next) {
+    if (std::string error = next.validate(); !error.empty()) throw std::invalid_argument(error);
+    if (const char* field = fixed_field_changed(config, next)) {
+      throw std::invalid_argument(std::string(field) +
+                                  " cannot change while the manager runs (restart to change it)");
+    }
+    engine.reconfigure(next);
+    config = next;
   }
 
   // Adopts handed-off connections while slots are free: send the final bytes, close gracefully.
@@ -290,7 +396,7 @@ struct Manager::Impl final : Backend::Host {
            waiting_for_slot.empty() && handoffs_ready.empty();
   }
 
-  const Config config;
+  Config config;  // changed by reconfigure() only
   Callbacks callbacks;
   Callbacks engine_callbacks;  // what the engine calls (engine_callbacks_for)
   Stats stats;
@@ -307,10 +413,15 @@ struct Manager::Impl final : Backend::Host {
   // Accepted while the table was full (on_accepted), served oldest first as slots free up.
   std::deque<int> waiting_for_slot;
   Engine::TimePoint stop_deadline{};
-  // handoff(): producers append under the mutex and signal `wake` when the queue was empty;
-  // the manager's thread takes the whole queue on each wake.
-  std::mutex handoff_mutex;
-  std::vector<Handoff> handoff_queue;  // guarded by handoff_mutex
+  // handoff() and post(): producers append under the mutex and signal `wake` when both queues
+  // were empty; the manager's thread takes both whole on each wake (enqueue_posted, take_posted).
+  std::mutex posted_mutex;
+  std::vector<Handoff> handoff_queue;  // guarded by posted_mutex
+  std::vector<Task> task_queue;        // guarded by posted_mutex
+  bool posting_closed = false;         // guarded by posted_mutex: finished, post() refused
+  bool posting_closed_seen = false;    // the manager's thread's copy, read without the lock
+  // The thread that drives the loop: the last to call run_once() (the creating one until then).
+  std::atomic<std::thread::id> driver{std::this_thread::get_id()};
   std::deque<Handoff> handoffs_ready;  // the manager's thread's: waiting for a free slot
   std::unordered_map<std::uint32_t, HandoffDone> handoff_done;  // by slot, while adopted
 };
@@ -333,14 +444,19 @@ std::error_code Manager::handoff(int fd, std::string final_bytes, HandoffDone on
   if (fd < 0) return std::make_error_code(std::errc::bad_file_descriptor);
   bool was_empty = false;
   {
-    std::lock_guard lock(impl_->handoff_mutex);
-    was_empty = impl_->handoff_queue.empty();
+    std::lock_guard lock(impl_->posted_mutex);
+    was_empty = impl_->handoff_queue.empty() && impl_->task_queue.empty();
     impl_->handoff_queue.push_back(Handoff{fd, std::move(final_bytes), std::move(on_done)});
   }
   // One wake per batch: the manager's thread takes the whole queue when it wakes, so later
   // producers find it non-empty and need not write until it was taken.
   if (was_empty) impl_->wake.signal();
   return {};
+}
+
+std::error_code Manager::post(std::function<void()> task) {
+  if (!task) return std::make_error_code(std::errc::invalid_argument);
+  return impl_->enqueue_posted([&] { impl_->task_queue.push_back(std::move(task)); });
 }
 
 std::optional<ConnectionId> Manager::adopt(int fd) {
@@ -443,6 +559,12 @@ void Manager::stop(std::chrono::milliseconds grace) noexcept {
 }
 
 Stats Manager::stats() const { return impl_->stats; }
+
+std::optional<Stats> Manager::snapshot(std::chrono::milliseconds wait) const {
+  return impl_->snapshot(wait);
+}
+
+void Manager::reconfigure(const Config& config) { impl_->reconfigure(config); }
 
 const Config& Manager::config() const noexcept { return impl_->config; }
 

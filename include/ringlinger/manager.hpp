@@ -165,9 +165,40 @@ class Manager {
   // a signal handler or another thread; takes effect at the next loop step.
   void stop(std::chrono::milliseconds grace = std::chrono::seconds(30)) noexcept;
 
+  // Thread-safe. Runs `task` on the manager's thread at its next loop step (inside run_once()
+  // or poll(), like a callback: it may call any Manager method except run_once(), run(), poll()).
+  // Tasks run in the order posted. Never blocks; wakes the manager like handoff(). Returns
+  // std::errc::operation_canceled (nothing queued) once the manager finished (run_once()/poll()
+  // returned false); a task still queued when the Manager is destroyed is destroyed unrun.
+  // Like a callback, a task must not throw.
+  std::error_code post(std::function<void()> task);
+
   // A snapshot of the counters. Call it on the manager's thread.
   Stats stats() const;
-  // The configuration in use.
+  // Thread-safe: the counters, read on the manager's thread. From the manager's own thread
+  // (a callback, or between loop steps on the thread that drives it) it returns stats() at once;
+  // from another thread it posts a read and waits up to `wait` for it: nullopt if the manager's
+  // thread did not run a loop step in that time (not being driven, or finished). The thread that
+  // drives it is the last one that called run_once() or poll() (the creating one until then).
+  std::optional<Stats> snapshot(std::chrono::milliseconds wait = std::chrono::seconds(1)) const;
+
+  // Changes the timeouts and caps: drain_idle_timeout_ms, drain_timeout_ms, drain_max_bytes,
+  // send_timeout_ms, orphan_timeout_ms, on_timeout and shutdown_mode. The timeouts apply to
+  // every timer armed from now on (connections adopted or accepted from now on, and a timer an
+  // existing connection re-arms at its next progress); timers already armed keep their deadlines. on_timeout, orphan_timeout_ms
+  // and shutdown_mode apply to every connection whose timeout or shutdown comes from now on.
+  // drain_max_bytes applies at once to every connection, also those already draining: one that
+  // discarded more than a lowered cap ends (drain_byte_cap) at its next receive; the slot keeps no
+  // cap of its own. Call it on the manager's thread (from another thread: through post()).
+  // Throws std::invalid_argument naming the field when `config` is invalid (Config::validate)
+  // or changes a field that is fixed for the manager's life (backend, ring_entries,
+  // max_connections, receive_buffer_bytes, receive_buffer_count, batch_wait_us, defer_taskrun:
+  // the ring is set up with them), e.g.
+  // "max_connections cannot change while the manager runs (restart to change it)"; nothing
+  // changes then.
+  void reconfigure(const Config& config);
+
+  // The configuration in use (reconfigure() changes it).
   const Config& config() const noexcept;
   // The backend in use: io_uring, or epoll (asked for, or fallen back to).
   IoBackend backend() const noexcept;

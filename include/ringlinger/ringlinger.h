@@ -27,8 +27,8 @@
  * from a signal handler) ends the loop gracefully.
  *
  * Threads: a manager belongs to the thread that created it; call every rl_manager_* function on
- * that thread, except rl_manager_handoff() and rl_manager_stop(), which any thread (and, for
- * stop, a signal handler) may call. Callbacks run on that thread, inside rl_manager_poll() or
+ * that thread, except rl_manager_handoff(), rl_manager_post(), rl_manager_snapshot() and
+ * rl_manager_stop(), which any thread (and, for stop, a signal handler) may call. Callbacks run on that thread, inside rl_manager_poll() or
  * rl_manager_run_once(), and may call any rl_manager_* function except poll, run_once, run and
  * free. Functions on no manager (rl_config_*, rl_outcome_name) are thread-safe.
  *
@@ -294,6 +294,26 @@ int rl_manager_run(rl_manager *manager);
  * Async-signal-safe and thread-safe; takes effect at the next loop step. */
 void rl_manager_stop(rl_manager *manager, int64_t grace_ms);
 
+/* Thread-safe, never blocks: runs `fn(arg)` on the manager's thread at its next loop step
+ * (inside rl_manager_poll() or _run_once(), like a callback: it may call any rl_manager_*
+ * function except poll, run_once, run and free). Calls run in the order posted; the manager is
+ * woken as by a handoff. A call still queued when the manager is freed never runs. Errors
+ * (nothing queued): -ECANCELED (the manager finished: poll/run_once returned 0), -EINVAL
+ * (manager or fn NULL), -ENOMEM. */
+int rl_manager_post(rl_manager *manager, void (*fn)(void *arg), void *arg);
+
+/* Changes the timeouts and caps while the manager runs: drain_idle_timeout_ms,
+ * drain_timeout_ms, drain_max_bytes, send_timeout_ms, orphan_timeout_ms, on_timeout,
+ * shutdown_mode. Timers armed from now on use them; those already armed keep their deadlines;
+ * drain_max_bytes applies at once, also to connections draining (see Manager::reconfigure).
+ * The other fields are fixed for the manager's life and must equal its current ones. On the
+ * manager's thread only (from another: inside a rl_manager_post() call). Returns 0, or -EINVAL
+ * with a message naming the field in `err` (if not NULL; truncated to `errlen` bytes, always
+ * terminated), e.g. "max_connections cannot change while the manager runs (restart to change
+ * it)"; nothing changes then. */
+int rl_manager_reconfigure(rl_manager *manager, const rl_config *config, char *err,
+                           size_t errlen);
+
 /* Writes what the backend is ("io_uring SUBMIT_ALL|...", or "epoll (...)") to `text` (up to
  * `length` bytes, always terminated). Returns the full length of the description (like
  * snprintf), or -EINVAL. */
@@ -351,6 +371,13 @@ typedef struct rl_stats {
  * (NULL, or a size smaller than the first version of rl_stats, which ends at
  * stale_completions), -ENOMEM. */
 int rl_manager_stats(const rl_manager *manager, rl_stats *stats);
+
+/* Thread-safe rl_manager_stats(): on the manager's thread (a callback, or between loop steps of
+ * the thread that drives it) it reads the counters at once; from another thread it asks the
+ * manager's thread and waits up to `wait_ms` (< 0: 0) for the answer. Errors: -ETIMEDOUT (the
+ * manager's thread ran no loop step in that time: not driven, or finished), -EINVAL as
+ * rl_manager_stats(), -ENOMEM. */
+int rl_manager_snapshot(const rl_manager *manager, rl_stats *stats, int wait_ms);
 
 #ifdef __cplusplus
 } /* extern "C" */

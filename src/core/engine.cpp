@@ -197,6 +197,16 @@ void Engine::abort_all(Outcome outcome, TimePoint now) {
   }
 }
 
+// Timers already armed keep their deadlines (TimerQueue::set_duration); the cap, on_timeout,
+// orphan_timeout_ms and shutdown_mode are read where they apply, so they take effect at once.
+void Engine::reconfigure(const Config& config) {
+  RL_ASSERT(config.validate().empty() && config.max_connections == config_.max_connections);
+  send_timers_.set_duration(milliseconds(config.send_timeout_ms));
+  drain_idle_timers_.set_duration(milliseconds(config.drain_idle_timeout_ms));
+  drain_total_timers_.set_duration(milliseconds(config.drain_timeout_ms));
+  config_ = config;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Events
 

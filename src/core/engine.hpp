@@ -51,6 +51,8 @@ class Engine {
   void close_all(TimePoint now);
   // Ends every connection not yet terminating with `outcome`, with RST.
   void abort_all(Outcome outcome, TimePoint now);
+  // Manager::reconfigure(): new timeouts and caps (`config` valid, its fixed fields unchanged).
+  void reconfigure(const Config& config);
 
   // Events.
   void on_completion(const Completion& completion, TimePoint now);
@@ -110,7 +112,7 @@ class Engine {
   bool acknowledged_since(Connection& connection, TimerQueue& timers, TimePoint now);
   std::uint32_t discard_chunk(const Connection& connection) const noexcept;
 
-  const Config config_;
+  Config config_;  // changed by reconfigure() only
   IoPort& io_;
   const Callbacks& callbacks_;
   Stats& stats_;

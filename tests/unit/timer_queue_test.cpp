@@ -4,8 +4,10 @@
 // deadline equal to `now` has expired, next_deadline() and size() follow every change; arm_at()
 // fires at the first lane deadline (now + duration * k / 64) at or after the deadline asked
 // for, never before it and less than duration / 64 after; and a seeded random sequence of
-// operations (arm_at included) on up to 64 slots behaves exactly like a reference model built
-// on std::map.
+// operations (arm_at and set_duration included) on up to 64 slots behaves exactly like a
+// reference model built on std::map. After set_duration() (shorter or longer), timers armed
+// before keep their deadlines and those armed after get the new duration: all pop in deadline
+// order, exactly at their deadlines, and arm_at() stays within new duration / 64.
 #include "core/timer_queue.hpp"
 
 #include <gtest/gtest.h>
@@ -201,10 +203,24 @@ TEST(TimerQueue, EqualDeadlinesInSeveralLanesPopShorterLaneFirstThenArmingOrder)
 }
 
 // The reference: deadline per slot, plus an order key (deadline, lane, arming sequence) for
-// popping; arm() uses the last lane, arm_at() the one the documented rounding picks.
+// popping; arm() uses the last lane, arm_at() the one the documented rounding picks. The lane
+// key is 1 + the lane; set_duration() gives every armed timer key (deadline, 0, renumbered in
+// pop order): timers armed before a change pop before later ones with the same deadline.
 class ReferenceTimers {
  public:
   explicit ReferenceTimers(std::chrono::nanoseconds duration) : duration_(duration) {}
+
+  void set_duration(std::chrono::nanoseconds duration) {
+    if (duration == duration_) return;
+    duration_ = duration;
+    std::map<Key, std::uint32_t> old;
+    old.swap(by_order_);
+    for (const auto& [key, slot] : old) {
+      const Key renumbered{std::get<0>(key), 0u, ++sequence_};
+      by_slot_[slot] = renumbered;
+      by_order_[renumbered] = slot;
+    }
+  }
 
   void arm(std::uint32_t slot, TimePoint now) { insert(slot, now + duration_, kFull); }
   void arm_at(std::uint32_t slot, TimePoint now, TimePoint deadline) {
@@ -216,7 +232,7 @@ class ReferenceTimers {
   }
   void insert(std::uint32_t slot, TimePoint deadline, unsigned lane) {
     disarm(slot);
-    const Key key{deadline, lane, ++sequence_};
+    const Key key{deadline, lane + 1, ++sequence_};
     by_slot_[slot] = key;
     by_order_[key] = slot;
   }
@@ -259,7 +275,15 @@ TEST_P(TimerQueueModel, RandomOperationsMatchAStdMapReference) {
   TimePoint now = kT0;
   for (int step = 0; step < 5000; ++step) {
     const std::uint32_t slot = static_cast<std::uint32_t>(rng() % capacity);
-    switch (rng() % 9) {
+    switch (rng() % 10) {
+      case 9:
+        if (rng() % 8 == 0) {  // Manager::reconfigure(): rare, shorter or longer
+          const auto changed = std::chrono::microseconds(rng() % 2000);
+          queue.set_duration(changed);
+          reference.set_duration(changed);
+          ASSERT_EQ(queue.duration(), changed);
+        }
+        break;
       case 0:
       case 1:
       case 2:
@@ -305,6 +329,52 @@ TEST_P(TimerQueueModel, RandomOperationsMatchAStdMapReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Seeds, TimerQueueModel, testing::Range<std::uint64_t>(1, 65));
+
+// A shorter duration: the timers armed after it fire before older ones still armed, each
+// exactly at its deadline; the old ones keep theirs. Then a longer one, the same.
+TEST(TimerQueue, SetDurationKeepsArmedDeadlinesAndOrdersNewOnesOnTime) {
+  TimerQueue queue(8, 100ms);
+  queue.arm(0, kT0);          // kT0 + 100 ms
+  queue.arm(1, kT0 + 10ms);   // kT0 + 110 ms
+  queue.set_duration(20ms);
+  EXPECT_EQ(queue.duration(), 20ms);
+  EXPECT_EQ(queue.deadline(0), kT0 + 100ms);
+  EXPECT_EQ(queue.deadline(1), kT0 + 110ms);
+  queue.arm(2, kT0 + 20ms);   // kT0 + 40 ms: before both
+  queue.arm(3, kT0 + 85ms);   // kT0 + 105 ms: between them
+  queue.set_duration(500ms);
+  queue.arm(4, kT0 + 30ms);   // kT0 + 530 ms
+  queue.arm(5, kT0 + 35ms);   // kT0 + 535 ms
+  queue.set_duration(500ms);  // unchanged: nothing moves
+  queue.arm(6, kT0 + 36ms);   // kT0 + 536 ms
+  EXPECT_EQ(queue.size(), 7u);
+  const std::vector<std::pair<TimePoint, std::uint32_t>> expected{
+      {kT0 + 40ms, 2},  {kT0 + 100ms, 0}, {kT0 + 105ms, 3}, {kT0 + 110ms, 1},
+      {kT0 + 530ms, 4}, {kT0 + 535ms, 5}, {kT0 + 536ms, 6}};
+  for (const auto& [deadline, slot] : expected) {
+    EXPECT_EQ(queue.next_deadline(), deadline);
+    EXPECT_EQ(queue.pop_expired(deadline - 1ns), std::nullopt) << "slot " << slot << " early";
+    EXPECT_EQ(queue.pop_expired(deadline), std::optional<std::uint32_t>(slot));
+  }
+  EXPECT_EQ(queue.size(), 0u);
+}
+
+// Re-arming or disarming a timer armed before the change takes it out of the old ones; arm_at
+// after a change rounds to the new duration's lanes (at most new duration / 64 late).
+TEST(TimerQueue, SetDurationThenRearmDisarmAndArmAt) {
+  TimerQueue queue(8, 640ms);
+  queue.arm(0, kT0);
+  queue.arm(1, kT0);
+  queue.arm(2, kT0);
+  queue.set_duration(64ms);
+  queue.disarm(1);
+  queue.arm(2, kT0 + 1ms);  // kT0 + 65 ms now
+  const TimePoint asked = kT0 + 1ms + 10500us;
+  const TimePoint fires = queue.arm_at(3, kT0 + 1ms, asked);
+  EXPECT_GE(fires, asked);
+  EXPECT_LT(fires - asked, 1ms) << "at most 64 ms / 64 late";
+  EXPECT_EQ(pop_all(queue, kT0 + 1s), (std::vector<std::uint32_t>{3, 2, 0}));
+}
 
 }  // namespace
 }  // namespace ringlinger::detail
