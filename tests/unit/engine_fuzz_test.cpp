@@ -784,3 +784,139 @@ TEST(EngineScenario, AbortAfterSendIsRefusedOnceTheFinMayBeOut) {
 
 }  // namespace
 }  // namespace ringlinger::detail
+
+// ---------------------------------------------------------------------------------------------
+// Issue 15: the close-latency histogram, bytes_unsent, reconfigure().
+
+namespace ringlinger::detail {
+namespace {
+
+// The bucket of a latency is the first bound >= it; past the last bound, the last bucket.
+TEST(CloseLatencyHistogram, BucketsAreUpperBoundsInclusive) {
+  EXPECT_EQ(close_latency_bucket(0ns), 0u);
+  EXPECT_EQ(close_latency_bucket(1ms), 0u);
+  EXPECT_EQ(close_latency_bucket(1ms + 1ns), 1u);
+  EXPECT_EQ(close_latency_bucket(2500us), 1u);
+  EXPECT_EQ(close_latency_bucket(2500us + 1ns), 2u);
+  EXPECT_EQ(close_latency_bucket(30s), kCloseLatencyBuckets - 2);
+  EXPECT_EQ(close_latency_bucket(30s + 1ns), kCloseLatencyBuckets - 1);
+  EXPECT_EQ(close_latency_bucket(std::chrono::hours(24)), kCloseLatencyBuckets - 1);
+  for (std::size_t i = 1; i < kCloseLatencyBounds.size(); ++i) {
+    EXPECT_LT(kCloseLatencyBounds[i - 1], kCloseLatencyBounds[i]) << "bounds must ascend";
+  }
+}
+
+// A connection closed after `latency` (close() -> fd closed), clean.
+void close_after(Harness& h, std::chrono::nanoseconds latency) {
+  const ConnectionId id = *h.engine->adopt(h.io.open_fd(), h.now);
+  ASSERT_FALSE(h.engine->close(id, h.now));  // nothing queued: shutdown(2) at once, draining
+  h.complete(Op::recv, id, 0);
+  h.now += latency;
+  h.complete(Op::close, id, 0);
+}
+
+// Counted once per requested close, in its own bucket (not cumulatively), with the sum; a
+// connection ended without close() is not counted.
+TEST(CloseLatencyHistogram, CountsRequestedClosesWhenReported) {
+  Harness h(small_config());
+  close_after(h, 1ms);          // bucket 0 (inclusive bound)
+  close_after(h, 3ms);          // bucket 2 (2.5 ms < 3 ms <= 5 ms)
+  close_after(h, 3ms);
+  close_after(h, 40s);          // above the last bound
+  const ConnectionId aborted = *h.engine->adopt(h.io.open_fd(), h.now);
+  (void)h.engine->abort(aborted, h.now);  // nothing in flight (no on_receive): closing at once
+  h.now += 7ms;
+  h.complete(Op::close, aborted, 0);
+  ASSERT_EQ(h.closed.size(), 5u);
+  std::array<std::uint64_t, kCloseLatencyBuckets> expected{};
+  expected[0] = 1;
+  expected[2] = 2;
+  expected[kCloseLatencyBuckets - 1] = 1;
+  EXPECT_EQ(h.stats.close_latency_counts, expected);
+  EXPECT_EQ(h.stats.close_latency_sum_ns,
+            static_cast<std::uint64_t>(std::chrono::nanoseconds(1ms + 3ms + 3ms + 40s).count()));
+  Stats sum = h.stats;
+  sum += h.stats;
+  EXPECT_EQ(sum.close_latency_counts[2], 4u);
+  EXPECT_EQ(sum.close_latency_sum_ns, 2 * h.stats.close_latency_sum_ns);
+}
+
+// bytes_unsent: what was queued and never handed to the kernel (partial sends count as sent);
+// 0 after a clean close.
+TEST(EngineScenario, BytesUnsentIsWhatWasQueuedAndNeverSent) {
+  Harness h(small_config());
+  close_after(h, 1ms);
+  ASSERT_EQ(h.closed.size(), 1u);
+  EXPECT_EQ(h.closed[0].second.bytes_unsent, 0u);
+
+  const ConnectionId id = *h.engine->adopt(h.io.open_fd(), h.now);
+  ASSERT_FALSE(h.engine->send(id, "abcdef", h.now));
+  ASSERT_FALSE(h.engine->send_file(id, 99, 0, 1000, h.now));
+  ASSERT_FALSE(h.engine->close(id, h.now));
+  h.complete(Op::send, id, 2);  // "ab" sent, "cdef" and the file range left
+  (void)h.engine->abort(id, h.now);
+  h.complete(Op::send, id, -ECANCELED);
+  h.complete(Op::recv, id, -ECANCELED);
+  h.complete(Op::cancel, id, 2);
+  h.complete(Op::close, id, 0);
+  ASSERT_EQ(h.closed.size(), 2u);
+  EXPECT_EQ(h.closed[1].second.bytes_sent, 2u);
+  EXPECT_EQ(h.closed[1].second.bytes_unsent, 4u + 1000u);
+}
+
+// A shorter, then a longer drain idle timeout: connections that start draining after each
+// change get it; the one draining before keeps its deadline.
+TEST(EngineScenario, ReconfiguredDrainIdleTimeoutAppliesToTimersArmedAfterIt) {
+  Config config = small_config();
+  config.drain_idle_timeout_ms = 100;
+  Harness h(config);
+  const TimePoint start = h.now;
+  const ConnectionId before = draining_connection(h);  // deadline start + 100 ms
+  config.drain_idle_timeout_ms = 30;
+  h.engine->reconfigure(config);
+  h.now = start + 10ms;
+  const ConnectionId shorter = draining_connection(h);  // start + 40 ms
+  config.drain_idle_timeout_ms = 500;
+  h.engine->reconfigure(config);
+  h.now = start + 20ms;
+  const ConnectionId longer = draining_connection(h);  // start + 520 ms
+
+  EXPECT_EQ(h.engine->next_deadline(), start + 40ms);
+  h.now = start + 40ms - 1ns;
+  h.engine->expire_timers(h.now);
+  EXPECT_EQ(h.state(shorter), State::draining);
+  h.now = start + 40ms;
+  h.engine->expire_timers(h.now);
+  EXPECT_EQ(h.state(shorter), State::cancelling) << "the new, shorter timeout was not used";
+  EXPECT_EQ(h.state(before), State::draining);
+  EXPECT_EQ(h.engine->next_deadline(), start + 100ms) << "an armed timer lost its deadline";
+  h.now = start + 100ms;
+  h.engine->expire_timers(h.now);
+  EXPECT_EQ(h.state(before), State::cancelling);
+  EXPECT_EQ(h.state(longer), State::draining);
+  EXPECT_EQ(h.engine->next_deadline(), start + 520ms) << "the new, longer timeout was not used";
+  h.now = start + 520ms;
+  h.engine->expire_timers(h.now);
+  EXPECT_EQ(h.state(longer), State::cancelling);
+}
+
+// A lowered drain_max_bytes applies at once to a connection already draining (documented in
+// manager.hpp): its next discarded bytes over the cap end it.
+TEST(EngineScenario, ReconfiguredByteCapAppliesToConnectionsAlreadyDraining) {
+  Config config = small_config();
+  config.drain_max_bytes = 1'000'000;
+  Harness h(config);
+  const ConnectionId id = draining_connection(h);
+  h.complete(Op::recv, id, 600);
+  EXPECT_EQ(h.state(id), State::draining);
+  config.drain_max_bytes = 1'000;
+  h.engine->reconfigure(config);
+  h.complete(Op::recv, id, 500);
+  EXPECT_EQ(h.state(id), State::closing);
+  h.complete(Op::close, id, 0);
+  ASSERT_EQ(h.closed.size(), 1u);
+  EXPECT_EQ(h.closed[0].second.outcome, Outcome::drain_byte_cap);
+}
+
+}  // namespace
+}  // namespace ringlinger::detail
