@@ -37,6 +37,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "address_flags.hpp"
 #include "cli_units.hpp"
 #include "commands.hpp"
 #include "ringlinger/ringlinger.hpp"
@@ -99,11 +100,6 @@ struct ProxyCounters {
   std::array<std::uint64_t, kOutcomeCount> upstream_outcomes{};
 };
 
-std::string errno_name(int error) {
-  const char* name = strerrorname_np(error);  // "ECONNREFUSED"
-  return name != nullptr ? name : fmt::format("errno {}", error);
-}
-
 class Proxy final : public ShardServer {
  public:
   Proxy(const Config& config, const SocketAddress& upstream, std::uint64_t max_buffer,
@@ -161,6 +157,7 @@ class Proxy final : public ShardServer {
   }
 
   void on_accept(ConnectionId client) {
+    log_accepted(client);
     ++counters_.connections;
     ++counters_.pairs_open;
     Leg& c = legs_[client.slot];
@@ -181,6 +178,7 @@ class Proxy final : public ShardServer {
       ::close(fd);
       ++counters_.upstream_connect_failures;
       ++counters_.connect_errors[errno_name(error)];
+      log_upstream_error(client, upstream_, error);
       reset_client_without_upstream(c);
       return;
     }
@@ -287,6 +285,7 @@ class Proxy final : public ShardServer {
   void on_closed(ConnectionId id, const CloseReport& report) {
     Leg* leg = leg_of(id);
     if (leg == nullptr) return;
+    log_closed(id, leg->role == Role::client ? "client" : "upstream", report);
     const auto outcome = static_cast<std::size_t>(report.outcome);
     if (leg->role == Role::client) {
       ++counters_.client_outcomes[outcome];
@@ -304,6 +303,7 @@ class Proxy final : public ShardServer {
         } else {
           ++counters_.connect_errors[errno_name(report.first_error)];
         }
+        log_upstream_error(leg->peer, upstream_, leg->connect_timed_out ? 0 : report.first_error);
       }
     }
     if (Leg* peer = leg_of(leg->peer); peer != nullptr) {
@@ -456,7 +456,7 @@ struct ProxySettings {
 ProxySettings proxy_settings(const ProxyFlags& flags) {
   ProxySettings settings{runner_settings("proxy", flags.common), {}, 0, {}};
   if (flags.upstream.empty()) throw UsageError("--upstream is required");
-  settings.upstream = address_flag("--upstream", flags.upstream);
+  settings.upstream = connect_address("--upstream", flags.upstream);
   if (settings.upstream.port() == 0) throw UsageError("--upstream: port 0 is not a port to connect to");
   settings.connect_timeout = std::chrono::milliseconds(duration_flag_ms("--connect-timeout", flags.connect_timeout));
   settings.max_buffer = bytes_flag("--max-buffer", flags.max_buffer);
@@ -475,6 +475,35 @@ ProxySettings proxy_settings(const ProxyFlags& flags) {
   return settings;
 }
 
+// The proxy's families on the --metrics page.
+void add_proxy_metrics(const ProxyCounters& counters, PrometheusText& out) {
+  out.family("ringlinger_proxy_connections_total", "counter", "Client connections accepted");
+  out.sample(static_cast<double>(counters.connections));
+  out.family("ringlinger_proxy_pairs_open", "gauge", "Client-upstream pairs not yet closed");
+  out.sample(static_cast<double>(counters.pairs_open));
+  out.family("ringlinger_proxy_upstream_connect_failures_total", "counter",
+             "Upstream connects that failed, by error (errno name, or timeout for --connect-timeout)");
+  for (const auto& [error, count] : counters.connect_errors) {
+    out.sample(static_cast<double>(count), {{"error", error == "connect timeout" ? "timeout" : error}});
+  }
+  out.family("ringlinger_proxy_upstream_unavailable_total", "counter",
+             "Clients reset because no upstream connection could be made (table full, socket() failed)");
+  out.sample(static_cast<double>(counters.upstream_unavailable));
+  out.family("ringlinger_proxy_leg_closes_total", "counter", "Legs closed, by leg and outcome");
+  for (std::size_t i = 0; i < kOutcomeCount; ++i) {
+    const std::string outcome(to_string(static_cast<Outcome>(i)));
+    out.sample(static_cast<double>(counters.client_outcomes[i]), {{"leg", "client"}, {"outcome", outcome}});
+    out.sample(static_cast<double>(counters.upstream_outcomes[i]), {{"leg", "upstream"}, {"outcome", outcome}});
+  }
+  out.family("ringlinger_proxy_forwarded_bytes_total", "counter", "Bytes forwarded, by direction");
+  out.sample(static_cast<double>(counters.bytes_client_to_upstream), {{"direction", "client_to_upstream"}});
+  out.sample(static_cast<double>(counters.bytes_upstream_to_client), {{"direction", "upstream_to_client"}});
+  out.family("ringlinger_proxy_resets_passed_total", "counter",
+             "Cut streams passed on as a reset after every byte, by direction");
+  out.sample(static_cast<double>(counters.resets_passed_upstream_to_client), {{"direction", "upstream_to_client"}});
+  out.sample(static_cast<double>(counters.resets_passed_client_to_upstream), {{"direction", "client_to_upstream"}});
+}
+
 int run_proxy(const ProxyFlags& flags) {
   const ProxySettings settings = proxy_settings(flags);
   ShardedCommand command;
@@ -483,7 +512,7 @@ int run_proxy(const ProxyFlags& flags) {
   };
   command.announce = [&](const Listening& first) {
     const std::uint32_t threads = settings.common.threads;
-    fmt::print("ringlinger proxy: listening on {}, upstream {}{} (backend {})\n", first.bound.to_string(),
+    fmt::print("ringlinger proxy: listening on {}, upstream {}{} (backend {})\n", first.bound_text(),
                settings.upstream.to_string(), threads > 1 ? fmt::format(", {} threads", threads) : "",
                first.backend_description);
   };
@@ -494,6 +523,7 @@ int run_proxy(const ProxyFlags& flags) {
     json["config"]["connect_timeout_ms"] = settings.connect_timeout.count();
     json["proxy"] = proxy_json(sum_of(report));
   };
+  command.add_metrics = [](const RunReport& report, PrometheusText& out) { add_proxy_metrics(sum_of(report), out); };
   command.add_thread_json = [](const ThreadReport& thread, nlohmann::json& entry) {
     const auto& counters = std::any_cast<const ProxyCounters&>(thread.counters);
     entry["connections"] = counters.connections;
@@ -517,8 +547,11 @@ Command add_proxy_command(CLI::App& program) {
       "side gracefully. Prints its counters to stdout on SIGUSR1 and at exit; stops on "
       "SIGINT/SIGTERM.");
   add_runner_flags(*app, flags->common);
-  app->add_option("--upstream", flags->upstream, "Address to connect each connection to")
-      ->type_name("ADDRESS")->required();
+  // Not ->required(): --config may give it (runner_settings reads the file after parsing).
+  app->add_option("--upstream", flags->upstream,
+                  "Address to connect each connection to (required): 127.0.0.1:80, [::1]:80, or "
+                  "a hostname resolved once at start (its first address)")
+      ->type_name("ADDRESS");
   app->add_option("--max-buffer", flags->max_buffer,
                   "Bytes queued towards one side before reading from the other side pauses "
                   "(resumes once they are sent)")
@@ -536,7 +569,7 @@ Command add_proxy_command(CLI::App& program) {
   app->footer(
       "A pair takes two connection slots: --max-connections 16384 carries 8192 clients.\n"
       "Example: ringlinger proxy --listen 127.0.0.1:8080 --upstream 127.0.0.1:80 --json stats.json");
-  return {app, [flags] { return run_proxy(*flags); }};
+  return {app, [flags] { return with_config_context(flags->common, [&] { return run_proxy(*flags); }); }};
 }
 
 }  // namespace ringlinger::tools
