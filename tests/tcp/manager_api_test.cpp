@@ -11,8 +11,11 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
+#include <memory>
+#include <optional>
 #include <stdexcept>
 #include <thread>
+#include <vector>
 
 #include "tcp_support.hpp"
 
@@ -431,6 +434,201 @@ TEST_P(ManagerLifetime, DestroyingAManagerWithLingeringConnectionsClosesThemAndL
     ::close(fd);
   }
 }
+
+}  // namespace
+}  // namespace ringlinger
+
+// ---------------------------------------------------------------------------------------------
+// Issue 15: post(), snapshot(), reconfigure() and the close-latency histogram over real TCP.
+
+namespace ringlinger {
+namespace {
+
+using namespace testing_support;
+
+class ManagerThreads : public BackendTest {};
+
+// Another thread hands connections over, waits for each close, then reads the counters with
+// snapshot() while run() drives the manager on this thread: they match what it did.
+TEST_P(ManagerThreads, SnapshotFromAnotherThreadCountsWhatRunDid) {
+  constexpr int kConnections = 20;
+  Manager manager(base_config());
+  std::optional<Stats> first;
+  std::optional<Stats> last;
+  std::atomic<int> done{0};  // counted on the manager's thread (on_done)
+  std::thread other([&] {
+    first = manager.snapshot(10s);
+    std::vector<int> clients;
+    for (int i = 0; i < kConnections; ++i) {
+      TcpPair pair = make_pair();
+      clients.push_back(pair.client);
+      EXPECT_FALSE(manager.handoff(pair.server, "bye\n", [&](const CloseReport&) { ++done; }));
+    }
+    for (int client : clients) {
+      set_receive_timeout(client, 10s);
+      EXPECT_EQ(read_to_end(client).bytes, "bye\n");
+      ::close(client);
+    }
+    for (int i = 0; i < 1000 && done.load() < kConnections; ++i) {
+      std::this_thread::sleep_for(10ms);  // each step waits on the done count, bounded
+    }
+    last = manager.snapshot(10s);
+    manager.stop(10s);
+  });
+  manager.run();
+  other.join();
+  ASSERT_TRUE(first.has_value()) << "snapshot() from another thread got no answer while run()";
+  EXPECT_EQ(first->connections_handed_off, 0u);
+  ASSERT_TRUE(last.has_value());
+  EXPECT_EQ(last->connections_handed_off, static_cast<std::uint64_t>(kConnections));
+  EXPECT_EQ(last->with_outcome(Outcome::clean), static_cast<std::uint64_t>(kConnections));
+  EXPECT_EQ(last->bytes_sent, 4u * kConnections);
+  std::uint64_t counted = 0;
+  for (std::uint64_t count : last->close_latency_counts) counted += count;
+  EXPECT_EQ(counted, static_cast<std::uint64_t>(kConnections)) << "one latency per requested close";
+  EXPECT_GT(last->close_latency_sum_ns, 0u);
+  // On the driving thread, between loop steps: at once, the same as stats().
+  const std::optional<Stats> here = manager.snapshot(0ms);
+  ASSERT_TRUE(here.has_value());
+  EXPECT_EQ(here->closed_connections(), manager.stats().closed_connections());
+}
+
+// Tasks posted from another thread run on the manager's thread, in order; a task posted from a
+// task (a callback) runs at a later step, not inside post(); once the manager finished, post()
+// is refused; a task queued when the manager is destroyed is destroyed unrun.
+TEST_P(ManagerThreads, PostRunsTasksInOrderOnTheManagersThread) {
+  Manager manager(base_config());
+  const std::thread::id manager_thread = std::this_thread::get_id();
+  std::vector<int> ran;  // touched by tasks only: the manager's thread
+  bool wrong_thread = false;
+  std::thread producer([&] {
+    for (int i = 0; i < 100; ++i) {
+      EXPECT_FALSE(manager.post([&, i] {
+        wrong_thread = wrong_thread || std::this_thread::get_id() != manager_thread;
+        ran.push_back(i);
+      }));
+    }
+  });
+  producer.join();
+  run_until(manager, [&] { return ran.size() == 100; });
+  std::vector<int> expected(100);
+  for (int i = 0; i < 100; ++i) expected[static_cast<std::size_t>(i)] = i;
+  EXPECT_EQ(ran, expected);
+  EXPECT_FALSE(wrong_thread);
+
+  bool inner_ran = false;
+  bool inner_ran_inside_post = true;
+  EXPECT_FALSE(manager.post([&] {
+    EXPECT_FALSE(manager.post([&] { inner_ran = true; }));
+    inner_ran_inside_post = inner_ran;
+  }));
+  run_until(manager, [&] { return inner_ran; });
+  EXPECT_TRUE(inner_ran);
+  EXPECT_FALSE(inner_ran_inside_post) << "a task posted from a task ran inside post()";
+  EXPECT_EQ(manager.post({}), std::make_error_code(std::errc::invalid_argument));
+
+  manager.stop(0ms);
+  while (manager.run_once(10ms)) {
+  }
+  EXPECT_EQ(manager.post([] {}), std::make_error_code(std::errc::operation_canceled));
+  std::thread late([&] { EXPECT_EQ(manager.snapshot(10s), std::nullopt); });  // refused at once
+  late.join();
+}
+
+TEST_P(ManagerThreads, ATaskQueuedWhenTheManagerIsDestroyedIsDestroyedUnrun) {
+  bool ran = false;
+  auto alive = std::make_shared<int>(0);
+  std::weak_ptr<int> watch = alive;
+  {
+    Manager manager(base_config());
+    EXPECT_FALSE(manager.post([&ran, alive] { ran = true; }));
+    alive.reset();
+    EXPECT_FALSE(watch.expired()) << "the queued task holds its captures";
+  }
+  EXPECT_FALSE(ran);
+  EXPECT_TRUE(watch.expired()) << "the task was not destroyed with the manager";
+}
+
+// Nobody drives the manager: snapshot() from another thread gives up after its wait. Once the
+// owner drives it again, the abandoned read runs harmlessly, and snapshot() answers.
+TEST_P(ManagerThreads, SnapshotOfAManagerNobodyDrivesReturnsNulloptAfterItsWait) {
+  Manager manager(base_config());
+  std::optional<Stats> got = Stats{};
+  std::thread reader([&] { got = manager.snapshot(100ms); });
+  reader.join();
+  EXPECT_EQ(got, std::nullopt);
+  manager.run_once(0ms);  // runs the abandoned read: its reply is no one's now
+  std::optional<Stats> later;
+  std::atomic<bool> answered{false};
+  std::thread again([&] {
+    later = manager.snapshot(10s);
+    answered = true;
+  });
+  run_until(manager, [&] { return answered.load(); });
+  again.join();
+  EXPECT_TRUE(later.has_value());
+}
+
+// reconfigure(): an invalid value or a fixed field is refused with a message naming it, and
+// nothing changes; a valid change is what config() says from then on.
+TEST_P(ManagerThreads, ReconfigureNamesTheFieldItRefuses) {
+  Manager manager(base_config());
+  const Config before = manager.config();
+  auto message_of = [&](const Config& config) -> std::string {
+    try {
+      manager.reconfigure(config);
+    } catch (const std::invalid_argument& error) {
+      return error.what();
+    }
+    return "(accepted)";
+  };
+  Config config = before;
+  config.drain_idle_timeout_ms = 0;
+  EXPECT_NE(message_of(config).find("drain_idle_timeout_ms"), std::string::npos);
+  config = before;
+  config.max_connections = before.max_connections / 2;
+  EXPECT_EQ(message_of(config),
+            "max_connections cannot change while the manager runs (restart to change it)");
+  config = before;
+  config.ring_entries = before.ring_entries * 2;
+  EXPECT_EQ(message_of(config).rfind("ring_entries cannot change", 0), 0u);
+  config = before;
+  config.receive_buffer_bytes = before.receive_buffer_bytes * 2;
+  EXPECT_EQ(message_of(config).rfind("receive_buffer_bytes cannot change", 0), 0u);
+  EXPECT_EQ(manager.config().max_connections, before.max_connections);
+
+  config = before;
+  config.drain_idle_timeout_ms = 1234;
+  config.drain_max_bytes = 4096;
+  config.on_timeout = OnTimeout::reset;
+  EXPECT_EQ(message_of(config), "(accepted)");
+  EXPECT_EQ(manager.config().drain_idle_timeout_ms, 1234u);
+  EXPECT_EQ(manager.config().drain_max_bytes, 4096u);
+  EXPECT_EQ(manager.config().on_timeout, OnTimeout::reset);
+}
+
+// A drain idle timeout shortened through post() ends a silent peer's drain on a real socket.
+TEST_P(ManagerThreads, ReconfigureThroughPostShortensTheDrainOfLaterConnections) {
+  Config config = base_config();
+  config.drain_idle_timeout_ms = 60'000;
+  Recorder recorder;
+  Manager manager(config, recorder.callbacks());
+  config.drain_idle_timeout_ms = 50;
+  std::thread other([&] { EXPECT_FALSE(manager.post([&] { manager.reconfigure(config); })); });
+  other.join();
+  run_until(manager, [&] { return manager.config().drain_idle_timeout_ms == 50; });
+  TcpPair pair = make_pair();  // the client never reads nor closes: silent
+  const auto id = manager.adopt(pair.server);
+  ASSERT_TRUE(id.has_value());
+  EXPECT_FALSE(manager.close(*id));
+  run_until(manager, [&] { return !recorder.reports.empty(); }, 20s);
+  ASSERT_EQ(recorder.reports.size(), 1u);
+  EXPECT_EQ(recorder.reports[0].second.outcome, Outcome::drain_idle_timeout);
+  ::close(pair.client);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, ManagerThreads,
+                         ::testing::Values(IoBackend::io_uring, IoBackend::epoll), backend_name);
 
 }  // namespace
 }  // namespace ringlinger
