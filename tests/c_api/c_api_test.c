@@ -10,6 +10,9 @@
  *      with final bytes; its client side reads exactly those bytes and EOF; every done callback
  *      runs once, with outcome clean; a handoff pending when its manager is freed is aborted
  *   5. stats: outcomes, handed-off, accepted, bytes and live counts match what happened
+ *   6. post, snapshot, reconfigure: calls posted from another thread run in order on the main
+ *      thread; a snapshot from that thread answers while the main loop drives; reconfigure
+ *      names a field it refuses; the close-latency bounds; a first-version rl_stats size
  * Threads: callbacks run on the main thread (the managers' thread); client and producer threads
  * touch only their own structs (read by the main thread after pthread_join) and call
  * rl_manager_handoff, which is thread-safe; the only shared variables are C11 atomics. */
@@ -20,6 +23,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -987,6 +991,107 @@ static int count_open_fds(void) {
   return count;
 }
 
+/* --- 6. post, snapshot, reconfigure --------------------------------------------------------- */
+
+typedef struct posting {
+  rl_manager *manager;
+  int order[3];        /* main thread only (the posted calls run there) */
+  int ran;             /* main thread only */
+  int poll_inside;     /* what rl_manager_poll returned inside a posted call */
+  int snapshot_result; /* the producer's, read after pthread_join */
+  rl_stats snapshot;   /* the producer's, read after pthread_join */
+  atomic_int producer_done;
+} posting;
+
+typedef struct posted_call {
+  posting *state;
+  int index;
+} posted_call;
+
+static void posted(void *arg) {
+  posted_call *call = arg;
+  call->state->order[call->state->ran++] = call->index;
+  call->state->poll_inside = rl_manager_poll(call->state->manager);
+}
+
+static posted_call calls[3];
+
+static void *poster_main(void *arg) {
+  posting *state = arg;
+  for (int i = 0; i < 3; ++i) {
+    calls[i].state = state;
+    calls[i].index = i;
+    CHECK_EQ(rl_manager_post(state->manager, posted, &calls[i]), 0);
+  }
+  state->snapshot.size = sizeof state->snapshot;
+  state->snapshot_result = rl_manager_snapshot(state->manager, &state->snapshot, 10000);
+  atomic_store(&state->producer_done, 1);
+  return NULL;
+}
+
+static int poster_finished(void *arg) { return atomic_load(&((posting *)arg)->producer_done); }
+
+static void test_post_snapshot_reconfigure(int backend) {
+  rl_config config;
+  rl_config_init(&config);
+  config.backend = backend;
+  char err[256];
+  rl_manager *m = rl_manager_new(&config, NULL, err, sizeof err);
+  REQUIRE(m != NULL);
+  host_loop loop;
+  host_loop_init(&loop, m);
+
+  static posting state;
+  memset(&state, 0, sizeof state);
+  state.manager = m;
+  atomic_init(&state.producer_done, 0);
+  pthread_t poster;
+  REQUIRE(pthread_create(&poster, NULL, poster_main, &state) == 0);
+  CHECK(drive(&loop, poster_finished, &state, 10000));
+  REQUIRE(pthread_join(poster, NULL) == 0);
+  CHECK_EQ(state.ran, 3);
+  CHECK_EQ(state.order[0], 0);
+  CHECK_EQ(state.order[1], 1);
+  CHECK_EQ(state.order[2], 2);
+  CHECK_EQ(state.poll_inside, -EDEADLK); /* a posted call is a callback */
+  CHECK_EQ(state.snapshot_result, 0);
+  CHECK_EQ(state.snapshot.closed_connections, 0);
+  CHECK_EQ(rl_manager_post(NULL, posted, NULL), -EINVAL);
+  CHECK_EQ(rl_manager_post(m, NULL, NULL), -EINVAL);
+
+  /* On the driving thread: at once. A first-version rl_stats is written only up to its size. */
+  rl_stats stats;
+  memset(&stats, 0xab, sizeof stats);
+  stats.size = offsetof(rl_stats, close_latency_counts);
+  CHECK_EQ(rl_manager_snapshot(m, &stats, 0), 0);
+  CHECK(stats.close_latency_sum_ns == UINT64_C(0xabababababababab));
+  CHECK_EQ(stats.stale_completions, 0);
+
+  CHECK(rl_close_latency_bound_ns(0) == UINT64_C(1000000));
+  CHECK(rl_close_latency_bound_ns(1) == UINT64_C(2500000));
+  CHECK(rl_close_latency_bound_ns(RL_CLOSE_LATENCY_BUCKETS - 2) == UINT64_C(30000000000));
+  CHECK(rl_close_latency_bound_ns(RL_CLOSE_LATENCY_BUCKETS - 1) == UINT64_MAX);
+
+  rl_config changed = config;
+  changed.max_connections = config.max_connections / 2;
+  CHECK_EQ(rl_manager_reconfigure(m, &changed, err, sizeof err), -EINVAL);
+  CHECK(strcmp(err, "max_connections cannot change while the manager runs "
+                    "(restart to change it)") == 0);
+  changed = config;
+  changed.drain_idle_timeout_ms = 0;
+  CHECK_EQ(rl_manager_reconfigure(m, &changed, err, sizeof err), -EINVAL);
+  CHECK(strstr(err, "drain_idle_timeout_ms") != NULL);
+  changed = config;
+  changed.drain_idle_timeout_ms = 1234;
+  CHECK_EQ(rl_manager_reconfigure(m, &changed, err, sizeof err), 0);
+  CHECK(err[0] == '\0');
+
+  stop_and_finish(&loop, 0);
+  CHECK_EQ(rl_manager_post(m, posted, &calls[0]), -ECANCELED);
+  host_loop_close(&loop);
+  rl_manager_free(m);
+}
+
 int main(void) {
   const int fds_at_start = count_open_fds();
   test_version();
@@ -997,6 +1102,7 @@ int main(void) {
     const int before = failures;
     test_serve_and_errors(backends[i]);
     test_handoff(backends[i]);
+    test_post_snapshot_reconfigure(backends[i]);
     printf("backend %s: %s\n", backends[i] == RL_BACKEND_EPOLL ? "epoll" : "automatic",
            failures == before ? "passed" : "FAILED");
   }
