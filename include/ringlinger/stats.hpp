@@ -93,15 +93,16 @@ struct Stats {
   std::uint64_t stale_completions = 0;
   // Half-closes done with shutdown_write() (shutdown(2) calls, counted in syscalls too).
   std::uint64_t write_shutdowns = 0;
-  // Times the manager's thread was woken through its wake pipe: by handoff() (one wake can carry
-  // many handoffs) or stop().
+  // Times the manager's thread was woken through its wake pipe: by handoff() or post() (one wake
+  // can carry many of both) or stop().
   std::uint64_t handoff_wakes = 0;
   // The most connections that were live at once.
   std::uint64_t peak_live_connections = 0;
 
   // Connections whose close() was requested, by close latency (CloseReport::close_latency()):
   // entry i counts latencies <= kCloseLatencyBounds[i] (and above the bound before it);
-  // the last entry those above the last bound. NOT cumulative.
+  // the last entry those above the last bound. NOT cumulative. Counted when the connection's
+  // close is reported (on_closed, or a handoff's on_done).
   std::array<std::uint64_t, kCloseLatencyBuckets> close_latency_counts{};
   std::uint64_t close_latency_sum_ns = 0;  // their sum
 
