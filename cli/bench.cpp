@@ -354,8 +354,8 @@ class Bench {
     fd_limit_ = limit.rlim_cur;
     // Validate everything the children will be given, so a mistake is reported once, up front.
     config_ = to_config(flags_.drain);
-    response_bytes_ = bytes_flag("--response-bytes", flags_.response_bytes);
-    (void)bytes_flag("--body-bytes", flags_.body_bytes);
+    response_bytes_ = response_bytes_flag(flags_.response_bytes, flags_.sendfile);
+    (void)request_body_flag(flags_.body_bytes);
     (void)duration_flag_ms("--read-delay", flags_.read_delay);
     (void)duration_flag_ms("--timeout", flags_.timeout);
     (void)duration_flag_ms("--duration", flags_.duration);
@@ -825,13 +825,16 @@ Command add_bench_command(CLI::App& program) {
                   "connection at a time, blocking calls), naive (plain close()), nginx (Debian's "
                   "nginx-light, one worker, lingering_close on)")
       ->type_name("LIST")->capture_default_str();
-  app->add_option("--connections", flags->connections, "Connections per run")->capture_default_str();
+  app->add_option("--connections", flags->connections, "Connections per run")
+      ->check(whole_number(1, kMaxConnections))->type_name("N")->capture_default_str();
   app->add_option("--concurrency", flags->concurrency,
                   "Connections open at once; a list (100,1000,10000) runs each level")
       ->type_name("LIST")->capture_default_str();
   app->add_option("--runs", flags->runs, "Runs per backend and level (medians are reported)")
+      ->check(whole_number(1, 100))->type_name("N")
       ->capture_default_str();
-  app->add_option("--response-bytes", flags->response_bytes, "Response body size")
+  app->add_option("--response-bytes", flags->response_bytes,
+                  "Response body size (as serve: at most 256MiB in memory, 16GiB with --sendfile)")
       ->type_name("SIZE")->capture_default_str();
   app->add_option("--body-bytes", flags->body_bytes,
                   "Request body the server does not read (what makes a plain close() reset)")

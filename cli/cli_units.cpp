@@ -28,7 +28,8 @@ struct Unit {
   double scale;
 };
 
-constexpr Unit kDurationUnits[] = {{"us", 1}, {"ms", 1e3}, {"s", 1e6}, {"m", 60e6}, {"min", 60e6}};
+constexpr Unit kDurationUnits[] = {{"us", 1},    {"ms", 1e3},   {"s", 1e6},
+                                   {"m", 60e6},  {"min", 60e6}, {"h", 3600e6}};
 constexpr double kKiB = 1024.0, kMiB = kKiB * 1024, kGiB = kMiB * 1024;
 constexpr Unit kByteUnits[] = {{"", 1},
                                {"B", 1},
@@ -59,7 +60,7 @@ Parsed<std::uint64_t> parse_duration_us(std::string_view text) {
   double number = 0;
   std::string_view unit;
   if (!split_number(text, number, unit)) {
-    return "'" + std::string(text) + "' is not a duration (examples: 250ms, 5s, 2m)";
+    return "'" + std::string(text) + "' is not a duration (examples: 250ms, 5s, 2m, 1h)";
   }
   if (const double* scale = scale_of(kDurationUnits, unit)) {
     return whole(text, number * *scale, "microseconds");
@@ -70,7 +71,7 @@ Parsed<std::uint64_t> parse_duration_us(std::string_view text) {
            std::string(text) + "s?";
   }
   return "'" + std::string(text) + "': unknown unit '" + std::string(unit) +
-         "' (use us, ms, s or m)";
+         "' (use us, ms, s, m or h)";
 }
 
 Parsed<std::uint64_t> parse_duration_ms(std::string_view text) {

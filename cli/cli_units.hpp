@@ -1,4 +1,4 @@
-// Command line values with units: durations ("250ms", "5s", "2m") and sizes ("16384", "16KiB",
+// Command line values with units: durations ("250ms", "5s", "2m", "1h") and sizes ("16384", "16KiB",
 // "1MiB", "16k"). Each parser returns the value or an error message for the user.
 #pragma once
 
@@ -13,7 +13,7 @@ namespace ringlinger::tools {
 template <class T>
 using Parsed = std::variant<T, std::string>;
 
-// "250ms", "5s", "1.5s", "2m", "0": milliseconds. A bare number other than 0 is refused, because
+// "250ms", "5s", "1.5s", "2m", "1h", "0": milliseconds. A bare number other than 0 is refused, because
 // "30" could mean seconds (nginx) or milliseconds.
 Parsed<std::uint64_t> parse_duration_ms(std::string_view text);
 // The same in microseconds, also accepting "us": "200us", "1.5ms", "2s".

@@ -106,7 +106,7 @@ int run_client(const ClientFlags& flags) {
   options.connections = flags.connections;
   options.concurrency = flags.concurrency;
   options.response_bytes = bytes_flag("--response-bytes", flags.response_bytes);
-  options.body_bytes = bytes_flag("--body-bytes", flags.body_bytes);
+  options.body_bytes = request_body_flag(flags.body_bytes);
   options.read_delay_ms = duration_flag_ms_u32("--read-delay", flags.read_delay);
   options.timeout_ms = duration_flag_ms_u32("--timeout", flags.timeout);
   options.duration_ms = duration_flag_ms_u32("--duration", flags.duration);
@@ -160,11 +160,13 @@ Command add_client_command(CLI::App& program) {
       "reset, slow-reader, half-close) and are judged by what their type should get. "
       "Exit code 0 when every connection got that, 1 otherwise.");
   app->add_option("--connect", flags->connect, "Server address")->type_name("ADDRESS")->capture_default_str();
-  app->add_option("--connections", flags->connections, "Total connections")->capture_default_str();
-  app->add_option("--concurrency", flags->concurrency, "Connections open at once")->capture_default_str();
+  app->add_option("--connections", flags->connections, "Total connections")
+      ->check(whole_number(1, kMaxConnections))->type_name("N")->capture_default_str();
+  app->add_option("--concurrency", flags->concurrency, "Connections open at once")
+      ->check(whole_number(1, UINT32_MAX))->type_name("N")->capture_default_str();
   app->add_option("--response-bytes", flags->response_bytes, "Expected response body size")->type_name("SIZE")
       ->capture_default_str();
-  app->add_option("--body-bytes", flags->body_bytes, "Request body size (POST when > 0)")->type_name("SIZE")
+  app->add_option("--body-bytes", flags->body_bytes, "Request body size (POST when > 0; at most 256MiB, built in memory)")->type_name("SIZE")
       ->capture_default_str();
   app->add_option("--read-delay", flags->read_delay, "Start reading this long after connecting")->type_name("DURATION")
       ->capture_default_str();

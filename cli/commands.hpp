@@ -23,6 +23,28 @@ struct UsageError : std::runtime_error {
 std::uint64_t duration_flag_ms(std::string_view flag, const std::string& text);
 std::uint64_t duration_flag_us(std::string_view flag, const std::string& text);
 std::uint64_t bytes_flag(std::string_view flag, const std::string& text);
+// The same, at most `max` bytes; `why` says what bounds it ("in memory").
+std::uint64_t bytes_flag(std::string_view flag, const std::string& text, std::uint64_t max,
+                         std::string_view why);
+
+// Bodies the program builds whole in memory, once: serve's response (naive and blocking always,
+// uring and epoll without --sendfile) and the request body of client, bench and demo. A larger
+// value is a usage error, not a std::bad_alloc once the command has started.
+inline constexpr std::uint64_t kMaxBodyInMemory = std::uint64_t{256} << 20;
+// serve --sendfile writes the body once to a file in $TMPDIR (or a memfd).
+inline constexpr std::uint64_t kMaxBodyInFile = std::uint64_t{16} << 30;
+// serve's --response-bytes (also checked by bench and demo, which start serve).
+std::uint64_t response_bytes_flag(const std::string& text, bool sendfile);
+// --body-bytes of client, bench and demo.
+std::uint64_t request_body_flag(const std::string& text);
+
+// The most connections client, bench and demo may be asked for: beyond any run's patience.
+inline constexpr std::uint64_t kMaxConnections = 1'000'000'000'000;
+
+// Checks a whole-number flag as typed: digits only, from `min` to `max`. Without it CLI11 takes
+// "-1" for an unsigned 64-bit flag as 2^64-1, and "010" as octal. The message names the value
+// and the range; CLI11 puts the flag before it.
+CLI::Validator whole_number(std::uint64_t min, std::uint64_t max);
 
 // A value as a flag would spell it, for default values: 5000 -> "5s", 2 -> "2ms", 2000 us ->
 // "2ms", 16 MiB -> "16MiB". Each round-trips through the flag's parser.

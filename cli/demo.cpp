@@ -83,8 +83,8 @@ int run_demo(const DemoFlags& flags) {
   LoadOptions options;
   options.connections = flags.connections;
   options.concurrency = flags.concurrency;
-  options.response_bytes = bytes_flag("--response-bytes", flags.response_bytes);
-  options.body_bytes = bytes_flag("--body-bytes", flags.body_bytes);
+  options.response_bytes = response_bytes_flag(flags.response_bytes, false);
+  options.body_bytes = request_body_flag(flags.body_bytes);
   options.read_delay_ms = static_cast<std::uint32_t>(duration_flag_ms("--read-delay", flags.read_delay));
   options.timeout_ms = 60'000;
   if (options.connections == 0 || options.concurrency == 0) {
@@ -151,10 +151,12 @@ Command add_demo_command(CLI::App& program) {
       "demo",
       "Runs `serve` against clients that post a body it never reads and read late, then a plain "
       "close() server on the same workload, and shows what each lost.");
-  app->add_option("--connections", flags->connections, "Total connections per server")->capture_default_str();
-  app->add_option("--concurrency", flags->concurrency, "Connections open at once")->capture_default_str();
-  app->add_option("--response-bytes", flags->response_bytes, "Response body size")->type_name("SIZE")->capture_default_str();
-  app->add_option("--body-bytes", flags->body_bytes, "Unread request body size")->type_name("SIZE")->capture_default_str();
+  app->add_option("--connections", flags->connections, "Total connections per server")
+      ->check(whole_number(1, kMaxConnections))->type_name("N")->capture_default_str();
+  app->add_option("--concurrency", flags->concurrency, "Connections open at once")
+      ->check(whole_number(1, UINT32_MAX))->type_name("N")->capture_default_str();
+  app->add_option("--response-bytes", flags->response_bytes, "Response body size (at most 256MiB, built in memory)")->type_name("SIZE")->capture_default_str();
+  app->add_option("--body-bytes", flags->body_bytes, "Unread request body size (at most 256MiB)")->type_name("SIZE")->capture_default_str();
   app->add_option("--read-delay", flags->read_delay, "How late clients start reading")->type_name("DURATION")->capture_default_str();
   app->add_option("--json", flags->json_path, "Write both runs' figures to FILE")->type_name("FILE");
   return {app, [flags] { return run_demo(*flags); }};

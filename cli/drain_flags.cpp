@@ -1,4 +1,6 @@
 // Flag conversion shared by the subcommands.
+#include <charconv>
+#include <limits>
 #include <string>
 #include <utility>
 
@@ -29,6 +31,42 @@ std::uint64_t bytes_flag(std::string_view flag, const std::string& text) {
     throw UsageError(std::string(flag) + ": " + *error);
   }
   return std::get<std::uint64_t>(parsed);
+}
+
+std::uint64_t bytes_flag(std::string_view flag, const std::string& text, std::uint64_t max,
+                         std::string_view why) {
+  const std::uint64_t bytes = bytes_flag(flag, text);
+  if (bytes > max) {
+    throw UsageError(std::string(flag) + ": at most " + bytes_flag_text(max) + " " +
+                     std::string(why) + " (got " + text + ")");
+  }
+  return bytes;
+}
+
+std::uint64_t response_bytes_flag(const std::string& text, bool sendfile) {
+  if (sendfile) return bytes_flag("--response-bytes", text, kMaxBodyInFile, "with --sendfile (a file in $TMPDIR)");
+  return bytes_flag("--response-bytes", text, kMaxBodyInMemory,
+                    "in memory; --sendfile (uring, epoll) takes up to " + bytes_flag_text(kMaxBodyInFile));
+}
+
+std::uint64_t request_body_flag(const std::string& text) {
+  return bytes_flag("--body-bytes", text, kMaxBodyInMemory, "(the request is built in memory)");
+}
+
+CLI::Validator whole_number(std::uint64_t min, std::uint64_t max) {
+  const std::string range = std::to_string(min) + " to " + std::to_string(max);
+  return CLI::Validator(
+      [min, max, range](const std::string& text) -> std::string {
+        std::uint64_t value = 0;
+        const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+        const bool digits = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
+        if (!digits || error != std::errc() || end != text.data() + text.size() || value < min ||
+            value > max) {
+          return "'" + text + "' is not a whole number from " + range;
+        }
+        return {};
+      },
+      "", "whole number");
 }
 
 std::string duration_flag_text_ms(std::uint64_t milliseconds) {
@@ -83,6 +121,7 @@ void add_drain_flags(CLI::App& command, DrainFlags& flags) {
   command.add_option("--max-connections", flags.max_connections,
                      "Most connections at once, in total: with --threads, divided among the "
                      "threads (RLIMIT_NOFILE bounds it too)")
+      ->check(whole_number(1, std::numeric_limits<std::uint32_t>::max()))->type_name("N")
       ->capture_default_str()->group("Graceful close");
   command.add_option("--batch-wait", flags.batch_wait,
                      "Let the kernel gather completions this long before waking the loop "

@@ -90,14 +90,20 @@ struct ServeCounters {
   std::uint64_t rss_at_peak_kib = 0;
 };
 
-// The response every thread sends, made once.
+// The body every thread sends, made once; each thread dates the heads (ResponseCache).
 struct Response {
-  std::string head_and_body;  // the whole response, or only its head with a body file
-  int body_file = -1;         // -1, or the file holding the body (lives as long as serve)
+  std::string body;   // in memory: the payload (empty with a body file)
+  int body_file = -1; // -1, or the file holding the body (lives as long as serve)
   std::uint64_t body_bytes = 0;
+  // A body this small is copied after each second's head, so a response is one piece of the
+  // send queue (one send): a larger one is a second piece, sent from `body` or the file. A
+  // thread keeps a copy per second a connection still sends from: 64 KiB each.
+  static constexpr std::uint64_t kInlineBodyBytes = 64 * 1024;
+  bool inline_body() const noexcept { return body_file < 0 && body_bytes <= kInlineBodyBytes; }
 };
 
-// The responder: reads each request head, answers it, closes gracefully. A request head that
+// The responder: reads each request head, answers it (HEAD: the head alone, with the same
+// Content-Length; every response with a Date), closes gracefully. A request head that
 // takes longer than the head timeout (slowloris) is given up: the connection is aborted (RST;
 // nothing was answered, so nothing can be lost, and the slot is free at once instead of after a
 // drain the peer can drag out).
@@ -105,9 +111,9 @@ class Responder final : public ShardServer {
  public:
   Responder(const Config& config, const Response& response, std::chrono::milliseconds head_timeout)
       : response_(response),
-        bad_request_(make_error_response(400, "Bad Request")),
-        head_too_large_(make_error_response(431, "Request Header Fields Too Large")),
+        dated_(response.body_bytes, response.inline_body() ? std::string_view(response.body) : ""),
         heads_(config.max_connections),
+        sent_from_(config.max_connections),
         head_deadlines_(head_timeout),
         manager_(config, callbacks()) {}
 
@@ -139,7 +145,8 @@ class Responder final : public ShardServer {
     callbacks.on_receive = [this](ConnectionId id, std::span<const std::byte> data) {
       on_receive(id, data);
     };
-    callbacks.on_closed = [this](ConnectionId, const CloseReport& report) {
+    callbacks.on_closed = [this](ConnectionId id, const CloseReport& report) {
+      sent_from_[id.slot].reset();  // the kernel has had every byte of it, or never will
       --live_;
       const auto us = std::chrono::duration_cast<std::chrono::microseconds>(report.close_latency());
       close_latencies_us_.add(static_cast<std::uint32_t>(us.count()));
@@ -156,19 +163,40 @@ class Responder final : public ShardServer {
       case HeadReader::Status::incomplete:
         return;
       case HeadReader::Status::complete:
-        (void)manager_.send_view(id, std::as_bytes(std::span(response_.head_and_body)));
-        if (response_.body_file >= 0) {
-          (void)manager_.send_file(id, response_.body_file, 0, response_.body_bytes);
+        if (heads_[id.slot].head_method()) {
+          const DatedResponses& dated = dated_for(id);
+          send(id, std::string_view(dated.ok).substr(0, dated.ok_head_bytes));
+        } else {
+          send_ok(id, dated_for(id));
         }
         break;
       case HeadReader::Status::too_large:
-        (void)manager_.send_view(id, std::as_bytes(std::span(head_too_large_)));
+        send(id, dated_for(id).head_too_large);
         break;
       case HeadReader::Status::malformed:
-        (void)manager_.send_view(id, std::as_bytes(std::span(bad_request_)));
+        send(id, dated_for(id).bad_request);
         break;
     }
     (void)manager_.close(id);  // the body, if any, is never read: the drain discards it
+  }
+
+  // This second's responses. send_view needs them unchanged until on_closed: the connection
+  // holds them until then.
+  const DatedResponses& dated_for(ConnectionId id) { return *(sent_from_[id.slot] = dated_.current()); }
+
+  void send(ConnectionId id, std::string_view bytes) {
+    (void)manager_.send_view(id, std::as_bytes(std::span(bytes)));
+  }
+
+  // The head (with the body when it is inline), then the body from memory or the file.
+  void send_ok(ConnectionId id, const DatedResponses& dated) {
+    send(id, dated.ok);
+    if (response_.inline_body()) return;
+    if (response_.body_file >= 0) {
+      (void)manager_.send_file(id, response_.body_file, 0, response_.body_bytes);
+    } else {
+      send(id, response_.body);
+    }
   }
 
   // The resident set when the most connections were open (sampled from /proc/self/statm each
@@ -179,9 +207,9 @@ class Responder final : public ShardServer {
   }
 
   const Response& response_;
-  const std::string bad_request_;
-  const std::string head_too_large_;
+  ResponseCache dated_;  // this thread's: the date is formatted here at most once a second
   std::vector<HeadReader> heads_;  // indexed by ConnectionId::slot
+  std::vector<std::shared_ptr<const DatedResponses>> sent_from_;  // by slot, until on_closed
   DeadlineFifo head_deadlines_;
   std::uint64_t head_timeouts_ = 0;
   LatencySamples close_latencies_us_;
@@ -203,8 +231,7 @@ int make_body_file(std::uint64_t bytes) {
   int fd = ::open(directory != nullptr ? directory : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
   if (fd < 0) fd = memfd_create("ringlinger-response", MFD_CLOEXEC);
   if (fd < 0) throw std::system_error(errno, std::system_category(), "creating the response file");
-  const std::string response = make_response(bytes);
-  const std::string_view body = std::string_view(response).substr(response.size() - bytes);
+  const std::string body = make_payload(bytes);
   for (std::size_t written = 0; written < body.size();) {
     const ssize_t n = ::write(fd, body.data() + written, body.size() - written);
     if (n < 0) throw std::system_error(errno, std::system_category(), "writing the response file");
@@ -214,8 +241,8 @@ int make_body_file(std::uint64_t bytes) {
 }
 
 Response make_serve_response(std::uint64_t bytes, bool sendfile) {
-  if (!sendfile) return {make_response(bytes), -1, bytes};
-  return {response_head(200, "OK", bytes), make_body_file(bytes), bytes};
+  if (!sendfile) return {make_payload(bytes), -1, bytes};
+  return {std::string(), make_body_file(bytes), bytes};
 }
 
 nlohmann::json latency_json(const Percentiles& latency) {
@@ -461,8 +488,10 @@ int run_serve(const ServeFlags& flags) {
                                  "(got --threads {} with --backend {})",
                                  settings.threads, backend));
   }
-  const std::uint64_t response_bytes = bytes_flag("--response-bytes", flags.response_bytes);
+  const std::uint64_t response_bytes =
+      response_bytes_flag(flags.response_bytes, flags.sendfile && library_backend(backend));
   const std::chrono::milliseconds head_timeout(duration_flag_ms("--head-timeout", flags.head_timeout));
+  if (checked_only(settings)) return 0;  // before the response is made: it may be a large file
   if (backend == "naive") return run_naive(settings.listen, response_bytes, settings);
   if (backend == "blocking") return run_blocking(settings.listen, response_bytes, head_timeout, settings);
   return run_responders(settings, response_bytes, head_timeout, flags.sendfile);
@@ -481,7 +510,9 @@ Command add_serve_command(CLI::App& program) {
                    "blocking (the same procedure with blocking system calls, one connection at a "
                    "time), or naive (plain close() right after the response: shows the data loss)");
   app->add_option("--response-bytes", flags->response_bytes,
-                  "Body size of every 200 response (e.g. 16384, 16KiB, 1MiB)")->type_name("SIZE")
+                  "Body size of every 200 response (e.g. 16384, 16KiB, 1MiB); HEAD gets the same "
+                  "head without it. At most 256MiB (built once in memory), or 16GiB with "
+                  "--sendfile (written once to a file in $TMPDIR)")->type_name("SIZE")
       ->capture_default_str();
   app->add_option("--head-timeout", flags->head_timeout,
                   "Longest time a request head may take to arrive (slowloris); then the "
@@ -490,7 +521,7 @@ Command add_serve_command(CLI::App& program) {
   app->add_flag("--sendfile", flags->sendfile,
                 "Send the response body from a file with Manager::send_file (sendfile(2), no copy: "
                 "nginx's `sendfile on`) instead of from memory (uring and epoll backends)");
-  return {app, [flags] { return run_serve(*flags); }};
+  return {app, [flags] { return with_config_context(flags->common, [&] { return run_serve(*flags); }); }};
 }
 
 }  // namespace ringlinger::tools

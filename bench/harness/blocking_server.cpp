@@ -3,7 +3,7 @@
 // close is compared against, so the path of a well-behaved connection makes only the system
 // calls the close itself needs:
 //
-//   accept4 -> recv (the head) -> send (until all is handed over) -> shutdown(SHUT_WR)
+//   accept4 -> recv (the head) -> sendmsg (head and body; until all is handed over) -> shutdown(SHUT_WR)
 //           -> recv(MSG_TRUNC) until 0 -> close
 //
 // Timeouts: SO_RCVTIMEO and SO_SNDTIMEO are set once, on the listening socket, and every accepted
@@ -23,6 +23,9 @@
 // one send call blocks, not the time since the last progress: the call that made the last
 // progress still waits out its timeout (and returns the partial count), so send_timeout fires
 // between 1x and 2x send_timeout_ms after the peer stopped reading (the manager: 1x).
+//
+// Every response carries a Date (http.hpp's ResponseCache: formatted at most once a second); a
+// HEAD request is answered with the head alone.
 //
 // The request head is taken with one recv of up to kHeadReadBytes and fed to HeadReader; bytes
 // after the head in that read (the start of a body) are dropped with it, as the manager's
@@ -123,9 +126,8 @@ struct BlockingServer::Impl {
         head_timeout_ms(or_unlimited(server_options.head_timeout_ms)),
         drain_idle_timeout_ms(or_unlimited(server_options.drain_idle_timeout_ms)),
         listener_receive_timeout_ms(std::min(head_timeout_ms, drain_idle_timeout_ms)),
-        response(make_response(server_options.response_bytes)),
-        bad_request(make_error_response(400, "Bad Request")),
-        head_too_large(make_error_response(431, "Request Header Fields Too Large")),
+        payload(make_payload(server_options.response_bytes)),
+        responses(server_options.response_bytes),
         scratch(std::make_unique_for_overwrite<char[]>(kDiscardChunkBytes)) {}
   ~Impl() {
     if (listen_fd >= 0) close(listen_fd);
@@ -137,7 +139,8 @@ struct BlockingServer::Impl {
   int accept_next();
   void serve(int fd);
   HeadEnding read_head(AcceptedSocket& connection, Clock::time_point accepted_at);
-  std::optional<Outcome> send_all(const AcceptedSocket& connection, const std::string& bytes);
+  std::optional<Outcome> send_all(const AcceptedSocket& connection, std::string_view head,
+                                  std::string_view body);
   Outcome drain(AcceptedSocket& connection, Clock::time_point shutdown_at);
   bool arm_receive_timeout(AcceptedSocket& connection, std::uint32_t milliseconds) noexcept;
   void finish(const AcceptedSocket& connection, Outcome outcome);
@@ -146,9 +149,8 @@ struct BlockingServer::Impl {
   const std::uint32_t head_timeout_ms;
   const std::uint32_t drain_idle_timeout_ms;
   const std::uint32_t listener_receive_timeout_ms;  // what every accepted socket starts with
-  const std::string response;                       // built once, sent to everyone
-  const std::string bad_request;
-  const std::string head_too_large;
+  const std::string payload;  // the body, built once, sent to everyone after the head
+  ResponseCache responses;  // the heads and the error responses, dated
   // Head reads use the first kHeadReadBytes; MSG_TRUNC drains never write it at all.
   const std::unique_ptr<char[]> scratch;
   HeadReader head_reader;
@@ -210,16 +212,22 @@ int BlockingServer::Impl::accept_next() {
 // The whole life of one connection, start to close.
 void BlockingServer::Impl::serve(int fd) {
   AcceptedSocket connection{fd, listener_receive_timeout_ms};
-  const std::string* reply = nullptr;
-  switch (read_head(connection, Clock::now())) {
-    case HeadEnding::complete: reply = &response; break;
-    case HeadEnding::malformed: reply = &bad_request; break;
-    case HeadEnding::too_large: reply = &head_too_large; break;
+  const HeadEnding ending = read_head(connection, Clock::now());
+  const DatedResponses& reply = *responses.current();  // one connection at a time: no copy kept
+  std::string_view head;
+  std::string_view body_to_send;
+  switch (ending) {
+    case HeadEnding::complete:
+      head = reply.ok;
+      if (!head_reader.head_method()) body_to_send = payload;
+      break;
+    case HeadEnding::malformed: head = reply.bad_request; break;
+    case HeadEnding::too_large: head = reply.head_too_large; break;
     case HeadEnding::eof: return finish(connection, Outcome::clean);
     case HeadEnding::reset: return finish(connection, Outcome::peer_reset);
     case HeadEnding::failed: return finish(connection, Outcome::receive_error);
   }
-  if (const auto failure = send_all(connection, *reply)) return finish(connection, *failure);
+  if (const auto failure = send_all(connection, head, body_to_send)) return finish(connection, *failure);
   const Clock::time_point handed_over = Clock::now();
   Outcome outcome = Outcome::clean;
   if (shutdown(fd, SHUT_WR) != 0) {
@@ -271,13 +279,13 @@ HeadEnding BlockingServer::Impl::read_head(AcceptedSocket& connection,
   }
 }
 
-// Hands every byte to the kernel; nullopt when done, otherwise why it could not.
+// Hands every byte to the kernel, one sendmsg of both pieces per call; nullopt when done,
+// otherwise why it could not.
 std::optional<Outcome> BlockingServer::Impl::send_all(const AcceptedSocket& connection,
-                                                      const std::string& bytes) {
+                                                      std::string_view head, std::string_view body) {
   std::size_t offset = 0;
-  while (offset < bytes.size()) {
-    const ssize_t sent =
-        send(connection.fd, bytes.data() + offset, bytes.size() - offset, MSG_NOSIGNAL);
+  while (offset < head.size() + body.size()) {
+    const ssize_t sent = send_from(connection.fd, head, body, offset);
     if (sent >= 0) {
       offset += static_cast<std::size_t>(sent);
       continue;

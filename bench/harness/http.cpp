@@ -1,7 +1,11 @@
 #include "http.hpp"
 
+#include <sys/socket.h>
+#include <sys/uio.h>
+
 #include <algorithm>
 #include <array>
+#include <cstdio>
 #include <cstring>
 
 namespace ringlinger::tools {
@@ -80,29 +84,106 @@ std::size_t first_payload_mismatch(std::span<const char> bytes, std::uint64_t of
   return bytes.size();
 }
 
-std::string response_head(int status, std::string_view reason, std::uint64_t content_length) {
+std::string http_date(std::time_t time) {
+  static constexpr std::string_view kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static constexpr std::string_view kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                                 "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  std::tm utc{};
+  gmtime_r(&time, &utc);
+  char text[64];  // kHttpDateSize + 1 for years 0 to 9999; room for what snprintf fears
+  std::snprintf(text, sizeof(text), "%.3s, %02d %.3s %04d %02d:%02d:%02d GMT",
+                kDays[static_cast<std::size_t>(utc.tm_wday) % 7].data(), utc.tm_mday,
+                kMonths[static_cast<std::size_t>(utc.tm_mon) % 12].data(), utc.tm_year + 1900,
+                utc.tm_hour, utc.tm_min, utc.tm_sec);
+  return text;
+}
+
+namespace {
+
+constexpr std::string_view kDateField = "\r\nDate: ";
+
+std::string head_of(int status, std::string_view reason, std::string_view content_type,
+                    std::uint64_t content_length, std::string_view date) {
   std::string head = "HTTP/1.1 " + std::to_string(status) + " ";
   head += reason;
-  head += "\r\nServer: ringlinger\r\nContent-Type: application/octet-stream\r\nContent-Length: ";
+  head += "\r\nServer: ringlinger";
+  if (!date.empty()) {
+    head += kDateField;
+    head += date;
+  }
+  head += "\r\nContent-Type: ";
+  head += content_type;
+  head += "\r\nContent-Length: ";
   head += std::to_string(content_length);
   head += "\r\nConnection: close\r\n\r\n";
   return head;
 }
 
-std::string make_response(std::uint64_t body_bytes) {
-  std::string response = response_head(200, "OK", body_bytes);
-  const std::size_t head_size = response.size();
-  response.resize(head_size + body_bytes);
-  for (std::uint64_t i = 0; i < body_bytes; ++i) response[head_size + i] = payload_byte(i);
-  return response;
+}  // namespace
+
+std::string response_head(int status, std::string_view reason, std::uint64_t content_length,
+                          std::string_view date) {
+  return head_of(status, reason, "application/octet-stream", content_length, date);
 }
 
-std::string make_error_response(int status, std::string_view reason) {
-  std::string body = std::to_string(status) + " " + std::string(reason) + "\n";
-  std::string head = "HTTP/1.1 " + std::to_string(status) + " " + std::string(reason) +
-                     "\r\nServer: ringlinger\r\nContent-Type: text/plain\r\nContent-Length: " +
-                     std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n";
-  return head + body;
+std::string make_payload(std::uint64_t body_bytes) {
+  std::string payload(body_bytes, '\0');
+  for (std::uint64_t i = 0; i < body_bytes; ++i) payload[i] = payload_byte(i);
+  return payload;
+}
+
+std::string make_response(std::uint64_t body_bytes, std::string_view date) {
+  return response_head(200, "OK", body_bytes, date) + make_payload(body_bytes);
+}
+
+std::string make_error_response(int status, std::string_view reason, std::string_view date) {
+  const std::string body = std::to_string(status) + " " + std::string(reason) + "\n";
+  return head_of(status, reason, "text/plain", body.size(), date) + body;
+}
+
+std::string without_date(std::string_view response) {
+  const std::size_t head_end = response.find("\r\n\r\n");
+  const std::size_t field = response.substr(0, head_end).find(kDateField);
+  if (field == std::string_view::npos) return std::string(response);
+  const std::size_t line_end = response.find("\r\n", field + kDateField.size());
+  return std::string(response.substr(0, field)) + std::string(response.substr(line_end));
+}
+
+ResponseCache::ResponseCache(std::uint64_t content_length, std::string_view inline_body)
+    : content_length_(content_length), inline_body_(inline_body) {}
+
+const std::shared_ptr<const DatedResponses>& ResponseCache::current() {
+  const std::time_t now = std::time(nullptr);
+  if (now == second_) return current_;
+  second_ = now;
+  const std::string date = http_date(now);
+  auto responses = std::make_shared<DatedResponses>();
+  responses->ok = response_head(200, "OK", content_length_, date);
+  responses->ok_head_bytes = responses->ok.size();
+  responses->ok += inline_body_;
+  responses->bad_request = make_error_response(400, "Bad Request", date);
+  responses->head_too_large = make_error_response(431, "Request Header Fields Too Large", date);
+  current_ = std::move(responses);
+  return current_;
+}
+
+ssize_t send_from(int fd, std::string_view head, std::string_view body, std::uint64_t offset) {
+  iovec pieces[2];
+  int count = 0;
+  auto add = [&](std::string_view piece) {
+    if (offset >= piece.size()) {
+      offset -= piece.size();
+      return;
+    }
+    pieces[count++] = {const_cast<char*>(piece.data()) + offset, piece.size() - offset};
+    offset = 0;
+  };
+  add(head);
+  add(body);
+  msghdr message{};
+  message.msg_iov = pieces;
+  message.msg_iovlen = static_cast<std::size_t>(count);
+  return ::sendmsg(fd, &message, MSG_NOSIGNAL);
 }
 
 std::string make_request(std::uint64_t body_bytes) {
@@ -142,6 +223,7 @@ HeadReader::Status HeadReader::finish(std::string_view head) {
   const bool crlf = line_end > 0 && head[line_end - 1] == '\r';
   status_ = crlf && is_request_line(head.substr(0, line_end - 1)) ? Status::complete
                                                                    : Status::malformed;
+  head_method_ = status_ == Status::complete && head.starts_with("HEAD ");
   if (!pending_.empty()) {
     pending_.clear();
     pending_.shrink_to_fit();
@@ -152,6 +234,7 @@ HeadReader::Status HeadReader::finish(std::string_view head) {
 void HeadReader::reset() noexcept {
   pending_.clear();
   status_ = Status::incomplete;
+  head_method_ = false;
 }
 
 }  // namespace ringlinger::tools

@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -57,6 +58,8 @@ struct ServerConnection {
   std::array<char, 3> head_tail{};
   std::uint8_t head_tail_size = 0;
   std::uint64_t response_bytes_sent = 0;
+  std::uint64_t response_size = 0;  // the head, and the body unless the request was HEAD
+  std::shared_ptr<const DatedResponses> response;  // the head it is sent, unchanged until closed
   HeadReader head_reader;
 };
 
@@ -132,7 +135,8 @@ struct NaiveServer::Internals {
   int listen_fd = -1;
   int epoll_fd = -1;
   SocketAddress address;
-  std::string response;                      // built once, sent to everyone
+  std::string body;                           // built once, sent to everyone after their head
+  std::optional<ResponseCache> responses;     // the heads, dated
   std::vector<ServerConnection> connections;  // indexed by fd; grows to the largest fd seen
   bool accept_backed_off = false;  // accept stopped on EMFILE and the like: retry next loop
   std::array<char, kPeekBytes> buffer{};
@@ -216,6 +220,9 @@ void NaiveServer::Internals::read_head(int fd) {
       case HeadReader::Status::incomplete: continue;
       case HeadReader::Status::complete:
         connection.state = ServerConnectionState::sending;
+        connection.response = responses->current();
+        connection.response_size = connection.response->ok.size() +
+                                   (connection.head_reader.head_method() ? 0 : body.size());
         return send_response(fd);
       case HeadReader::Status::too_large:
       case HeadReader::Status::malformed: return close_connection(fd);
@@ -227,9 +234,11 @@ void NaiveServer::Internals::read_head(int fd) {
 // at once: no shutdown, no drain.
 void NaiveServer::Internals::send_response(int fd) {
   ServerConnection& connection = connections[static_cast<std::size_t>(fd)];
-  while (connection.response_bytes_sent < response.size()) {
-    const auto offset = static_cast<std::size_t>(connection.response_bytes_sent);
-    const ssize_t sent = send(fd, response.data() + offset, response.size() - offset, MSG_NOSIGNAL);
+  const std::string_view body_to_send =
+      std::string_view(body).substr(0, connection.response_size - connection.response->ok.size());
+  while (connection.response_bytes_sent < connection.response_size) {
+    const ssize_t sent =
+        send_from(fd, connection.response->ok, body_to_send, connection.response_bytes_sent);
     if (sent >= 0) {
       connection.response_bytes_sent += static_cast<std::uint64_t>(sent);
       continue;
@@ -246,6 +255,7 @@ void NaiveServer::Internals::send_response(int fd) {
 void NaiveServer::Internals::close_connection(int fd) {
   ServerConnection& connection = connections[static_cast<std::size_t>(fd)];
   connection.state = ServerConnectionState::free;
+  connection.response.reset();
   // Frees a partial head's buffer (reset() would keep its capacity).
   HeadReader fresh_reader;
   std::swap(connection.head_reader, fresh_reader);
@@ -270,7 +280,8 @@ void NaiveServer::Internals::close_all() noexcept {
 NaiveServer::NaiveServer(const NaiveServerOptions& options)
     : internals_(std::make_unique<Internals>(connections_closed_)) {
   Internals& internals = *internals_;  // its destructor closes what is open if we throw
-  internals.response = make_response(options.response_bytes);
+  internals.body = make_payload(options.response_bytes);
+  internals.responses.emplace(options.response_bytes);
   internals.listen_fd =
       socket(options.listen.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (internals.listen_fd < 0) throw std::system_error(errno, std::system_category(), "socket");

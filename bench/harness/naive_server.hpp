@@ -1,6 +1,7 @@
 // The server most code is: read the request head, send the response, close(). No shutdown, no
 // drain: with unread input (a request body, a pipelined request) the kernel answers close() with
-// RST, and the client loses whatever of the response it had not read yet. Used as the control in
+// RST, and the client loses whatever of the response it had not read yet. HEAD is answered with
+// the head alone; every response carries a Date (http.hpp's ResponseCache). Used as the control in
 // tests and in `ringlinger demo` to show the loss; one epoll loop, non-blocking sockets.
 #pragma once
 

@@ -92,6 +92,8 @@ TEST(Units, DurationsNeedAUnitAndSizesTakeBinarySuffixes) {
   EXPECT_EQ(std::get<std::uint64_t>(parse_duration_ms("250ms")), 250u);
   EXPECT_EQ(std::get<std::uint64_t>(parse_duration_ms("1.5s")), 1500u);
   EXPECT_EQ(std::get<std::uint64_t>(parse_duration_ms("2m")), 120'000u);
+  EXPECT_EQ(std::get<std::uint64_t>(parse_duration_ms("2h")), 7'200'000u);
+  EXPECT_EQ(std::get<std::uint64_t>(parse_duration_ms("1.5h")), 5'400'000u);
   EXPECT_EQ(std::get<std::uint64_t>(parse_duration_ms("0")), 0u);
   EXPECT_EQ(std::get<std::uint64_t>(parse_duration_us("200us")), 200u);
   EXPECT_TRUE(std::holds_alternative<std::string>(parse_duration_ms("30")));
@@ -160,13 +162,49 @@ TEST(CommandLine, BadFlagsExitWithTwoAndNameTheFlag) {
       {{"client", "--connect", "nowhere"}, "--connect"},
       {{"client", "--source-addrs", "127.0.0.9-127.0.0.2"}, "--source-addrs"},
       {{"client", "--concurrency", "0"}, "--concurrency"},
+      {{"serve", "--drain-timeout", "25h"}, "--drain-timeout: must be between 1ms and 24h (got 25h)"},
+      // CLI11 alone took -1 for an unsigned flag as its largest value, or said "Could not convert".
+      {{"serve", "--max-connections", "-1"}, "ringlinger serve: --max-connections: '-1' is not a whole number"},
+      {{"serve", "--threads", "-1"}, "ringlinger serve: --threads: '-1'"},
+      {{"client", "--connections", "-1"}, "ringlinger client: --connections: '-1' is not a whole number"},
+      {{"bench", "--runs", "x"}, "ringlinger bench: --runs: 'x' is not a whole number"},
+      {{"serve", "--response-bytes", "100GiB"}, "--response-bytes: at most 256MiB in memory"},
+      {{"serve", "--response-bytes", "100GiB", "--sendfile"}, "--response-bytes: at most 16GiB with --sendfile"},
+      {{"client", "--body-bytes", "1GiB"}, "--body-bytes: at most 256MiB"},
+      {{"bench", "--response-bytes", "300MiB"}, "--response-bytes: at most 256MiB"},
+      {{"help", "nosuch"}, "no subcommand 'nosuch'; the subcommands are serve, client, demo, bench, probe, proxy, help"},
       {{}, "subcommand"},
   };
   for (const auto& [arguments, flag] : cases) {
     const auto [code, output] = run_program(arguments);
     EXPECT_EQ(code, 2) << output;
     EXPECT_NE(output.find(flag), std::string::npos) << "message does not name " << flag << ": " << output;
+    if (!arguments.empty()) {
+      // Where to look: the subcommand's own help, not the program's.
+      const std::string pointer = "Run 'ringlinger " + arguments.front() + " --help' for usage.";
+      EXPECT_NE(output.find(pointer), std::string::npos) << output;
+    }
   }
+}
+
+TEST(CommandLine, HoursAreADurationUnit) {
+  const auto [code, output] = run_program({"serve", "--listen", "127.0.0.1:0", "--drain-timeout", "2h",
+                                           "--send-timeout", "24h", "--check"});
+  EXPECT_EQ(code, 0) << output;
+}
+
+TEST(CommandLine, HelpPrintsTheProgramsOrASubcommandsHelp) {
+  const auto [code, output] = run_program({"help"});
+  EXPECT_EQ(code, 0) << output;
+  EXPECT_NE(output.find("Usage: ringlinger [OPTIONS] SUBCOMMAND"), std::string::npos) << output;
+  for (const char* command : {"serve", "client", "demo", "bench", "probe", "proxy"}) {
+    EXPECT_NE(output.find(std::string("\n  ") + command + " "), std::string::npos) << command;
+  }
+  const auto [serve_code, serve_help] = run_program({"help", "serve"});
+  EXPECT_EQ(serve_code, 0) << serve_help;
+  EXPECT_EQ(serve_help, run_program({"serve", "--help"}).second);
+  EXPECT_NE(serve_help.find("Usage: ringlinger serve [OPTIONS]"), std::string::npos) << serve_help;
+  EXPECT_NE(serve_help.find("--response-bytes"), std::string::npos) << serve_help;
 }
 
 TEST(CommandLine, HelpExitsWithZero) {
@@ -193,7 +231,7 @@ TEST(CommandLine, ServeStopsOnSigtermAndPrintsItsCounters) {
   testing_support::send_all(fd, make_request(0));
   const auto read = testing_support::read_to_end(fd);
   ::close(fd);
-  EXPECT_EQ(read.bytes, make_response(16384));
+  EXPECT_EQ(without_date(read.bytes), make_response(16384));
   EXPECT_TRUE(read.clean_eof);
   EXPECT_EQ(serve.terminate(std::chrono::seconds(10)), 0);
   std::string output;
@@ -234,7 +272,7 @@ TEST(Fallback, WithoutIoUringServeFallsBackToEpollAndServes) {
   testing_support::send_all(fd, make_request(100'000));  // a body it will not read
   const auto read = testing_support::read_to_end(fd);
   ::close(fd);
-  EXPECT_EQ(read.bytes, make_response(16384));
+  EXPECT_EQ(without_date(read.bytes), make_response(16384));
   EXPECT_TRUE(read.clean_eof);
   EXPECT_EQ(serve.terminate(std::chrono::seconds(10)), 0);
 }
@@ -420,10 +458,96 @@ TEST(ServeThreads, TwoThreadsServeEveryConnectionAndTheirCountsAddUp) {
   EXPECT_EQ(stats["connections_accepted"], kConnections);
   EXPECT_EQ(stats["connections_closed"], kConnections);
   EXPECT_EQ(stats["outcomes"]["clean"], kConnections);
-  EXPECT_EQ(stats["bytes_sent"], std::uint64_t{kConnections} * make_response(16384).size());
+  // Every Date has the same length: any date's response has the size of each sent.
+  EXPECT_EQ(stats["bytes_sent"], std::uint64_t{kConnections} * make_response(16384, http_date(0)).size());
   EXPECT_EQ(slots, server["config"]["max_connections"].get<std::uint64_t>());
   EXPECT_EQ(stats["connections_in_state"]["free"], slots);  // gauges add up too: every slot free
   EXPECT_EQ(server["close_latency_us"]["samples"], kConnections);
+}
+
+}  // namespace
+}  // namespace ringlinger::tools
+
+// serve answers HEAD with the head alone (the same Content-Length as GET) and dates every
+// response, on the library's backends and on the plain servers built from the same http.hpp.
+namespace ringlinger::tools {
+namespace {
+
+TEST(HttpDate, IsImfFixdate) {
+  EXPECT_EQ(http_date(784111777), "Sun, 06 Nov 1994 08:49:37 GMT");  // RFC 9110's example
+  EXPECT_EQ(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+  EXPECT_EQ(http_date(951782400), "Tue, 29 Feb 2000 00:00:00 GMT");
+  EXPECT_EQ(http_date(4102444799), "Thu, 31 Dec 2099 23:59:59 GMT");
+  const std::string dated = make_response(100, http_date(0));
+  EXPECT_NE(dated.find("\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\n"), std::string::npos) << dated;
+  EXPECT_EQ(without_date(dated), make_response(100));
+  EXPECT_EQ(without_date(make_error_response(400, "Bad Request", http_date(0))),
+            make_error_response(400, "Bad Request"));
+}
+
+// One header's value in `head`, or nullopt.
+std::optional<std::string> header_value(const std::string& head, const std::string& name) {
+  const std::size_t start = head.find("\r\n" + name + ": ");
+  if (start == std::string::npos) return std::nullopt;
+  const std::size_t value = start + name.size() + 4;
+  return head.substr(value, head.find("\r\n", value) - value);
+}
+
+// Sends `request` to `address` and reads to EOF.
+testing_support::ReadResult ask(const SocketAddress& address, const std::string& request) {
+  const int fd = testing_support::connect_client(address);
+  EXPECT_GE(fd, 0);
+  testing_support::set_receive_timeout(fd, std::chrono::seconds(10));
+  testing_support::send_all(fd, request);
+  auto read = testing_support::read_to_end(fd);
+  ::close(fd);
+  return read;
+}
+
+class ServeHttp : public testing::TestWithParam<const char*> {};
+
+TEST_P(ServeHttp, HeadGetsTheHeadersOnlyAndEveryResponseIsDated) {
+  ChildProcess serve({testing_support::ringlinger_exe(),
+                      {"serve", "--listen", "127.0.0.1:0", "--backend", GetParam(), "--quiet"}, -1, true});
+  const auto address = serve.read_listening_address(std::chrono::seconds(10));
+  ASSERT_TRUE(address.has_value()) << "serve did not start";
+
+  const auto get_read = ask(*address, make_request(0));
+  EXPECT_TRUE(get_read.clean_eof);
+  EXPECT_EQ(without_date(get_read.bytes), make_response(16384));
+  const auto head_read = ask(*address, "HEAD / HTTP/1.1\r\nHost: ringlinger\r\n\r\n");
+  EXPECT_TRUE(head_read.clean_eof) << "headers, then a clean EOF";
+  ASSERT_TRUE(head_read.bytes.ends_with("\r\n\r\n")) << head_read.bytes;
+  EXPECT_EQ(head_read.bytes.find("\r\n\r\n"), head_read.bytes.size() - 4) << "no body after the head: " << head_read.bytes;
+  EXPECT_EQ(without_date(head_read.bytes), response_head(200, "OK", 16384));
+  EXPECT_EQ(header_value(head_read.bytes, "Content-Length"), header_value(get_read.bytes, "Content-Length"));
+
+  for (const auto* response : {&get_read.bytes, &head_read.bytes}) {
+    const auto date = header_value(*response, "Date");
+    ASSERT_TRUE(date.has_value()) << *response;
+    std::tm parsed{};
+    const char* end = strptime(date->c_str(), "%a, %d %b %Y %H:%M:%S GMT", &parsed);
+    ASSERT_TRUE(end != nullptr && *end == '\0') << "not IMF-fixdate: " << *date;
+    EXPECT_EQ(date->size(), kHttpDateSize);
+    // The server's clock is this machine's: the date is today's, not a constant.
+    EXPECT_LT(std::abs(static_cast<double>(timegm(&parsed) - std::time(nullptr))), 3600.0) << *date;
+  }
+  EXPECT_EQ(serve.terminate(std::chrono::seconds(10)), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, ServeHttp, testing::Values("auto", "naive", "blocking"),
+                         [](const testing::TestParamInfo<const char*>& backend) { return std::string(backend.param); });
+
+// Error responses are dated too (the library backend's 400).
+TEST(ServeHttp, ErrorResponsesAreDated) {
+  ChildProcess serve({testing_support::ringlinger_exe(), {"serve", "--listen", "127.0.0.1:0", "--quiet"}, -1, true});
+  const auto address = serve.read_listening_address(std::chrono::seconds(10));
+  ASSERT_TRUE(address.has_value()) << "serve did not start";
+  const auto read = ask(*address, "NOT A REQUEST\r\n\r\n");
+  EXPECT_TRUE(read.clean_eof);
+  EXPECT_EQ(without_date(read.bytes), make_error_response(400, "Bad Request"));
+  EXPECT_TRUE(header_value(read.bytes, "Date").has_value()) << read.bytes;
+  EXPECT_EQ(serve.terminate(std::chrono::seconds(10)), 0);
 }
 
 }  // namespace
