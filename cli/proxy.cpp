@@ -285,7 +285,11 @@ class Proxy final : public ShardServer {
   void on_closed(ConnectionId id, const CloseReport& report) {
     Leg* leg = leg_of(id);
     if (leg == nullptr) return;
-    log_closed(id, leg->role == Role::client ? "client" : "upstream", report);
+    if (leg->role == Role::client) {
+      log_closed(id, "client", report);
+    } else {
+      log_closed(id, "upstream", report, upstream_);
+    }
     const auto outcome = static_cast<std::size_t>(report.outcome);
     if (leg->role == Role::client) {
       ++counters_.client_outcomes[outcome];

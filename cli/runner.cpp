@@ -740,10 +740,11 @@ void ShardServer::log_accepted(ConnectionId id) {
   if (peers_) peers_->remember(id, manager().fd(id));
 }
 
-void ShardServer::log_closed(ConnectionId id, std::string_view role, const CloseReport& report) {
+void ShardServer::log_closed(ConnectionId id, std::string_view role, const CloseReport& report,
+                             const std::optional<SocketAddress>& peer) {
   if (!peers_) return;
-  std::optional<SocketAddress> peer = peers_->take(id);
-  if (report.outcome != Outcome::clean) log_->connection({role, std::move(peer), report});
+  std::optional<SocketAddress> remembered = peers_->take(id);
+  if (report.outcome != Outcome::clean) log_->connection({role, peer ? peer : remembered, report});
 }
 
 void ShardServer::log_upstream_error(ConnectionId client, const SocketAddress& upstream, int error) {

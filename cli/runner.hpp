@@ -163,7 +163,10 @@ class ShardServer {
   // For the command's callbacks: remember a new connection's peer (only when the log is on:
   // one getpeername(2)), and log one that ended other than clean.
   void log_accepted(ConnectionId id);
-  void log_closed(ConnectionId id, std::string_view role, const CloseReport& report);
+  // `peer`: for a connection the command made itself (the proxy's upstream legs), whose peer
+  // was not remembered at accept.
+  void log_closed(ConnectionId id, std::string_view role, const CloseReport& report,
+                  const std::optional<SocketAddress>& peer = std::nullopt);
   // The proxy's upstream connect to `upstream` for `client` failed (error 0: timed out).
   void log_upstream_error(ConnectionId client, const SocketAddress& upstream, int error);
   EventLog& log() noexcept { return *log_; }

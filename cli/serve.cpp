@@ -138,6 +138,7 @@ class Responder final : public ShardServer {
   Callbacks callbacks() {
     Callbacks callbacks;
     callbacks.on_accept = [this](ConnectionId id) {
+      log_accepted(id);
       heads_[id.slot].reset();
       head_deadlines_.add(id);
       if (++live_ >= sample_rss_at_live_) sample_peak_rss();
@@ -146,6 +147,7 @@ class Responder final : public ShardServer {
       on_receive(id, data);
     };
     callbacks.on_closed = [this](ConnectionId id, const CloseReport& report) {
+      log_closed(id, "connection", report);
       sent_from_[id.slot].reset();  // the kernel has had every byte of it, or never will
       --live_;
       const auto us = std::chrono::duration_cast<std::chrono::microseconds>(report.close_latency());
@@ -345,7 +347,10 @@ int run_plain_server(Server& server, std::string_view backend, std::string_view 
     }
     ended.store(true);
   });
-  wait_for_stop([&] { report(false); }, [&] { return ended.load(); });
+  const SignalActions actions{[&] { report(false); }, [&] {
+                                notice(settings, fmt::format("SIGHUP: --backend {} has no configuration to read again", backend));
+                              }};
+  wait_for_stop(actions, [&] { return ended.load(); });
   server.stop();  // thread-safe
   thread.join();
   if (error) std::rethrow_exception(error);
@@ -459,7 +464,7 @@ int run_responders(const RunnerSettings& settings, std::uint64_t response_bytes,
     const Config& config = settings.config;
     fmt::print("ringlinger serve: listening on {} (shutdown {}, on timeout {}, response {}; "
                "backend {}{})\n",
-               first.bound.to_string(), to_string(config.shutdown_mode), to_string(config.on_timeout),
+               first.bound_text(), to_string(config.shutdown_mode), to_string(config.on_timeout),
                format_bytes(response_bytes), first.backend_description,
                settings.threads > 1 ? fmt::format("; {} threads, SO_REUSEPORT", settings.threads) : std::string());
     std::fflush(stdout);
@@ -477,7 +482,23 @@ int run_responders(const RunnerSettings& settings, std::uint64_t response_bytes,
   command.add_thread_json = [](const ThreadReport& thread, nlohmann::json& entry) {
     entry["head_timeouts"] = std::any_cast<const ServeCounters&>(thread.counters).head_timeouts;
   };
+  command.add_metrics = [](const RunReport& report, PrometheusText& out) {
+    out.family("ringlinger_serve_head_timeouts_total", "counter",
+               "Connections closed because no whole request head arrived within --head-timeout");
+    out.sample(static_cast<double>(totals_of(report).head_timeouts));
+  };
   return run_sharded(settings, command);
+}
+
+// naive and blocking are comparison servers of their own: one address, no metrics, no log.
+void refuse_library_only_flags(const RunnerSettings& settings, const std::string& backend) {
+  const char* flag = settings.listen_all.size() > 1 ? "--listen (more than one)"
+                     : !settings.metrics.empty()    ? "--metrics"
+                     : settings.log->enabled()      ? "--log"
+                                                    : nullptr;
+  if (flag != nullptr) {
+    throw UsageError(fmt::format("{}: needs --backend auto, uring or epoll (got --backend {})", flag, backend));
+  }
 }
 
 int run_serve(const ServeFlags& flags) {
@@ -491,6 +512,7 @@ int run_serve(const ServeFlags& flags) {
   const std::uint64_t response_bytes =
       response_bytes_flag(flags.response_bytes, flags.sendfile && library_backend(backend));
   const std::chrono::milliseconds head_timeout(duration_flag_ms("--head-timeout", flags.head_timeout));
+  if (!library_backend(backend)) refuse_library_only_flags(settings, backend);
   if (checked_only(settings)) return 0;  // before the response is made: it may be a large file
   if (backend == "naive") return run_naive(settings.listen, response_bytes, settings);
   if (backend == "blocking") return run_blocking(settings.listen, response_bytes, head_timeout, settings);
