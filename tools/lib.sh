@@ -13,6 +13,7 @@ RINGLINGER_TEST_PACKAGES=(
   iproute2 nftables                  # tests/netfault: ip netns, veth, tc tbf; nft blackholes
   curl wrk                           # tests/proxy: real clients through `ringlinger proxy`
   cmake                              # tests/install: a CMake project finds the installed library
+  python3-prometheus-client          # tests/daemon, tests/tcp/metrics: the reference parser
 )
 # nginx: the peer of tests/proxy, `bench --backend nginx` and bench/proxy.sh. Installed without
 # starting its service (ensure_packages), so nothing listens on port 80 afterwards.
