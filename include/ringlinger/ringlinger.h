@@ -57,7 +57,7 @@ extern "C" {
 
 /* --- version ------------------------------------------------------------------------------- */
 
-/* The running library's version ("0.1.0") and its parts, which may be newer than the headers'
+/* The running library's version ("0.2.0") and its parts, which may be newer than the headers'
  * RINGLINGER_VERSION_* (version.h). Thread-safe. */
 const char *rl_version(void);
 int rl_version_major(void);

@@ -8,7 +8,7 @@
 
 namespace ringlinger {
 
-// "0.1.0": the running library's version.
+// "0.2.0": the running library's version.
 std::string_view version() noexcept;
 int version_major() noexcept;
 int version_minor() noexcept;
