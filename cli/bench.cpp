@@ -53,7 +53,11 @@ struct BenchFlags {
   DrainFlags drain;
 };
 
-const std::vector<std::string> kBackends = {"uring", "epoll", "blocking", "naive", "nginx"};
+const std::vector<std::string> kBackends = {"uring", "epoll", "blocking", "naive", "nginx", "uring-metrics"};
+
+// uring-metrics: serve --backend uring with a --metrics page nobody scrapes, to show what the
+// page costs the connections' thread (nothing it should: docs/PERFORMANCE.md).
+constexpr std::string_view kWithMetrics = "-metrics";
 
 std::vector<std::string> split(const std::string& text) {
   std::vector<std::string> items;
@@ -189,7 +193,7 @@ Figures figures_of(const RunResult& run) {
       (number(cpu, "voluntary_context_switches") + number(cpu, "involuntary_context_switches")) /
       closed;
   if (stats.contains("syscalls")) figures.syscalls_counted = number(stats, "syscalls") / closed;
-  if (stats.contains("enter_calls") && run.backend == "uring") {
+  if (stats.contains("enter_calls") && run.backend.starts_with("uring")) {
     figures.enter_calls = number(stats, "enter_calls") / closed;
   }
   if (auto it = run.perf.find("raw_syscalls:sys_enter"); it != run.perf.end()) {
@@ -376,7 +380,9 @@ class Bench {
   std::vector<std::string> server_arguments(const std::string& backend, std::uint32_t concurrency,
                                             const std::string& json_path) const {
     const DrainFlags& drain = flags_.drain;
-    std::vector<std::string> arguments = {"serve", "--listen", "127.0.0.1:0", "--backend", backend, "--quiet", "--json", json_path,
+    const bool metrics = backend.ends_with(kWithMetrics);
+    const std::string serve_backend = metrics ? backend.substr(0, backend.size() - kWithMetrics.size()) : backend;
+    std::vector<std::string> arguments = {"serve", "--listen", "127.0.0.1:0", "--backend", serve_backend, "--quiet", "--json", json_path,
             "--response-bytes", flags_.response_bytes, "--drain-idle-timeout",
             drain.drain_idle_timeout, "--drain-timeout", drain.drain_timeout, "--drain-max-bytes",
             drain.drain_max_bytes, "--send-timeout", drain.send_timeout, "--orphan-timeout",
@@ -384,7 +390,8 @@ class Bench {
             drain.on_timeout, "--shutdown", drain.shutdown, "--batch-wait", drain.batch_wait,
             "--max-connections", std::to_string(max_connections(concurrency)), "--stop-grace", "2s"};
     // The library's backends can send the body from a file; blocking and naive always copy.
-    if (flags_.sendfile && (backend == "uring" || backend == "epoll")) arguments.push_back("--sendfile");
+    if (flags_.sendfile && (serve_backend == "uring" || serve_backend == "epoll")) arguments.push_back("--sendfile");
+    if (metrics) arguments.insert(arguments.end(), {"--metrics", "127.0.0.1:0"});
     return arguments;
   }
 
@@ -550,12 +557,12 @@ class Bench {
                use_perf_ ? " counted with perf (raw_syscalls:sys_enter)" : " counted by the backends");
     for (std::uint32_t concurrency : concurrency_levels_) {
       fmt::print("\nconcurrency {}\n", concurrency);
-      fmt::print("{:<9} {:>8} {:>22} {:>9} {:>8} {:>7} {:>6} {:>22} {:>9} {:>9}\n", "backend",
+      fmt::print("{:<13} {:>8} {:>22} {:>9} {:>8} {:>7} {:>6} {:>22} {:>9} {:>9}\n", "backend",
                  "conn/s", "CPU us/close usr+sys", "syscalls", "enters", "ctxsw", "punts",
                  "close ms p50/p99/max", "failed", "lost");
       for (const std::string& backend : backends_) {
         const Figures f = summary(backend, concurrency);
-        fmt::print("{:<9} {:>8.0f} {:>22} {:>9} {:>8} {:>7.3f} {:>6} {:>22} {:>9} {:>9}\n",
+        fmt::print("{:<13} {:>8.0f} {:>22} {:>9} {:>8} {:>7.3f} {:>6} {:>22} {:>9} {:>9}\n",
                    backend, f.connections_per_second,
                    fmt::format("{:.1f} + {:.1f} = {:.1f}", f.user_us, f.system_us,
                                f.user_us + f.system_us),
@@ -566,11 +573,11 @@ class Bench {
                                                       f.latency_p99_ms, f.latency_max_ms),
                    f.failed, format_bytes(f.lost));
       }
-      fmt::print("{:<9} {:>10} {:>11} {:>10} {:>11} {:>9}   {}\n", "", "RSS MiB", "RSS growth",
+      fmt::print("{:<13} {:>10} {:>11} {:>10} {:>11} {:>9}   {}\n", "", "RSS MiB", "RSS growth",
                  "peak conns", "mgr B/conn", "TCP MiB", "outcomes (all runs)");
       for (const std::string& backend : backends_) {
         const Figures f = summary(backend, concurrency);
-        fmt::print("{:<9} {:>10.1f} {:>11.1f} {:>10} {:>11} {:>9.1f}   {}\n", backend,
+        fmt::print("{:<13} {:>10.1f} {:>11.1f} {:>10} {:>11} {:>9.1f}   {}\n", backend,
                    f.rss_peak_mib, f.rss_growth_mib,
                    f.peak_live_connections > 0 ? fmt::format("{:.0f}", f.peak_live_connections)
                                                : std::string("-"),
@@ -628,7 +635,7 @@ class Bench {
         line += fmt::format("  {} {}/{}{}", peer, counts.second, counts.first,
                             why.empty() ? "" : " (" + why + ")");
       }
-      fmt::print("{:<9}{}\n", backend, line);
+      fmt::print("{:<13}{}\n", backend, line);
     }
   }
 
@@ -823,7 +830,8 @@ Command add_bench_command(CLI::App& program) {
   app->add_option("--backend", flags->backends,
                   "Comma-separated: uring, epoll (the library's backends), blocking (one "
                   "connection at a time, blocking calls), naive (plain close()), nginx (Debian's "
-                  "nginx-light, one worker, lingering_close on)")
+                  "nginx-light, one worker, lingering_close on), uring-metrics (uring with a "
+                  "--metrics page nobody scrapes)")
       ->type_name("LIST")->capture_default_str();
   app->add_option("--connections", flags->connections, "Connections per run")
       ->check(whole_number(1, kMaxConnections))->type_name("N")->capture_default_str();
