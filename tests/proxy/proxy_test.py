@@ -726,7 +726,7 @@ def scenario_upstream_down(exe, work):
 def scenario_usage(exe, work):
     log("0-usage")
     for args, needle in ((["proxy"], "--upstream is required"),
-                         (["proxy", "--upstream", "example.org:80"], "--upstream: 'example.org:80' is not an address"),
+                         (["proxy", "--upstream", "no-such-host.invalid:80"], "--upstream: cannot resolve 'no-such-host.invalid'"),
                          (["proxy", "--upstream", "127.0.0.1:0"], "--upstream: port 0"),
                          (["proxy", "--upstream", "127.0.0.1:80", "--listen", "nowhere"], "--listen: 'nowhere'"),
                          (["proxy", "--upstream", "127.0.0.1:80", "--threads", "0"], "--threads: must be between 1"),
