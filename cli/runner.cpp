@@ -295,11 +295,12 @@ void notice(const RunnerSettings& settings, std::string_view message, bool error
 namespace {
 
 // Every signal an operator's tools send: none of them ends the process but SIGINT and SIGTERM.
+// SIGUSR2 (nginx's binary upgrade, HAProxy's reload) is taken and ignored rather than fatal;
 // SIGPIPE too: a write to a closed --log or standard output must not kill a server.
 sigset_t runner_signals() {
   sigset_t signals;
   sigemptyset(&signals);
-  for (const int signal : {SIGINT, SIGTERM, SIGUSR1, SIGHUP, SIGPIPE}) sigaddset(&signals, signal);
+  for (const int signal : {SIGINT, SIGTERM, SIGUSR1, SIGUSR2, SIGHUP, SIGPIPE}) sigaddset(&signals, signal);
   return signals;
 }
 
@@ -318,12 +319,13 @@ void wait_for_stop(const SignalActions& actions, const std::function<bool()>& en
     if (signal == SIGINT || signal == SIGTERM) return;
     if (signal == SIGUSR1 && actions.usr1) actions.usr1();
     if (signal == SIGHUP && actions.hup) actions.hup();
+    if (actions.tick) actions.tick();
     if (ended && ended()) return;
   }
 }
 
 void wait_for_stop(const std::function<void()>& usr1, const std::function<bool()>& ended) {
-  wait_for_stop(SignalActions{usr1, {}}, ended);
+  wait_for_stop(SignalActions{usr1, {}, {}}, ended);
 }
 
 std::string outcomes_text(const std::array<std::uint64_t, kOutcomeCount>& counts) {
@@ -783,7 +785,8 @@ int run_sharded(const RunnerSettings& settings, const ShardedCommand& command) {
                                 reporter.report(collect(threads, board), false);
                                 settings.log->reopen();
                               },
-                              [&] { reloader.reload(); }};
+                              [&] { reloader.reload(); },
+                              [&] { settings.log->flush(); }};
   wait_for_stop(actions, [&] { return board.any_done(); });
   metrics.close();
   for (auto& thread : threads) thread->stop(reloader.stop_grace());

@@ -221,6 +221,7 @@ void block_signals();
 struct SignalActions {
   std::function<void()> usr1;  // counters, and reopen the log
   std::function<void()> hup;   // read the configuration again
+  std::function<void()> tick;  // after each signal, and at least every 250 ms
 };
 // Returns on SIGINT or SIGTERM, running `actions` on SIGUSR1 and SIGHUP; also returns when
 // `ended` says the servers ended by themselves (it is asked every 250 ms).

@@ -347,9 +347,10 @@ int run_plain_server(Server& server, std::string_view backend, std::string_view 
     }
     ended.store(true);
   });
-  const SignalActions actions{[&] { report(false); }, [&] {
-                                notice(settings, fmt::format("SIGHUP: --backend {} has no configuration to read again", backend));
-                              }};
+  const auto hup = [&] {
+    notice(settings, fmt::format("SIGHUP: --backend {} has no configuration to read again", backend));
+  };
+  const SignalActions actions{[&] { report(false); }, hup, {}};
   wait_for_stop(actions, [&] { return ended.load(); });
   server.stop();  // thread-safe
   thread.join();

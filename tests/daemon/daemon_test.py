@@ -256,8 +256,10 @@ def signals_on(name, daemon, address, work):
     daemon.signal(signal.SIGUSR1)
     counters = daemon.next_line(lambda line: "connections" in line or "closed" in line, timeout=10)
     daemon.signal(signal.SIGHUP)
+    daemon.signal(signal.SIGUSR2)
+    daemon.signal(signal.SIGPIPE)
     time.sleep(0.2)  # the signals are handled; the process must still be there
-    check(daemon.process.poll() is None, f"{name}: alive after SIGHUP, SIGUSR1, SIGHUP")
+    check(daemon.process.poll() is None, f"{name}: alive after SIGHUP, SIGUSR1, SIGHUP, SIGUSR2, SIGPIPE")
     check(counters is not None, f"{name}: SIGUSR1 printed the counters: {counters!r}")
     good = finish_clients(clients, 4096)
     check(good == 20, f"{name}: {good}/20 clients mid-request got the exact response and a clean EOF")
@@ -486,6 +488,8 @@ def scenario_log(exe, work):
     head, body, end = read_response(sock)
     check(end == "ConnectionResetError", f"log: the proxy's client of a refused upstream is reset ({end})")
     text = wait_until(lambda: (t := open(textlog).read()) and "ECONNREFUSED" in t and "outcome=aborted" in t and t)
+    check(bool(text) and "role=upstream peer=127.0.0.1:" in text and "outcome=receive_error" in text,
+          "log: the upstream leg's receive_error (its connect refused) with the upstream's address")
     check(bool(text) and f"client={peer}" in text and "upstream connect failed" in text,
           f"log: the proxy's text log names the client, ECONNREFUSED and the aborted client leg: {text[-400:]!r}")
     proxy.stop()
@@ -552,6 +556,9 @@ def scenario_errors(exe, work):
         result = subprocess.run([exe, *base, "--config", good, "--check"], capture_output=True, text=True, timeout=TIMEOUT)
         check(result.returncode == 0 and "valid" in result.stdout,
               f"{command}: --check of a good file exits 0: {result.stdout.strip()!r} {result.stderr.strip()!r}")
+    example = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../examples/systemd/proxy.conf")
+    result = subprocess.run([exe, "proxy", "--config", example, "--check"], capture_output=True, text=True, timeout=TIMEOUT)
+    check(result.returncode == 0, f"errors: examples/systemd/proxy.conf passes --check ({result.returncode}, {result.stderr.strip()!r})")
     expect_usage_error(exe, ["proxy", "--listen", "127.0.0.1:0"], ["--upstream"], "proxy: no --upstream")
     expect_usage_error(exe, ["proxy", "--upstream", "no-such-host.invalid:80"], ["--upstream", "no-such-host.invalid"],
                        "proxy: an unresolvable --upstream")
