@@ -483,9 +483,18 @@ def scenario_log(exe, work):
     textlog = f"{work}/proxy.log"
     proxy = Daemon(exe, "proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:%d" % free_port(),
                    "--log", textlog)
-    sock = connect(proxy.address)
+    # The proxy resets the client as soon as the upstream refuses, which can be before connect()
+    # returns here (Python's connect with a timeout reads SO_ERROR after the handshake): the
+    # local address is taken before connecting, and a reset during connect is the same reset.
+    sock = socket.socket()
+    sock.settimeout(TIMEOUT)
+    sock.bind(("127.0.0.1", 0))
     peer = "%s:%d" % sock.getsockname()
-    head, body, end = read_response(sock)
+    try:
+        sock.connect(proxy.address)
+        head, body, end = read_response(sock)
+    except ConnectionResetError:
+        end = "ConnectionResetError"
     check(end == "ConnectionResetError", f"log: the proxy's client of a refused upstream is reset ({end})")
     text = wait_until(lambda: (t := open(textlog).read()) and "ECONNREFUSED" in t and "outcome=aborted" in t and t)
     check(bool(text) and "role=upstream peer=127.0.0.1:" in text and "outcome=receive_error" in text,
