@@ -284,12 +284,16 @@ bool checked_only(const RunnerSettings& settings) {
   return true;
 }
 
-void notice(const RunnerSettings& settings, std::string_view message, bool error) {
-  if (settings.log && settings.log->enabled()) {
-    error ? settings.log->error(message) : settings.log->info(message);
-    return;
+void notice(const RunnerSettings& settings, std::string_view message, bool error) noexcept {
+  try {
+    if (settings.log && settings.log->enabled()) {
+      error ? settings.log->error(message) : settings.log->info(message);
+      return;
+    }
+    fmt::print(stderr, "ringlinger {}: {}\n", settings.command, message);
+  } catch (...) {
+    // Nowhere left to say it (stderr closed): the server goes on.
   }
-  fmt::print(stderr, "ringlinger {}: {}\n", settings.command, message);
 }
 
 namespace {
@@ -402,10 +406,12 @@ class ReportBoard {
  public:
   explicit ReportBoard(std::size_t threads) : slots_(threads) {}
 
-  void publish_final(std::size_t index, ThreadReport report) {
+  // A thread's counters: its first report once it serves, then each answer (collect()), then its
+  // final one. What stands in for a thread that does not answer in time.
+  void publish(std::size_t index, ThreadReport report, bool final = false) {
     std::lock_guard lock(mutex_);
     slots_[index].latest = std::move(report);
-    slots_[index].done = true;
+    slots_[index].done = slots_[index].done || final;
   }
 
   void fail(std::size_t index, std::exception_ptr error) {
@@ -518,6 +524,7 @@ class ShardThread {
       manager_.store(&server_->manager());
       listening_.set_value(std::move(listening));
     } catch (...) {
+      server_.reset();  // here: a ring is torn down by the thread that drives it
       listening_.set_exception(std::current_exception());
       return;
     }
@@ -527,6 +534,8 @@ class ShardThread {
       board_.fail(index_, std::current_exception());
     }
     released_.acquire();  // the main thread may still be inside manager->stop()
+    manager_.store(nullptr);
+    server_.reset();  // on this thread, as above; nothing is posted to it after join() released it
   }
 
   ThreadReport report(ShardServer& server) const {
@@ -539,11 +548,12 @@ class ShardThread {
     Manager& manager = server.manager();
     DeadlineFifo& deadlines = server.deadlines();
     cpu_at_start_ = CpuUsage::now(RUSAGE_THREAD);
+    board_.publish(index_, report(server));  // the command's counters are never missing
     const std::function<void(ConnectionId)> expired = [&](ConnectionId id) { server.on_deadline(id); };
     while (manager.run_once(deadlines.wait(kTick))) {
       deadlines.expire(std::chrono::steady_clock::now(), expired);
     }
-    board_.publish_final(index_, report(server));
+    board_.publish(index_, report(server), true);
   }
 
   const std::uint32_t index_;
@@ -562,8 +572,9 @@ class ShardThread {
 using ShardThreads = std::vector<std::unique_ptr<ShardThread>>;
 
 // Every thread's counters now: asked at once, each answers at its next loop step. A thread that
-// does not answer within kAnswerWait (or has ended) is represented by what it published last.
-std::vector<ThreadReport> collect(ShardThreads& threads, const ReportBoard& board) {
+// does not answer within kAnswerWait (or has ended) is represented by what it published last, so
+// that no counter appears to go back.
+std::vector<ThreadReport> collect(ShardThreads& threads, ReportBoard& board) {
   std::vector<std::optional<std::future<ThreadReport>>> answers;
   for (auto& thread : threads) answers.push_back(thread->ask());
   std::vector<ThreadReport> reports = board.latest();
@@ -572,6 +583,7 @@ std::vector<ThreadReport> collect(ShardThreads& threads, const ReportBoard& boar
     if (!answers[i] || answers[i]->wait_until(until) != std::future_status::ready) continue;
     try {
       reports[i] = answers[i]->get();
+      board.publish(i, reports[i]);
     } catch (const std::future_error&) {
       // the manager finished before the task ran: keep what the thread published
     }
@@ -713,7 +725,7 @@ void reconfigure_threads(ShardThreads& threads, const Config& config, const Runn
 // gets 500: the render throws).
 class MetricsPage {
  public:
-  MetricsPage(const RunnerSettings& settings, ShardThreads& threads, const ReportBoard& board) {
+  MetricsPage(const RunnerSettings& settings, ShardThreads& threads, ReportBoard& board) {
     if (settings.metrics.empty()) return;
     server_.emplace(settings.metrics, [this, &threads, &board] {
       const Reporter* reporter = reporter_.load();
@@ -768,10 +780,11 @@ int run_sharded(const RunnerSettings& settings, const ShardedCommand& command) {
   block_signals();
   ReportBoard board(settings.threads);
   ShardThreads threads;  // after the board they report to
+  std::optional<Reporter> reporter;  // before the metrics page: it outlives the page's thread
   MetricsPage metrics(settings, threads, board);  // binds first: a bad --metrics starts nothing
   const Listening first = start_threads(settings, command, board, threads);
-  const Reporter reporter(settings, command, first);
-  metrics.serve(reporter);
+  reporter.emplace(settings, command, first);
+  metrics.serve(*reporter);
   command.announce(first);
   if (metrics.server() != nullptr) {
     for (const SocketAddress& address : metrics.server()->bound()) {
@@ -781,18 +794,28 @@ int run_sharded(const RunnerSettings& settings, const ShardedCommand& command) {
   std::fflush(stdout);
   log_start(settings, first, metrics.server());
   Reloader reloader(settings, [&](const Config& config) { reconfigure_threads(threads, config, settings); });
-  const SignalActions actions{[&] {
-                                reporter.report(collect(threads, board), false);
+  // A signal's work that fails (stdout gone, a full disk) is said and the server goes on.
+  const auto guarded = [&settings](std::string_view what, std::function<void()> action) {
+    return [&settings, what, action = std::move(action)] {
+      try {
+        action();
+      } catch (const std::exception& error) {
+        notice(settings, fmt::format("{}: {}", what, error.what()), true);
+      }
+    };
+  };
+  const SignalActions actions{guarded("SIGUSR1", [&] {
                                 settings.log->reopen();
-                              },
-                              [&] { reloader.reload(); },
-                              [&] { settings.log->flush(); }};
+                                reporter->report(collect(threads, board), false);
+                              }),
+                              guarded("SIGHUP", [&] { reloader.reload(); }),
+                              guarded("log", [&] { settings.log->flush(); })};
   wait_for_stop(actions, [&] { return board.any_done(); });
   metrics.close();
   for (auto& thread : threads) thread->stop(reloader.stop_grace());
   for (auto& thread : threads) thread->join();
   board.rethrow();
-  reporter.report(board.latest(), true);
+  reporter->report(board.latest(), true);
   settings.log->info("stopped", {{"command", settings.command}});
   settings.log->flush();
   return 0;

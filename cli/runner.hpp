@@ -132,7 +132,7 @@ int with_config_context(const RunnerFlags& flags, const std::function<int()>& bo
 bool checked_only(const RunnerSettings& settings);
 
 // A line for the operator: to the --log when there is one, otherwise to standard error.
-void notice(const RunnerSettings& settings, std::string_view message, bool error = false);
+void notice(const RunnerSettings& settings, std::string_view message, bool error = false) noexcept;
 
 // What the first thread reports once it listens.
 struct Listening {

@@ -565,6 +565,16 @@ def scenario_errors(exe, work):
         result = subprocess.run([exe, *base, "--config", good, "--check"], capture_output=True, text=True, timeout=TIMEOUT)
         check(result.returncode == 0 and "valid" in result.stdout,
               f"{command}: --check of a good file exits 0: {result.stdout.strip()!r} {result.stderr.strip()!r}")
+    # The second of two addresses is taken: the first one's listener is already open on the
+    # thread's ring when the second fails; a clean error, not an abort from tearing the ring
+    # down on another thread.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = subprocess.run([exe, "serve", "--listen", "127.0.0.1:0", "--listen", "%s:%d" % taken.getsockname()],
+                                capture_output=True, text=True, timeout=TIMEOUT)
+    check(result.returncode == 1 and "Address already in use" in result.stderr,
+          f"errors: a taken second --listen address exits 1 with the reason ({result.returncode}, {result.stderr.strip()!r})")
     example = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../examples/systemd/proxy.conf")
     result = subprocess.run([exe, "proxy", "--config", example, "--check"], capture_output=True, text=True, timeout=TIMEOUT)
     check(result.returncode == 0, f"errors: examples/systemd/proxy.conf passes --check ({result.returncode}, {result.stderr.strip()!r})")
