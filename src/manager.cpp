@@ -420,8 +420,10 @@ struct Manager::Impl final : Backend::Host {
   std::vector<Task> task_queue;        // guarded by posted_mutex
   bool posting_closed = false;         // guarded by posted_mutex: finished, post() refused
   bool posting_closed_seen = false;    // the manager's thread's copy, read without the lock
-  // The thread that drives the loop: the last to call run_once() (the creating one until then).
-  std::atomic<std::thread::id> driver{std::this_thread::get_id()};
+  // The thread that drives the loop: the last to call run_once() or poll(). None until then: the
+  // creating thread may hand the manager to another before its first step, and a snapshot() it
+  // took as "its own" would then race with that thread.
+  std::atomic<std::thread::id> driver{};
   std::deque<Handoff> handoffs_ready;  // the manager's thread's: waiting for a free slot
   std::unordered_map<std::uint32_t, HandoffDone> handoff_done;  // by slot, while adopted
 };

@@ -179,7 +179,8 @@ class Manager {
   // (a callback, or between loop steps on the thread that drives it) it returns stats() at once;
   // from another thread it posts a read and waits up to `wait` for it: nullopt if the manager's
   // thread did not run a loop step in that time (not being driven, or finished). The thread that
-  // drives it is the last one that called run_once() or poll() (the creating one until then).
+  // drives it is the last one that called run_once() or poll(); before the first loop step no
+  // thread does (use stats() on the creating thread then).
   std::optional<Stats> snapshot(std::chrono::milliseconds wait = std::chrono::seconds(1)) const;
 
   // Changes the timeouts and caps: drain_idle_timeout_ms, drain_timeout_ms, drain_max_bytes,
