@@ -276,8 +276,11 @@ void EventLog::upstream_error(const std::optional<SocketAddress>& client,
       {"upstream", upstream.to_string()},
       {"error", error_number != 0 ? errno_name(error_number) : std::string("timeout")},
   };
+  // One per refused client while an upstream is down: limited like the connection lines.
   std::lock_guard lock(state_->mutex);
-  state_->write(state_->clock(), "error", "upstream connect failed", fields);
+  const auto time = state_->clock();
+  if (!state_->admit(time)) return;
+  state_->write(time, "error", "upstream connect failed", fields);
 }
 
 void EventLog::flush() {

@@ -57,10 +57,10 @@ class EventLog {
  public:
   // `path` "-": standard error (the journal under systemd). Otherwise the file is opened for
   // appending now (created 0644 if missing); throws UsageError "--log: cannot open PATH: <why>".
-  // `lines_per_second` (0: no limit): connection lines beyond this within one second of the clock
-  // are not written but counted; the next line written, or flush(), is preceded by one
-  // "suppressed N connection lines" line. Start-up, configuration and error lines are never
-  // suppressed. `clock` (empty: the system clock) gives the lines' times and the rate's seconds.
+  // `lines_per_second` (0: no limit): connection lines (connection(), upstream_error()) beyond
+  // this within one second of the clock are not written but counted; the next line written, or
+  // flush(), is preceded by one "suppressed N connection lines" line. Start-up, configuration and
+  // error() lines are never suppressed. `clock` (empty: the system clock) gives the lines' times and the rate's seconds.
   EventLog(std::string path, LogFormat format, std::uint32_t lines_per_second = 100,
            LogClock clock = {});
   // A disabled log (no --log): every call returns at once.

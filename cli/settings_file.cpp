@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 
@@ -90,6 +91,7 @@ std::map<std::string, std::vector<std::string>> SettingsFile::by_name() const {
 }
 
 SettingsFile read_settings_file(const std::string& path) {
+  if (std::filesystem::is_directory(path)) throw UsageError(fmt::format("--config {}: is a directory", path));
   std::ifstream file(path);
   if (!file) throw UsageError(fmt::format("--config {}: {}", path, std::strerror(errno)));
   SettingsFile result{path, {}};

@@ -318,9 +318,10 @@ TEST(EventLog, RateLimitCountsWhatItDrops) {
     EXPECT_EQ(parse_text(lines[i]).message, "upstream unreachable");
   }
 
-  // Still the same second: dropped again. The next second: the count, then the line.
+  // Still the same second: dropped again, the proxy's upstream errors too (one per refused
+  // client while an upstream is down). The next second: the count, then the line.
   log.connection(sample_event());
-  log.connection(sample_event());
+  log.upstream_error(std::nullopt, *SocketAddress::parse("127.0.0.1:9"), ECONNREFUSED);
   EXPECT_EQ(read_lines(dir / "log").size(), kLimit + 4);
   clock.now += 1s;
   log.connection(sample_event());
