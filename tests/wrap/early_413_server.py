@@ -4,7 +4,7 @@
 ThreadingHTTPServer, unmodified: a POST whose Content-Length is over --limit is answered with a
 413 page of --page-bytes right after the request head, and the connection is closed without
 reading the body (socketserver's shutdown(SHUT_WR), then close()). Without a graceful close the
-kernel answers that close() with a reset, and the client loses the page. Prints the port on its
+kernel answers that close() with a reset, and the client loses the page. Prints "port P" on its
 first line; exits after --requests requests.
 
     early_413_server.py [--page-bytes N] [--limit N] [--requests N]
@@ -59,7 +59,7 @@ def main():
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = False  # server_close() joins the handlers: each close happens
-    print(server.server_address[1], flush=True)
+    print(f"port {server.server_address[1]}", flush=True)
     server.serve_forever()
     server.server_close()
     return 0
