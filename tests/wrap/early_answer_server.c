@@ -5,7 +5,7 @@
  * a graceful close the kernel answers that close() with a reset, and the client loses the answer.
  *
  *   early_answer_server MODE [--connections N] [--response-bytes B] [--max-threads T]
- *                            [--nofile N] [--watch-ms M] [--hold]
+ *                            [--nofile N] [--watch-ms M] [--hold] [--open-per-request]
  *
  * MODE, the way the program runs and drops its sockets:
  *   epoll        one thread, non-blocking, level-triggered epoll. The client fd is added with
@@ -16,8 +16,9 @@
  *   threads      a thread per connection (at most --max-threads at once), blocking, close().
  *   blocking     one thread, one connection after another, close().
  *   linger0      as blocking, with SO_LINGER {1, 0} set before close(): an abort (a reset).
- *   fork         the parent accepts, forks a child per connection and closes its own copy; the
- *                child answers, close()s and exit()s. The parent reports children that failed.
+ *   fork         the parent accepts, forks a child per connection and closes its own copy once
+ *                the child has read the request head (so the body is unread in the socket then);
+ *                the child answers, close()s and exit()s. The parent reports children that failed.
  *   exec         as blocking; after the first close it lists its own descriptors ("self-fd N
  *                TARGET"), then fork+execs `ls -l /proc/self/fd` (between "exec-begin" and
  *                "exec-end" lines), so a test can see which descriptors the exec'd program got.
@@ -25,7 +26,8 @@
  *   dup2         as blocking; closed by dup2(a /dev/null fd, the client fd) (then that close()).
  *   close_range  as blocking; closed by close_range(fd, fd, 0).
  * --connections N: exit after N connections were answered (default 1). --nofile N: set
- * RLIMIT_NOFILE to N first. --watch-ms M (epoll): keep waiting for events M ms after the last
+ * RLIMIT_NOFILE to N first. --open-per-request: open (and close) /dev/null before reading each
+ * request head, a second descriptor per request. --watch-ms M (epoll): keep waiting for events M ms after the last
  * connection (default 300). --hold: after the last connection, wait for EOF on stdin (epoll: stdin
  * is in the epoll set, so stale events are still caught meanwhile).
  *
@@ -66,8 +68,10 @@ static struct {
   long nofile;
   long watch_ms;
   int hold;
-} options = {"", 1, 1 << 20, 64, 0, 300, 0};
+  int open_per_request;
+} options = {"", 1, 1 << 20, 64, 0, 300, 0, 0};
 
+static int head_read_fd = -1;  /* fork: the child says on it that it read the request head */
 static char* response;  /* head + body, built once */
 static size_t response_size;
 static atomic_long write_errors;
@@ -80,7 +84,7 @@ static void die(const char* what) {
 static void usage(void) {
   fprintf(stderr, "usage: early_answer_server epoll|threads|blocking|linger0|fork|exec|fclose|dup2|"
                   "close_range [--connections N] [--response-bytes B] [--max-threads T] "
-                  "[--nofile N] [--watch-ms M] [--hold]\n");
+                  "[--nofile N] [--watch-ms M] [--hold] [--open-per-request]\n");
   exit(2);
 }
 
@@ -102,6 +106,7 @@ static void parse_options(int argc, char** argv) {
     else if (strcmp(argv[i], "--nofile") == 0) options.nofile = number_argument(argc, argv, &i);
     else if (strcmp(argv[i], "--watch-ms") == 0) options.watch_ms = number_argument(argc, argv, &i);
     else if (strcmp(argv[i], "--hold") == 0) options.hold = 1;
+    else if (strcmp(argv[i], "--open-per-request") == 0) options.open_per_request = 1;
     else usage();
   }
   if (options.max_threads < 1) usage();
@@ -129,11 +134,16 @@ static int listen_socket(void) {
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (bind(fd, (struct sockaddr*)&address, sizeof address) != 0) die("bind");
   if (listen(fd, 1024) != 0) die("listen");
+  return fd;
+}
+
+/* "port P": the server is ready (its own descriptors are all open). */
+static void announce_port(int listen_fd) {
+  struct sockaddr_in address;
   socklen_t size = sizeof address;
-  if (getsockname(fd, (struct sockaddr*)&address, &size) != 0) die("getsockname");
+  if (getsockname(listen_fd, (struct sockaddr*)&address, &size) != 0) die("getsockname");
   printf("port %d\n", ntohs(address.sin_port));
   fflush(stdout);
-  return fd;
 }
 
 static int accept_one(int listen_fd) {
@@ -175,7 +185,10 @@ static int write_all(int fd, const char* data, size_t size) {
   while (size > 0) {
     ssize_t sent = send(fd, data, size, MSG_NOSIGNAL);
     if (sent < 0 && errno == EINTR) continue;
-    if (sent <= 0) return -1;
+    if (sent <= 0) {
+      fprintf(stderr, "early_answer_server: send to fd %d: %s (%zu bytes left)\n", fd, strerror(errno), size);
+      return -1;
+    }
     data += sent;
     size -= (size_t)sent;
   }
@@ -192,11 +205,18 @@ static void answer_with_stdio(int fd) {
 
 /* Answers one connection on a blocking fd and drops it the way MODE says. */
 static void answer_and_close(int fd, const char* mode) {
+  /* --open-per-request: one more descriptor made per request, as by a server that opens a page
+   * or a log: with lingering sockets holding the rest, this is the call that meets EMFILE. */
+  int file = options.open_per_request ? open("/dev/null", O_RDONLY | O_CLOEXEC) : -1;
+  if (options.open_per_request && file < 0) die("open /dev/null");
+  if (file >= 0) close(file);
   if (read_head(fd) != 0) {
+    fprintf(stderr, "early_answer_server: no request head on fd %d: %s\n", fd, strerror(errno));
     ++write_errors;
     close(fd);
     return;
   }
+  if (head_read_fd >= 0 && write(head_read_fd, "h", 1) != 1) die("write to the parent");
   if (strcmp(mode, "fclose") == 0) {
     answer_with_stdio(fd);
     return;
@@ -267,15 +287,25 @@ static void serve_forking(int listen_fd) {
   long failed_children = 0;
   for (long served = 0; served < options.connections; ++served) {
     int fd = accept_one(listen_fd);
+    int head_read[2];
+    if (pipe2(head_read, O_CLOEXEC) != 0) die("pipe2");
     fflush(stdout);
     pid_t child = fork();
     if (child < 0) die("fork");
     if (child == 0) {
       close(listen_fd);
+      close(head_read[0]);
+      head_read_fd = head_read[1];
       answer_and_close(fd, "blocking");
       exit(write_errors == 0 ? 0 : 1);
     }
-    close(fd);  /* the parent's copy; the child's still carries the connection */
+    /* The parent closes its copy while the child answers, with the body unread in the socket:
+     * a close that must stay plain (the child's copy carries the connection on). */
+    close(head_read[1]);
+    char byte;
+    if (read(head_read[0], &byte, 1) != 1) ++failed_children;
+    close(head_read[0]);
+    close(fd);
   }
   for (long children = 0; children < options.connections; ++children) {
     int status = 0;
@@ -409,6 +439,7 @@ static void serve_epoll(int listen_fd) {
   if (fcntl(listen_fd, F_SETFL, O_NONBLOCK) != 0) die("fcntl");
   epoll_add(epoll_fd, listen_fd, EPOLLIN);
   if (options.hold) epoll_add(epoll_fd, 0, EPOLLIN);
+  announce_port(listen_fd);
   long accepted = 0, served = 0;
   long long deadline = 0;  /* after the last connection: until then, or stdin's EOF (--hold) */
   int stdin_open = options.hold;
@@ -458,6 +489,7 @@ int main(int argc, char** argv) {
   build_response();
   int listen_fd = listen_socket();
   const char* mode = options.mode;
+  if (strcmp(mode, "epoll") != 0) announce_port(listen_fd);
   if (strcmp(mode, "epoll") == 0) {
     serve_epoll(listen_fd);
   } else if (strcmp(mode, "threads") == 0) {
