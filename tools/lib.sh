@@ -14,6 +14,7 @@ RINGLINGER_TEST_PACKAGES=(
   curl wrk                           # tests/proxy: real clients through `ringlinger proxy`
   cmake                              # tests/install: a CMake project finds the installed library
   python3-prometheus-client          # tests/daemon, tests/tcp/metrics: the reference parser
+  python3-requests nodejs            # tests/wrap: real clients and servers under `ringlinger wrap`
 )
 # nginx: the peer of tests/proxy, `bench --backend nginx` and bench/proxy.sh. Installed without
 # starting its service (ensure_packages), so nothing listens on port 80 afterwards.
