@@ -80,5 +80,7 @@ Command add_demo_command(CLI::App& program);
 Command add_probe_command(CLI::App& program);
 Command add_bench_command(CLI::App& program);
 Command add_proxy_command(CLI::App& program);
+// `wrap -- COMMAND`: execs COMMAND with libringlinger-preload.so; returns only when it cannot.
+Command add_wrap_command(CLI::App& program);
 
 }  // namespace ringlinger::tools

@@ -5,6 +5,7 @@
 //   ringlinger bench   the same workload against several backends, side by side
 //   ringlinger probe   what this machine supports, and which backend serve and bench would use
 //   ringlinger proxy   an L4 TCP proxy that passes half-closes on and closes both legs gracefully
+//   ringlinger wrap    runs a program with close() made graceful (libringlinger-preload.so)
 //   ringlinger help    the program's help, or a subcommand's
 // Every usage error exits with 2 before anything starts, as "ringlinger SUBCOMMAND: --flag: what
 // is wrong (got VALUE)" and a pointer to that subcommand's --help.
@@ -87,7 +88,8 @@ int main(int argc, char** argv) {
   const std::vector<Command> commands = {add_serve_command(program), add_client_command(program),
                                          add_demo_command(program), add_bench_command(program),
                                          add_probe_command(program),
-                                         add_proxy_command(program), add_help_command(program)};
+                                         add_proxy_command(program), add_wrap_command(program),
+                                         add_help_command(program)};
   try {
     program.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

@@ -4,8 +4,13 @@
 // ambiguous values; and the `ringlinger` program exits with 2 and names the flag on bad input.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <string>
 
 #include "child_process.hpp"
@@ -172,7 +177,7 @@ TEST(CommandLine, BadFlagsExitWithTwoAndNameTheFlag) {
       {{"serve", "--response-bytes", "100GiB", "--sendfile"}, "--response-bytes: at most 16GiB with --sendfile"},
       {{"client", "--body-bytes", "1GiB"}, "--body-bytes: at most 256MiB"},
       {{"bench", "--response-bytes", "300MiB"}, "--response-bytes: at most 256MiB"},
-      {{"help", "nosuch"}, "no subcommand 'nosuch'; the subcommands are serve, client, demo, bench, probe, proxy, help"},
+      {{"help", "nosuch"}, "no subcommand 'nosuch'; the subcommands are serve, client, demo, bench, probe, proxy, wrap, help"},
       {{}, "subcommand"},
   };
   for (const auto& [arguments, flag] : cases) {
@@ -548,6 +553,230 @@ TEST(ServeHttp, ErrorResponsesAreDated) {
   EXPECT_EQ(without_date(read.bytes), make_error_response(400, "Bad Request"));
   EXPECT_TRUE(header_value(read.bytes, "Date").has_value()) << read.bytes;
   EXPECT_EQ(serve.terminate(std::chrono::seconds(10)), 0);
+}
+
+
+// `ringlinger wrap`. These check the program's side: flags, environment, exec, exit codes and
+// warnings; tests/wrap/ checks what the preload library does with real servers.
+
+// A directory of its own for each test, removed with everything in it.
+class WrapDir {
+ public:
+  WrapDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "cli-wrap-XXXXXX").string();
+    if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = pattern;
+  }
+  ~WrapDir() { std::filesystem::remove_all(path_); }
+  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
+  std::string path() const { return path_.string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Runs `ringlinger wrap ARGUMENTS` in `directory` with `environment` (NAME=VALUE) added, through
+// /bin/sh after `shell_setup` (e.g. a ulimit); stderr goes into the output.
+std::pair<int, std::string> run_wrap(const std::vector<std::string>& arguments,
+                                     const std::vector<std::string>& environment = {},
+                                     const std::string& directory = "/", const std::string& shell_setup = ":") {
+  std::vector<std::string> shell = {"-c", shell_setup + " && cd \"$0\" && exec env \"$@\" 2>&1", directory};
+  shell.insert(shell.end(), environment.begin(), environment.end());
+  shell.push_back(testing_support::ringlinger_exe());
+  shell.push_back("wrap");
+  shell.insert(shell.end(), arguments.begin(), arguments.end());
+  ChildProcess child({"/bin/sh", shell, -1, true});
+  std::string output;
+  while (auto line = child.read_line(std::chrono::seconds(10))) output += *line + "\n";
+  return {child.wait(std::chrono::seconds(10)), output};
+}
+
+TEST(Wrap, BadFlagsExitWithTwoNameTheFlagAndRunNothing) {
+  const WrapDir dir;
+  const std::vector<std::string> command = {"--", "/bin/sh", "-c", "echo COMMAND RAN"};
+  struct Case {
+    std::vector<std::string> flags;
+    std::string message;
+    std::vector<std::string> environment = {};
+    std::string shell_setup = ":";
+  };
+  const std::vector<Case> cases = {
+      {{"--drain-timeout", "30"}, "--drain-timeout: '30' needs a unit"},
+      {{"--drain-idle-timeout", "0"}, "--drain-idle-timeout: must be between 1ms and 24h (got 0)"},
+      {{"--send-timeout", "25h"}, "--send-timeout: must be between 1ms and 24h (got 25h)"},
+      {{"--drain-max-bytes", "lots"}, "--drain-max-bytes: 'lots'"},
+      {{"--max-lingering", "0"}, "--max-lingering: '0' is not a whole number from 1 to 1000000"},
+      {{"--max-lingering", "1000001"}, "--max-lingering: '1000001' is not a whole number"},
+      {{"--max-lingering", "-1"}, "--max-lingering: '-1' is not a whole number"},
+      // Above RLIMIT_NOFILE's soft limit: both numbers named.
+      {{"--max-lingering", "100"}, "--max-lingering: 100 is more than the descriptor limit, RLIMIT_NOFILE's soft limit 64",
+       {}, "ulimit -S -n 64"},
+      {{"--exit-grace", "5"}, "--exit-grace: '5' needs a unit"},
+      {{"--exit-grace", "25h"}, "--exit-grace: must be at most 24h (got 25h)"},
+      {{"--json", dir / "no-such-directory/counters.json"}, "--json: cannot write " + dir / "no-such-directory"},
+      {{"--json", dir.path()}, "--json: '" + dir.path() + "' is not a file name"},
+      {{"--json", "-"}, "--json: '-' (standard output) belongs to the command"},
+      {{"--orphan-timeout", "1s"}, "--orphan-timeout: not a flag of wrap"},
+      {{"--no-such-flag"}, "--no-such-flag: not a flag of wrap"},
+      {{}, "wrap: a command to run is needed after --", {}, ":"},
+      {{}, "RINGLINGER_PRELOAD_LIBRARY=" + dir / "missing.so" + ": no such file",
+       {"RINGLINGER_PRELOAD_LIBRARY=" + dir / "missing.so"}},
+  };
+  for (const Case& test : cases) {
+    std::vector<std::string> arguments = test.flags;
+    if (test.message.find("a command to run is needed") == std::string::npos) {
+      arguments.insert(arguments.end(), command.begin(), command.end());
+    }
+    const auto [code, output] = run_wrap(arguments, test.environment, "/", test.shell_setup);
+    EXPECT_EQ(code, 2) << output;
+    EXPECT_NE(output.find(test.message), std::string::npos) << "expected " << test.message << ": " << output;
+    EXPECT_NE(output.find("Run 'ringlinger wrap --help' for usage."), std::string::npos) << output;
+    EXPECT_EQ(output.find("COMMAND RAN"), std::string::npos) << output;
+  }
+  // Nothing after "--" at all, and a command's flags without "--".
+  EXPECT_EQ(run_wrap({"--"}).first, 2);
+  const auto [code, output] = run_wrap({"/bin/sh", "-c", "echo COMMAND RAN"});
+  EXPECT_EQ(code, 2) << output;
+  EXPECT_NE(output.find("-c: not a flag of wrap; a command's own flags go after --"), std::string::npos) << output;
+  // --json refused: no file was left behind.
+  EXPECT_FALSE(std::filesystem::exists(dir / "no-such-directory"));
+}
+
+// exec: the command's exit code and pid are wrap's.
+TEST(Wrap, CommandKeepsWrapsPidAndGivesItsExitCode) {
+  const auto [code, output] = run_wrap({"--", "/bin/sh", "-c", "exit 7"});
+  EXPECT_EQ(code, 7) << output;
+  // The shell that runs wrap execs it, so $PPID of the command's own shell is that shell's
+  // parent: compare the command's $$ with what wrap set instead.
+  const auto [pid_code, pid_output] =
+      run_wrap({"--", "/bin/sh", "-c", "echo \"pid $$ wrap $RINGLINGER_WRAP_PID\""});
+  EXPECT_EQ(pid_code, 0) << pid_output;
+  const auto at = pid_output.find("pid ");
+  ASSERT_NE(at, std::string::npos) << pid_output;
+  std::istringstream line(pid_output.substr(at));
+  std::string pid_word, wrap_word;
+  long pid = 0, wrap_pid = -1;
+  line >> pid_word >> pid >> wrap_word >> wrap_pid;
+  EXPECT_GT(pid, 0) << pid_output;
+  EXPECT_EQ(pid, wrap_pid) << pid_output;
+}
+
+TEST(Wrap, ACommandThatCannotRunExitsLikeAShell) {
+  const auto [code, output] = run_wrap({"--", "/nonexistent/program"});
+  EXPECT_EQ(code, 127) << output;
+  EXPECT_NE(output.find("ringlinger wrap: cannot run /nonexistent/program: No such file or directory"),
+            std::string::npos)
+      << output;
+  const auto [path_code, path_output] = run_wrap({"--", "no-such-program-on-path"});
+  EXPECT_EQ(path_code, 127) << path_output;
+  const WrapDir dir;
+  std::ofstream(dir / "not-executable") << "#!/bin/sh\nexit 0\n";
+  const auto [denied_code, denied_output] = run_wrap({"--", dir / "not-executable"});
+  EXPECT_EQ(denied_code, 126) << denied_output;
+  EXPECT_NE(denied_output.find("cannot run " + dir / "not-executable" + ": Permission denied"), std::string::npos)
+      << denied_output;
+}
+
+// Every flag reaches the command as preload/environment.hpp's variable, in ms and bytes.
+TEST(Wrap, FlagsReachTheCommandsEnvironment) {
+  const WrapDir dir;
+  const std::string print =
+      "echo \"idle=$RINGLINGER_WRAP_DRAIN_IDLE_TIMEOUT_MS drain=$RINGLINGER_WRAP_DRAIN_TIMEOUT_MS "
+      "bytes=$RINGLINGER_WRAP_DRAIN_MAX_BYTES send=$RINGLINGER_WRAP_SEND_TIMEOUT_MS "
+      "lingering=$RINGLINGER_WRAP_MAX_LINGERING grace=$RINGLINGER_WRAP_EXIT_GRACE_MS "
+      "json=$RINGLINGER_WRAP_JSON quiet=$RINGLINGER_WRAP_QUIET\"";
+  const auto [code, output] =
+      run_wrap({"--drain-idle-timeout", "250ms", "--drain-timeout", "2s", "--drain-max-bytes", "1MiB",
+                "--send-timeout", "1.5s", "--max-lingering", "77", "--exit-grace", "0", "--json",
+                "counters.json", "--quiet", "--", "/bin/sh", "-c", print},
+               {}, dir.path());
+  EXPECT_EQ(code, 0) << output;
+  // A relative --json is made absolute: the command may change its directory.
+  EXPECT_NE(output.find("idle=250 drain=2000 bytes=1048576 send=1500 lingering=77 grace=0 json=" +
+                        dir / "counters.json" + " quiet=1"),
+            std::string::npos)
+      << output;
+  EXPECT_TRUE(std::filesystem::exists(dir / "counters.json"));
+  // The defaults are set too; --json and --quiet left out remove what a wrap around this one set.
+  const auto [default_code, default_output] =
+      run_wrap({"--", "/bin/sh", "-c", print}, {"RINGLINGER_WRAP_QUIET=1", "RINGLINGER_WRAP_JSON=/elsewhere"});
+  EXPECT_EQ(default_code, 0) << default_output;
+  EXPECT_NE(default_output.find("idle=5000 drain=30000 bytes=16777216 send=60000 lingering=1024 "
+                                "grace=5000 json= quiet=\n"),
+            std::string::npos)
+      << default_output;
+}
+
+// The library found as the program finds it (the build tree's), as an absolute path first in
+// LD_PRELOAD; RINGLINGER_PRELOAD_LIBRARY names another; a program's own LD_PRELOAD comes after.
+TEST(Wrap, PreloadsTheLibraryAheadOfAnExistingPreload) {
+  const auto [code, output] =
+      run_wrap({"--", "sh", "-c", "echo \"max=$RINGLINGER_WRAP_MAX_LINGERING preload=$LD_PRELOAD.\""});
+  EXPECT_EQ(code, 0) << output;
+  const auto at = output.find("max=1024 preload=/");
+  ASSERT_NE(at, std::string::npos) << output;
+  EXPECT_NE(output.find("/libringlinger-preload.so.", at), std::string::npos) << output;
+
+  const WrapDir dir;
+  // Empty files: ld.so says it cannot load them and goes on, which is all this needs.
+  std::ofstream(dir / "libringlinger-preload.so").flush();
+  std::ofstream(dir / "other.so").flush();
+  const auto [named_code, named_output] =
+      run_wrap({"--", "sh", "-c", "echo \"preload=$LD_PRELOAD.\""},
+               {"RINGLINGER_PRELOAD_LIBRARY=libringlinger-preload.so", "LD_PRELOAD=" + dir / "other.so"},
+               dir.path());
+  EXPECT_EQ(named_code, 0) << named_output;
+  EXPECT_NE(named_output.find("preload=" + dir / "libringlinger-preload.so" + " " + dir / "other.so" + "."),
+            std::string::npos)
+      << named_output;
+}
+
+const char* const kNotCoveredWarning =
+    "its close() does not go through the C library, so wrap cannot see its sockets (see docs/WRAP.md)";
+
+// ldconfig is statically linked on Debian (libc-bin, essential); the shell is not.
+TEST(Wrap, AStaticProgramGetsAWarningAndStillRuns) {
+  if (!std::filesystem::exists("/sbin/ldconfig")) GTEST_SKIP() << "no /sbin/ldconfig (a static program)";
+  const auto [code, output] = run_wrap({"--", "/sbin/ldconfig", "--version"});
+  EXPECT_EQ(code, 0) << output;
+  EXPECT_NE(output.find(std::string("ringlinger wrap: /sbin/ldconfig is statically linked: ") + kNotCoveredWarning),
+            std::string::npos)
+      << output;
+  EXPECT_NE(output.find("ldconfig ("), std::string::npos) << "it did not run: " << output;  // its version
+  const auto [shell_code, shell_output] = run_wrap({"--", "sh", "-c", "exit 0"});
+  EXPECT_EQ(shell_code, 0) << shell_output;
+  EXPECT_EQ(shell_output.find(kNotCoveredWarning), std::string::npos) << shell_output;
+  // A script: not an ELF file, no warning.
+  const WrapDir dir;
+  std::ofstream(dir / "script") << "#!/bin/sh\nexit 5\n";
+  ::chmod((dir / "script").c_str(), 0755);
+  const auto [script_code, script_output] = run_wrap({"--", dir / "script"});
+  EXPECT_EQ(script_code, 5) << script_output;
+  EXPECT_EQ(script_output.find(kNotCoveredWarning), std::string::npos) << script_output;
+}
+
+// No Go toolchain here: a Go program's two marks put on C programs, each alone. A section named
+// .go.buildinfo (objcopy), and a note named "Go" in a PT_NOTE segment (as the Go linker writes
+// its build id).
+TEST(Wrap, AGoProgramGetsAWarningAndStillRuns) {
+  const WrapDir dir;
+  const std::string with_section = dir / "go-buildinfo";
+  const std::string make_section = "objcopy --add-section .go.buildinfo=/dev/null /bin/true " + with_section;
+  ASSERT_EQ(std::system(make_section.c_str()), 0) << make_section;
+  std::ofstream(dir / "note.c")
+      << "__asm__(\".section .note.go.buildid,\\\"a\\\",@note\\n.balign 4\\n.long 3, 4, 4\\n"
+         ".asciz \\\"Go\\\"\\n.balign 4\\n.ascii \\\"abcd\\\"\\n.text\\n\");\n"
+         "int main(void) { return 3; }\n";
+  const std::string with_note = dir / "go-note";
+  const std::string make_note = "cc -o " + with_note + " " + dir / "note.c";
+  ASSERT_EQ(std::system(make_note.c_str()), 0) << make_note;
+  for (const auto& [program, exit_code] : {std::pair{with_section, 0}, std::pair{with_note, 3}}) {
+    const auto [code, output] = run_wrap({"--", program});
+    EXPECT_EQ(code, exit_code) << output;
+    EXPECT_NE(output.find("ringlinger wrap: " + program + " is a Go program: " + kNotCoveredWarning),
+              std::string::npos)
+        << output;
+  }
 }
 
 }  // namespace
