@@ -2,6 +2,7 @@
 #include "classify.hpp"
 
 // <linux/tcp.h>: glibc's <netinet/tcp.h> lacks tcpi_notsent_bytes (and the two do not mix).
+#include <linux/sock_diag.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
@@ -36,6 +37,15 @@ bool connected(std::uint8_t state) noexcept {
 }
 
 bool pending(int fd) noexcept {
+  // First the socket's queued memory (SO_MEMINFO: atomic counters, no socket lock), which fails
+  // at once for anything but a socket: a socket with empty receive and write queues has nothing
+  // to lose, and most closes end here after one system call. (TCP_INFO alone costs 450 ns on a
+  // quiet socket here, FIONREAD another 275: docs/WRAP.md.)
+  std::uint32_t memory[SK_MEMINFO_VARS] = {};
+  socklen_t memory_length = sizeof memory;
+  if (getsockopt(fd, SOL_SOCKET, SO_MEMINFO, memory, &memory_length) != 0) return false;
+  if (memory[SK_MEMINFO_RMEM_ALLOC] == 0 && memory[SK_MEMINFO_WMEM_QUEUED] == 0) return false;
+  // Then whether it is a connected TCP socket, and what exactly is pending.
   tcp_info info{};
   socklen_t length = sizeof info;
   if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &length) != 0) return false;

@@ -5,8 +5,9 @@
 
 namespace ringlinger::preload {
 
-// One getsockopt(TCP_INFO) (which fails at once for anything but a TCP socket), then, for a
-// connected one with nothing in flight, one ioctl(FIONREAD). Leaves errno as it found it.
+// One getsockopt(SO_MEMINFO) (which fails at once for anything but a socket, and finds a quiet
+// socket's queues empty); only for a socket with queued bytes, getsockopt(TCP_INFO) and
+// ioctl(FIONREAD). Leaves errno as it found it.
 bool has_pending_bytes(int fd) noexcept;
 
 // SO_LINGER {1, 0}: the program asked for a reset, and gets one (a plain close).

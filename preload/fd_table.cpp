@@ -114,7 +114,7 @@ void for_each_open_descriptor(void (*visit)(int fd, void* context), void* contex
 void mark_open_descriptors_shared(bool only_inheritable) noexcept {
   for_each_open_descriptor(
       [](int fd, void* context) {
-        if (*static_cast<bool*>(context) && (fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0) return;
+        if (*static_cast<bool*>(context) && (real().fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0) return;
         FdEntry* entry = FdTable::find(fd, true);
         if (entry == nullptr) return;
         if ((entry->flags.load(std::memory_order_relaxed) & FdEntry::kLingering) != 0) return;

@@ -25,6 +25,8 @@
 namespace ringlinger::preload {
 namespace {
 
+void mark_shared(int fd) noexcept;
+
 // What becomes of a program's descriptor it is about to drop.
 enum class Drop { plain, handed_off, ours };
 
@@ -74,6 +76,17 @@ void before_replacing(int source, int target) noexcept {
   }
 }
 
+// dup2 (`two`: flags ignored, and the same number returned when both are the same) or dup3.
+int dup3_fd(int source, int target, int flags, bool two) noexcept {
+  before_replacing(source, target);
+  const int result = two ? real().dup2(source, target) : real().dup3(source, target, flags);
+  if (result >= 0 && source != target) {
+    mark_shared(source);
+    mark_shared(target);
+  }
+  return result;
+}
+
 struct RangeVisit {
   unsigned first, last;
 };
@@ -114,6 +127,28 @@ auto retry_on_emfile(Call call) noexcept {
   return result;
 }
 
+// A second number for the same socket: closing one of them is not its end any more (for good:
+// when the other goes, nothing says so).
+void mark_shared(int fd) noexcept {
+  if (on_manager_thread()) return;
+  if (FdEntry* entry = FdTable::find(fd, true)) entry->flags.fetch_or(FdEntry::kShared, std::memory_order_relaxed);
+}
+
+template <typename Call>
+int duplicate(int source, Call call) noexcept {
+  const int result = retry_on_emfile(call);
+  if (result >= 0) {
+    mark_shared(source);
+    mark_shared(result);
+  }
+  return result;
+}
+
+int fcntl_fd(int fd, int command, void* argument) noexcept {
+  if (command != F_DUPFD && command != F_DUPFD_CLOEXEC) return real().fcntl(fd, command, argument);
+  return duplicate(fd, [&] { return real().fcntl(fd, command, argument); });
+}
+
 // Before a program starts another: its inheritable sockets are the new program's too.
 void before_spawn() noexcept {
   if (!on_manager_thread()) mark_open_descriptors_shared(true);
@@ -129,11 +164,11 @@ long forward_syscall(long number, va_list args) noexcept {
       return close_range(static_cast<unsigned>(a[0]), static_cast<unsigned>(a[1]),
                          static_cast<int>(a[2]));
     case SYS_dup2:
-      before_replacing(static_cast<int>(a[0]), static_cast<int>(a[1]));
-      break;
     case SYS_dup3:
-      before_replacing(static_cast<int>(a[0]), static_cast<int>(a[1]));
-      break;
+      return dup3_fd(static_cast<int>(a[0]), static_cast<int>(a[1]), static_cast<int>(a[2]),
+                     number == SYS_dup2);
+    case SYS_dup:
+      return duplicate(static_cast<int>(a[0]), [&] { return real().syscall(number, a[0], 0, 0, 0, 0, 0); });
     default:
       break;
   }
@@ -166,14 +201,10 @@ int close_range(unsigned first, unsigned last, int flags) {
   return ringlinger::preload::close_range_around_ours(first, last, flags);
 }
 
-int dup2(int source, int target) {
-  before_replacing(source, target);
-  return real().dup2(source, target);
-}
+int dup2(int source, int target) { return ringlinger::preload::dup3_fd(source, target, 0, true); }
 
 int dup3(int source, int target, int flags) {
-  before_replacing(source, target);
-  return real().dup3(source, target, flags);
+  return ringlinger::preload::dup3_fd(source, target, flags, false);
 }
 
 int fclose(FILE* stream) {
@@ -248,7 +279,24 @@ int openat64(int directory, const char* path, int flags, ...) {
 }
 
 int dup(int fd) {
-  return retry_on_emfile([&] { return real().dup(fd); });
+  return ringlinger::preload::duplicate(fd, [&] { return real().dup(fd); });
+}
+
+// fcntl's third argument, whatever it is, read as glibc's fcntl reads it (a pointer's width).
+int fcntl(int fd, int command, ...) {
+  va_list args;
+  va_start(args, command);
+  void* argument = va_arg(args, void*);
+  va_end(args);
+  return ringlinger::preload::fcntl_fd(fd, command, argument);
+}
+
+int fcntl64(int fd, int command, ...) {
+  va_list args;
+  va_start(args, command);
+  void* argument = va_arg(args, void*);
+  va_end(args);
+  return ringlinger::preload::fcntl_fd(fd, command, argument);
 }
 
 int pipe2(int fds[2], int flags) {

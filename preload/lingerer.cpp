@@ -242,8 +242,8 @@ void remove_from_epoll_sets(int fd, FdEntry* entry) noexcept {
 // The program's socket as a close-on-exec number of ours, out of the way of the low numbers
 // programs expect (select's FD_SETSIZE); -1 if there is none.
 int move_out_of_the_way(int fd) noexcept {
-  int moved = fcntl(fd, F_DUPFD_CLOEXEC, shared().high_fd_base);
-  if (moved < 0) moved = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  int moved = real().fcntl(fd, F_DUPFD_CLOEXEC, shared().high_fd_base);
+  if (moved < 0) moved = real().fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (moved < 0) return -1;
   // SO_LINGER {1, N}: a close that blocks until sent; the manager waits for that itself.
   const linger off{};

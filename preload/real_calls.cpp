@@ -40,6 +40,7 @@ RealCalls resolve() noexcept {
   find(calls.open, "open");
   find(calls.openat, "openat");
   find(calls.dup, "dup");
+  find(calls.fcntl, "fcntl");
   find(calls.pipe2, "pipe2");
   find(calls.posix_spawn, "posix_spawn");
   find(calls.posix_spawnp, "posix_spawnp");

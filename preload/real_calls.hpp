@@ -24,6 +24,7 @@ struct RealCalls {
   int (*open)(const char*, int, ...) = nullptr;
   int (*openat)(int, const char*, int, ...) = nullptr;
   int (*dup)(int) = nullptr;
+  int (*fcntl)(int, int, ...) = nullptr;
   int (*pipe2)(int*, int) = nullptr;
   int (*posix_spawn)(pid_t*, const char*, const posix_spawn_file_actions_t*,
                      const posix_spawnattr_t*, char* const[], char* const[]) = nullptr;
