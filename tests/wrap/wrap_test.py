@@ -639,6 +639,10 @@ def main():
     try:
         import requests  # noqa: F401
     except ImportError:
+        # Debian's package is for Debian's python3; a python3 of one's own (pyenv) first on PATH
+        # does not see it (as in tests/daemon/daemon_test.py).
+        if os.path.exists("/usr/bin/python3") and os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3"):
+            os.execv("/usr/bin/python3", ["/usr/bin/python3", *sys.argv])
         missing.append("python3-requests")
     if missing:
         print(f"wrap_test: missing {', '.join(missing)} (tools/lib.sh installs them: tools/test)", file=sys.stderr)
