@@ -320,11 +320,11 @@ Command add_wrap_command(CLI::App& program) {
   app->formatter(std::make_shared<WrapFormatter>());
   app->footer(
       "Covered: dynamically linked programs that close through the C library (close, "
-      "close_range, dup2/dup3 onto a socket, fclose, syscall(SYS_close)): C, C++, Python, and "
-      "others that use libc.\n"
+      "close_range, dup2/dup3 onto a socket, fclose, syscall(SYS_close)), such as C and C++ "
+      "servers and Python's; docs/WRAP.md has the table of runtimes measured.\n"
       "Not covered: statically linked programs and Go programs (wrap warns), and programs that "
       "make the close system call themselves; their sockets close as before.\n"
-      "How to tell: at exit the program prints 'ringlinger wrap: ... N handed off ...' to "
+      "How to tell: at exit the program prints 'ringlinger wrap[PID]: handed off N ...' to "
       "stderr; 0 handed off while clients lose answers means its closes were not seen.\n"
       "Exit status: COMMAND's; 2 for a usage error; 126 or 127 when COMMAND cannot be run.\n"
       "Example: ringlinger wrap --drain-timeout 10s -- python3 -m http.server 8080");
