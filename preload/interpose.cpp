@@ -10,6 +10,7 @@
 #undef _FILE_OFFSET_BITS
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -30,14 +31,24 @@ void mark_shared(int fd) noexcept;
 // What becomes of a program's descriptor it is about to drop.
 enum class Drop { plain, handed_off, ours };
 
-bool lingering(const FdEntry* entry) noexcept {
-  return entry != nullptr && (entry->flags.load(std::memory_order_acquire) & FdEntry::kLingering) != 0;
+// One of ours: marked so, and still the same socket (the manager may have closed it and the
+// program got the number again before the mark was cleared: then the mark goes now).
+bool lingering(int fd, FdEntry* entry) noexcept {
+  if (entry == nullptr || (entry->flags.load(std::memory_order_acquire) & FdEntry::kLingering) == 0) {
+    return false;
+  }
+  const int saved = errno;
+  struct stat status{};
+  const bool same = fstat(fd, &status) == 0 && status.st_ino == entry->inode.load(std::memory_order_relaxed);
+  errno = saved;
+  if (!same) entry->clear();
+  return same;
 }
 
 // The decision every dropping call shares. `close_number`: as take()'s.
 Drop drop(int fd, bool close_number) noexcept {
   FdEntry* entry = FdTable::find(fd, false);
-  if (lingering(entry)) return Drop::ours;  // not the program's: it closed this number before
+  if (lingering(fd, entry)) return Drop::ours;  // not the program's: it closed this number before
   if (!has_pending_bytes(fd)) {
     if (entry != nullptr && entry->in_use()) entry->clear();
     return Drop::plain;
@@ -99,7 +110,7 @@ int close_range_around_ours(unsigned first, unsigned last, int flags) noexcept {
       [](int fd, void* context) {
         const auto* r = static_cast<RangeVisit*>(context);
         if (static_cast<unsigned>(fd) >= r->first && static_cast<unsigned>(fd) <= r->last) {
-          drop(fd, true);  // handed off: closed already; plain: closed by the calls below
+          drop(fd, false);  // the program's number is closed by the calls below, in any case
         }
       },
       &range);

@@ -18,6 +18,7 @@
 #include <deque>
 #include <mutex>
 #include <new>
+#include <memory>
 #include <optional>
 #include <thread>
 #include <unordered_map>
@@ -59,8 +60,6 @@ struct Shared {
   // on_closed: a lingering socket's descriptor is free again.
   std::mutex closed_mutex;
   std::condition_variable closed;
-  std::uint64_t closed_count = 0;
-  int high_fd_base = 0;  // lingering sockets are numbered from here up
 };
 
 Shared& shared() noexcept {
@@ -71,17 +70,27 @@ Shared& shared() noexcept {
 // The manager thread's own bookkeeping (touched only there).
 struct Books {
   std::vector<int> fd_by_slot;
+  std::vector<std::uint64_t> inode_by_slot;
   std::unordered_map<int, ConnectionId> id_by_fd;
   std::deque<ConnectionId> order;  // adoption order, for releasing the oldest first
 };
 
 void unreserve() noexcept { shared().counters.lingering.fetch_sub(1, std::memory_order_acq_rel); }
 
-void forget_lingering(int fd) noexcept {
-  if (FdEntry* entry = FdTable::find(fd, false)) {
-    entry->inode.store(0, std::memory_order_relaxed);
-    entry->flags.fetch_and(static_cast<std::uint8_t>(~FdEntry::kLingering), std::memory_order_release);
-  }
+// The socket `inode` (ours, numbered `fd`) is closed. The number may be another socket of ours
+// by now (the kernel freed it at the close, the program took it, and it came back to us): then
+// its mark stays.
+void forget_lingering(int fd, std::uint64_t inode) noexcept {
+  FdEntry* entry = FdTable::find(fd, false);
+  if (entry == nullptr) return;
+  std::uint64_t expected = inode;
+  if (!entry->inode.compare_exchange_strong(expected, 0, std::memory_order_acq_rel)) return;
+  entry->flags.fetch_and(static_cast<std::uint8_t>(~FdEntry::kLingering), std::memory_order_release);
+}
+
+std::uint64_t inode_of(int fd) noexcept {
+  const FdEntry* entry = FdTable::find(fd, false);
+  return entry != nullptr ? entry->inode.load(std::memory_order_acquire) : 0;
 }
 
 // Drops the closed connections at the front of the adoption order, which keeps it about as long
@@ -94,12 +103,12 @@ void on_closed(Books& books, ConnectionId id, const CloseReport& report) {
   Shared& s = shared();
   const int fd = books.fd_by_slot[id.slot];
   books.id_by_fd.erase(fd);
-  forget_lingering(fd);
+  forget_lingering(fd, books.inode_by_slot[id.slot]);
   s.counters.outcomes[static_cast<std::size_t>(report.outcome)].fetch_add(1, std::memory_order_relaxed);
   unreserve();
   {
+    // Taken so that a waiter that saw the mark still set is waiting by now: no wakeup is lost.
     std::lock_guard lock(s.closed_mutex);
-    ++s.closed_count;
   }
   s.closed.notify_all();
 }
@@ -109,13 +118,14 @@ void adopt(Books& books, int fd) {
   Shared& s = shared();
   const std::optional<ConnectionId> id = s.manager->adopt(fd);
   if (!id) {
-    forget_lingering(fd);
+    forget_lingering(fd, inode_of(fd));
     real().close(fd);
     unreserve();
     count_plain(Plain::not_adopted);
     return;
   }
   books.fd_by_slot[id->slot] = fd;
+  books.inode_by_slot[id->slot] = inode_of(fd);
   books.id_by_fd[fd] = *id;
   books.order.push_back(*id);
   s.manager->close(*id);
@@ -127,15 +137,17 @@ void reset(ConnectionId id) {
   shared().manager->abort(id);
 }
 
-// Resets the `count` connections adopted first that are still lingering.
-void reset_oldest(Books& books, std::uint32_t count) {
-  for (std::uint32_t done = 0; done < count && !books.order.empty();) {
+// Resets the `count` connections adopted first that are still lingering; returns their fds.
+std::vector<int> reset_oldest(Books& books, std::uint32_t count) {
+  std::vector<int> fds;
+  while (fds.size() < count && !books.order.empty()) {
     const ConnectionId id = books.order.front();
     books.order.pop_front();
     if (!shared().manager->state(id)) continue;  // closed already
+    fds.push_back(books.fd_by_slot[id.slot]);
     reset(id);
-    ++done;
   }
+  return fds;
 }
 
 Books* books_of_thread = nullptr;  // the running manager thread's books (used by posted tasks)
@@ -165,6 +177,7 @@ void manager_thread() {
   Shared& s = shared();
   Books books;
   books.fd_by_slot.assign(s.settings.config.max_connections, -1);
+  books.inode_by_slot.assign(s.settings.config.max_connections, 0);
   Callbacks callbacks;
   callbacks.on_closed = [&books](ConnectionId id, const CloseReport& report) {
     on_closed(books, id, report);
@@ -239,10 +252,20 @@ void remove_from_epoll_sets(int fd, FdEntry* entry) noexcept {
   }
 }
 
+// Where our numbers start: below the descriptor limit (read now: the program may have changed
+// it) by room for every lingering socket, if that leaves the first 1024 to the program.
+int high_fd_base() noexcept {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return 0;
+  if (limit.rlim_cur == RLIM_INFINITY) return FdTable::kMaxTracked / 2;
+  const auto top = static_cast<long long>(limit.rlim_cur) - shared().settings.max_lingering - 64;
+  return top > 1024 ? static_cast<int>(std::min<long long>(top, FdTable::kMaxTracked / 2)) : 0;
+}
+
 // The program's socket as a close-on-exec number of ours, out of the way of the low numbers
 // programs expect (select's FD_SETSIZE); -1 if there is none.
 int move_out_of_the_way(int fd) noexcept {
-  int moved = real().fcntl(fd, F_DUPFD_CLOEXEC, shared().high_fd_base);
+  int moved = real().fcntl(fd, F_DUPFD_CLOEXEC, high_fd_base());
   if (moved < 0) moved = real().fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (moved < 0) return -1;
   // SO_LINGER {1, N}: a close that blocks until sent; the manager waits for that itself.
@@ -314,7 +337,15 @@ void at_exit() noexcept {
   {
     std::lock_guard lock(s.start_mutex);
     s.exiting = true;
-    if (s.running) s.manager->stop(std::chrono::milliseconds(s.settings.exit_grace_ms));
+    // Posted, not called: the handoffs queued before it are adopted first, and get the grace.
+    if (s.running) {
+      const auto grace = std::chrono::milliseconds(s.settings.exit_grace_ms);
+      try {
+        s.manager->post([grace] { shared().manager->stop(grace); });
+      } catch (const std::exception&) {
+        s.manager->stop(grace);
+      }
+    }
     s.running = false;
     thread = s.thread;
     s.thread = nullptr;
@@ -345,11 +376,6 @@ void initialise() noexcept {
     s.settings = read_settings();
   } catch (const std::exception&) {
     s.disabled = true;
-  }
-  rlimit limit{};
-  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY) {
-    const auto top = static_cast<long long>(limit.rlim_cur) - s.settings.max_lingering - 64;
-    s.high_fd_base = top > 1024 ? static_cast<int>(std::min<long long>(top, FdTable::kMaxTracked / 2)) : 0;
   }
   pthread_atfork(prepare_fork, after_fork_in_parent, after_fork_in_child);
   std::atexit(at_exit);
@@ -393,7 +419,7 @@ bool take(int fd, bool close_number) noexcept {
   } catch (const std::exception&) {
   }
   if (!posted) {  // the number is closed already: finish it the plain way
-    forget_lingering(moved);
+    forget_lingering(moved, inode_of(moved));
     real().close(moved);
     unreserve();
     count_plain(Plain::not_adopted);
@@ -431,14 +457,34 @@ bool release_descriptors() noexcept {
   const std::uint32_t lingering = s.counters.lingering.load(std::memory_order_acquire);
   if (lingering == 0 || on_manager_thread()) return false;
   try {
-    std::uint64_t before = 0;
-    {
-      std::lock_guard lock(s.closed_mutex);
-      before = s.closed_count;
-    }
+    // Which sockets the manager thread reset, once it did: a descriptor is free when one of them
+    // is no longer ours (a count of closes would also count closes whose descriptor another
+    // call of the program took already).
+    struct Reset {
+      bool done = false;
+      std::vector<int> fds;
+    };
+    auto resets = std::make_shared<Reset>();
     const std::uint32_t count = std::max<std::uint32_t>(1, lingering / 8);
-    if (!post_to_manager([count](Books& books) { reset_oldest(books, count); })) return false;
-    return wait_for_closes([&] { return s.closed_count > before; });
+    if (!post_to_manager([count, resets](Books& books) {
+          std::vector<int> fds = reset_oldest(books, count);
+          {
+            std::lock_guard lock(shared().closed_mutex);
+            resets->fds = std::move(fds);
+            resets->done = true;
+          }
+          shared().closed.notify_all();
+        })) {
+      return false;
+    }
+    return wait_for_closes([&resets] {
+      if (!resets->done) return false;
+      for (int fd : resets->fds) {
+        const FdEntry* entry = FdTable::find(fd, false);
+        if (entry == nullptr || (entry->flags.load() & FdEntry::kLingering) == 0) return true;
+      }
+      return false;
+    });
   } catch (const std::exception&) {
     return false;
   }
