@@ -76,8 +76,10 @@ std::string preload_library() {
                                kPreloadLibraryVariable));
 }
 
-// LD_PRELOAD with `library` first, then what was there: ld.so splits the list at spaces and
-// colons, so a path holding either cannot be preloaded.
+// LD_PRELOAD with what was there first, then `library`: a sanitizer's runtime must come first
+// (ASan refuses to start otherwise), and another preload that replaces close() reaches ours
+// through RTLD_NEXT as it would the C library's. ld.so splits the list at spaces and colons, so a
+// path holding either cannot be preloaded.
 std::string preload_list(const std::string& library) {
   if (library.find_first_of(" :") != std::string::npos) {
     throw UsageError(fmt::format("the preload library's path '{}' has a space or a colon, which "
@@ -86,7 +88,7 @@ std::string preload_list(const std::string& library) {
   }
   const char* existing = std::getenv("LD_PRELOAD");
   if (existing == nullptr || *existing == '\0') return library;
-  return library + " " + existing;
+  return std::string(existing) + " " + library;
 }
 
 // --json: created now, so that a path the program could not write is a usage error before it

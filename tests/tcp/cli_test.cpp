@@ -577,10 +577,26 @@ class WrapDir {
 
 // Runs `ringlinger wrap ARGUMENTS` in `directory` with `environment` (NAME=VALUE) added, through
 // /bin/sh after `shell_setup` (e.g. a ulimit); stderr goes into the output.
+// In an ASan build the preload library needs ASan's runtime loaded first into the command it is
+// preloaded into (sh, not built with it): the path of the one this test runs with, from its map.
+std::vector<std::string> sanitizer_environment() {
+#if defined(__SANITIZE_ADDRESS__)
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    if (const auto at = line.find('/'); at != std::string::npos && line.find("/libasan.so") != std::string::npos) {
+      return {"LD_PRELOAD=" + line.substr(at), "ASAN_OPTIONS=detect_leaks=0:verify_asan_link_order=0"};
+    }
+  }
+#endif
+  return {};
+}
+
 std::pair<int, std::string> run_wrap(const std::vector<std::string>& arguments,
                                      const std::vector<std::string>& environment = {},
                                      const std::string& directory = "/", const std::string& shell_setup = ":") {
   std::vector<std::string> shell = {"-c", shell_setup + " && cd \"$0\" && exec env \"$@\" 2>&1", directory};
+  const std::vector<std::string> sanitizer = sanitizer_environment();
+  shell.insert(shell.end(), sanitizer.begin(), sanitizer.end());  // the caller's LD_PRELOAD wins
   shell.insert(shell.end(), environment.begin(), environment.end());
   shell.push_back(testing_support::ringlinger_exe());
   shell.push_back("wrap");
@@ -707,9 +723,10 @@ TEST(Wrap, FlagsReachTheCommandsEnvironment) {
       << default_output;
 }
 
-// The library found as the program finds it (the build tree's), as an absolute path first in
-// LD_PRELOAD; RINGLINGER_PRELOAD_LIBRARY names another; a program's own LD_PRELOAD comes after.
-TEST(Wrap, PreloadsTheLibraryAheadOfAnExistingPreload) {
+// The library found as the program finds it (the build tree's), as an absolute path last in
+// LD_PRELOAD; RINGLINGER_PRELOAD_LIBRARY names another; a preload already there comes first (a
+// sanitizer's runtime must).
+TEST(Wrap, PreloadsTheLibraryAfterAnExistingPreload) {
   const auto [code, output] =
       run_wrap({"--", "sh", "-c", "echo \"max=$RINGLINGER_WRAP_MAX_LINGERING preload=$LD_PRELOAD.\""});
   EXPECT_EQ(code, 0) << output;
@@ -726,7 +743,7 @@ TEST(Wrap, PreloadsTheLibraryAheadOfAnExistingPreload) {
                {"RINGLINGER_PRELOAD_LIBRARY=libringlinger-preload.so", "LD_PRELOAD=" + dir / "other.so"},
                dir.path());
   EXPECT_EQ(named_code, 0) << named_output;
-  EXPECT_NE(named_output.find("preload=" + dir / "libringlinger-preload.so" + " " + dir / "other.so" + "."),
+  EXPECT_NE(named_output.find("preload=" + dir / "other.so" + " " + dir / "libringlinger-preload.so" + "."),
             std::string::npos)
       << named_output;
 }
