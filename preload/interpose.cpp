@@ -40,9 +40,18 @@ bool lingering(int fd, FdEntry* entry) noexcept {
   const int saved = errno;
   struct stat status{};
   const bool same = fstat(fd, &status) == 0 && status.st_ino == entry->inode.load(std::memory_order_relaxed);
+  const bool own = own_process();
   errno = saved;
+  if (!own) return false;  // a vfork child's copy of ours: its to close
   if (!same) entry->clear();
   return same;
+}
+
+// The number is closed: what was known of it goes (not by a vfork child, whose table it is not).
+void forget(FdEntry* entry) noexcept {
+  const int saved = errno;
+  if (own_process()) entry->clear();
+  errno = saved;
 }
 
 // The decision every dropping call shares. `close_number`: as take()'s.
@@ -50,17 +59,17 @@ Drop drop(int fd, bool close_number) noexcept {
   FdEntry* entry = FdTable::find(fd, false);
   if (lingering(fd, entry)) return Drop::ours;  // not the program's: it closed this number before
   if (!has_pending_bytes(fd)) {
-    if (entry != nullptr && entry->in_use()) entry->clear();
+    if (entry != nullptr && entry->in_use()) forget(entry);
     return Drop::plain;
   }
   const std::uint8_t flags = entry != nullptr ? entry->flags.load(std::memory_order_relaxed) : 0;
   if ((flags & (FdEntry::kShared | FdEntry::kEpollOverflow)) != 0) {
     count_plain(Plain::shared);
-    entry->clear();
+    forget(entry);
     return Drop::plain;
   }
   if (take(fd, close_number)) return Drop::handed_off;
-  if (entry != nullptr) entry->clear();
+  if (entry != nullptr) forget(entry);
   return Drop::plain;
 }
 
@@ -105,6 +114,7 @@ struct RangeVisit {
 // close_range: the program's sockets in the range are dropped one by one; ours are skipped, by
 // closing the range in pieces around them.
 int close_range_around_ours(unsigned first, unsigned last, int flags) noexcept {
+  if (!own_process()) return real().close_range(first, last, flags);  // a vfork child's
   RangeVisit range{first, last};
   for_each_open_descriptor(
       [](int fd, void* context) {
@@ -141,7 +151,7 @@ auto retry_on_emfile(Call call) noexcept {
 // A second number for the same socket: closing one of them is not its end any more (for good:
 // when the other goes, nothing says so).
 void mark_shared(int fd) noexcept {
-  if (on_manager_thread()) return;
+  if (on_manager_thread() || !own_process()) return;
   if (FdEntry* entry = FdTable::find(fd, true)) entry->flags.fetch_or(FdEntry::kShared, std::memory_order_relaxed);
 }
 
@@ -230,6 +240,8 @@ int fclose(FILE* stream) {
 int epoll_ctl(int epoll_fd, int operation, int fd, epoll_event* event) {
   const int result = real().epoll_ctl(epoll_fd, operation, fd, event);
   if (result != 0 || ringlinger::preload::on_manager_thread()) return result;
+  if (operation != EPOLL_CTL_ADD && operation != EPOLL_CTL_DEL) return result;
+  if (!ringlinger::preload::own_process()) return result;
   using ringlinger::preload::FdTable;
   if (operation == EPOLL_CTL_ADD) {
     if (auto* entry = FdTable::find(fd, true)) entry->add_epoll(epoll_fd);

@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -57,6 +58,7 @@ struct Shared {
   std::thread* thread = nullptr;
   Manager* manager = nullptr;  // set by the manager thread while it runs
   bool running = false, start_failed = false, disabled = false, exiting = false;
+  std::atomic<pid_t> pid{0};  // this process's, set at load and in a fork child
   // on_closed: a lingering socket's descriptor is free again.
   std::mutex closed_mutex;
   std::condition_variable closed;
@@ -194,6 +196,11 @@ void manager_thread() {
   }
   {
     std::lock_guard lock(s.start_mutex);
+    if (s.exiting) {  // exit() came while it started: it waits to join, with nothing to stop
+      s.start_failed = true;
+      s.started.notify_all();
+      return;
+    }
     s.manager = &*manager;
     books_of_thread = &books;
     s.started.notify_all();
@@ -312,6 +319,7 @@ void after_fork_in_child() noexcept {
   new (&s.closed_mutex) std::mutex;
   new (&s.started) std::condition_variable;
   new (&s.closed) std::condition_variable;
+  s.pid.store(getpid(), std::memory_order_relaxed);
   s.thread = nullptr;  // the parent's thread: not here (its object is left alone, never joined)
   s.manager = nullptr;
   s.running = false;
@@ -372,6 +380,7 @@ const char* to_string(Plain reason) noexcept {
 
 void initialise() noexcept {
   Shared& s = shared();
+  s.pid.store(getpid(), std::memory_order_relaxed);
   try {
     s.settings = read_settings();
   } catch (const std::exception&) {
@@ -385,6 +394,7 @@ void initialise() noexcept {
 }
 
 bool on_manager_thread() noexcept { return tls_manager_thread; }
+bool own_process() noexcept { return getpid() == shared().pid.load(std::memory_order_relaxed); }
 const Counters& counters() noexcept { return shared().counters; }
 
 void count_plain(Plain reason) noexcept {
@@ -401,6 +411,7 @@ bool take(int fd, bool close_number) noexcept {
     count_plain(Plain::so_linger);
     return false;
   }
+  if (!own_process()) return false;
   if (!reserve()) return false;
   std::lock_guard lock(s.handoff_mutex);
   FdEntry* entry = FdTable::find(fd, false);

@@ -21,6 +21,10 @@ without wrap where the loss is reliable, so the check can fail.
                fork: the parent's closes are plain "shared" ones and never cut the child's
                connection (no child's write fails, no client gets wrong bytes); the child's own
                close is plain too (measured: its clients are reset, as without wrap).
+  vfork        spawn_then_close.py: a subprocess's vfork child closes every descriptor (its
+               close_range shares the parent's memory, not its descriptors) while the parent holds
+               a socket with unread input in its epoll set; the parent's close is then handed off,
+               its epoll set sees nothing more, the client reads the answer to a clean EOF.
   exec         the exec'd `ls -l /proc/self/fd` gets none of the manager's descriptors (ring,
                eventfd, pipe, lingering socket) though the parent held them at the fork.
   max-lingering  --max-lingering 2, 20 clients that never finish sending nor close: the server
@@ -517,6 +521,21 @@ def scenario_exec():
           f"exec: the exec'd program got none of them ({leaked or child})")
 
 
+def scenario_vfork():
+    argv = [sys.executable, os.path.join(HERE, "spawn_then_close.py")]
+    json_path = os.path.join(ARGS.work, "vfork.json")
+    run = subprocess.run([ARGS.exe, "wrap", "--json", json_path, "--", *argv], capture_output=True,
+                         text=True, timeout=TIMEOUT)
+    result = [line.split() for line in run.stdout.splitlines() if line.startswith("result ")]
+    check(run.returncode == 0 and result == [["result", "0", "answer", "True"]],
+          f"vfork: a subprocess's vfork child closed everything; the parent's socket still left its "
+          f"epoll set and the client read the answer to a clean EOF ({run.returncode}, {result}, {run.stderr[-300:]!r})")
+    with open(json_path) as f:
+        counters = json.load(f)
+    check(counters["handed_off"] == 1 and counters["outcomes"]["clean"] == 1,
+          f"vfork: one socket handed off, by the parent, and closed clean ({summary(counters)})")
+
+
 def scenario_max_lingering():
     flags = ["--max-lingering", "2", "--drain-idle-timeout", "10min", "--drain-timeout", "10min",
              "--exit-grace", "500ms"]
@@ -624,7 +643,7 @@ def scenario_fd_baseline():
 
 SCENARIOS = {"python-413": scenario_python_413, "asyncio-413": scenario_asyncio_413,
              "node-413": scenario_node_413, "seed": scenario_seed, "c-modes": scenario_c_modes,
-             "exec": scenario_exec, "max-lingering": scenario_max_lingering, "emfile": scenario_emfile,
+             "exec": scenario_exec, "vfork": scenario_vfork, "max-lingering": scenario_max_lingering, "emfile": scenario_emfile,
              "exit": scenario_exit, "threads": scenario_threads, "fd-baseline": scenario_fd_baseline}
 
 
