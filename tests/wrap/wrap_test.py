@@ -536,19 +536,25 @@ def scenario_vfork():
           f"vfork: one socket handed off, by the parent, and closed clean ({summary(counters)})")
 
 
+def finish_with_slow_clients(server, count):
+    """`count` clients that never finish sending stay connected until the server has exited
+    (answering each of them): its exit code."""
+    async def run():
+        hold = asyncio.Event()
+        clients = asyncio.create_task(slow_clients(server.port, count, hold))
+        code = await asyncio.get_running_loop().run_in_executor(None, server.finish)
+        hold.set()
+        await clients
+        return code
+    return asyncio.run(run())
+
+
 def scenario_max_lingering():
     flags = ["--max-lingering", "2", "--drain-idle-timeout", "10min", "--drain-timeout", "10min",
              "--exit-grace", "500ms"]
     server = c_server("blocking", "max-lingering", flags=flags, connections=20, response_bytes=1000)
 
-    async def run():
-        hold = asyncio.Event()
-        clients = asyncio.create_task(slow_clients(server.port, 20, hold))
-        code = await asyncio.get_running_loop().run_in_executor(None, server.finish)
-        hold.set()
-        await clients
-        return code
-    code = asyncio.run(run())
+    code = finish_with_slow_clients(server, 20)
     check(code == 0 and server.value("served") == 20, f"max-lingering: answered all 20 and exited 0 ({code}, "
           f"{server.stderr()[-300:]!r})")
     counters = server.counters()
@@ -563,14 +569,7 @@ def scenario_emfile():
     server = c_server("blocking", "emfile", flags=flags, connections=60, response_bytes=1000, nofile=32,
                       open_per_request=True)
 
-    async def run():
-        hold = asyncio.Event()
-        clients = asyncio.create_task(slow_clients(server.port, 60, hold))
-        code = await asyncio.get_running_loop().run_in_executor(None, server.finish)
-        hold.set()
-        await clients
-        return code
-    code = asyncio.run(run())
+    code = finish_with_slow_clients(server, 60)
     check(code == 0 and server.value("served") == 60,
           f"emfile: RLIMIT_NOFILE 32, 60 lingering clients: all answered, no EMFILE ({code}, {server.stderr()[-300:]!r})")
     counters = server.counters()
@@ -581,14 +580,7 @@ def scenario_exit():
     flags = ["--drain-idle-timeout", "10min", "--drain-timeout", "10min", "--exit-grace", "500ms"]
     server = c_server("blocking", "exit", flags=flags, connections=5, response_bytes=1000)
 
-    async def run():
-        hold = asyncio.Event()
-        clients = asyncio.create_task(slow_clients(server.port, 5, hold))
-        code = await asyncio.get_running_loop().run_in_executor(None, server.finish)
-        hold.set()
-        await clients
-        return code
-    code = asyncio.run(run())
+    code = finish_with_slow_clients(server, 5)
     check(code == 0, f"exit: with 5 sockets lingering and drains of 10 min, the process ended ({code})")
     counters = server.counters()
     check(counters["handed_off"] == 5 and ended_by_exit(counters) == 5,
