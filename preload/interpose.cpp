@@ -139,11 +139,18 @@ int close_range_around_ours(unsigned first, unsigned last, int flags) noexcept {
 }
 
 // A call that creates a descriptor: EMFILE while sockets linger frees some and tries again.
+// Not again from inside a release: what it calls may make descriptors too (UBSan's vptr check
+// makes a pipe), and would release again, without end.
+__attribute__((tls_model("initial-exec"))) thread_local bool tls_releasing = false;
+
 template <typename Call>
 auto retry_on_emfile(Call call) noexcept {
   auto result = call();
-  if (result < 0 && errno == EMFILE && !on_manager_thread() && release_descriptors()) {
-    result = call();
+  if (result < 0 && errno == EMFILE && !on_manager_thread() && !tls_releasing) {
+    tls_releasing = true;
+    const bool released = release_descriptors();
+    tls_releasing = false;
+    if (released) result = call();
   }
   return result;
 }

@@ -120,6 +120,19 @@ def sockets(fds):
     return sorted(fd for fd, target in fds.items() if target.startswith("socket:"))
 
 
+def wrap_command(json_path, flags, argv):
+    """`ringlinger wrap --json JSON_PATH FLAGS -- ARGV`. In a sanitizer build the preload library
+    needs the sanitizer's runtime loaded first into the wrapped program (python3, node: not built
+    with it): RINGLINGER_TEST_SANITIZER_RUNTIME names it, and it goes into that program's
+    LD_PRELOAD only (wrap puts its library after it). Not into the clients': curl hangs at start
+    with ASan's runtime preloaded."""
+    command = [ARGS.exe, "wrap", "--json", json_path, *flags, "--", *argv]
+    runtime = os.environ.get("RINGLINGER_TEST_SANITIZER_RUNTIME")
+    if not runtime:
+        return command
+    return ["env", f"LD_PRELOAD={runtime}", "ASAN_OPTIONS=detect_leaks=0:verify_asan_link_order=0", *command]
+
+
 class Program:
     """A process whose stdout lines are collected by a thread; stderr goes to a file."""
 
@@ -127,7 +140,7 @@ class Program:
         self.name = name
         self.json_path = os.path.join(ARGS.work, f"{name}.json")
         if wrap_flags is not None:
-            argv = [ARGS.exe, "wrap", "--json", self.json_path, *wrap_flags, "--", *argv]
+            argv = wrap_command(self.json_path, wrap_flags, argv)
         self.stderr_path = os.path.join(ARGS.work, f"{name}.stderr")
         with open(self.stderr_path, "w") as stderr:
             self.process = subprocess.Popen(argv, stdin=subprocess.PIPE if hold else subprocess.DEVNULL,
@@ -404,8 +417,7 @@ def seed_run(name, wrapped, connections=500, response_bytes=256 << 10):
     argv = [ARGS.exe, "serve", "--listen", "127.0.0.1:0", "--backend", "naive", "--response-bytes",
             str(response_bytes), "--quiet"]
     flags = ["--drain-idle-timeout", "60s", "--drain-timeout", "60s"] if wrapped else None
-    process_argv = argv if not wrapped else [ARGS.exe, "wrap", "--json", os.path.join(ARGS.work, f"{name}.json"),
-                                             *flags, "--", *argv]
+    process_argv = argv if not wrapped else wrap_command(os.path.join(ARGS.work, f"{name}.json"), flags, argv)
     with open(os.path.join(ARGS.work, f"{name}.stderr"), "w") as stderr:
         process = subprocess.Popen(process_argv, stdout=subprocess.PIPE, stderr=stderr, text=True)
     PROGRAMS.append(argparse.Namespace(process=process))
@@ -524,7 +536,7 @@ def scenario_exec():
 def scenario_vfork():
     argv = [sys.executable, os.path.join(HERE, "spawn_then_close.py")]
     json_path = os.path.join(ARGS.work, "vfork.json")
-    run = subprocess.run([ARGS.exe, "wrap", "--json", json_path, "--", *argv], capture_output=True,
+    run = subprocess.run(wrap_command(json_path, [], argv), capture_output=True,
                          text=True, timeout=TIMEOUT)
     result = [line.split() for line in run.stdout.splitlines() if line.startswith("result ")]
     check(run.returncode == 0 and result == [["result", "0", "answer", "True"]],
