@@ -158,7 +158,9 @@ auto retry_on_emfile(Call call) noexcept {
 // A second number for the same socket: closing one of them is not its end any more (for good:
 // when the other goes, nothing says so).
 void mark_shared(int fd) noexcept {
-  if (on_manager_thread() || !own_process()) return;
+  // No own_process() here: a vfork child's mark only makes the parent close that number plainly,
+  // the safe way, and a getpid() per dup would be paid by every program.
+  if (on_manager_thread()) return;
   if (FdEntry* entry = FdTable::find(fd, true)) entry->flags.fetch_or(FdEntry::kShared, std::memory_order_relaxed);
 }
 
@@ -247,8 +249,8 @@ int fclose(FILE* stream) {
 int epoll_ctl(int epoll_fd, int operation, int fd, epoll_event* event) {
   const int result = real().epoll_ctl(epoll_fd, operation, fd, event);
   if (result != 0 || ringlinger::preload::on_manager_thread()) return result;
-  if (operation != EPOLL_CTL_ADD && operation != EPOLL_CTL_DEL) return result;
-  if (!ringlinger::preload::own_process()) return result;
+  // No own_process() here (a getpid() per registration): a vfork child does not touch epoll sets
+  // before its exec; the close of one is where a vfork child meets the marks, and is checked.
   using ringlinger::preload::FdTable;
   if (operation == EPOLL_CTL_ADD) {
     if (auto* entry = FdTable::find(fd, true)) entry->add_epoll(epoll_fd);
@@ -278,14 +280,22 @@ int socket(int domain, int type, int protocol) {
   return retry_on_emfile([&] { return real().socket(domain, type, protocol); });
 }
 
+// The one variadic argument after `last`, as `type`, into a new variable `name`.
+#define RINGLINGER_VARIADIC_ARGUMENT(type, name, last) \
+  type name;                                           \
+  {                                                    \
+    va_list args;                                      \
+    va_start(args, last);                              \
+    name = va_arg(args, type);                         \
+    va_end(args);                                      \
+  }
+
 // open's mode argument is there only with O_CREAT or O_TMPFILE.
-#define RINGLINGER_OPEN_MODE(flags)                                    \
-  mode_t mode = 0;                                                     \
-  if (((flags) & O_CREAT) != 0 || ((flags) & O_TMPFILE) == O_TMPFILE) { \
-    va_list args;                                                      \
-    va_start(args, flags);                                             \
-    mode = va_arg(args, mode_t);                                       \
-    va_end(args);                                                      \
+#define RINGLINGER_OPEN_MODE(flags)                                            \
+  mode_t mode = 0;                                                             \
+  if (((flags) & O_CREAT) != 0 || ((flags) & O_TMPFILE) == O_TMPFILE) {         \
+    RINGLINGER_VARIADIC_ARGUMENT(mode_t, given, flags)                         \
+    mode = given;                                                              \
   }
 
 int open(const char* path, int flags, ...) {
@@ -314,18 +324,12 @@ int dup(int fd) {
 
 // fcntl's third argument, whatever it is, read as glibc's fcntl reads it (a pointer's width).
 int fcntl(int fd, int command, ...) {
-  va_list args;
-  va_start(args, command);
-  void* argument = va_arg(args, void*);
-  va_end(args);
+  RINGLINGER_VARIADIC_ARGUMENT(void*, argument, command)
   return ringlinger::preload::fcntl_fd(fd, command, argument);
 }
 
 int fcntl64(int fd, int command, ...) {
-  va_list args;
-  va_start(args, command);
-  void* argument = va_arg(args, void*);
-  va_end(args);
+  RINGLINGER_VARIADIC_ARGUMENT(void*, argument, command)
   return ringlinger::preload::fcntl_fd(fd, command, argument);
 }
 

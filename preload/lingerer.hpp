@@ -33,7 +33,8 @@ bool on_manager_thread() noexcept;
 // False in the child of a vfork() (or clone(CLONE_VM)) before its exec: it shares this process's
 // memory, and so the descriptor table's marks, but not its descriptors, and must change neither
 // the marks nor hand anything to the parent's manager thread. One getpid(): asked only before
-// such a change, never on the plain close's path.
+// such a change; on a plain close, only of a number the table knows something of (a socket in an
+// epoll set, a shared mark), so an epoll server pays it once per connection.
 bool own_process() noexcept;
 const Counters& counters() noexcept;
 void count_plain(Plain reason) noexcept;

@@ -23,7 +23,7 @@ void append(std::string& out, const char* format, auto... values) {
   if (length > 0) out.append(buffer, static_cast<std::size_t>(std::min<int>(length, sizeof buffer - 1)));
 }
 
-// `"name": count` pairs of the nonzero counts (text) or of all (JSON).
+// The stderr line: the nonzero counts only.
 std::string text_line(const Counters& counters) {
   std::string line = "ringlinger wrap[" + std::to_string(getpid()) + "]: handed off " +
                      std::to_string(load(counters.handed_off));
