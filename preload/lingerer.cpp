@@ -395,7 +395,6 @@ void initialise() noexcept {
 
 bool on_manager_thread() noexcept { return tls_manager_thread; }
 bool own_process() noexcept { return getpid() == shared().pid.load(std::memory_order_relaxed); }
-const Counters& counters() noexcept { return shared().counters; }
 
 void count_plain(Plain reason) noexcept {
   shared().counters.plain[static_cast<std::size_t>(reason)].fetch_add(1, std::memory_order_relaxed);

@@ -36,7 +36,6 @@ bool on_manager_thread() noexcept;
 // such a change; on a plain close, only of a number the table knows something of (a socket in an
 // epoll set, a shared mark), so an epoll server pays it once per connection.
 bool own_process() noexcept;
-const Counters& counters() noexcept;
 void count_plain(Plain reason) noexcept;
 
 // Takes `fd`, a program's connected TCP socket with bytes pending that is the last reference:
