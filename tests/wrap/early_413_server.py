@@ -35,6 +35,18 @@ def main():
         protocol_version = "HTTP/1.1"
 
         def do_POST(self):
+            try:
+                self.answer()
+            finally:
+                # Counted also when the client reset the connection before the page was written
+                # (the control run's loss), or the server would wait for a request never coming.
+                with lock:
+                    served[0] += 1
+                    if served[0] == args.requests:
+                        # shutdown() waits for serve_forever, which runs on the main thread.
+                        threading.Thread(target=server.shutdown).start()
+
+        def answer(self):
             if int(self.headers.get("Content-Length", "0")) > args.limit:
                 self.send_response(413)
                 self.send_header("Content-Type", "application/octet-stream")
@@ -48,11 +60,6 @@ def main():
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-            with lock:
-                served[0] += 1
-                if served[0] == args.requests:
-                    # shutdown() waits for serve_forever, which runs on the main thread.
-                    threading.Thread(target=server.shutdown).start()
 
         def log_message(self, *_):
             pass
