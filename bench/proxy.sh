@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
-# Throughput of `ringlinger proxy` against nginx's own TCP proxy (the stream module's
-# proxy_pass) on the same workload in the same run: wrk -> proxy -> nginx (HTTP, static files).
-# Both proxies run at once with one worker / one thread each, pinned to CPU 0; wrk and the upstream
-# nginx share CPU 1. Workloads: a 16 KiB and a 1 MiB file over keep-alive connections, and 16 KiB
-# with "Connection: close" (a new pair per request: accept, connect, half-close, both closes).
-# Runs alternate between the two proxies; each figure is the median of RUNS runs.
-# Prints requests/s, transfer/s, socket errors, and each proxy's CPU time per request (utime +
-# stime from /proc/PID/stat before and after the run: io_uring's io-wq threads are counted in
-# ringlinger's process; nginx's worker is the stream proxy).
+# Throughput, CPU and latency of `ringlinger proxy` against HAProxy (mode tcp) and nginx's own TCP
+# proxy (the stream module's proxy_pass) on the same workload in the same run:
+# wrk -> proxy -> nginx (HTTP, static files). The three proxies run at once with one worker / one
+# thread each, pinned to CPU 0; wrk and the upstream nginx share CPU 1. Workloads: a 16 KiB and a
+# 1 MiB file over keep-alive connections, and 16 KiB with "Connection: close" (a new pair per
+# request: accept, connect, half-close, both closes).
+# Runs alternate among the three proxies (each run starts with the next one); each figure is the
+# median of RUNS runs. Prints requests/s, transfer/s, wrk's p50 and p99 latency, socket errors,
+# and each proxy's CPU time per request (utime + stime from /proc/PID/stat before and after the
+# run: io_uring's io-wq threads are counted in ringlinger's process; HAProxy runs in the
+# foreground (-db), one process with one thread; nginx's worker is the stream proxy), then a table
+# with ringlinger's ratios to HAProxy and to nginx.
+# HAProxy runs with its defaults for mode tcp, as issue 17 asks (`mode tcp`, `nbthread 1`): no
+# splicing (its configuration.txt: splicing "is not enabled by default"). strace -c -f -p on it
+# during 1 MiB keep-alive: recvfrom and sendto only by default; with "option splice-auto" 8
+# splice calls against 102000 recvfrom (its heuristics rarely engage here); with "option
+# splice-response" splice carries the responses (57000 splice, 1500 recvfrom).
 #
 #   bench/proxy.sh [RUNS] [SECONDS] [CONNECTIONS]     defaults: 3 runs, 5 s, 50 connections
-# PROXY_ARGS adds flags to `ringlinger proxy` (e.g. PROXY_ARGS="--batch-wait 0").
+# PROXY_ARGS adds flags to `ringlinger proxy` (e.g. PROXY_ARGS="--batch-wait 0"); HAPROXY_OPTIONS
+# adds lines to HAProxy's defaults section (e.g. HAPROXY_OPTIONS="option splice-auto").
 # Needs a build in build/ (tools/test or tools/run make one; or EXE=path/to/ringlinger), nginx
-# with libnginx-mod-stream, wrk (tools/lib.sh lists them; installed when missing). About 3 min.
+# with libnginx-mod-stream, haproxy, wrk (tools/lib.sh lists them; installed when missing).
+# About 4 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/lib.sh
@@ -21,17 +31,18 @@ seconds=${2:-5}
 connections=${3:-50}
 exe=${EXE:-build/cli/ringlinger}
 [ -x "$exe" ] || { echo "bench/proxy.sh: no $exe (build first: tools/test or tools/run)" >&2; exit 1; }
-ensure_packages "${RINGLINGER_NGINX_PACKAGES[@]}" wrk
+ensure_packages "${RINGLINGER_NGINX_PACKAGES[@]}" "${RINGLINGER_HAPROXY_PACKAGES[@]}" wrk
 stream_module=$(dpkg -L libnginx-mod-stream | grep -m1 'ngx_stream_module\.so$')
 nginx=$(command -v nginx || echo /usr/sbin/nginx)
+haproxy=$(command -v haproxy || echo /usr/sbin/haproxy)
 cpus=$(nproc)
 pin_proxy=(); pin_load=()
 if [ "$cpus" -ge 2 ]; then pin_proxy=(taskset -c 0); pin_load=(taskset -c 1); fi
 
 work=$(mktemp -d)
 pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -QUIT "$pid" 2>/dev/null || true; done
+cleanup() {  # SIGTERM: nginx's fast shutdown, HAProxy's hard stop, ringlinger's graceful stop
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
@@ -50,7 +61,7 @@ wait_port() {
   return 1
 }
 # The single worker of an nginx master (after the master is up).
-worker_of() { cat "/proc/$1/task/$1/children" | awk '{print $1}'; }
+worker_of() { awk '{print $1}' "/proc/$1/task/$1/children"; }
 cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }  # utime + stime
 
 common_conf() {  # DIR
@@ -105,6 +116,35 @@ pids+=("$st_master")
 wait_port "$st_port"
 st_worker=$(worker_of "$st_master")
 
+# HAProxy in front of the same upstream: the foreground process (-db) is the one doing the work.
+# maxconn 4096: as many pairs as nginx's 8192 worker_connections; HAProxy raises its descriptor
+# limit to twice that plus maxconn/4 pipes if splicing is on, which must fit RLIMIT_NOFILE (20000
+# here; maxconn 8192 with splicing needs 20494 and HAProxy does not start).
+ha_dir=$work/haproxy
+mkdir -p "$ha_dir"
+ha_port=$(free_port)
+cat >"$ha_dir/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode tcp
+    maxconn 4096
+    timeout connect 10s
+    timeout client 60s
+    timeout server 60s
+${HAPROXY_OPTIONS:-}
+listen proxy
+    bind 127.0.0.1:$ha_port backlog 4096
+    server upstream 127.0.0.1:$up_port
+EOF
+"${pin_proxy[@]}" "$haproxy" -db -f "$ha_dir/haproxy.cfg" >"$ha_dir/haproxy.out" 2>&1 &
+ha_pid=$!
+pids+=("$ha_pid")
+wait_port "$ha_port" || { cat "$ha_dir/haproxy.out" >&2; exit 1; }
+ha_threads=$(awk '/^Threads:/ {print $2}' "/proc/$ha_pid/status")
+[ "$ha_threads" = 1 ] || echo "bench/proxy.sh: haproxy runs $ha_threads threads, not 1" >&2
+
 # ringlinger proxy in front of the same upstream.
 # shellcheck disable=SC2086  # PROXY_ARGS: extra flags, split on spaces
 "${pin_proxy[@]}" "$exe" proxy --listen 127.0.0.1:0 --upstream "127.0.0.1:$up_port" ${PROXY_ARGS:-} \
@@ -115,9 +155,10 @@ for _ in $(seq 100); do grep -q "listening on" "$work/ringlinger.out" && break; 
 rl_port=$(grep -o "listening on [0-9.:]*" "$work/ringlinger.out" | awk -F: '{print $NF}' | tr -d ,)
 wait_port "$rl_port"
 
-echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(uname -r), $cpus CPUs, load average $(cut -d" " -f1-3 /proc/loadavg); $(nginx -v 2>&1); $(wrk --version 2>&1 | head -1 | cut -c1-40)"
+echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(uname -r), $cpus CPUs, load average $(cut -d" " -f1-3 /proc/loadavg); $("$nginx" -v 2>&1); $("$haproxy" -v | head -1 | cut -d" " -f1-3); $(wrk --version 2>&1 | head -1 | cut -c1-40)"
 echo "# $(head -1 "$work/ringlinger.out") ${PROXY_ARGS:-}"
-echo "# $runs runs x $seconds s per proxy and workload, wrk -t1 -c$connections, alternating; medians"
+echo "# haproxy: mode tcp, nbthread 1 ${HAPROXY_OPTIONS:-}"
+echo "# $runs runs x $seconds s per proxy and workload, wrk -t1 -c$connections --latency, alternating; medians"
 tick_us=$((1000000 / $(getconf CLK_TCK)))
 results=$work/results.txt
 : >"$results"
@@ -126,7 +167,7 @@ run_one() {  # PROXY PORT PID WORKLOAD PATH [wrk header args...]
   shift 5
   local before after
   before=$(cpu_ticks "$pid")
-  "${pin_load[@]}" wrk -t1 -c"$connections" -d"${seconds}s" --timeout 10s "$@" \
+  "${pin_load[@]}" wrk -t1 -c"$connections" -d"${seconds}s" --timeout 10s --latency "$@" \
     "http://127.0.0.1:$port/$path" >"$work/wrk.txt" 2>&1 || true
   after=$(cpu_ticks "$pid")
   python3 - "$proxy" "$workload" $(((after - before) * tick_us)) "$work/wrk.txt" >>"$results" <<'PY'
@@ -145,9 +186,12 @@ mib = float(m.group(1)) * unit.get(m.group(2), 1) / 2**20
 errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
 errors = sum(int(x) for x in errors.groups()) if errors else 0
 non2xx = int(number(r"Non-2xx or 3xx responses: (\d+)", 0))
-print(proxy, workload, requests, rps, mib, cpu_us, errors + non2xx)
+def latency_us(percent):  # from wrk's "Latency Distribution": 99%  1.25ms
+    m = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)
+    return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6, "m": 6e7}[m.group(2)] if m else 0.0
+print(proxy, workload, requests, rps, mib, cpu_us, errors + non2xx, latency_us(50), latency_us(99))
 PY
-  tail -1 "$results" | awk '{printf "  %-16s %-12s %9.0f req/s %9.1f MiB/s %7.1f us CPU/req  errors %d\n", $1, $2, $4, $5, ($3 ? $6/$3 : 0), $7}'
+  tail -1 "$results" | awk '{printf "  %-12s %-13s %8.0f req/s %7.1f MiB/s %7.1f us CPU/req  p50 %6.2f ms  p99 %6.2f ms  errors %d\n", $1, $2, $4, $5, ($3 ? $6/$3 : 0), $8/1000, $9/1000, $7}'
 }
 
 for workload in 16k-keepalive 1m-keepalive 16k-close; do
@@ -157,9 +201,14 @@ for workload in 16k-keepalive 1m-keepalive 16k-close; do
     16k-close) path=16k; headers=(-H "Connection: close") ;;
   esac
   echo "$workload:"
-  for _ in $(seq "$runs"); do
-    run_one ringlinger "$rl_port" "$rl_pid" "$workload" "$path" "${headers[@]}"
-    run_one nginx-stream "$st_port" "$st_worker" "$workload" "$path" "${headers[@]}"
+  for run in $(seq 0 $((runs - 1))); do
+    for turn in 0 1 2; do  # each run starts with the next proxy, so none always follows another
+      case $(((run + turn) % 3)) in
+        0) run_one ringlinger "$rl_port" "$rl_pid" "$workload" "$path" "${headers[@]}" ;;
+        1) run_one haproxy "$ha_port" "$ha_pid" "$workload" "$path" "${headers[@]}" ;;
+        2) run_one nginx-stream "$st_port" "$st_worker" "$workload" "$path" "${headers[@]}" ;;
+      esac
+    done
   done
 done
 
@@ -179,23 +228,32 @@ python3 - "$results" <<'PY'
 import statistics, sys
 rows = [line.split() for line in open(sys.argv[1])]
 table = {}
-for proxy, workload, requests, rps, mib, cpu_us, errors in rows:
+for proxy, workload, requests, rps, mib, cpu_us, errors, p50, p99 in rows:
     table.setdefault((workload, proxy), []).append(
-        (float(rps), float(mib), int(cpu_us) / max(int(requests), 1), int(errors)))
+        (float(rps), float(mib), int(cpu_us) / max(int(requests), 1), float(p50), float(p99),
+         int(errors)))
+PROXIES = ("ringlinger", "haproxy", "nginx-stream")
+RPS, MIB, CPU, P50, P99, ERRORS = range(6)
+def ratio(medians, column, other):
+    ours, theirs = medians["ringlinger"][column], medians.get(other, (0,) * 6)[column]
+    return f"{ours / theirs:.2f}" if theirs else ""
 print()
-print("| workload | proxy | requests/s | transfer MiB/s | proxy CPU us/request | errors | ratio ringlinger/nginx (req/s) | ratio (CPU/req) |")
-print("|---|---|---|---|---|---|---|---|")
+print("| workload | proxy | requests/s | transfer MiB/s | proxy CPU us/request | p50 ms | p99 ms | errors "
+      "| CPU/req vs HAProxy | CPU/req vs nginx | req/s vs HAProxy | req/s vs nginx | p99 vs HAProxy |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for workload in dict.fromkeys(w for w, _ in table):
     medians = {}
-    for proxy in ("ringlinger", "nginx-stream"):
+    for proxy in PROXIES:
         runs = table.get((workload, proxy), [])
-        if not runs:
-            continue
-        medians[proxy] = tuple(statistics.median(r[i] for r in runs) for i in range(3)) + (sum(r[3] for r in runs),)
-    for proxy, (rps, mib, cpu, errors) in medians.items():
-        ratio = cpu_ratio = ""
-        if proxy == "ringlinger" and "nginx-stream" in medians:
-            ratio = f"{rps / medians['nginx-stream'][0]:.2f}"
-            cpu_ratio = f"{cpu / medians['nginx-stream'][2]:.2f}" if medians['nginx-stream'][2] else ""
-        print(f"| {workload} | {proxy} | {rps:.0f} | {mib:.1f} | {cpu:.1f} | {errors} | {ratio} | {cpu_ratio} |")
+        if runs:
+            medians[proxy] = tuple(statistics.median(r[i] for r in runs) for i in range(ERRORS)) + (
+                sum(r[ERRORS] for r in runs),)
+    for proxy, (rps, mib, cpu, p50, p99, errors) in medians.items():
+        ratios = [""] * 5
+        if proxy == "ringlinger":
+            ratios = [ratio(medians, CPU, "haproxy"), ratio(medians, CPU, "nginx-stream"),
+                      ratio(medians, RPS, "haproxy"), ratio(medians, RPS, "nginx-stream"),
+                      ratio(medians, P99, "haproxy")]
+        print(f"| {workload} | {proxy} | {rps:.0f} | {mib:.1f} | {cpu:.1f} | {p50 / 1000:.2f} | "
+              f"{p99 / 1000:.2f} | {errors} | " + " | ".join(ratios) + " |")
 PY

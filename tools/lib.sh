@@ -19,6 +19,9 @@ RINGLINGER_TEST_PACKAGES=(
 # nginx: the peer of tests/proxy, `bench --backend nginx` and bench/proxy.sh. Installed without
 # starting its service (ensure_packages), so nothing listens on port 80 afterwards.
 RINGLINGER_NGINX_PACKAGES=(nginx-light libnginx-mod-stream)
+# HAProxy: the other proxy bench/proxy.sh measures ringlinger proxy against (issue 17 compares
+# CPU per request with HAProxy 2.6's, mode tcp, one thread). Its service does not start either.
+RINGLINGER_HAPROXY_PACKAGES=(haproxy)
 # What `tools/run` adds: gnuplot for `bench --plot`, perf to count system calls and io-wq punts
 # (optional: bench runs without them).
 RINGLINGER_BENCH_PACKAGES=(gnuplot-nox linux-perf)
