@@ -5,14 +5,16 @@
 #
 #   bench/callgrind.sh [BACKEND] [RESPONSE] [BODY]     # defaults: uring 16KiB 64KiB
 #   SERVE_ARGS="--head-timeout 0" bench/callgrind.sh   # extra flags for serve
+#   EXE=build-cg/cli/ringlinger bench/callgrind.sh      # another build (default build/)
 # Prints the total per close and the share of the top functions. Needs valgrind and a build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 backend=${1:-uring}
 response=${2:-16KiB}
 body=${3:-64KiB}
-ringlinger=build/cli/ringlinger
+ringlinger=${EXE:-build/cli/ringlinger}
 command -v valgrind >/dev/null || { echo "callgrind.sh: apt-get install valgrind" >&2; exit 2; }
+command -v ss >/dev/null || { echo "callgrind.sh: apt-get install iproute2" >&2; exit 2; }
 [[ -x $ringlinger ]] || { echo "callgrind.sh: build first (tools/test)" >&2; exit 2; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -20,17 +22,26 @@ trap 'rm -rf "$work"' EXIT
 
 count() {  # CONNECTIONS -> total instructions (Ir) of the server process
   local connections=$1 out=$work/callgrind.$1
+  # A free port chosen here, and the listening socket seen in the kernel's table (ss), not in
+  # serve's "listening on" line: under valgrind that line can wait minutes. An idle manager
+  # thread sits in io_uring_enter, which valgrind does not treat as a blocking call, so the
+  # thread keeps valgrind's big lock through each 250 ms wait and takes it straight back, until
+  # its scheduling quantum (100000 basic blocks) runs out; the main thread, which prints the
+  # line, waits for the lock all that time (--fair-sched=yes does not help: the lock is never
+  # released). Traffic makes the manager thread use up its quantum, and the line comes.
+  local port
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   valgrind --tool=callgrind --callgrind-out-file="$out" -q \
-    "$ringlinger" serve --listen 127.0.0.1:0 --backend "$backend" --response-bytes "$response" \
+    "$ringlinger" serve --listen "127.0.0.1:$port" --backend "$backend" --response-bytes "$response" \
     --quiet ${SERVE_ARGS:-} >"$work/serve.$connections" 2>&1 &
   local server=$!
   local address=""
-  for _ in $(seq 200); do
-    address=$(grep -o 'listening on [0-9.:]*' "$work/serve.$connections" | awk '{print $3}' || true)
-    [[ -n $address ]] && break
+  for _ in $(seq 300); do
+    ss -Hltn "sport = :$port" | grep -q LISTEN && address=127.0.0.1:$port && break
+    kill -0 "$server" 2>/dev/null || break
     sleep 0.1
   done
-  [[ -n $address ]] || { echo "callgrind.sh: serve did not start" >&2; cat "$work/serve.$connections" >&2; exit 1; }
+  [[ -n $address ]] || { echo "callgrind.sh: serve did not start" >&2; cat "$work/serve.$connections" >&2; kill -9 "$server" 2>/dev/null; exit 1; }
   "$ringlinger" client --connect "$address" --connections "$connections" --concurrency 50 \
     --response-bytes "$response" --body-bytes "$body" --timeout 60s >"$work/client.$connections"
   grep -q " 0 failed" "$work/client.$connections" ||
