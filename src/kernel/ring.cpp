@@ -93,13 +93,11 @@ Ring::Ring(const Options& options, Stats& stats) : stats_(stats) {
 
 Ring::~Ring() { io_uring_queue_exit(&ring_); }
 
-io_uring_sqe* Ring::get_sqe() {
-  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-  if (sqe != nullptr) return sqe;
+io_uring_sqe* Ring::get_sqe_after_submitting() {
   // The submission queue is full: hand what is prepared to the kernel now, without waiting.
   ++stats_.sq_full_submits;
   const int result = enter(flush_submission_queue(), 0, std::chrono::nanoseconds(0));
-  sqe = io_uring_get_sqe(&ring_);
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
   RL_ASSERT(sqe != nullptr && "the kernel took no SQE from a full submission queue");
   (void)result;
   return sqe;
@@ -134,14 +132,18 @@ void Ring::submit_and_wait(std::chrono::nanoseconds timeout, unsigned batch) {
 }
 
 std::size_t Ring::reap(std::vector<io_uring_cqe>& batch) {
-  unsigned head = 0;
-  unsigned count = 0;
-  io_uring_cqe* cqe = nullptr;
-  io_uring_for_each_cqe(&ring_, head, cqe) {
-    batch.push_back(*cqe);
-    ++count;
-  }
-  io_uring_cq_advance(&ring_, count);
+  // Copied in at most two pieces (the ready part of the queue may wrap), not one by one: a
+  // batch holds dozens of completions and each is handled once (measured with
+  // bench/callgrind.sh: 24 instructions per completion one by one).
+  io_uring_cq& cq = ring_.cq;
+  const unsigned head = *cq.khead;  // moved only by us
+  const unsigned count = io_uring_smp_load_acquire(cq.ktail) - head;
+  if (count == 0) return 0;
+  const unsigned first = head & cq.ring_mask;
+  const unsigned before_wrap = std::min(count, cq.ring_entries - first);
+  batch.insert(batch.end(), cq.cqes + first, cq.cqes + first + before_wrap);
+  batch.insert(batch.end(), cq.cqes, cq.cqes + (count - before_wrap));
+  io_uring_smp_store_release(cq.khead, head + count);
   stats_.completions += count;
   return count;
 }

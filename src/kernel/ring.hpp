@@ -36,8 +36,14 @@ class Ring {
   Ring& operator=(const Ring&) = delete;
 
   // A zeroed-by-prep SQE, never null: when the submission queue is full, what is prepared is
-  // submitted first (one early io_uring_enter, counted in Stats::sq_full_submits).
-  io_uring_sqe* get_sqe();
+  // submitted first (one early io_uring_enter, counted in Stats::sq_full_submits). Inline, as
+  // liburing's own is in later versions: several SQEs per close, each a call into liburing 2.3.
+  io_uring_sqe* get_sqe() {
+    io_uring_sq& sq = ring_.sq;
+    // Without SQPOLL the kernel moves khead only inside io_uring_enter, on this thread.
+    if (sq.sqe_tail - *sq.khead < sq.ring_entries) return &sq.sqes[sq.sqe_tail++ & sq.ring_mask];
+    return get_sqe_after_submitting();
+  }
 
   // Submits everything prepared and waits until at least one completion is ready or `timeout`
   // passed: one io_uring_enter, skipped only when there is nothing to submit and completions
@@ -57,6 +63,7 @@ class Ring {
   io_uring& raw() noexcept { return ring_; }
 
  private:
+  io_uring_sqe* get_sqe_after_submitting();
   unsigned flush_submission_queue() noexcept;
   int enter(unsigned to_submit, unsigned wait_nr, std::chrono::nanoseconds timeout,
             std::uint32_t min_wait_us = 0);
