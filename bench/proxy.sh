@@ -22,7 +22,7 @@
 # adds lines to HAProxy's defaults section (e.g. HAPROXY_OPTIONS="option splice-auto").
 # Needs a build in build/ (tools/test or tools/run make one; or EXE=path/to/ringlinger), nginx
 # with libnginx-mod-stream, haproxy, wrk (tools/lib.sh lists them; installed when missing).
-# About 4 min.
+# About 3 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/lib.sh
