@@ -55,7 +55,11 @@ struct ProxyFlags {
   // Larger than the library's default (2 KiB, sized for request heads): a proxy moves bulk data,
   // and one read forwards at most one buffer.
   std::string receive_buffer = "32KiB";
-  std::uint32_t receive_buffers = Config{}.receive_buffer_count;
+  // Fewer than the library's default (256): the proxy copies each buffer out in on_receive, so
+  // few are in use at once, and the kernel's copy into a buffer is cheaper when it lands in one
+  // still in the cache (the ring hands them out in turn: 256 x 32 KiB is 8 MiB, 64 is 2 MiB).
+  // Issue 17, bench/floor/compare.sh 3 3 (load 5-8): 1 MiB keep-alive 982 -> 823 us/request.
+  std::uint32_t receive_buffers = 64;
 };
 
 // Which side of the pair a connection is.
@@ -70,6 +74,8 @@ struct Leg {
   bool paused = false;      // receiving paused: the peer's send queue is over --max-buffer
   bool closing = false;     // close() was requested (by us)
   bool connect_timed_out = false;  // upstream: aborted by --connect-timeout while connecting
+  bool sent_directly = false;      // send_now() wrote to it (not in CloseReport.bytes_sent)
+  int direct_error = 0;            // send_now() failed with it and aborted the leg
 };
 
 // What the proxy counts on top of the manager's Stats.
@@ -221,8 +227,14 @@ class Proxy final : public ShardServer {
       close_leg(*source);  // nowhere to forward to (cannot happen while the pair is paired)
       return;
     }
-    const std::error_code error = manager_.send(
-        destination->self, std::string(reinterpret_cast<const char*>(data.data()), data.size()));
+    const std::optional<std::size_t> sent = send_now(*destination, data);
+    std::error_code error = std::make_error_code(std::errc::broken_pipe);  // send_now aborted it
+    if (sent) {
+      const auto rest = data.subspan(*sent);
+      error = rest.empty() ? std::error_code{}
+                           : manager_.send(destination->self,
+                                           std::string(reinterpret_cast<const char*>(rest.data()), rest.size()));
+    }
     if (error) {
       // The destination is failing (its outcome is decided; close() was not requested, we checked
       // `closing`) or stop() is closing every connection. Its on_closed decides how the source
@@ -239,6 +251,30 @@ class Proxy final : public ShardServer {
         ++counters_.pauses;
       }
     }
+  }
+
+  // Writes what the socket takes at once when nothing is queued for `to` (nothing in flight
+  // either: a piece stays queued until its send completes), so those bytes are not copied into a
+  // std::string and sent again through the ring. Issue 17, bench/floor/compare.sh: that copy
+  // (memmove) was 5 % of the proxy's CPU at 16 KiB, 10 % at 1 MiB. The order of bytes is kept:
+  // the rest goes through the queue behind them. The ack wait of abort_after_send() reads the
+  // kernel's counts (TCP_INFO), which include these bytes; CloseReport.bytes_sent does not (the
+  // proxy's own byte counters do). A send that fails took the socket's pending error (sk_err):
+  // the library's receive would then read a reset leg as a clean EOF, so the leg is aborted here
+  // (its on_closed passes the cut on) and the error kept for on_closed. nullopt: aborted.
+  std::optional<std::size_t> send_now(Leg& to, std::span<const std::byte> data) {
+    if (manager_.state(to.self) != State::open || manager_.queued_bytes(to.self) != 0) return 0;
+    const int fd = manager_.fd(to.self);
+    if (fd < 0) return 0;
+    const ssize_t sent = ::send(fd, data.data(), data.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (sent >= 0) {
+      to.sent_directly = to.sent_directly || sent > 0;
+      return static_cast<std::size_t>(sent);
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
+    to.direct_error = errno;
+    (void)manager_.abort(to.self);
+    return std::nullopt;
   }
 
   void on_send_drained(ConnectionId id) {
@@ -290,7 +326,7 @@ class Proxy final : public ShardServer {
     } else {
       log_closed(id, "upstream", report, upstream_);
     }
-    const auto outcome = static_cast<std::size_t>(report.outcome);
+    const auto outcome = static_cast<std::size_t>(outcome_of(*leg, report));
     if (leg->role == Role::client) {
       ++counters_.client_outcomes[outcome];
       --counters_.pairs_open;
@@ -298,16 +334,18 @@ class Proxy final : public ShardServer {
       ++counters_.upstream_outcomes[outcome];
       // Ended by an error (or our connect timeout) before a byte went either way: the connect
       // failed (ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ...).
+      const int first_error = report.first_error != 0 ? report.first_error : leg->direct_error;
       if (leg->connect_timed_out ||
-          (report.first_error != 0 && report.bytes_sent == 0 && report.bytes_received == 0)) {
+          (first_error != 0 && report.bytes_sent == 0 && !leg->sent_directly &&
+           report.bytes_received == 0)) {
         ++counters_.upstream_connect_failures;
         if (leg->connect_timed_out) {
           ++counters_.upstream_connect_timeouts;
           ++counters_.connect_errors["connect timeout"];
         } else {
-          ++counters_.connect_errors[errno_name(report.first_error)];
+          ++counters_.connect_errors[errno_name(first_error)];
         }
-        log_upstream_error(leg->peer, upstream_, leg->connect_timed_out ? 0 : report.first_error);
+        log_upstream_error(leg->peer, upstream_, leg->connect_timed_out ? 0 : first_error);
       }
     }
     if (Leg* peer = leg_of(leg->peer); peer != nullptr) {
@@ -324,6 +362,15 @@ class Proxy final : public ShardServer {
       }
     }
     *leg = Leg{};
+  }
+
+  // How the leg ended. One that send_now() aborted ended as the library's own send would have
+  // ended it on the same error (engine.cpp: a reset, else a send error), not by our abort.
+  static Outcome outcome_of(const Leg& leg, const CloseReport& report) noexcept {
+    const int error = leg.direct_error;
+    if (error == 0) return report.outcome;
+    const bool reset = error == ECONNRESET || error == EPIPE || error == ECONNABORTED || error == ENOTCONN;
+    return reset ? Outcome::peer_reset : Outcome::send_error;
   }
 
   // `from` ended before its FIN: its remote's stream towards `to`'s remote was cut. What arrived
