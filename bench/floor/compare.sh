@@ -7,7 +7,8 @@
 #   bench/floor/compare.sh [RUNS] [SECONDS]        defaults: 3 runs, 5 s
 # EXE: ringlinger binary (default build/cli/ringlinger); PROXY_ARGS: extra flags for it;
 # PROXIES: which to run (default "ringlinger haproxy floor-rw floor-splice"); ringlinger-NAME
-# runs another ringlinger, with EXE_NAME / ARGS_NAME (NAME with - as _) when set;
+# runs another ringlinger, with EXE_NAME / ARGS_NAME (NAME with - as _) when set; floor-rw-BYTES
+# reads BYTES at a time;
 # WORKLOADS (default "16k-keepalive 16k-close 1m-keepalive"). Prints one line per run, then medians.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -89,6 +90,7 @@ backend b
 CONF
       taskset -c 0 haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.out" 2>&1 & ;;
     floor-rw) taskset -c 0 "$work/floorproxy" rw "${port[$proxy]}" "$up_port" & ;;
+    floor-rw-*) taskset -c 0 "$work/floorproxy" rw "${port[$proxy]}" "$up_port" "${proxy#floor-rw-}" & ;;
     floor-splice) taskset -c 0 "$work/floorproxy" splice "${port[$proxy]}" "$up_port" & ;;
   esac
   pid[$proxy]=$!

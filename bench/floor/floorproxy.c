@@ -6,7 +6,8 @@
 // A FIN is passed on as shutdown(SHUT_WR) once what came before it is written; the pair is closed
 // when both sides sent FIN, or at once on an error. No graceful-close niceties (no drain, no
 // timeouts): a measuring instrument, not a proxy to deploy.
-//   floorproxy rw|splice LISTEN_PORT UPSTREAM_PORT      (127.0.0.1 both; runs until killed)
+//   floorproxy rw|splice LISTEN_PORT UPSTREAM_PORT [READ_SIZE]   (127.0.0.1 both; runs until
+// killed; READ_SIZE: rw's buffer, default 64 KiB)
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -22,7 +23,8 @@
 #include <unistd.h>
 
 // kPipe: each pipe is grown to it (F_SETPIPE_SZ) so one splice moves up to that much.
-enum { kBuffer = 65536, kPipe = 262144, kMaxFd = 65536 };
+enum { kPipe = 262144, kMaxFd = 65536 };
+static size_t read_size = 65536;  // rw: bytes per read (argv[4])
 
 // One direction of a pair: bytes read from `from`, not yet written to `to`.
 struct Flow {
@@ -60,7 +62,7 @@ static void init_flow(struct Flow* f, int from, int to) {
     if (pipe2(f->pipe, O_NONBLOCK | O_CLOEXEC) != 0) die("pipe2");
     fcntl(f->pipe[1], F_SETPIPE_SZ, kPipe);
   } else {
-    f->buffer = malloc(kBuffer);
+    f->buffer = malloc(read_size);
   }
 }
 
@@ -103,7 +105,7 @@ static int pump(struct Flow* f) {
     if (f->eof) break;
     ssize_t n = use_splice
         ? splice(f->from, NULL, f->pipe[1], NULL, kPipe, SPLICE_F_NONBLOCK | SPLICE_F_MOVE)
-        : read(f->from, f->buffer, kBuffer);
+        : read(f->from, f->buffer, read_size);
     if (n < 0) return errno == EAGAIN ? 0 : -1;
     if (n == 0) {
       f->eof = 1;
@@ -113,7 +115,7 @@ static int pump(struct Flow* f) {
     flush(f);
     // A short read emptied the socket: the next arrival raises a new edge. Not so for a short
     // splice, which may have stopped at the pipe's slots (one per skb fragment): read to EAGAIN.
-    if (!use_splice && f->end == 0 && (size_t)n < kBuffer) return 0;
+    if (!use_splice && f->end == 0 && (size_t)n < read_size) return 0;
   }
   if (!f->shut) {
     f->shut = 1;
@@ -157,10 +159,11 @@ static void on_event(int fd) {
 }
 
 int main(int argc, char** argv) {
-  if (argc != 4) {
-    fprintf(stderr, "usage: floorproxy rw|splice LISTEN_PORT UPSTREAM_PORT\n");
+  if (argc != 4 && argc != 5) {
+    fprintf(stderr, "usage: floorproxy rw|splice LISTEN_PORT UPSTREAM_PORT [READ_SIZE]\n");
     return 2;
   }
+  if (argc == 5) read_size = (size_t)atol(argv[4]);
   use_splice = strcmp(argv[1], "splice") == 0;
   signal(SIGPIPE, SIG_IGN);  // a write to a reset peer fails with EPIPE instead
   upstream.sin_family = AF_INET;
