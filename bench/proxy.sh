@@ -22,89 +22,28 @@
 # adds lines to HAProxy's defaults section (e.g. HAPROXY_OPTIONS="option splice-auto").
 # Needs a build in build/ (tools/test or tools/run make one; or EXE=path/to/ringlinger), nginx
 # with libnginx-mod-stream, haproxy, wrk (tools/lib.sh lists them; installed when missing).
+# bench/proxy_lib.sh holds what bench/floor/compare.sh shares: the upstream, HAProxy's
+# configuration, pinning, CPU time, the workloads' requests and the cleanup.
 # About 3 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source tools/lib.sh
+source bench/proxy_lib.sh
 runs=${1:-3}
 seconds=${2:-5}
 connections=${3:-50}
 exe=${EXE:-build/cli/ringlinger}
 [ -x "$exe" ] || { echo "bench/proxy.sh: no $exe (build first: tools/test or tools/run)" >&2; exit 1; }
-ensure_packages "${RINGLINGER_NGINX_PACKAGES[@]}" "${RINGLINGER_HAPROXY_PACKAGES[@]}" wrk
+proxy_bench_setup
 stream_module=$(dpkg -L libnginx-mod-stream | grep -m1 'ngx_stream_module\.so$')
-nginx=$(command -v nginx || echo /usr/sbin/nginx)
-haproxy=$(command -v haproxy || echo /usr/sbin/haproxy)
-cpus=$(nproc)
-pin_proxy=(); pin_load=()
-if [ "$cpus" -ge 2 ]; then pin_proxy=(taskset -c 0); pin_load=(taskset -c 1); fi
-
-work=$(mktemp -d)
-pids=()
-cleanup() {  # SIGTERM: nginx's fast shutdown, HAProxy's hard stop, ringlinger's graceful stop
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 100); do
-    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),1)" 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "bench/proxy.sh: nothing listens on port $1" >&2
-  return 1
-}
 # The single worker of an nginx master (after the master is up).
 worker_of() { awk '{print $1}' "/proc/$1/task/$1/children"; }
-cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }  # utime + stime
-
-common_conf() {  # DIR
-  cat <<EOF
-user root;
-daemon off;
-master_process on;
-worker_processes 1;
-worker_rlimit_nofile 16384;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { use epoll; worker_connections 8192; multi_accept on; }
-EOF
-}
-
-# The upstream: nginx serving the files over HTTP/1.1, keep-alive, sendfile.
-up_dir=$work/upstream
-mkdir -p "$up_dir/www"
-head -c 16384 /dev/urandom >"$up_dir/www/16k"
-head -c 1048576 /dev/urandom >"$up_dir/www/1m"
-up_port=$(free_port)
-{ common_conf "$up_dir"; cat <<EOF
-http {
-    access_log off;
-    sendfile on;
-    tcp_nodelay on;
-    keepalive_requests 1000000;
-    default_type application/octet-stream;
-    client_body_temp_path $up_dir/body; proxy_temp_path $up_dir/proxy; fastcgi_temp_path $up_dir/fastcgi;
-    uwsgi_temp_path $up_dir/uwsgi; scgi_temp_path $up_dir/scgi;
-    server { listen 127.0.0.1:$up_port backlog=4096; root $up_dir/www; }
-}
-EOF
-} >"$up_dir/nginx.conf"
-"${pin_load[@]}" "$nginx" -p "$up_dir" -e "$up_dir/error.log" -c "$up_dir/nginx.conf" &
-pids+=($!)
-wait_port "$up_port"
+start_upstream "$work/upstream"
 
 # nginx's stream proxy in front of it.
 st_dir=$work/stream
 mkdir -p "$st_dir"
 st_port=$(free_port)
-{ echo "load_module $stream_module;"; common_conf "$st_dir"; cat <<EOF
+{ echo "load_module $stream_module;"; nginx_conf_head "$st_dir"; cat <<EOF
 stream {
     server { listen 127.0.0.1:$st_port backlog=4096; proxy_pass 127.0.0.1:$up_port; }
 }
@@ -113,37 +52,12 @@ EOF
 "${pin_proxy[@]}" "$nginx" -p "$st_dir" -e "$st_dir/error.log" -c "$st_dir/nginx.conf" &
 st_master=$!
 pids+=("$st_master")
-wait_port "$st_port"
+wait_port "nginx stream" "$st_port"
 st_worker=$(worker_of "$st_master")
 
-# HAProxy in front of the same upstream: the foreground process (-db) is the one doing the work.
-# maxconn 4096: as many pairs as nginx's 8192 worker_connections; HAProxy raises its descriptor
-# limit to twice that plus maxconn/4 pipes if splicing is on, which must fit RLIMIT_NOFILE (20000
-# here; maxconn 8192 with splicing needs 20494 and HAProxy does not start).
-ha_dir=$work/haproxy
-mkdir -p "$ha_dir"
+# HAProxy in front of the same upstream.
 ha_port=$(free_port)
-cat >"$ha_dir/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 4096
-defaults
-    mode tcp
-    maxconn 4096
-    timeout connect 10s
-    timeout client 60s
-    timeout server 60s
-${HAPROXY_OPTIONS:-}
-listen proxy
-    bind 127.0.0.1:$ha_port backlog 4096
-    server upstream 127.0.0.1:$up_port
-EOF
-"${pin_proxy[@]}" "$haproxy" -db -f "$ha_dir/haproxy.cfg" >"$ha_dir/haproxy.out" 2>&1 &
-ha_pid=$!
-pids+=("$ha_pid")
-wait_port "$ha_port" || { cat "$ha_dir/haproxy.out" >&2; exit 1; }
-ha_threads=$(awk '/^Threads:/ {print $2}' "/proc/$ha_pid/status")
-[ "$ha_threads" = 1 ] || echo "bench/proxy.sh: haproxy runs $ha_threads threads, not 1" >&2
+start_haproxy "$work/haproxy" "$ha_port" "$up_port"
 
 # ringlinger proxy in front of the same upstream.
 # shellcheck disable=SC2086  # PROXY_ARGS: extra flags, split on spaces
@@ -153,13 +67,12 @@ rl_pid=$!
 pids+=("$rl_pid")
 for _ in $(seq 100); do grep -q "listening on" "$work/ringlinger.out" && break; sleep 0.05; done
 rl_port=$(grep -o "listening on [0-9.:]*" "$work/ringlinger.out" | awk -F: '{print $NF}' | tr -d ,)
-wait_port "$rl_port"
+wait_port "ringlinger proxy" "$rl_port"
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(uname -r), $cpus CPUs, load average $(cut -d" " -f1-3 /proc/loadavg); $("$nginx" -v 2>&1); $("$haproxy" -v | head -1 | cut -d" " -f1-3); $(wrk --version 2>&1 | head -1 | cut -c1-40)"
 echo "# $(head -1 "$work/ringlinger.out") ${PROXY_ARGS:-}"
 echo "# haproxy: mode tcp, nbthread 1 ${HAPROXY_OPTIONS:-}"
 echo "# $runs runs x $seconds s per proxy and workload, wrk -t1 -c$connections --latency, alternating; medians"
-tick_us=$((1000000 / $(getconf CLK_TCK)))
 results=$work/results.txt
 : >"$results"
 run_one() {  # PROXY PORT PID WORKLOAD PATH [wrk header args...]
@@ -195,11 +108,7 @@ PY
 }
 
 for workload in 16k-keepalive 1m-keepalive 16k-close; do
-  case $workload in
-    16k-keepalive) path=16k; headers=() ;;
-    1m-keepalive) path=1m; headers=() ;;
-    16k-close) path=16k; headers=(-H "Connection: close") ;;
-  esac
+  workload_request "$workload"
   echo "$workload:"
   for run in $(seq 0 $((runs - 1))); do
     for turn in 0 1 2; do  # each run starts with the next proxy, so none always follows another
