@@ -3,8 +3,13 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cstdio>
 #include <cstring>
 
@@ -23,35 +28,61 @@ constexpr std::array<bool, 256> kTokenChar = [] {
 
 bool is_token_char(char c) { return kTokenChar[static_cast<unsigned char>(c)]; }
 
-// Offset just past the first "\r\n\r\n" of `text` that ends at or after `from`, or npos. Each
-// '\n' memchr finds is checked for "\r\n\r" before it: a head has a few lines, so this is a
-// few memchr calls rather than a substring search that stops at every '\r'.
-std::size_t end_of_head(std::string_view text, std::size_t from) {
+// Where a request head ends, as found by find_head_end().
+struct HeadEnd {
+  std::size_t end = std::string_view::npos;            // just past its "\r\n\r\n"
+  std::size_t first_newline = std::string_view::npos;  // of those searched
+};
+
+// The first "\r\n\r\n" of `text` that ends at or after `from`. Each '\n' is checked for "\r\n\r"
+// before it. Where SSE2 is there (every x86-64), the '\n's of 16 bytes are found with one compare
+// and their positions read from a bit mask: a whole head costs fewer instructions than a memchr
+// call per line would (and than a substring search, which stops at every '\r').
+HeadEnd find_head_end(std::string_view text, std::size_t from) {
   const char* const begin = text.data();
   const char* const end = begin + text.size();
-  for (const char* p = begin + from; p < end;) {
-    const auto* newline = static_cast<const char*>(std::memchr(p, '\n', static_cast<std::size_t>(end - p)));
-    if (newline == nullptr) break;
-    if (newline - begin >= 3 && newline[-1] == '\r' && newline[-2] == '\n' && newline[-3] == '\r') {
-      return static_cast<std::size_t>(newline - begin) + 1;
+  HeadEnd found;
+  // Whether the '\n' at `newline` ends the head; records the first '\n' on the way.
+  auto ends_head = [&](const char* newline) {
+    const auto at = static_cast<std::size_t>(newline - begin);
+    if (found.first_newline == std::string_view::npos) found.first_newline = at;
+    if (at < 3 || newline[-1] != '\r' || newline[-2] != '\n' || newline[-3] != '\r') return false;
+    found.end = at + 1;
+    return true;
+  };
+  const char* p = begin + from;
+#ifdef __SSE2__
+  const __m128i newlines = _mm_set1_epi8('\n');
+  for (; end - p >= 16; p += 16) {
+    const __m128i chunk = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    for (auto mask = static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(chunk, newlines)));
+         mask != 0; mask &= mask - 1) {
+      if (ends_head(p + std::countr_zero(mask))) return found;
     }
-    p = newline + 1;
   }
-  return std::string_view::npos;
+#endif
+  for (; p < end; ++p) {
+    if (*p == '\n' && ends_head(p)) return found;
+  }
+  return found;
 }
 
-// "METHOD SP target SP HTTP/1.x"
-bool is_request_line(std::string_view line) {
-  const auto first_space = line.find(' ');
-  if (first_space == 0 || first_space == std::string_view::npos) return false;
-  if (!std::all_of(line.begin(), line.begin() + static_cast<std::ptrdiff_t>(first_space),
-                   is_token_char)) {
-    return false;
+// Length of the method when `line` (the head's first line, without its CRLF) is
+// "METHOD SP target SP HTTP/1.x" with x 0 or 1, else 0. The version is read first, so its space
+// stops the scan of the method.
+std::size_t request_method_length(std::string_view line) {
+  constexpr std::size_t kVersionBytes = 8;  // "HTTP/1.x"
+  if (line.size() < kVersionBytes + 1) return 0;
+  const char* const version = line.data() + line.size() - kVersionBytes;
+  if (version[-1] != ' ' || (std::memcmp(version, "HTTP/1.1", kVersionBytes) != 0 &&
+                             std::memcmp(version, "HTTP/1.0", kVersionBytes) != 0)) {
+    return 0;
   }
-  const auto last_space = line.rfind(' ');
-  if (last_space == first_space || last_space == first_space + 1) return false;
-  const std::string_view version = line.substr(last_space + 1);
-  return version == "HTTP/1.1" || version == "HTTP/1.0";
+  std::size_t method = 0;
+  while (is_token_char(line[method])) ++method;
+  // The method ends at the first space, and a target of at least one byte follows it.
+  const bool valid = method > 0 && line[method] == ' ' && method + 2 + kVersionBytes < line.size();
+  return valid ? method : 0;
 }
 
 }  // namespace
@@ -198,32 +229,32 @@ HeadReader::Status HeadReader::feed(std::span<const std::byte> bytes) {
   if (status_ != Status::incomplete) return status_;
   const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
   if (pending_.empty()) {
-    // Fast path: the whole head in one read, no copy.
-    const auto end = end_of_head(text, 0);
-    if (end != std::string_view::npos) {
-      if (end > kMaxHeadBytes) return status_ = Status::too_large;
-      return finish(text.substr(0, end));
+    // Fast path: the whole head in one read, no copy, and its first line's end found on the way.
+    const HeadEnd found = find_head_end(text, 0);
+    if (found.end != std::string_view::npos) {
+      if (found.end > kMaxHeadBytes) return status_ = Status::too_large;
+      return finish(std::string_view(text.data(), found.end), found.first_newline);
     }
   }
   // The terminator may straddle the previous read: search from a few bytes back.
   const std::size_t search_from = pending_.size() >= 3 ? pending_.size() - 3 : 0;
   const std::size_t room = kMaxHeadBytes + 1 - std::min(pending_.size(), kMaxHeadBytes + 1);
   pending_.append(text.substr(0, std::min(text.size(), room)));
-  const auto end = end_of_head(pending_, search_from);
+  const std::size_t end = find_head_end(pending_, search_from).end;
   if (end != std::string::npos && end <= kMaxHeadBytes) {
-    return finish(std::string_view(pending_).substr(0, end));
+    const std::string_view head = std::string_view(pending_).substr(0, end);
+    return finish(head, head.find('\n'));
   }
   if (pending_.size() > kMaxHeadBytes) return status_ = Status::too_large;
   return status_;
 }
 
-HeadReader::Status HeadReader::finish(std::string_view head) {
-  const auto* newline = static_cast<const char*>(std::memchr(head.data(), '\n', head.size()));
-  const auto line_end = static_cast<std::size_t>(newline - head.data());  // head ends in "\n"
-  const bool crlf = line_end > 0 && head[line_end - 1] == '\r';
-  status_ = crlf && is_request_line(head.substr(0, line_end - 1)) ? Status::complete
-                                                                   : Status::malformed;
-  head_method_ = status_ == Status::complete && head.starts_with("HEAD ");
+HeadReader::Status HeadReader::finish(std::string_view head, std::size_t first_newline) {
+  // The request line without its CRLF (head ends in "\n": there is a first one).
+  const bool crlf = first_newline > 0 && head[first_newline - 1] == '\r';
+  const std::size_t method = crlf ? request_method_length(head.substr(0, first_newline - 1)) : 0;
+  status_ = method > 0 ? Status::complete : Status::malformed;
+  head_method_ = method == 4 && std::memcmp(head.data(), "HEAD", 4) == 0;
   if (!pending_.empty()) {
     pending_.clear();
     pending_.shrink_to_fit();

@@ -95,7 +95,8 @@ class HeadReader {
   void reset() noexcept;
 
  private:
-  Status finish(std::string_view head);
+  // `first_newline`: the offset of the head's first '\n'.
+  Status finish(std::string_view head, std::size_t first_newline);
 
   std::string pending_;  // head bytes seen so far, when the head spans reads
   Status status_ = Status::incomplete;
