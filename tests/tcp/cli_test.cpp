@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
+#include <map>
 #include <random>
 #include <sstream>
 #include <string>
@@ -354,34 +356,88 @@ TEST(Bench, NginxServesTheSameResponseAndLingers) {
   }
 }
 
+// The client's checks: every peer of each type in `types` (and no other type) was started and got
+// what its type should get; nothing was lost.
+void expect_every_peer_complete(const nlohmann::json& run,
+                                std::initializer_list<const char*> types) {
+  EXPECT_EQ(run["client"]["failed"], 0) << run["client"].dump(2);
+  EXPECT_EQ(run["client"]["payload_bytes_lost"], 0);
+  const auto& peers = run["client"]["peers"];
+  int started = 0;
+  for (const char* type : types) {
+    EXPECT_GT(peers[type]["started"].get<int>(), 0) << type;
+    EXPECT_EQ(peers[type]["complete"], peers[type]["started"]) << type;
+    started += peers[type]["started"].get<int>();
+  }
+  EXPECT_EQ(run["client"]["started"].get<int>(), started);
+}
+
+int started_of(const nlohmann::json& run, const char* type) {
+  return run["client"]["peers"][type]["started"].get<int>();
+}
+
+// The server's outcome counts are exactly `expected`; every outcome not named there is 0.
+void expect_outcomes(const nlohmann::json& run, const std::map<std::string, int>& expected) {
+  const auto& outcomes = run["server"]["stats"]["outcomes"];
+  for (const auto& [name, count] : outcomes.items()) {
+    const auto named = expected.find(name);
+    EXPECT_EQ(count.get<int>(), named == expected.end() ? 0 : named->second) << name;
+  }
+  for (const auto& [name, count] : expected) EXPECT_TRUE(outcomes.contains(name)) << name;
+}
+
+// Hostile peers, judged twice: by the client (each type got what it should: nothing lost) and by
+// the server's outcome counts. The server's outcome for a connection is the first of two events:
+// the peer's next act (its FIN, its RST, its bytes) or one of the server's drain timers. With a
+// short drain idle timeout that is a race against the scheduler, not a property of the server:
+// once a peer's kernel has acknowledged everything the server sent, a cooperative, reset or flood
+// peer makes no progress until its process runs again, so a client process that does not run for
+// the timeout (a loaded machine, or SIGSTOP for 0.5 s) ends as drain_idle_timeout although it did
+// everything right. So each outcome is checked where it cannot depend on speed: the peers that
+// end by their own act meet drain timers too long to fire while this test lives (the client gives
+// up after 30 s, the flood after 35 s, run_bench after 120 s), so their outcome is decided by
+// what they do; never-fin peers, which only act by a timed RST, get their own run below.
+//
+// Here: cooperative, slow-reader and half-close peers end clean (their FIN), reset peers as
+// peer_reset (their RST), floods at the byte cap (their bytes), exactly, and nothing ends
+// otherwise. A server that missed a FIN or an RST would hold the connection until its stop
+// deadline (stop_deadline); one that missed the cap would let the flood go on until the flood's
+// own RST (peer_reset).
 TEST(Bench, HostilePeersEachEndAsTheirTypeShould) {
   const auto report = run_bench(
       {"--backend", "uring,epoll", "--connections", "120", "--concurrency", "60", "--runs", "1",
-       "--peers", "cooperative=50,never-fin=10,flood=10,reset=10,slow-reader=10,half-close=10",
-       "--drain-idle-timeout", "300ms", "--drain-max-bytes", "1MiB", "--drain-timeout", "5s"});
+       "--peers", "cooperative=60,flood=15,reset=15,slow-reader=15,half-close=15",
+       "--drain-idle-timeout", "1h", "--drain-max-bytes", "1MiB", "--drain-timeout", "1h"});
   ASSERT_TRUE(report.is_object() && report.contains("runs")) << report.dump();
   for (const auto& run : report["runs"]) {
     SCOPED_TRACE(run["backend"].get<std::string>());
-    EXPECT_EQ(run["client"]["failed"], 0) << run["client"].dump(2);
-    EXPECT_EQ(run["client"]["payload_bytes_lost"], 0);
-    const auto& peers = run["client"]["peers"];
-    for (const char* type : {"cooperative", "never-fin", "flood", "reset", "slow-reader", "half-close"}) {
-      EXPECT_GT(peers[type]["started"].get<int>(), 0) << type;
-      EXPECT_EQ(peers[type]["complete"], peers[type]["started"]) << type;
-    }
-    const auto& outcomes = run["server"]["stats"]["outcomes"];
-    const int never_fin = peers["never-fin"]["started"].get<int>();
-    const int flood = peers["flood"]["started"].get<int>();
-    const int slow = peers["slow-reader"]["started"].get<int>();
-    // Never-fin peers end at the drain idle timeout; so may slow readers whose whole response
-    // already sits in their receive buffer (acknowledged) while they take longer than the
-    // timeout to read it and send their FIN: they still got everything (checked above).
-    EXPECT_GE(outcomes["drain_idle_timeout"].get<int>(), never_fin);
-    EXPECT_LE(outcomes["drain_idle_timeout"].get<int>(), never_fin + slow);
-    EXPECT_GE(outcomes["clean"].get<int>(), peers["cooperative"]["started"].get<int>() +
-                                                peers["half-close"]["started"].get<int>());
-    EXPECT_EQ(outcomes["drain_byte_cap"].get<int>() + outcomes["drain_timeout"].get<int>(), flood);
-    EXPECT_EQ(outcomes["peer_reset"], peers["reset"]["started"]);
+    expect_every_peer_complete(run, {"cooperative", "flood", "reset", "slow-reader", "half-close"});
+    expect_outcomes(run, {{"clean", started_of(run, "cooperative") + started_of(run, "slow-reader") +
+                                        started_of(run, "half-close")},
+                          {"peer_reset", started_of(run, "reset")},
+                          {"drain_byte_cap", started_of(run, "flood")}});
+  }
+}
+
+// Never-fin peers end at the drain idle timeout, and the half-close peers beside them clean. Both
+// outcomes are orders with a margin of a whole second, not a race at the timeout's scale: a
+// never-fin peer resets its socket the drain idle timeout + 1 s after reading EOF, so the server
+// misses its timer only if it does not run for that second (it has little else to do here: no
+// floods); a half-close peer sends its FIN in the system call right after its request, so its
+// FIN is late for the drain only if the client stalls between those two calls for the whole idle
+// timeout (1 s). No cooperative, reset or flood peer here: with a short timeout their outcome is
+// the race described above.
+TEST(Bench, HostilePeersThatNeverFinEndAtTheDrainIdleTimeout) {
+  const auto report = run_bench(
+      {"--backend", "uring,epoll", "--connections", "40", "--concurrency", "40", "--runs", "1",
+       "--peers", "never-fin=1,half-close=1", "--drain-idle-timeout", "1s",
+       "--drain-timeout", "5s"});
+  ASSERT_TRUE(report.is_object() && report.contains("runs")) << report.dump();
+  for (const auto& run : report["runs"]) {
+    SCOPED_TRACE(run["backend"].get<std::string>());
+    expect_every_peer_complete(run, {"never-fin", "half-close"});
+    expect_outcomes(run, {{"drain_idle_timeout", started_of(run, "never-fin")},
+                          {"clean", started_of(run, "half-close")}});
   }
 }
 
