@@ -31,38 +31,48 @@ bool is_token_char(char c) { return kTokenChar[static_cast<unsigned char>(c)]; }
 // Where a request head ends, as found by find_head_end().
 struct HeadEnd {
   std::size_t end = std::string_view::npos;            // just past its "\r\n\r\n"
-  std::size_t first_newline = std::string_view::npos;  // of those searched
+  std::size_t first_newline = std::string_view::npos;  // of the bytes searched
 };
 
-// The first "\r\n\r\n" of `text` that ends at or after `from`. Each '\n' is checked for "\r\n\r"
-// before it. Where SSE2 is there (every x86-64), the '\n's of 16 bytes are found with one compare
-// and their positions read from a bit mask: a whole head costs fewer instructions than a memchr
-// call per line would (and than a substring search, which stops at every '\r').
+// The first "\r\n\r\n" of `text` whose "\n\r\n" starts at or after `from` (a caller that has
+// searched the text up to some length searches again from 3 bytes before it). Where SSE2 is there
+// (every x86-64), 16 bytes at a time: one compare finds their '\n's as a bit mask, and only a
+// '\n' two bytes after another (as at the end of an empty line) has the CRs around it checked: a
+// head costs fewer instructions than a memchr call per line would (and than a substring search,
+// which stops at every '\r').
 HeadEnd find_head_end(std::string_view text, std::size_t from) {
   const char* const begin = text.data();
   const char* const end = begin + text.size();
   HeadEnd found;
-  // Whether the '\n' at `newline` ends the head; records the first '\n' on the way.
+  // Whether the '\n' at `newline`, with a '\n' two bytes before it, ends the head.
   auto ends_head = [&](const char* newline) {
     const auto at = static_cast<std::size_t>(newline - begin);
-    if (found.first_newline == std::string_view::npos) found.first_newline = at;
-    if (at < 3 || newline[-1] != '\r' || newline[-2] != '\n' || newline[-3] != '\r') return false;
+    if (at < 3 || newline[-1] != '\r' || newline[-3] != '\r') return false;
     found.end = at + 1;
     return true;
   };
   const char* p = begin + from;
 #ifdef __SSE2__
   const __m128i newlines = _mm_set1_epi8('\n');
+  unsigned carried = 0;  // the last two bytes' '\n's, as bits 0 and 1
   for (; end - p >= 16; p += 16) {
     const __m128i chunk = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    for (auto mask = static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(chunk, newlines)));
-         mask != 0; mask &= mask - 1) {
-      if (ends_head(p + std::countr_zero(mask))) return found;
+    const auto mask = static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(chunk, newlines)));
+    if (found.first_newline == std::string_view::npos && mask != 0) {
+      found.first_newline = static_cast<std::size_t>(p - begin) + std::countr_zero(mask);
     }
+    for (unsigned pairs = mask & ((mask << 2) | carried); pairs != 0; pairs &= pairs - 1) {
+      if (ends_head(p + std::countr_zero(pairs))) return found;
+    }
+    carried = mask >> 14;
   }
 #endif
   for (; p < end; ++p) {
-    if (*p == '\n' && ends_head(p)) return found;
+    if (*p != '\n') continue;
+    if (found.first_newline == std::string_view::npos) {
+      found.first_newline = static_cast<std::size_t>(p - begin);
+    }
+    if (p - begin >= 2 && p[-2] == '\n' && ends_head(p)) return found;
   }
   return found;
 }
@@ -242,8 +252,10 @@ HeadReader::Status HeadReader::feed(std::span<const std::byte> bytes) {
   pending_.append(text.substr(0, std::min(text.size(), room)));
   const std::size_t end = find_head_end(pending_, search_from).end;
   if (end != std::string::npos && end <= kMaxHeadBytes) {
-    const std::string_view head = std::string_view(pending_).substr(0, end);
-    return finish(head, head.find('\n'));
+    const std::string_view head(pending_.data(), end);
+    finish(head, head.find('\n'));
+    std::string().swap(pending_);  // its memory too: a connection lingers long after its head
+    return status_;
   }
   if (pending_.size() > kMaxHeadBytes) return status_ = Status::too_large;
   return status_;
@@ -252,13 +264,10 @@ HeadReader::Status HeadReader::feed(std::span<const std::byte> bytes) {
 HeadReader::Status HeadReader::finish(std::string_view head, std::size_t first_newline) {
   // The request line without its CRLF (head ends in "\n": there is a first one).
   const bool crlf = first_newline > 0 && head[first_newline - 1] == '\r';
-  const std::size_t method = crlf ? request_method_length(head.substr(0, first_newline - 1)) : 0;
+  const std::string_view line(head.data(), crlf ? first_newline - 1 : 0);
+  const std::size_t method = crlf ? request_method_length(line) : 0;
   status_ = method > 0 ? Status::complete : Status::malformed;
   head_method_ = method == 4 && std::memcmp(head.data(), "HEAD", 4) == 0;
-  if (!pending_.empty()) {
-    pending_.clear();
-    pending_.shrink_to_fit();
-  }
   return status_;
 }
 
