@@ -112,7 +112,7 @@ class Proxy final : public ShardServer {
         std::chrono::milliseconds connect_timeout)
       : upstream_(upstream),
         max_buffer_(max_buffer),
-        connect_deadlines_(connect_timeout),
+        connect_deadlines_(connect_timeout, config.max_connections),
         legs_(config.max_connections),
         manager_(config, callbacks()) {}
 
@@ -319,6 +319,7 @@ class Proxy final : public ShardServer {
   }
 
   void on_closed(ConnectionId id, const CloseReport& report) {
+    connect_deadlines_.remove(id);
     Leg* leg = leg_of(id);
     if (leg == nullptr) return;
     if (leg->role == Role::client) {

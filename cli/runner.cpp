@@ -55,26 +55,6 @@ nlohmann::json cpu_json(const CpuUsage& cpu) {
           {"involuntary_context_switches", cpu.involuntary_switches}};
 }
 
-void DeadlineFifo::add(ConnectionId id) {
-  if (timeout_.count() > 0) deadlines_.push_back({id, std::chrono::steady_clock::now() + timeout_});
-}
-
-std::chrono::milliseconds DeadlineFifo::wait(std::chrono::milliseconds longest) const {
-  if (deadlines_.empty()) return longest;
-  const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadlines_.front().at -
-                                                                 std::chrono::steady_clock::now());
-  return std::clamp(left, std::chrono::milliseconds(1), longest);
-}
-
-void DeadlineFifo::expire(std::chrono::steady_clock::time_point now,
-                          const std::function<void(ConnectionId)>& expired) {
-  while (!deadlines_.empty() && deadlines_.front().at <= now) {
-    const ConnectionId id = deadlines_.front().id;
-    deadlines_.pop_front();
-    expired(id);
-  }
-}
-
 namespace {
 
 // The longest a server thread waits before it looks for a request for its counters (SIGUSR1),

@@ -12,7 +12,6 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <functional>
 #include <memory>
@@ -25,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "deadline_fifo.hpp"
 #include "event_log.hpp"
 #include "prometheus.hpp"
 #include "ringlinger/ringlinger.hpp"
@@ -44,30 +44,6 @@ struct CpuUsage {
   CpuUsage since(const CpuUsage& start) const;
 };
 nlohmann::json cpu_json(const CpuUsage& cpu);
-
-// The deadlines of one timeout for many connections (serve's request heads, proxy's upstream
-// connects): each starts when its connection does, so their order is the deadlines' order and a
-// FIFO keeps them sorted.
-class DeadlineFifo {
- public:
-  // A timeout of 0 sets no deadline.
-  explicit DeadlineFifo(std::chrono::milliseconds timeout) : timeout_(timeout) {}
-  void add(ConnectionId id);
-  // `longest`, or less: the time until the first deadline (at least 1 ms).
-  std::chrono::milliseconds wait(std::chrono::milliseconds longest) const;
-  // Takes out every deadline that passed by `now` and calls `expired` with its connection (which
-  // may have ended, or its slot been reused, since: check its state).
-  void expire(std::chrono::steady_clock::time_point now,
-              const std::function<void(ConnectionId)>& expired);
-
- private:
-  struct Deadline {
-    ConnectionId id;
-    std::chrono::steady_clock::time_point at;
-  };
-  const std::chrono::milliseconds timeout_;
-  std::deque<Deadline> deadlines_;
-};
 
 // The flags every runner command shares, as typed.
 struct RunnerFlags {

@@ -114,7 +114,7 @@ class Responder final : public ShardServer {
         dated_(response.body_bytes, response.inline_body() ? std::string_view(response.body) : ""),
         heads_(config.max_connections),
         sent_from_(config.max_connections),
-        head_deadlines_(head_timeout),
+        head_deadlines_(head_timeout, config.max_connections),
         manager_(config, callbacks()) {}
 
   Manager& manager() noexcept override { return manager_; }
@@ -149,6 +149,7 @@ class Responder final : public ShardServer {
     callbacks.on_closed = [this](ConnectionId id, const CloseReport& report) {
       log_closed(id, "connection", report);
       sent_from_[id.slot].reset();  // the kernel has had every byte of it, or never will
+      head_deadlines_.remove(id);
       --live_;
       const auto us = std::chrono::duration_cast<std::chrono::microseconds>(report.close_latency());
       close_latencies_us_.add(static_cast<std::uint32_t>(us.count()));
@@ -161,7 +162,10 @@ class Responder final : public ShardServer {
       (void)manager_.close(id);
       return;
     }
-    switch (heads_[id.slot].feed(data)) {
+    const HeadReader::Status status = heads_[id.slot].feed(data);
+    if (status == HeadReader::Status::incomplete) return;
+    head_deadlines_.remove(id);  // answered: the head timeout no longer applies
+    switch (status) {
       case HeadReader::Status::incomplete:
         return;
       case HeadReader::Status::complete:

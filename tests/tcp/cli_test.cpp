@@ -18,6 +18,7 @@
 #include "child_process.hpp"
 #include "cli_units.hpp"
 #include "commands.hpp"
+#include "deadline_fifo.hpp"
 #include "http.hpp"
 #include "ringlinger/version.h"
 #include "tcp_support.hpp"
@@ -143,6 +144,56 @@ std::pair<int, std::string> run_program(std::vector<std::string> arguments) {
   std::string output;
   while (auto line = child.read_line(std::chrono::seconds(10))) output += *line + "\n";
   return {child.wait(std::chrono::seconds(10)), output};
+}
+
+// Deadlines fire in the order they were added, each once, at its time; a removed one never
+// fires, and a slot's later generation is not removed by its earlier one's handle.
+TEST(DeadlineFifo, FiresInOrderAndForgetsRemovedOnes) {
+  using namespace std::chrono_literals;
+  DeadlineFifo fifo(100ms, 8);
+  const auto t0 = DeadlineFifo::Clock::now();
+  fifo.add({3, 1}, t0);
+  fifo.add({5, 1}, t0 + 10ms);
+  fifo.add({1, 1}, t0 + 20ms);
+  fifo.add({6, 1}, t0 + 25ms);
+  fifo.remove({5, 1});       // answered
+  fifo.remove({1, 2});       // another generation of slot 1: not its deadline
+  fifo.add({3, 2}, t0 + 30ms);  // slot 3 reused: its new deadline replaces the old one
+  EXPECT_EQ(fifo.size(), 3u);
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> fired;
+  const std::function<void(ConnectionId)> note = [&](ConnectionId id) {
+    fired.emplace_back(id.slot, id.generation);
+  };
+  fifo.expire(t0 + 119ms, note);
+  EXPECT_TRUE(fired.empty());
+  fifo.expire(t0 + 120ms, note);
+  EXPECT_EQ(fired, (decltype(fired){{1, 1}}));
+  fifo.remove({6, 1});
+  fifo.expire(t0 + 1s, note);
+  EXPECT_EQ(fired, (decltype(fired){{1, 1}, {3, 2}}));
+  EXPECT_EQ(fifo.size(), 0u);
+  EXPECT_EQ(fifo.wait(250ms), 250ms);
+  // Emptied and refilled: the list links again from nothing.
+  fifo.add({7, 4}, t0 + 2s);
+  fifo.expire(t0 + 3s, note);
+  EXPECT_EQ(fired.back(), (std::pair<std::uint32_t, std::uint32_t>{7, 4}));
+}
+
+// Its memory is one entry per slot whatever the rate: 19000 slots' worth of adds, each removed or
+// expired, leave it empty; a timeout of 0 sets no deadline at all.
+TEST(DeadlineFifo, HoldsAtMostOneDeadlinePerSlot) {
+  using namespace std::chrono_literals;
+  DeadlineFifo fifo(10s, 4);
+  const auto t0 = DeadlineFifo::Clock::now();
+  for (std::uint32_t i = 0; i < 19000; ++i) fifo.add({i % 4, i}, t0 + std::chrono::microseconds(i));
+  EXPECT_EQ(fifo.size(), 4u);
+  std::vector<std::uint32_t> generations;
+  fifo.expire(t0 + 11s, [&](ConnectionId id) { generations.push_back(id.generation); });
+  EXPECT_EQ(generations, (std::vector<std::uint32_t>{18996, 18997, 18998, 18999}));
+  DeadlineFifo none(0ms, 4);
+  none.add({0, 0}, t0);
+  EXPECT_EQ(none.size(), 0u);
+  EXPECT_EQ(none.wait(250ms), 250ms);
 }
 
 TEST(CommandLine, BadFlagsExitWithTwoAndNameTheFlag) {
