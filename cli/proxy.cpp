@@ -370,8 +370,7 @@ class Proxy final : public ShardServer {
   static Outcome outcome_of(const Leg& leg, const CloseReport& report) noexcept {
     const int error = leg.direct_error;
     if (error == 0) return report.outcome;
-    const bool reset = error == ECONNRESET || error == EPIPE || error == ECONNABORTED || error == ENOTCONN;
-    return reset ? Outcome::peer_reset : Outcome::send_error;
+    return is_peer_reset_error(error) ? Outcome::peer_reset : Outcome::send_error;
   }
 
   // `from` ended before its FIN: its remote's stream towards `to`'s remote was cut. What arrived

@@ -31,7 +31,7 @@
 // after the head in that read (the start of a body) are dropped with it, as the manager's
 // on_receive drops them. A head that needs more reads costs more recv calls.
 //
-// Outcomes follow the manager's (engine.cpp): ECONNRESET, EPIPE, ECONNABORTED and ENOTCONN are
+// Outcomes follow the manager's: an error is_peer_reset_error() names (outcome.hpp) is
 // peer_reset; a send without progress for send_timeout_ms is send_timeout; SO_LINGER {1, 0} is
 // set before close only for send_timeout, drain_idle_timeout and drain_timeout, and only with
 // reset_on_timeout. Before a response there is no manager equivalent; we count: EOF before a
@@ -74,11 +74,6 @@ constexpr int kAcceptBackoffMs = 10;                    // after EMFILE and the 
 constexpr std::size_t kMaxLatencySamples = 1'000'000;   // about 4 MB
 // What a timeout of 0 ("no limit") becomes: about 49 days.
 constexpr std::uint32_t kUnlimitedMs = std::numeric_limits<std::uint32_t>::max();
-
-// Errors that mean the peer reset the connection (the engine's is_reset()).
-bool is_reset(int error) noexcept {
-  return error == ECONNRESET || error == EPIPE || error == ECONNABORTED || error == ENOTCONN;
-}
 
 std::uint32_t or_unlimited(std::uint32_t milliseconds) noexcept {
   return milliseconds == 0 ? kUnlimitedMs : milliseconds;
@@ -232,7 +227,7 @@ void BlockingServer::Impl::serve(int fd) {
   Outcome outcome = Outcome::clean;
   if (shutdown(fd, SHUT_WR) != 0) {
     // ENOTCONN: the peer's RST arrived after our last send.
-    outcome = is_reset(errno) ? Outcome::peer_reset : Outcome::send_error;
+    outcome = is_peer_reset_error(errno) ? Outcome::peer_reset : Outcome::send_error;
   } else {
     outcome = drain(connection, handed_over);
   }
@@ -267,7 +262,7 @@ HeadEnding BlockingServer::Impl::read_head(AcceptedSocket& connection,
     } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
       // A step of the wait ran out; the deadline decides below.
     } else {
-      return is_reset(errno) ? HeadEnding::reset : HeadEnding::failed;
+      return is_peer_reset_error(errno) ? HeadEnding::reset : HeadEnding::failed;
     }
     // Rare path: the head needs another read (it came in pieces, or slowly).
     const std::uint32_t left_ms = milliseconds_until(deadline, Clock::now());
@@ -293,7 +288,7 @@ std::optional<Outcome> BlockingServer::Impl::send_all(const AcceptedSocket& conn
     switch (errno) {
       case EINTR: continue;
       case EAGAIN: return Outcome::send_timeout;  // SO_SNDTIMEO passed without progress
-      default: return is_reset(errno) ? Outcome::peer_reset : Outcome::send_error;
+      default: return is_peer_reset_error(errno) ? Outcome::peer_reset : Outcome::send_error;
     }
   }
   return std::nullopt;
@@ -346,7 +341,7 @@ Outcome BlockingServer::Impl::drain(AcceptedSocket& connection, Clock::time_poin
                                                 : Outcome::drain_idle_timeout;
       break;
     }
-    outcome = is_reset(errno) ? Outcome::peer_reset : Outcome::receive_error;
+    outcome = is_peer_reset_error(errno) ? Outcome::peer_reset : Outcome::receive_error;
     break;
   }
   bytes_discarded.fetch_add(discarded, std::memory_order_relaxed);

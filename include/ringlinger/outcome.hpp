@@ -41,6 +41,13 @@ inline constexpr std::size_t kOutcomeCount = 10;
 // Lower-case name of an outcome, e.g. "drain_idle_timeout".
 std::string_view to_string(Outcome outcome) noexcept;
 
+// Whether a send, receive or shutdown that failed with `error` (a positive errno) failed because
+// the peer reset the connection, or it was reset on the peer's behalf: ECONNRESET, EPIPE,
+// ECONNABORTED, ENOTCONN. The manager ends such a connection as peer_reset, and one with any
+// other error as send_error or receive_error; code that calls send(2) or recv(2) itself can
+// classify its own failures the same way.
+bool is_peer_reset_error(int error) noexcept;
+
 // Everything known about one connection when its fd was closed.
 struct CloseReport {
   // Why it was closed.

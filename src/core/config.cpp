@@ -1,6 +1,7 @@
-// Config::validate() and the names of the public enums.
+// Config::validate(), the names of the public enums, and which errors are the peer's reset.
 #include "ringlinger/config.hpp"
 
+#include <cerrno>
 #include <string>
 
 #include "ringlinger/outcome.hpp"
@@ -113,6 +114,10 @@ std::string_view to_string(Outcome outcome) noexcept {
     case Outcome::stop_deadline: return "stop_deadline";
   }
   return "?";
+}
+
+bool is_peer_reset_error(int error) noexcept {
+  return error == ECONNRESET || error == EPIPE || error == ECONNABORTED || error == ENOTCONN;
 }
 
 static_assert(static_cast<std::size_t>(Outcome::stop_deadline) + 1 == kOutcomeCount,

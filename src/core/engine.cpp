@@ -16,11 +16,6 @@ constexpr std::uint64_t kMaxFileChunk = 1u << 30;
 
 using std::chrono::milliseconds;
 
-// Errors that mean the peer reset the connection (or it was reset on its behalf).
-bool is_reset(int error) noexcept {
-  return error == ECONNRESET || error == EPIPE || error == ECONNABORTED || error == ENOTCONN;
-}
-
 // Errors after which the same request is simply started again.
 bool is_transient(int error) noexcept {
   return error == EAGAIN || error == EINTR || error == ENOMEM || error == ENOBUFS;
@@ -310,7 +305,7 @@ void Engine::complete<Op::recv>(Connection& connection, const Completion& comple
     } else if (is_transient(error)) {
       // Started again below.
     } else {
-      fail(connection, error, is_reset(error) ? Outcome::peer_reset : Outcome::receive_error, now);
+      fail(connection, error, is_peer_reset_error(error) ? Outcome::peer_reset : Outcome::receive_error, now);
     }
   }
   if (is_terminating(connection.state)) return finish_if_idle(connection);
@@ -336,7 +331,7 @@ void Engine::complete<Op::send>(Connection& connection, const Completion& comple
   } else if (result < 0) {
     const int error = -result;
     if (error != ECANCELED && !is_transient(error)) {
-      fail(connection, error, is_reset(error) ? Outcome::peer_reset : Outcome::send_error, now);
+      fail(connection, error, is_peer_reset_error(error) ? Outcome::peer_reset : Outcome::send_error, now);
     }
   }
   // result == 0 sent nothing: started again below; the send timer is not re-armed, so a send
@@ -521,7 +516,7 @@ void Engine::shut_write_if_flushed(Connection& connection, TimePoint now) {
   ++stats_.write_shutdowns;
   if (const int result = io_.shutdown_now(connection.fd); result < 0) {
     return fail(connection, -result,
-                is_reset(-result) ? Outcome::peer_reset : Outcome::send_error, now);
+                is_peer_reset_error(-result) ? Outcome::peer_reset : Outcome::send_error, now);
   }
   set_write_side(connection, WriteSide::shut_down);
 }
@@ -529,7 +524,7 @@ void Engine::shut_write_if_flushed(Connection& connection, TimePoint now) {
 void Engine::on_shutdown_done(Connection& connection, int result, TimePoint now) {
   if (result < 0) {
     // ENOTCONN: the peer's RST arrived before our FIN could go out.
-    return fail(connection, -result, is_reset(-result) ? Outcome::peer_reset : Outcome::send_error,
+    return fail(connection, -result, is_peer_reset_error(-result) ? Outcome::peer_reset : Outcome::send_error,
                 now);
   }
   connection.shutdown_at = now;

@@ -8,6 +8,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <functional>
 #include <set>
@@ -220,6 +221,16 @@ TEST(EnumNames, EveryOutcomeHasItsOwnName) {
   }
   EXPECT_EQ(seen.size(), kOutcomeCount);
   EXPECT_EQ(to_string(static_cast<Outcome>(kOutcomeCount)), "?");
+}
+
+// The errors a server that calls the socket itself counts as the peer's reset, as the manager does.
+TEST(Outcomes, PeerResetErrorsAreTheFourResetErrnos) {
+  for (int error : {ECONNRESET, EPIPE, ECONNABORTED, ENOTCONN}) {
+    EXPECT_TRUE(is_peer_reset_error(error)) << error;
+  }
+  for (int error : {0, ETIMEDOUT, EHOSTUNREACH, EAGAIN, EBADF, -ECONNRESET}) {
+    EXPECT_FALSE(is_peer_reset_error(error)) << error;
+  }
 }
 
 }  // namespace
