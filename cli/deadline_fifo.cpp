@@ -21,13 +21,6 @@ void DeadlineFifo::add(ConnectionId id, Clock::time_point now) {
   ++size_;
 }
 
-void DeadlineFifo::remove(ConnectionId id) noexcept {
-  if (id.slot < entries_.size() && entries_[id.slot].linked &&
-      entries_[id.slot].generation == id.generation) {
-    unlink(id.slot);
-  }
-}
-
 void DeadlineFifo::unlink(std::uint32_t slot) noexcept {
   Entry& entry = entries_[slot];
   (entry.previous == kNone ? front_ : entries_[entry.previous].next) = entry.next;

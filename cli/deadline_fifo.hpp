@@ -27,10 +27,17 @@ class DeadlineFifo {
   DeadlineFifo(std::chrono::milliseconds timeout, std::uint32_t capacity);
 
   // The connection's deadline is now + timeout (moved to the back if its slot had one).
-  void add(ConnectionId id) { add(id, Clock::now()); }
+  void add(ConnectionId id) {
+    if (timeout_.count() > 0) add(id, Clock::now());  // no clock read when there is no timeout
+  }
   void add(ConnectionId id, Clock::time_point now);
   // Forgets the connection's deadline, if it has one (a slot's other generation keeps its own).
-  void remove(ConnectionId id) noexcept;
+  void remove(ConnectionId id) noexcept {
+    if (id.slot < entries_.size() && entries_[id.slot].linked &&
+        entries_[id.slot].generation == id.generation) {
+      unlink(id.slot);
+    }
+  }
   // `longest`, or less: the time until the first deadline (at least 1 ms).
   std::chrono::milliseconds wait(std::chrono::milliseconds longest) const;
   // Takes out every deadline that passed by `now` and calls `expired` with its connection (which
