@@ -291,7 +291,8 @@ TEST_P(HostilePeer, SlowReaderStillConsumingOurDataOutlastsTheDrainIdleTimeout) 
 // none received for a whole period. Honest readers, however they pace themselves within the
 // period, are never cut off; a reader that stops is ended a period after its last
 // acknowledgement (when its window is closed, at most one retransmission timeout later: see
-// src/kernel/tcp_info.cpp), within the timeout + 10 % (+ batch_wait) for the timeouts used here.
+// src/kernel/tcp_info.cpp), within the timeout + 10 % (+ batch_wait, + the RTO's excess over its
+// 200 ms floor) for the timeouts used here.
 
 // `config` with a drain idle timeout of `timeout_ms` that resets (a wrong idle verdict would
 // throw away the rest of the response, and the reader sees it).
@@ -410,37 +411,68 @@ TEST_P(HostilePeer, ReadersAtRatesSpreadAcrossTheIdlePeriodAreNotCutOff) {
       << "no timer fired while a reader was slow: the test did not test the rule";
 }
 
-// A reader that takes `before_stop` bytes and stops reading (its window closes); the server
-// must end it `timeout` after that, and not 10 % (+ batch_wait) later. Returns the report.
+// A reader that takes `before_stop` bytes and stops reading. Its kernel goes on accepting (and
+// acknowledging) our bytes until its receive buffer is full, and later too if a window probe
+// finds room it made by collapsing its queue; so the client watches its queue (SIOCINQ) and notes
+// when it last grew: the peer's last progress, give or take a poll. The server must end it at
+// least `timeout` after the reader stopped (before then, no whole period was idle) and at most
+// `timeout` + 10 % (+ batch_wait) after that last progress. The 10 % covers the timer lane
+// (1/64), the jiffy and, while the window is closed, one retransmission timeout at its 200 ms
+// floor; an RTO above the floor (backed off after a loss) is added, as the server's socket
+// reported it after the reader stopped. Returns the report.
 CloseReport expect_stalled_reader_ended_on_time(Responder& responder, std::size_t before_stop,
                                                 std::chrono::milliseconds timeout,
                                                 std::uint32_t batch_wait_us) {
+  using Clock = std::chrono::steady_clock;
   std::atomic<bool> release{false};
-  std::chrono::steady_clock::time_point stopped{};
+  std::atomic<bool> has_stopped{false};
+  Clock::time_point stopped{};
+  Clock::time_point last_accepted{};
   std::thread client([&] {
     const int fd = connect_client(responder.address, 64 * 1024);
     set_receive_timeout(fd, 30s);
     send_all(fd, tools::make_request(0));
     (void)read_to_end(fd, before_stop);
-    stopped = std::chrono::steady_clock::now();
-    while (!release) std::this_thread::sleep_for(5ms);
+    stopped = last_accepted = Clock::now();
+    has_stopped = true;
+    int queued = 0;
+    int seen = 0;
+    while (!release && ioctl(fd, SIOCINQ, &queued) == 0) {
+      if (queued != seen) last_accepted = Clock::now();  // polled after it happened: not early
+      seen = queued;
+      std::this_thread::sleep_for(1ms);
+    }
     ::close(fd);
   });
-  EXPECT_TRUE(responder.run_until_closed(1, 30s));
+  int server_fd = -1;
+  responder.on_accept_hook = [&](ConnectionId id) { server_fd = responder.manager().fd(id); };
+  std::chrono::microseconds rto{0};
+  EXPECT_TRUE(responder.run_until([&] {  // between loop steps: the socket is open until reported
+    tcp_info info{};
+    socklen_t length = sizeof(info);
+    if (has_stopped && responder.reports.empty() && server_fd >= 0 &&
+        getsockopt(server_fd, IPPROTO_TCP, TCP_INFO, &info, &length) == 0) {
+      rto = std::max(rto, std::chrono::microseconds(info.tcpi_rto));
+    }
+    return !responder.reports.empty();
+  }, 30s));
   release = true;
   client.join();
   if (responder.reports.size() != 1) return {};
   const CloseReport report = responder.reports[0].second;
   const auto decided = responder.closed_at[0] - report.teardown_time;
-  const auto after_stop = std::chrono::duration_cast<std::chrono::milliseconds>(decided - stopped);
-  // The peer's kernel acknowledges what still fits in its receive buffer after its reader
-  // stopped (a few ms here), so its last progress is a little after `stopped`.
-  std::printf("[ stalled  ] ended %.3f s after the reader stopped (timeout %.3f s)\n",
-              std::chrono::duration<double>(after_stop).count(),
-              std::chrono::duration<double>(timeout).count());
+  const auto ms = [](auto d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d); };
+  const auto seconds = [](auto d) { return std::chrono::duration<double>(d).count(); };
+  const auto after_stop = ms(decided - stopped);
+  const auto after_last = ms(decided - last_accepted);
+  std::printf("[ stalled  ] ended %.3f s after the reader stopped, %.3f s after its kernel last "
+              "took bytes (timeout %.3f s, RTO up to %.3f s)\n",
+              seconds(after_stop), seconds(after_last), seconds(timeout), seconds(rto));
   EXPECT_GE(after_stop, timeout) << "ended before a whole period without progress";
-  EXPECT_LE(after_stop, timeout * 11 / 10 + std::chrono::milliseconds(batch_wait_us / 1000 + 1))
-      << "ended too late after the reader stopped";
+  const auto rto_above_floor = std::max(ms(rto) - 200ms, 0ms);
+  EXPECT_LE(after_last, timeout * 11 / 10 + rto_above_floor +
+                            std::chrono::milliseconds(batch_wait_us / 1000 + 1))
+      << "ended too late after the peer's last progress";
   return report;
 }
 
