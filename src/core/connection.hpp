@@ -46,6 +46,9 @@ struct Connection {
   bool reset_after_send : 1 = false;
   // acked_when_asked holds what the kernel said (the progress timers have asked it once).
   bool acked_known : 1 = false;
+  // Input or a completed send came after the running progress timer was armed (or last
+  // re-armed): when it expires, a new period starts from progress_at (Engine::note_input()).
+  bool progress_noted : 1 = false;
   // Decided once, when the connection leaves the lingering states.
   std::optional<Outcome> outcome;
   // The first error seen (positive errno), 0 if none. Kept because the kernel reports an error

@@ -207,12 +207,14 @@ void Engine::reconfigure(const Config& config) {
 
 // The send and drain idle timers judge progress: they end a connection only after a whole period
 // in which the peer acknowledged none of our bytes and sent none of its own (and, for the send
-// timer, no send completed). Input and completed sends re-arm them as they happen
-// (note_progress()); acknowledgements are seen only by asking the kernel, which happens here,
-// when one expires (acknowledged_since()). The drain total timer is a hard bound.
+// timer, no send completed). Input and completed sends only note the time (note_input()); a
+// timer that expires after such progress is armed again from it here (rearm_from_progress()).
+// Acknowledgements are seen only by asking the kernel, which happens here too, when a timer
+// expires with no progress seen (acknowledged_since()). The drain total timer is a hard bound.
 void Engine::expire_timers(TimePoint now) {
   now = last_now_ = std::max(now, last_now_);
   while (auto slot = send_timers_.pop_expired(now)) {
+    if (rearm_from_progress(slots_[*slot], send_timers_, now)) continue;
     if (acknowledged_since(slots_[*slot], send_timers_, now)) {
       ++stats_.send_timeout_extensions;
     } else {
@@ -220,6 +222,7 @@ void Engine::expire_timers(TimePoint now) {
     }
   }
   while (auto slot = drain_idle_timers_.pop_expired(now)) {
+    if (rearm_from_progress(slots_[*slot], drain_idle_timers_, now)) continue;
     if (acknowledged_since(slots_[*slot], drain_idle_timers_, now)) {
       ++stats_.drain_idle_extensions;
     } else {
@@ -325,7 +328,7 @@ void Engine::complete<Op::send>(Connection& connection, const Completion& comple
       if (connection.send_queue.empty()) {
         send_timers_.disarm(slot_of(connection));
       } else {
-        note_progress(connection, send_timers_, now);  // the send timeout starts again
+        note_input(connection, now);  // progress: the send timeout starts again (lazily)
       }
     }
   } else if (result < 0) {
@@ -609,17 +612,37 @@ void Engine::release(Connection& connection) {
   free_slots_.push_back(static_cast<std::uint32_t>(&connection - slots_.data()));
 }
 
-// Progress the engine sees itself: the timer starts a new period from now.
+// A progress timer starts: its first period runs from now.
 void Engine::note_progress(Connection& connection, TimerQueue& timers, TimePoint now) {
   connection.progress_at = now;
+  connection.progress_noted = false;
   timers.arm(slot_of(connection), now);
 }
 
-// Input is progress for whichever progress timer runs (at most one does).
+// Input, or a completed send, is progress for whichever progress timer runs (at most one does).
+// Only the time is noted: the timer keeps its deadline, and when it expires, expire_timers()
+// arms it again from here. Two stores per input instead of a disarm and an insert; the period
+// still ends a whole timeout after the last progress (and at most 1/64 of it later).
 void Engine::note_input(Connection& connection, TimePoint now) {
-  const std::uint32_t slot = slot_of(connection);
-  if (send_timers_.armed(slot)) note_progress(connection, send_timers_, now);
-  if (drain_idle_timers_.armed(slot)) note_progress(connection, drain_idle_timers_, now);
+  connection.progress_at = now;
+  connection.progress_noted = true;
+}
+
+// A progress timer expired, but the engine saw progress after its period began: a new period
+// runs from that progress, with the timeout in force now (a reconfigure() in between applies to
+// it, as to any timer armed after it). False when the period passed without progress seen.
+bool Engine::rearm_from_progress(Connection& connection, TimerQueue& timers, TimePoint now) {
+  if (!connection.progress_noted) return false;
+  connection.progress_noted = false;
+  return restart_period(connection, timers, now);
+}
+
+// Arms the timer to progress_at + its timeout; false if that moment has passed.
+bool Engine::restart_period(Connection& connection, TimerQueue& timers, TimePoint now) {
+  const TimePoint deadline = connection.progress_at + timers.duration();
+  if (deadline <= now) return false;
+  timers.arm_at(slot_of(connection), now, deadline);
+  return true;
 }
 
 // A progress timer expired: nothing the engine sees happened for a whole period. Did the peer
@@ -637,10 +660,7 @@ bool Engine::acknowledged_since(Connection& connection, TimerQueue& timers, Time
   connection.acked_known = true;
   if (!moved) return false;
   connection.progress_at = std::max(connection.progress_at, std::min(acks.last_ack_by, now));
-  const TimePoint deadline = connection.progress_at + timers.duration();
-  if (deadline <= now) return false;
-  timers.arm_at(slot_of(connection), now, deadline);
-  return true;
+  return restart_period(connection, timers, now);
 }
 
 bool Engine::is_timeout(Outcome outcome) noexcept {

@@ -109,6 +109,8 @@ class Engine {
   static bool is_timeout(Outcome outcome) noexcept;
   void note_progress(Connection& connection, TimerQueue& timers, TimePoint now);
   void note_input(Connection& connection, TimePoint now);
+  bool rearm_from_progress(Connection& connection, TimerQueue& timers, TimePoint now);
+  bool restart_period(Connection& connection, TimerQueue& timers, TimePoint now);
   bool acknowledged_since(Connection& connection, TimerQueue& timers, TimePoint now);
   std::uint32_t discard_chunk(const Connection& connection) const noexcept;
 

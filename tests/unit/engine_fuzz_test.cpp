@@ -210,10 +210,13 @@ TEST(EngineFuzzCoverage, EveryOutcomeAndEveryTrickyPathIsExercised) {
   EXPECT_GT(coverage.resumes_restarting, 0u);
   EXPECT_GT(coverage.reentrant_flow, 0u);
   EXPECT_GT(coverage.progress_extensions, 0u);
+  EXPECT_GT(coverage.progress_rearms, 0u);
   EXPECT_GT(coverage.resets_after_send, 0u);
   EXPECT_GT(coverage.ack_waits, 0u);
-  std::printf("[ coverage ] %llu progress extensions, %llu abort_after_send (%llu waited)\n",
+  std::printf("[ coverage ] %llu progress extensions, %llu re-arms after input or a send, "
+              "%llu abort_after_send (%llu waited)\n",
               static_cast<unsigned long long>(coverage.progress_extensions),
+              static_cast<unsigned long long>(coverage.progress_rearms),
               static_cast<unsigned long long>(coverage.resets_after_send),
               static_cast<unsigned long long>(coverage.ack_waits));
 }
@@ -571,8 +574,8 @@ namespace {
 constexpr auto kTick = std::chrono::nanoseconds(100ms) / TimerQueue::kLanes;  // 100 ms timeouts
 
 // The first lane deadline at or after `deadline`, for a timer re-armed at `now` (100 ms queues).
-TimePoint lane_deadline(TimePoint now, TimePoint deadline) {
-  return now + kTick * ((deadline - now + kTick - 1ns) / kTick);
+TimePoint lane_deadline(TimePoint now, TimePoint deadline, nanoseconds tick = kTick) {
+  return now + tick * ((deadline - now + tick - 1ns) / tick);
 }
 
 PeerAcks acks(std::uint64_t bytes_acked, TimePoint last_ack_by, bool all_acknowledged = false) {
@@ -600,6 +603,23 @@ void finish_cancelled(Harness& h, ConnectionId id) {
   h.complete(Op::close, id, 0);
 }
 
+// The draining connection's timer was re-armed at h.now to the first lane deadline at or after
+// `period_end` (less than a tick, timeout / 64, later); nothing more happens, so it still drains
+// just before that deadline and is ended at it. Returns the deadline.
+TimePoint expect_restarted_and_ended(Harness& h, ConnectionId id, TimePoint period_end,
+                                     nanoseconds tick = kTick) {
+  const TimePoint restarted = lane_deadline(h.now, period_end, tick);
+  EXPECT_EQ(h.engine->next_deadline(), restarted);
+  EXPECT_LT(restarted - period_end, tick);
+  h.now = restarted - 1ns;
+  h.engine->expire_timers(h.now);
+  EXPECT_EQ(h.state(id), State::draining);
+  h.now = restarted;
+  h.engine->expire_timers(h.now);
+  EXPECT_EQ(h.state(id), State::cancelling);
+  return restarted;
+}
+
 // The case the issue found: the peer acknowledged the rest of our data during the period, so at
 // the check nothing is left unacknowledged. A snapshot of the queue sees nothing move; the
 // counter does, and the period restarts at that acknowledgement.
@@ -618,16 +638,8 @@ TEST(EngineScenario, ProgressDuringAPeriodThatEndsWithNothingUnacknowledgedIsNot
   h.engine->expire_timers(h.now);
   EXPECT_EQ(h.state(id), State::draining) << "a peer that acknowledged 10 ms ago was called idle";
   EXPECT_EQ(h.stats.drain_idle_extensions, 1u);
-  const TimePoint restarted = lane_deadline(h.now, start + 190ms);
-  EXPECT_EQ(h.engine->next_deadline(), restarted);
-  EXPECT_LT(restarted - (start + 190ms), kTick);
-
-  h.now = restarted - 1ns;
-  h.engine->expire_timers(h.now);
-  EXPECT_EQ(h.state(id), State::draining);
-  h.now = restarted;  // 100 ms after the last acknowledgement, the counter has not moved
-  h.engine->expire_timers(h.now);
-  EXPECT_EQ(h.state(id), State::cancelling);
+  // 100 ms after the last acknowledgement, the counter has not moved.
+  expect_restarted_and_ended(h, id, start + 190ms);
   EXPECT_EQ(h.io.peer_acks_calls(), 2u);
   finish_cancelled(h, id);
   ASSERT_EQ(h.closed.size(), 1u);
@@ -654,23 +666,38 @@ TEST(EngineScenario, NoAcknowledgementInThePeriodEndsItAtTheFirstExpiry) {
   }
 }
 
-// Input restarts the period as it arrives, without asking the kernel.
-TEST(EngineScenario, InputRestartsTheDrainIdlePeriodWithoutAskingTheKernel) {
+// Input restarts the period, without asking the kernel. Lazily: the input only notes its time,
+// the timer keeps its deadline, and when it expires it is armed again to the first lane deadline
+// at or after the input + the timeout. With `timeout_after_input_ms` set by reconfigure() in
+// between, the running period keeps its deadline and the one the input starts takes the new
+// timeout (it starts at the expiry, as any timer armed after reconfigure() does).
+void expect_input_restarts_the_period(std::uint32_t timeout_after_input_ms) {
   Config config = small_config();
   config.drain_idle_timeout_ms = 100;
   Harness h(config);
+  const TimePoint start = h.now;
   const ConnectionId id = draining_connection(h);
-  h.now += 60ms;
+  h.now = start + 60ms;
   h.complete(Op::recv, id, 500);  // discarded: progress
-  EXPECT_EQ(h.engine->next_deadline(), h.now + 100ms);
-  h.now += 99ms;
+  config.drain_idle_timeout_ms = timeout_after_input_ms;
+  h.engine->reconfigure(config);
+  EXPECT_EQ(h.engine->next_deadline(), start + 100ms) << "the armed timer moved";
+  h.now = start + 100ms;
   h.engine->expire_timers(h.now);
   EXPECT_EQ(h.state(id), State::draining);
   EXPECT_EQ(h.io.peer_acks_calls(), 0u);
-  h.now += 1ms;
-  h.engine->expire_timers(h.now);  // unknown acknowledgements (FakeIo's default): idle
-  EXPECT_EQ(h.state(id), State::cancelling);
+  // Then no input; FakeIo's default answer (acknowledgements unknown): idle.
+  const nanoseconds timeout = milliseconds(timeout_after_input_ms);
+  expect_restarted_and_ended(h, id, start + 60ms + timeout, timeout / TimerQueue::kLanes);
   EXPECT_EQ(h.io.peer_acks_calls(), 1u);
+}
+
+TEST(EngineScenario, InputRestartsTheDrainIdlePeriodWithoutAskingTheKernel) {
+  expect_input_restarts_the_period(100);
+}
+
+TEST(EngineScenario, APeriodRestartedByInputAfterAReconfigureTakesTheNewTimeout) {
+  expect_input_restarts_the_period(500);
 }
 
 // The send timer follows the same rule: a slow reader's acknowledgements keep restarting it from

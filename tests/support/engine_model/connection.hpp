@@ -47,6 +47,7 @@ struct Model {
   std::uint64_t acked = 0;  // the peer's acknowledged-byte counter the fake gave last (grows)
   std::optional<std::uint64_t> acked_asked;  // what the engine keeps of it (known answers only)
   TimePoint progress_at{};  // the last progress the engine knows (the progress timers' start)
+  bool progress_noted = false;  // input or a completed send since the running timer was armed
 
   bool write_shutdown_requested = false;  // shutdown_write() accepted (while open)
   bool write_shutdown_issued = false;     // ... and its shutdown(2) was called, while open

@@ -37,6 +37,7 @@ struct Coverage {
   std::uint64_t resumes_restarting = 0;        // resume_receive() started a delivering recv
   std::uint64_t reentrant_flow = 0;            // shutdown_write/pause/resume from a callback
   std::uint64_t progress_extensions = 0;       // a progress timer re-armed from an acknowledgement
+  std::uint64_t progress_rearms = 0;           // ... from input or a send the engine saw
   std::uint64_t resets_after_send = 0;         // abort_after_send() accepted
   std::uint64_t ack_waits = 0;                 // ... and it had to wait for the acknowledgement
 
@@ -66,6 +67,7 @@ struct Coverage {
     resumes_restarting += other.resumes_restarting;
     reentrant_flow += other.reentrant_flow;
     progress_extensions += other.progress_extensions;
+    progress_rearms += other.progress_rearms;
     resets_after_send += other.resets_after_send;
     ack_waits += other.ack_waits;
   }

@@ -236,6 +236,7 @@ inline void Fuzzer::do_advance(nanoseconds by) {
   now_ += by;
   log("advance " + std::to_string(by.count() / 1000) + " us, expire_timers");
   start_ack_poll_if_due();
+  for (Model* m : live_models()) rearm_from_progress(*m);
   CauseScope scope(*this, Cause::expire);
   engine_->expire_timers(now_);
   if (!polling_.empty()) violation("a connection waiting for acknowledgements was not asked");
@@ -413,11 +414,8 @@ inline void Fuzzer::deliver(std::size_t index, std::int32_t result) {
           total_discarded_ += bytes;
         }
         // Input is progress for whichever progress timer runs (the byte cap, if passed, then
-        // ends the connection, which disarms them).
-        if (!m->terminated) {
-          if (m->send_armed) arm_send_timer(*m);
-          if (m->idle_armed) arm_idle_timer(*m);
-        }
+        // ends the connection, which disarms them): noted, the deadline kept (note_input()).
+        if (!m->terminated) note_progress(*m);
       } else if (result == 0) {
         m->eof_seen = true;
         if (m->open() && variant_.with_on_receive)
@@ -446,7 +444,7 @@ inline void Fuzzer::deliver(std::size_t index, std::int32_t result) {
           if (m->unsent() == 0) {
             m->send_armed = false;
           } else {
-            arm_send_timer(*m);  // progress: the send timeout starts again
+            note_progress(*m);  // progress: the send timeout starts again, lazily
           }
         }
       } else if (result < 0 && -result != ECANCELED && !is_retry_error(-result)) {

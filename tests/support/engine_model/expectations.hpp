@@ -246,12 +246,37 @@ inline void Fuzzer::arm_send_timer(Model& m) {
   m.send_armed = true;
   m.send_deadline = now_ + send_timeout();
   m.progress_at = now_;
+  m.progress_noted = false;
 }
 
 inline void Fuzzer::arm_idle_timer(Model& m) {
   m.idle_armed = true;
   m.idle_deadline = now_ + idle_timeout();
   m.progress_at = now_;
+  m.progress_noted = false;
+}
+
+// Input and completed sends only note the time (engine.cpp, note_input()): the timer keeps its
+// deadline.
+inline void Fuzzer::note_progress(Model& m) {
+  m.progress_at = now_;
+  m.progress_noted = true;
+}
+
+// Engine::expire_timers(): a progress timer that expires after progress the engine saw since it
+// was armed starts a new period from it (with the timeout in force now), armed to the first
+// lane deadline at or after its end, with no TCP_INFO.
+inline void Fuzzer::rearm_from_progress(Model& m) {
+  if (m.terminated) return;
+  const auto rearm = [&](bool armed, TimePoint& deadline, nanoseconds period) {
+    if (!armed || deadline > now_ || !m.progress_noted) return;
+    m.progress_noted = false;
+    if (m.progress_at + period <= now_) return;
+    deadline = lane_deadline(m.progress_at + period, period);
+    ++coverage_.progress_rearms;
+  };
+  rearm(m.send_armed, m.send_deadline, send_timeout());
+  rearm(m.idle_armed, m.idle_deadline, idle_timeout());
 }
 
 inline void Fuzzer::on_set_reset_on_close(int fd) {

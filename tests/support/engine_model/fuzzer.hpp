@@ -142,6 +142,8 @@ class Fuzzer final : public FakeIo::Observer {
   TimePoint lane_deadline(TimePoint deadline, nanoseconds period) const;
   void arm_send_timer(Model& m);
   void arm_idle_timer(Model& m);
+  void note_progress(Model& m);
+  void rearm_from_progress(Model& m);
   void shutdown_issued(Model& m, const char* how);
   void write_shutdown_issued(Model& m);
   void shutdown_succeeded(Model& m);
