@@ -3,9 +3,10 @@
 // Most deadlines are (now + the queue's duration) and now never goes back, so appending at the
 // tail of one list keeps it sorted: arm, re-arm, disarm and expiry are O(1) each, with no heap
 // and no per-timer allocation. A deadline closer than that (arm_at(): a progress timer re-armed
-// from the last input or the peer's last acknowledgement, which lie in the past) goes to one of kLanes lists
-// whose durations are duration * k / kLanes (k = 1..kLanes): the lane that fires first at or after
-// the deadline asked for, so such a deadline fires at most duration / kLanes late. Every list
+// from the last input or the peer's last acknowledgement, which lie in the past) goes to one of
+// kLanes lists whose durations are duration * k / kLanes (k = 1..kLanes): the lane that fires
+// first at or after the deadline asked for, so such a deadline fires at most duration / kLanes
+// late. Every list
 // is sorted for the same reason as the first, so the queue's next deadline is the earliest of
 // the lanes' heads: still O(1), bounded by kLanes, and only lanes in use are looked at. The
 // manager keeps one queue per kind of timeout (send, drain idle, drain total) and waits once,

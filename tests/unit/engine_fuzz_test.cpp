@@ -605,9 +605,9 @@ void finish_cancelled(Harness& h, ConnectionId id) {
 
 // The draining connection's timer was re-armed at h.now to the first lane deadline at or after
 // `period_end` (less than a tick, timeout / 64, later); nothing more happens, so it still drains
-// just before that deadline and is ended at it. Returns the deadline.
-TimePoint expect_restarted_and_ended(Harness& h, ConnectionId id, TimePoint period_end,
-                                     nanoseconds tick = kTick) {
+// just before that deadline and is ended at it.
+void expect_restarted_and_ended(Harness& h, ConnectionId id, TimePoint period_end,
+                                nanoseconds tick = kTick) {
   const TimePoint restarted = lane_deadline(h.now, period_end, tick);
   EXPECT_EQ(h.engine->next_deadline(), restarted);
   EXPECT_LT(restarted - period_end, tick);
@@ -617,7 +617,6 @@ TimePoint expect_restarted_and_ended(Harness& h, ConnectionId id, TimePoint peri
   h.now = restarted;
   h.engine->expire_timers(h.now);
   EXPECT_EQ(h.state(id), State::cancelling);
-  return restarted;
 }
 
 // The case the issue found: the peer acknowledged the rest of our data during the period, so at
