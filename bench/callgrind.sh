@@ -6,6 +6,8 @@
 #   bench/callgrind.sh [BACKEND] [RESPONSE] [BODY]     # defaults: uring 16KiB 64KiB
 #   SERVE_ARGS="--head-timeout 0" bench/callgrind.sh   # extra flags for serve
 #   EXE=build-cg/cli/ringlinger bench/callgrind.sh      # another build (default build/)
+#   FLOOR=/tmp/floorserve bench/callgrind.sh           # the floor server instead of serve
+#                                                        # (bench/floor/build.sh builds it)
 # Prints the total per close and the share of the top functions. Needs valgrind and a build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,9 +33,11 @@ count() {  # CONNECTIONS -> total instructions (Ir) of the server process
   # released). Traffic makes the manager thread use up its quantum, and the line comes.
   local port
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  valgrind --tool=callgrind --callgrind-out-file="$out" -q \
-    "$ringlinger" serve --listen "127.0.0.1:$port" --backend "$backend" --response-bytes "$response" \
-    --quiet ${SERVE_ARGS:-} >"$work/serve.$connections" 2>&1 &
+  local server_command=("$ringlinger" serve --listen "127.0.0.1:$port" --backend "$backend"
+                        --response-bytes "$response" --quiet ${SERVE_ARGS:-})
+  [[ -n ${FLOOR:-} ]] && server_command=("$FLOOR" "$port" "$(numfmt --from=iec-i "${response%B}")")
+  valgrind --tool=callgrind --callgrind-out-file="$out" -q "${server_command[@]}" \
+    >"$work/serve.$connections" 2>&1 &
   local server=$!
   local address=""
   for _ in $(seq 300); do
