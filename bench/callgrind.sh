@@ -33,8 +33,10 @@ count() {  # CONNECTIONS -> total instructions (Ir) of the server process
   # released). Traffic makes the manager thread use up its quantum, and the line comes.
   local port
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  local server_command=("$ringlinger" serve --listen "127.0.0.1:$port" --backend "$backend"
-                        --response-bytes "$response" --quiet ${SERVE_ARGS:-})
+  local serve_args server_command
+  read -ra serve_args <<<"${SERVE_ARGS:-}"  # split on blanks, as the flags are written
+  server_command=("$ringlinger" serve --listen "127.0.0.1:$port" --backend "$backend"
+                  --response-bytes "$response" --quiet "${serve_args[@]}")
   [[ -n ${FLOOR:-} ]] && server_command=("$FLOOR" "$port" "$(numfmt --from=iec-i "${response%B}")")
   valgrind --tool=callgrind --callgrind-out-file="$out" -q "${server_command[@]}" \
     >"$work/serve.$connections" 2>&1 &
