@@ -69,7 +69,7 @@ large=3000
 ir_small=$(count $small)
 ir_large=$(count $large)
 per_close=$(( (ir_large - ir_small) / (large - small) ))
-echo "backend $backend, response $response, body $body: $ir_small instructions for $small closes, $ir_large for $large"
+echo "${FLOOR:+$FLOOR (the floor), }backend $backend, response $response, body $body: $ir_small instructions for $small closes, $ir_large for $large"
 echo "user-space instructions per close: $per_close"
 echo "top functions in the $large-connection run (inclusive of nothing: self cost):"
 callgrind_annotate --inclusive=no "$work/callgrind.$large.1" 2>/dev/null | sed -n '/Ir/,$p' | head -25

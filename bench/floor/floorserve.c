@@ -168,7 +168,8 @@ int main(int argc, char** argv) {
   for (int slot = kSlots; slot-- > 0;) free_slots[free_count++] = slot;
   const int listener = listen_on(atoi(argv[1]));
   struct io_uring ring;
-  struct io_uring_params params = {.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN};
+  struct io_uring_params params = {
+      .flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN};
   if (io_uring_queue_init_params(4096, &ring, &params) != 0) {
     perror("floorserve: io_uring_queue_init_params");
     return 1;

@@ -186,8 +186,9 @@ class Manager {
   // Changes the timeouts and caps: drain_idle_timeout_ms, drain_timeout_ms, drain_max_bytes,
   // send_timeout_ms, orphan_timeout_ms, on_timeout and shutdown_mode. The timeouts apply to
   // every timer armed from now on (connections adopted or accepted from now on, and a timer an
-  // existing connection re-arms after its next progress); timers already armed keep their deadlines. on_timeout, orphan_timeout_ms
-  // and shutdown_mode apply to every connection whose timeout or shutdown comes from now on.
+  // existing connection re-arms after its next progress); timers already armed keep their
+  // deadlines. on_timeout, orphan_timeout_ms and shutdown_mode apply to every connection whose
+  // timeout or shutdown comes from now on.
   // drain_max_bytes applies at once to every connection, also those already draining: one that
   // discarded more than a lowered cap ends (drain_byte_cap) at its next receive; the slot keeps no
   // cap of its own. Call it on the manager's thread (from another thread: through post()).

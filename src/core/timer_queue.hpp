@@ -6,12 +6,11 @@
 // from the last input or the peer's last acknowledgement, which lie in the past) goes to one of
 // kLanes lists whose durations are duration * k / kLanes (k = 1..kLanes): the lane that fires
 // first at or after the deadline asked for, so such a deadline fires at most duration / kLanes
-// late. Every list
-// is sorted for the same reason as the first, so the queue's next deadline is the earliest of
-// the lanes' heads: still O(1), bounded by kLanes, and only lanes in use are looked at. The
-// manager keeps one queue per kind of timeout (send, drain idle, drain total) and waits once,
-// until the earliest deadline. This replaces a linked timeout per request (measured +8% per
-// close).
+// late. Every list is sorted for the same reason as the first, so the queue's next deadline is
+// the earliest of the lanes' heads: still O(1), bounded by kLanes, and only lanes in use are
+// looked at. The manager keeps one queue per kind of timeout (send, drain idle, drain total) and
+// waits once, until the earliest deadline. This replaces a linked timeout per request (measured
+// +8% per close).
 //
 // The duration can change (Manager::reconfigure(), rare). Timers already armed keep their
 // deadlines, but a lane would no longer be sorted by appending once it mixes two durations, so
