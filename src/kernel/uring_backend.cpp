@@ -59,14 +59,21 @@ void UringBackend::step(std::chrono::nanoseconds timeout, TimePoint& now) {
   now = Engine::Clock::now();
   batch_.clear();
   ring_.reap(batch_);  // copied out, completion queue advanced once
-  for (const io_uring_cqe& cqe : batch_) dispatch(cqe, now);
+  for (const io_uring_cqe& cqe : batch_) {
+    // Decoded once. A connection's request, whichever its op (the op table says whose it is),
+    // is the engine's: five of a close's six completions, handled here without another call.
+    const OpTag tag = decode(cqe.user_data);
+    RL_ASSERT(is_known(tag.op) && "a completion with an unknown op in its user_data");
+    if (belongs_to_connection(tag.op)) [[likely]] {
+      complete_connection_request(tag, cqe, now);
+    } else {
+      dispatch(tag, cqe, now);
+    }
+  }
 }
 
-void UringBackend::dispatch(const io_uring_cqe& cqe, TimePoint now) {
-  const OpTag tag = decode(cqe.user_data);
-  RL_ASSERT(is_known(tag.op) && "a completion with an unknown op in its user_data");
-  // A connection's request, whichever its op (the op table says whose it is): the engine's.
-  if (belongs_to_connection(tag.op)) return complete_connection_request(cqe, now);
+// The rest: listeners, file sends and the wake pipe.
+void UringBackend::dispatch(OpTag tag, const io_uring_cqe& cqe, TimePoint now) {
   if (tag.op == Op::accept) return handle_accept(tag, cqe.res, cqe.flags, now);
   if (tag.op == Op::accept_cancel) return handle_accept_cancel(tag);
   if (tag.op == Op::send_file_poll) return complete_file_send(cqe, now);
@@ -77,8 +84,9 @@ void UringBackend::dispatch(const io_uring_cqe& cqe, TimePoint now) {
   host_->on_wake();
 }
 
-void UringBackend::complete_connection_request(const io_uring_cqe& cqe, TimePoint now) {
-  Completion completion{decode(cqe.user_data), cqe.res, {}};
+inline void UringBackend::complete_connection_request(OpTag tag, const io_uring_cqe& cqe,
+                                                      TimePoint now) {
+  Completion completion{tag, cqe.res, {}};
   const bool has_buffer = (cqe.flags & IORING_CQE_F_BUFFER) != 0;
   const auto buffer_id = static_cast<std::uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
   if (has_buffer && cqe.res > 0) {

@@ -51,9 +51,9 @@ class UringBackend final : public Backend {
   void accept_again(std::uint32_t index, TimePoint now) override;
   void stop_accepting(std::uint32_t index) override;
 
-  void dispatch(const io_uring_cqe& cqe, TimePoint now);
+  void dispatch(OpTag tag, const io_uring_cqe& cqe, TimePoint now);
   void complete_file_send(const io_uring_cqe& cqe, TimePoint now);
-  void complete_connection_request(const io_uring_cqe& cqe, TimePoint now);
+  void complete_connection_request(OpTag tag, const io_uring_cqe& cqe, TimePoint now);
   void handle_accept(OpTag tag, int result, unsigned flags, TimePoint now);
   void handle_accept_cancel(OpTag tag);
   void arm_accept(std::uint32_t index);
