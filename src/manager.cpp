@@ -244,10 +244,11 @@ struct Manager::Impl final : Backend::Host {
   void on_accepted(int fd, Engine::TimePoint at) override {
     if (!stopping && engine.full()) {
       // Kept, not closed: it is served when a slot frees up (adopt_waiting), as it would have
-      // been from the kernel's backlog. Only the multishot accept's overshoot lands here (the
-      // epoll backend stops accepting when the table is full): the burst the kernel accepted in
-      // one run before the pause took effect, which can exceed any backlog-like bound (7538 of
-      // 8000 at once, measured); these are open sockets already, bounded by RLIMIT_NOFILE.
+      // been from the kernel's backlog. Only the io_uring backend's overshoot lands here (its
+      // accept drains the backlog in the kernel; the epoll backend stops accepting when the
+      // table is full): the burst accepted in one run before the pause took effect, which can
+      // exceed any backlog-like bound (7538 of 8000 at once, measured); these are open sockets
+      // already, bounded by RLIMIT_NOFILE.
       waiting_for_slot.push_back(fd);
       ++stats.accepts_queued;
       return;

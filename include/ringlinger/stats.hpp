@@ -49,8 +49,8 @@ struct Stats {
   std::uint64_t connections_accepted = 0;
   // Accepted connections closed unserved because the manager was stopping.
   std::uint64_t accepts_rejected = 0;
-  // Connections accepted while the table was full (a multishot accept delivers a burst before
-  // it can be paused), held until a slot freed up instead of being closed.
+  // Connections accepted while the table was full (the io_uring backend's accept drains the
+  // whole backlog before it can be paused), held until a slot freed up instead of being closed.
   std::uint64_t accepts_queued = 0;
   // Accept failures (EMFILE, ENFILE, ENOMEM, ...); accepting pauses briefly after each.
   std::uint64_t accept_errors = 0;

@@ -41,6 +41,7 @@ inline constexpr OpDef kOpDefs[] = {
     {Op::close, "close", OpOwner::connection, 1u << 6},
     // The engine sees its completion as the send's (the io_uring backend runs the sendfile).
     {Op::send_file_poll, "send_file_poll", OpOwner::backend, 0},
+    {Op::listen_poll, "listen_poll", OpOwner::listener, 0},
     {Op::wake, "wake", OpOwner::backend, 0},
 };
 

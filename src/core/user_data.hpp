@@ -18,8 +18,9 @@ namespace ringlinger::detail {
 // Every kind of request the manager submits. A connection has at most one of each in flight.
 // Each has a row in the op table (op_table.hpp) saying whose it is and who completes it.
 enum class Op : std::uint8_t {
-  accept,         // multishot accept on a listener (slot = listener index)
-  accept_cancel,  // cancel of a listener's multishot accept (slot = listener index)
+  accept,         // an accept on a listener that drains its backlog without waiting (slot =
+                  // listener index)
+  accept_cancel,  // cancel of a listener's wait for connections (slot = listener index)
   recv,           // receive: application data, or data to discard while closing
   send,           // send of the head of the connection's send queue
   shutdown,       // IORING_OP_SHUTDOWN(SHUT_WR) (shutdown mode "ring")
@@ -27,6 +28,8 @@ enum class Op : std::uint8_t {
   close,          // IORING_OP_CLOSE of the connection's fd
   send_file_poll, // io_uring backend only: the POLLOUT poll before a sendfile; the engine sees
                   // its completion as the send's
+  listen_poll,    // io_uring backend: a listener's wait for connections, a multishot poll
+                  // (slot = listener index)
   wake,           // a read of the manager's wake pipe (handoff() and stop() from other threads);
                   // not a connection's request: slot and generation are 0 (the last Op:
                   // kOpCount counts from it)

@@ -1,6 +1,7 @@
 #include "kernel/backend.hpp"
 
 #include <sys/mman.h>
+#include <sys/socket.h>
 
 #include <cerrno>
 #include <system_error>
@@ -42,6 +43,23 @@ SocketAddress Backend::listen(const SocketAddress& address, int backlog, bool re
     throw std::system_error(error, std::system_category(), "listen on " + address.to_string());
   }
   return *bound;
+}
+
+Backend::Backlog Backend::accept_backlog(std::uint32_t index, TimePoint now) {
+  // By index: the host's on_accepted may add a listener (Manager::listen from a callback).
+  while (listeners_[index].fd >= 0 && host_->can_accept()) {
+    ++stats_.syscalls;
+    const int fd = accept4(listeners_[index].fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      host_->on_accepted(fd, now);
+      continue;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Backlog::drained;
+    if (errno == EINTR || errno == ECONNABORTED) continue;
+    listeners_.accept_failed(index, now);  // EMFILE, ENFILE, ENOBUFS, ENOMEM...
+    return Backlog::failed;
+  }
+  return Backlog::host_full;
 }
 
 void Backend::resume_listeners(TimePoint now) {

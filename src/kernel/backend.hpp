@@ -80,6 +80,12 @@ class Backend : protected IoPort {
   void limit_orphan_time(int fd, std::uint32_t milliseconds) final;
   PeerAcks peer_acks(int fd, TimePoint now) final;
 
+  // How accept_backlog() stopped.
+  enum class Backlog : std::uint8_t { drained, host_full, failed };
+  // Accepts on listener `index` with accept4(2) until its backlog is empty (EAGAIN), the host
+  // has no room, or an accept fails (counted, and the listener backs off: accept_failed()).
+  Backlog accept_backlog(std::uint32_t index, TimePoint now);
+
   Stats& stats_;
   Engine* engine_ = nullptr;
   Host* host_ = nullptr;

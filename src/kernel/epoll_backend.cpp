@@ -320,23 +320,9 @@ void EpollBackend::stop_accepting(std::uint32_t index) { listeners_[index].accep
 
 // Accepts until the backlog is drained (EAGAIN), the host is full, or an error pauses it.
 void EpollBackend::accept_again(std::uint32_t index, TimePoint now) {
-  // By index: the host's on_accepted may add a listener (Manager::listen from a callback).
-  while (listeners_[index].fd >= 0 && host_->can_accept()) {
-    ++stats_.syscalls;
-    const int fd = accept4(listeners_[index].fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd >= 0) {
-      host_->on_accepted(fd, now);
-      continue;
-    }
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      listeners_[index].accepting = true;  // drained: the next connection brings a new edge
-      return;
-    }
-    if (errno == EINTR || errno == ECONNABORTED) continue;
-    listeners_.accept_failed(index, now);  // EMFILE, ENFILE, ENOBUFS, ENOMEM...
-    return;
-  }
-  // Stopped before EAGAIN (table full): the backlog may hold more; resume_listeners() goes on.
+  // Drained: the next connection brings a new edge. Stopped before (table full): the backlog may
+  // hold more, and resume_listeners() goes on; failed: it does after the backoff.
+  if (accept_backlog(index, now) == Backlog::drained) listeners_[index].accepting = true;
 }
 
 }  // namespace ringlinger::detail

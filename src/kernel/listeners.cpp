@@ -41,7 +41,7 @@ void ListenerTable::accept_failed(std::uint32_t index, TimePoint now) {
 bool ListenerTable::may_resume(std::uint32_t index, TimePoint now) const {
   const Listener& listener = listeners_[index];
   return !closing_ && listener.fd >= 0 && !listener.accepting && !listener.cancelling &&
-         now >= listener.resume_at;
+         !listener.draining && now >= listener.resume_at;
 }
 
 std::optional<ListenerTable::TimePoint> ListenerTable::next_deadline(TimePoint now) const {
@@ -55,7 +55,10 @@ std::optional<ListenerTable::TimePoint> ListenerTable::next_deadline(TimePoint n
 
 void ListenerTable::close_if_idle(std::uint32_t index) {
   Listener& listener = listeners_[index];
-  if (!closing_ || listener.fd < 0 || listener.accepting || listener.cancelling) return;
+  if (!closing_ || listener.fd < 0 || listener.accepting || listener.cancelling ||
+      listener.draining) {
+    return;
+  }
   ++stats_.syscalls;
   ::close(listener.fd);  // nothing of ours is in flight on it any more
   listener.fd = -1;

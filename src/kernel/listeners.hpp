@@ -1,4 +1,4 @@
-// The listening sockets of a backend, whichever way it waits for connections (a multishot accept
+// The listening sockets of a backend, whichever way it waits for connections (a multishot poll
 // in the ring, or epoll readiness): the table, the pause after an accept error, and closing them
 // once nothing of ours is in flight on them. The backend (see Backend) drives it.
 #pragma once
@@ -18,11 +18,14 @@ class ListenerTable {
   struct Listener {
     int fd = -1;
     // A wait for connections is in place, so accepting goes on without our asking: io_uring's
-    // multishot accept is armed; epoll's backlog is drained and the next connection brings an
+    // multishot poll is armed; epoll's backlog is drained and the next connection brings an
     // edge. Otherwise the listener is paused (table full, accept error, not started yet).
     bool accepting = false;
-    // A cancel of that wait is in flight (io_uring only: pausing or stopping a multishot accept).
+    // A cancel of that wait is in flight (io_uring only: pausing or stopping its poll).
     bool cancelling = false;
+    // An accept that drains the backlog is in flight (io_uring only; it never waits, so it ends
+    // within the io_uring_enter that submits it).
+    bool draining = false;
     TimePoint resume_at{};  // after an accept error, not before this
   };
 

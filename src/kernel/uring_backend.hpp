@@ -1,6 +1,7 @@
 // The io_uring backend: the engine's requests become SQEs on one ring; each loop step is one
 // io_uring_enter that submits them all and waits; completions go back to the engine (with the
-// provided buffer resolved and given back after). Listeners use a multishot accept.
+// provided buffer resolved and given back after). Listeners wait with a multishot poll; accepts
+// that do not wait drain their backlogs.
 #pragma once
 
 #include <liburing.h>
@@ -46,7 +47,7 @@ class UringBackend final : public Backend {
   void submit_cancel(OpTag tag, int fd) override;
   void submit_close(OpTag tag, int fd) override;
 
-  // Backend: a listener waits for connections with a multishot accept.
+  // Backend: a listener waits for connections with a multishot poll.
   int watch_listener(std::uint32_t index) override;
   void accept_again(std::uint32_t index, TimePoint now) override;
   void stop_accepting(std::uint32_t index) override;
@@ -54,6 +55,8 @@ class UringBackend final : public Backend {
   void dispatch(OpTag tag, const io_uring_cqe& cqe, TimePoint now);
   void complete_file_send(const io_uring_cqe& cqe, TimePoint now);
   void complete_connection_request(OpTag tag, const io_uring_cqe& cqe, TimePoint now);
+  void handle_listen_poll(OpTag tag, int result, unsigned flags, TimePoint now);
+  void drain_backlog(std::uint32_t index, TimePoint now);
   void handle_accept(OpTag tag, int result, unsigned flags, TimePoint now);
   void handle_accept_cancel(OpTag tag);
   void arm_accept(std::uint32_t index);
@@ -68,6 +71,8 @@ class UringBackend final : public Backend {
   // asked for.
   int notification_fd_ = -1;
   Ring ring_;
+  // The kernel takes IORING_ACCEPT_DONTWAIT (6.10+); false after it refused it (EINVAL).
+  bool accept_dontwait_ = true;
   BufferRing buffers_;
   std::vector<io_uring_cqe> batch_;
   // File sends waiting for their socket to be writable (a POLLOUT poll in the ring), by slot:

@@ -384,15 +384,16 @@ TEST(ManagerRing, AnAcceptBurstBeyondTheTableIsQueuedAndServedNeverLost) {
     send_all(clients.back(), tools::make_request(0));
     ::shutdown(clients.back(), SHUT_WR);  // served at once: slots free up again
   }
-  // The multishot accept finds 200 connections waiting for 8 slots (and a 32-entry completion
-  // queue: the kernel ends a multishot accept when the queue is full, and the manager re-arms it).
+  // The accept that drains the backlog finds 200 connections waiting for 8 slots (and a 32-entry
+  // completion queue: the kernel ends a multishot accept when the queue is full, and the manager
+  // drains again).
   const auto deadline = std::chrono::steady_clock::now() + 20s;
   while (std::chrono::steady_clock::now() < deadline) {
     responder.manager().run_once(10ms);
     const Stats stats = responder.manager().stats();
     if (stats.connections_accepted + stats.accepts_rejected >= kClients) break;
   }
-  // What the multishot accept delivers beyond the table waits for a slot; nothing is refused.
+  // What the accept delivers beyond the table waits for a slot; nothing is refused.
   const Stats stats = responder.manager().stats();
   EXPECT_EQ(stats.connections_accepted, static_cast<std::uint64_t>(kClients))
       << "every connection is served, none lost; accepted " << stats.connections_accepted

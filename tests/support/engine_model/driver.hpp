@@ -304,6 +304,7 @@ inline std::int32_t Fuzzer::choose_result(const Request& request, const Model& m
       return 0;
     case Op::accept:
     case Op::accept_cancel:
+    case Op::listen_poll:
     case Op::send_file_poll:
     case Op::wake:
       break;
@@ -375,6 +376,7 @@ inline std::int32_t Fuzzer::choose_wide_result(const Request& request, const Mod
       return chance(50) ? 0 : error(kCloseErrors);
     case Op::accept:
     case Op::accept_cancel:
+    case Op::listen_poll:
     case Op::send_file_poll:
     case Op::wake:
       break;
@@ -466,6 +468,7 @@ inline void Fuzzer::deliver(std::size_t index, std::int32_t result) {
       break;
     case Op::accept:
     case Op::accept_cancel:
+    case Op::listen_poll:
     case Op::send_file_poll:
     case Op::wake:
       break;

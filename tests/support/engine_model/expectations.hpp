@@ -101,6 +101,7 @@ inline void Fuzzer::on_submit(const Request& request) {
       break;
     case Op::accept:
     case Op::accept_cancel:
+    case Op::listen_poll:
     case Op::send_file_poll:
     case Op::wake:
       violation("the engine submitted a backend-only op: " + what);
