@@ -141,7 +141,7 @@ const char* companion_of(const std::string& flag) {
 bool required_feature(const std::string& name) { return name == "NODROP" || name == "EXT_ARG"; }
 bool required_opcode(const std::string& name) {
   return name == "ACCEPT" || name == "RECV" || name == "SEND" || name == "CLOSE" ||
-         name == "ASYNC_CANCEL";
+         name == "ASYNC_CANCEL" || name == "POLL_ADD";
 }
 
 void print_table(const char* title, const std::vector<std::pair<std::string, bool>>& rows,

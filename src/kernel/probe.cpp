@@ -84,7 +84,7 @@ constexpr NamedOpcode kOpcodes[] = {
     {"SHUTDOWN", IORING_OP_SHUTDOWN, false},  // `--shutdown syscall` does without it
     {"CLOSE", IORING_OP_CLOSE, true},
     {"ASYNC_CANCEL", IORING_OP_ASYNC_CANCEL, true},
-    {"POLL_ADD", IORING_OP_POLL_ADD, false},
+    {"POLL_ADD", IORING_OP_POLL_ADD, true},  // a listener waits with a multishot poll
     {"NOP", IORING_OP_NOP, false},
     {"PROVIDE_BUFFERS", IORING_OP_PROVIDE_BUFFERS, false},
     {"SEND_ZC", IORING_OP_SEND_ZC, false},
