@@ -22,6 +22,7 @@
 #include <dirent.h>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -369,10 +370,38 @@ TEST_P(Reliability, LatePipelinedRequestsDoNotResetTheResponse) {
 
 // --- 13. File descriptor exhaustion -----------------------------------------------------------
 
+// In a sanitizer build, a program at its descriptor limit cannot be judged by UBSan's halt: its
+// vptr check reads an object's memory through a pipe it makes (IsAccessibleMemoryRange), which
+// fails there, so it reports sound objects ("invalid vptr", "<memory cannot be printed>"); and it
+// reads UBSAN_OPTIONS only at its first report, so whether that report stopped the program
+// depended on a descriptor being free at that moment. serve runs with halt_on_error=0, its stderr
+// in a file, and this returns the reports left in it once those are taken out: none may be.
+// (tests/wrap/wrap_test.py's UNVERIFIABLE_VPTR does the same for the wrap suite's emfile.)
+std::string sanitizer_reports_but_unverifiable_vptr(const std::filesystem::path& stderr_path) {
+  static const std::regex kUnverifiableVptr(
+      "[^\\n]*: runtime error: [^\\n]*\n0x[0-9a-f]+: note: object has invalid vptr\n"
+      "<memory cannot be printed>\n");
+  std::ifstream file(stderr_path);
+  const std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  std::istringstream rest(std::regex_replace(text, kUnverifiableVptr, ""));
+  std::string reports;
+  for (std::string line; std::getline(rest, line);) {
+    if (line.find("runtime error") != std::string::npos || line.find("Sanitizer") != std::string::npos) {
+      reports += line + "\n";
+    }
+  }
+  return reports;
+}
+
 void fd_exhaustion(const std::string& backend) {
   constexpr int kLimit = 96;
   constexpr std::size_t kConnections = 200;  // more than the limit: the rest wait in the backlog
-  Serve serve(backend, {"--max-connections", "1000"}, "ulimit -n " + std::to_string(kLimit));
+  const auto stderr_path = std::filesystem::temp_directory_path() /
+                           ("reliability-fd-exhaustion-" + std::to_string(::getpid()) + ".stderr");
+  Serve serve(backend, {"--max-connections", "1000"},
+              "ulimit -n " + std::to_string(kLimit) +
+                  "; export UBSAN_OPTIONS=halt_on_error=0:print_stacktrace=0; exec 2>" +
+                  stderr_path.string());
   std::vector<int> fds;
   for (std::size_t i = 0; i < kConnections; ++i) {
     const int fd = connect_client(serve.address());  // the kernel completes the handshake
@@ -403,6 +432,8 @@ void fd_exhaustion(const std::string& backend) {
   }
   EXPECT_EQ(ok, kConnections) << "connections lost while out of descriptors";
   const auto counters = serve.stop();
+  EXPECT_EQ(sanitizer_reports_but_unverifiable_vptr(stderr_path), "");
+  std::filesystem::remove(stderr_path);
   EXPECT_EQ(outcome(counters, "clean"), kConnections);
   EXPECT_GT(counters["stats"]["accept_errors"].get<std::uint64_t>(), 0u);
   record_row({{"scenario", "13 fd exhaustion"}, {"backend", backend},
