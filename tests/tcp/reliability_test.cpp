@@ -400,17 +400,12 @@ TEST_P(Reliability, LatePipelinedRequestsDoNotResetTheResponse) {
 
 // --- 13. File descriptor exhaustion -----------------------------------------------------------
 
-// In a sanitizer build, serve at its descriptor limit cannot be judged by UBSan's halt. Its vptr
-// check reads an object's memory through a pipe it makes (IsAccessibleMemoryRange), which fails
-// there, so it reports sound objects ("invalid vptr", "<memory cannot be printed>"). And UBSan
-// reads UBSAN_OPTIONS only at its first report, never again if it could not then, so whether
-// tools/test --sanitize's halt_on_error=1 stopped serve depended on a descriptor being free at
-// that moment. serve runs with UBSAN_OPTIONS replaced by halt_on_error=0, read or not, and this
-// returns the lines of sanitizer reports left in its stderr once those are taken out: none may
-// be. At the limit a real invalid vptr looks the same and is taken out too; ASan and UBSan's
-// other checks still count. A report whose second look at the object found a descriptor (a hex
-// dump), or one cut in two by another line, is left and fails the test: rare, and safe.
-// tests/wrap/wrap_test.py's UNVERIFIABLE_VPTR does the same for the wrap suite's emfile.
+// UBSan's vptr check needs a free descriptor: at its limit serve gets reports on sound objects
+// ("invalid vptr", "<memory cannot be printed>"), and whether they stop it depends on a
+// descriptor being free when UBSan reads its options (docs/RELIABILITY.md, "Sanitizers"). So
+// serve runs with halt_on_error=0, and this returns the sanitizer report lines left in its
+// stderr once those are taken out: none may be. tests/wrap/wrap_test.py's UNVERIFIABLE_VPTR
+// does the same for the wrap suite's emfile.
 std::string sanitizer_reports_except_unverifiable_vptr(const std::string& stderr_text) {
   static const std::regex kUnverifiableVptr(
       "[^\\n]*: runtime error: [^\\n]*\n0x[0-9a-f]+: note: object has invalid vptr\n"

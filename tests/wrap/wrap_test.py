@@ -589,18 +589,12 @@ def scenario_max_lingering():
           f"max-lingering: the 2 still lingering at exit were ended by it ({summary(counters)})")
 
 
-# UBSan's vptr check reads the object's memory through a pipe it makes (IsAccessibleMemoryRange);
-# with every descriptor taken it cannot, and it reports a sound object as "invalid vptr" with
-# "<memory cannot be printed>". UBSan also reads UBSAN_OPTIONS (from /proc/self/environ) only at
-# its first report, and never again if it could not then: with no descriptor free it runs on its
-# defaults and goes on; with one free it reads tools/test --sanitize's halt_on_error=1 and stops
-# the program (CI, 1 run in 20 here). So that program runs with UBSAN_OPTIONS replaced (a
-# caller's log_path would empty its stderr) by halt_on_error=0, read or not, and its stderr is
-# checked instead: a report left once these are taken out fails the scenario. At the limit a
-# real invalid vptr looks the same and is taken out too; ASan and UBSan's other checks still
-# count. A report whose second look at the object found a descriptor (a hex dump instead of
-# "<memory cannot be printed>"), or one that another line of the program's cuts in two, is left
-# and fails the scenario: rare, and safe. tests/tcp/reliability_test.cpp does the same for serve.
+# UBSan's vptr check needs a free descriptor: in a program at its limit it reports sound objects
+# as "invalid vptr" with "<memory cannot be printed>", and whether that stops the program depends
+# on a descriptor being free when UBSan reads its options (docs/RELIABILITY.md, "Sanitizers").
+# So that program runs with halt_on_error=0 (the options replaced: a caller's log_path would
+# empty its stderr), and any report left in its stderr once these are taken out fails the
+# scenario. tests/tcp/reliability_test.cpp does the same for serve.
 UNVERIFIABLE_VPTR = re.compile(r"[^\n]*: runtime error: [^\n]*\n0x[0-9a-f]+: note: object has invalid vptr\n"
                                r"<memory cannot be printed>\n")
 
