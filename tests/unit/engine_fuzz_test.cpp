@@ -569,14 +569,10 @@ namespace {
 // The progress rule (engine.cpp, expire_timers() and acknowledged_since()): the send and drain
 // idle timers end a connection only after a whole period without progress. Acknowledgements are
 // progress, and are only seen by asking the kernel when a timer expires; FakeIo answers what each
-// test says. `tick` is the timer queue's lane width (timer_queue.hpp): a timer re-armed from a
-// past acknowledgement fires at the first multiple of it at or after that moment + timeout.
-constexpr auto kTick = std::chrono::nanoseconds(100ms) / TimerQueue::kLanes;  // 100 ms timeouts
-
-// The first lane deadline at or after `deadline`, for a timer re-armed at `now` (100 ms queues).
-TimePoint lane_deadline(TimePoint now, TimePoint deadline, nanoseconds tick = kTick) {
-  return now + tick * ((deadline - now + tick - 1ns) / tick);
-}
+// test says. A timer re-armed from a past acknowledgement fires at the first lane deadline (a
+// multiple of timeout / TimerQueue::kLanes from now, timer_queue.hpp) at or after that moment +
+// timeout: lane_deadline() (engine_model/basics.hpp). These scenarios use 100 ms timeouts.
+constexpr nanoseconds kTimeout = 100ms;
 
 PeerAcks acks(std::uint64_t bytes_acked, TimePoint last_ack_by, bool all_acknowledged = false) {
   PeerAcks acks;
@@ -607,10 +603,10 @@ void finish_cancelled(Harness& h, ConnectionId id) {
 // `period_end` (less than a tick, timeout / 64, later); nothing more happens, so it still drains
 // just before that deadline and is ended at it.
 void expect_restarted_and_ended(Harness& h, ConnectionId id, TimePoint period_end,
-                                nanoseconds tick = kTick) {
-  const TimePoint restarted = lane_deadline(h.now, period_end, tick);
+                                nanoseconds timeout = kTimeout) {
+  const TimePoint restarted = lane_deadline(h.now, period_end, timeout);
   EXPECT_EQ(h.engine->next_deadline(), restarted);
-  EXPECT_LT(restarted - period_end, tick);
+  EXPECT_LT(restarted - period_end, timeout / TimerQueue::kLanes);
   h.now = restarted - 1ns;
   h.engine->expire_timers(h.now);
   EXPECT_EQ(h.state(id), State::draining);
@@ -687,7 +683,7 @@ void expect_input_restarts_the_period(std::uint32_t timeout_after_input_ms) {
   EXPECT_EQ(h.io.peer_acks_calls(), 0u);
   // Then no input; FakeIo's default answer (acknowledgements unknown): idle.
   const nanoseconds timeout = milliseconds(timeout_after_input_ms);
-  expect_restarted_and_ended(h, id, start + 60ms + timeout, timeout / TimerQueue::kLanes);
+  expect_restarted_and_ended(h, id, start + 60ms + timeout, timeout);
   EXPECT_EQ(h.io.peer_acks_calls(), 1u);
 }
 
@@ -716,7 +712,7 @@ TEST(EngineScenario, SendTimeoutRestartsAtEachAcknowledgementAndEndsAPeriodAfter
   h.now = start + 100ms;
   h.engine->expire_timers(h.now);  // acknowledged 40 ms ago
   EXPECT_EQ(h.state(id), State::open) << "a slow reader was cut off at the send timeout";
-  const TimePoint first = lane_deadline(h.now, start + 160ms);
+  const TimePoint first = lane_deadline(h.now, start + 160ms, kTimeout);
   EXPECT_EQ(h.engine->next_deadline(), first);
 
   answer = acks(30'000, first - 10ms);  // the counter moved again
@@ -724,7 +720,7 @@ TEST(EngineScenario, SendTimeoutRestartsAtEachAcknowledgementAndEndsAPeriodAfter
   h.engine->expire_timers(h.now);
   EXPECT_EQ(h.state(id), State::open);
   EXPECT_EQ(h.stats.send_timeout_extensions, 2u);
-  const TimePoint second = lane_deadline(h.now, first + 90ms);
+  const TimePoint second = lane_deadline(h.now, first + 90ms, kTimeout);
   EXPECT_EQ(h.engine->next_deadline(), second);
 
   answer.last_ack_by = second;  // a later acknowledgement that moved nothing (a window probe)

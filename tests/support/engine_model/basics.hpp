@@ -25,6 +25,15 @@ using std::chrono::nanoseconds;
 // A fixed, non-zero origin: the engine treats TimePoint{} as "never".
 inline const TimePoint kStart = TimePoint{} + 1000h;
 
+// TimerQueue::arm_at() as the model states it: the first of the lane deadlines
+// now + period * k / kLanes (k = 1 .. kLanes) at or after `deadline`, for a timer of a queue whose
+// timers last `period`, re-armed at `now`. The model's progress timers and the scenarios share it.
+inline TimePoint lane_deadline(TimePoint now, TimePoint deadline, nanoseconds period) {
+  const nanoseconds tick = period / TimerQueue::kLanes;
+  const auto ticks = (deadline - now + tick - 1ns) / tick;
+  return ticks >= TimerQueue::kLanes ? now + period : now + tick * ticks;
+}
+
 inline std::uint64_t key_of(std::uint32_t slot, std::uint32_t generation) {
   return (std::uint64_t{slot} << 32) | generation;
 }

@@ -197,7 +197,8 @@ inline void Fuzzer::expect_progress_check(Model& m, const PeerAcks& acks, bool s
   const nanoseconds period = send_timer ? send_timeout() : idle_timeout();
   const TimePoint deadline = m.progress_at + period;
   if (deadline <= now_) return;
-  (send_timer ? m.send_deadline : m.idle_deadline) = lane_deadline(deadline, period);
+  (send_timer ? m.send_deadline : m.idle_deadline) =
+      engine_model::lane_deadline(now_, deadline, period);
   ++(send_timer ? model_send_extensions_ : model_idle_extensions_);
   ++coverage_.progress_extensions;
 }
@@ -234,14 +235,6 @@ inline void Fuzzer::forget_ack_wait(Model& m) {
   m.ack_wait_armed = false;
 }
 
-// TimerQueue::arm_at(): the first of the lane deadlines now + period * k / kLanes (k = 1 ..
-// kLanes) at or after `deadline`.
-inline TimePoint Fuzzer::lane_deadline(TimePoint deadline, nanoseconds period) const {
-  const nanoseconds tick = period / TimerQueue::kLanes;
-  const auto ticks = (deadline - now_ + tick - 1ns) / tick;
-  return ticks >= TimerQueue::kLanes ? now_ + period : now_ + tick * ticks;
-}
-
 // The progress timers start a new period now (engine.cpp, note_progress()).
 inline void Fuzzer::arm_send_timer(Model& m) {
   m.send_armed = true;
@@ -273,7 +266,7 @@ inline void Fuzzer::rearm_from_progress(Model& m) {
     if (!armed || deadline > now_ || !m.progress_noted) return;
     m.progress_noted = false;
     if (m.progress_at + period <= now_) return;
-    deadline = lane_deadline(m.progress_at + period, period);
+    deadline = engine_model::lane_deadline(now_, m.progress_at + period, period);
     ++coverage_.progress_rearms;
   };
   rearm(m.send_armed, m.send_deadline, send_timeout());

@@ -139,7 +139,6 @@ class Fuzzer final : public FakeIo::Observer {
   void expect_ack_wait(Model& m, const PeerAcks& acks);
   void start_ack_poll_if_due();
   void forget_ack_wait(Model& m);
-  TimePoint lane_deadline(TimePoint deadline, nanoseconds period) const;
   void arm_send_timer(Model& m);
   void arm_idle_timer(Model& m);
   void note_progress(Model& m);
