@@ -74,8 +74,8 @@ struct Leg {
   bool paused = false;      // receiving paused: the peer's send queue is over --max-buffer
   bool closing = false;     // close() was requested (by us)
   bool connect_timed_out = false;  // upstream: aborted by --connect-timeout while connecting
-  bool sent_directly = false;      // send_now() wrote to it (not in CloseReport.bytes_sent)
   int direct_error = 0;            // send_now() failed with it and aborted the leg
+  std::uint64_t bytes_sent_directly = 0;  // by send_now(): not in the library's CloseReport
 };
 
 // What the proxy counts on top of the manager's Stats.
@@ -258,8 +258,9 @@ class Proxy final : public ShardServer {
   // std::string and sent again through the ring. Issue 17, bench/floor/compare.sh: that copy
   // (memmove) was 5 % of the proxy's CPU at 16 KiB, 10 % at 1 MiB. The order of bytes is kept:
   // the rest goes through the queue behind them. The ack wait of abort_after_send() reads the
-  // kernel's counts (TCP_INFO), which include these bytes; CloseReport.bytes_sent does not (the
-  // proxy's own byte counters do). A send that fails took the socket's pending error (sk_err):
+  // kernel's counts (TCP_INFO), which include these bytes; the library's CloseReport.bytes_sent
+  // and Stats.bytes_sent do not: as_sent() adds them to the report, and the proxy's byte counters
+  // count them. A send that fails took the socket's pending error (sk_err):
   // the library's receive would then read a reset leg as a clean EOF, so the leg is aborted here
   // (its on_closed passes the cut on) and the error kept for on_closed. nullopt: aborted.
   std::optional<std::size_t> send_now(Leg& to, std::span<const std::byte> data) {
@@ -268,7 +269,7 @@ class Proxy final : public ShardServer {
     if (fd < 0) return 0;
     const ssize_t sent = ::send(fd, data.data(), data.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
     if (sent >= 0) {
-      to.sent_directly = to.sent_directly || sent > 0;
+      to.bytes_sent_directly += static_cast<std::uint64_t>(sent);
       return static_cast<std::size_t>(sent);
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
@@ -318,16 +319,17 @@ class Proxy final : public ShardServer {
     (void)manager_.close(leg.self);
   }
 
-  void on_closed(ConnectionId id, const CloseReport& report) {
+  void on_closed(ConnectionId id, const CloseReport& library_report) {
     connect_deadlines_.remove(id);
     Leg* leg = leg_of(id);
     if (leg == nullptr) return;
+    const CloseReport report = as_sent(*leg, library_report);
     if (leg->role == Role::client) {
       log_closed(id, "client", report);
     } else {
       log_closed(id, "upstream", report, upstream_);
     }
-    const auto outcome = static_cast<std::size_t>(outcome_of(*leg, report));
+    const auto outcome = static_cast<std::size_t>(report.outcome);
     if (leg->role == Role::client) {
       ++counters_.client_outcomes[outcome];
       --counters_.pairs_open;
@@ -335,10 +337,9 @@ class Proxy final : public ShardServer {
       ++counters_.upstream_outcomes[outcome];
       // Ended by an error (or our connect timeout) before a byte went either way: the connect
       // failed (ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ...).
-      const int first_error = report.first_error != 0 ? report.first_error : leg->direct_error;
+      const int first_error = report.first_error;
       if (leg->connect_timed_out ||
-          (first_error != 0 && report.bytes_sent == 0 && !leg->sent_directly &&
-           report.bytes_received == 0)) {
+          (first_error != 0 && report.bytes_sent == 0 && report.bytes_received == 0)) {
         ++counters_.upstream_connect_failures;
         if (leg->connect_timed_out) {
           ++counters_.upstream_connect_timeouts;
@@ -365,12 +366,17 @@ class Proxy final : public ShardServer {
     *leg = Leg{};
   }
 
-  // How the leg ended. One that send_now() aborted ended as the library's own send would have
-  // ended it on the same error (engine.cpp: a reset, else a send error), not by our abort.
-  static Outcome outcome_of(const Leg& leg, const CloseReport& report) noexcept {
-    const int error = leg.direct_error;
-    if (error == 0) return report.outcome;
-    return is_peer_reset_error(error) ? Outcome::peer_reset : Outcome::send_error;
+  // The leg's close report as if send_now()'s bytes had gone through the library: they count in
+  // bytes_sent, and a leg that send_now() aborted ended as the library's own send would have
+  // ended it on the same error (engine.cpp: a reset, else a send error), not by our abort. The
+  // event log and the counters take this one.
+  static CloseReport as_sent(const Leg& leg, CloseReport report) noexcept {
+    report.bytes_sent += leg.bytes_sent_directly;
+    if (const int error = leg.direct_error; error != 0) {
+      report.outcome = is_peer_reset_error(error) ? Outcome::peer_reset : Outcome::send_error;
+      if (report.first_error == 0) report.first_error = error;
+    }
+    return report;
   }
 
   // `from` ended before its FIN: its remote's stream towards `to`'s remote was cut. What arrived

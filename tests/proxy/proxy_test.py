@@ -890,7 +890,8 @@ def scenario_reset(exe, work):
         return reset_when_acknowledged(sock, lambda: at_reset.append((size, progress["read"])))
 
     upstream = PythonUpstream(send_then_reset)
-    proxy = Proxy(exe, work, f"127.0.0.1:{upstream.port}")
+    event_log = os.path.join(work, "reset-upstream.log")
+    proxy = Proxy(exe, work, f"127.0.0.1:{upstream.port}", "--log", event_log, "--log-format", "json")
 
     def client(size, slow=False, after_a_pause=False):
         plan.put(size)
@@ -935,6 +936,16 @@ def scenario_reset(exe, work):
           f"16 MiB did not fit in the buffers on the way: the proxy paused reading the upstream "
           f"({stats['proxy']['receive_pauses']} pauses)")
     check_resets_passed(stats, 24, 0, {"aborted": 24}, {"peer_reset": 24})
+    # The event log's line for each client leg (reset on purpose: not clean) counts every byte the
+    # client read, those the proxy wrote at once (send(2) from the loop) as well as those queued.
+    with open(event_log) as f:
+        events = [json.loads(line) for line in f if line.strip()]
+    client_lines = [e for e in events if e.get("msg") == "connection ended" and e.get("role") == "client"]
+    sent = sorted(e["bytes_sent"] for e in client_lines)
+    check(sent == sorted([small] * 20 + [huge] * 2 + [large] * 2) and
+          {e["outcome"] for e in client_lines} == {"aborted"},
+          f"the event log has the 24 client legs, aborted, each with bytes_sent the bytes its client "
+          f"read ({[(e['outcome'], e['bytes_sent']) for e in client_lines][:6]} ...)")
 
     # The same with the whole 4 MiB held by the proxy (its queue, --max-buffer 8MiB, and its
     # socket's send queue) when the reset comes: the client reads nothing until the proxy has read
