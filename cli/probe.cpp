@@ -138,17 +138,12 @@ const char* companion_of(const std::string& flag) {
   return "";
 }
 
-bool required_feature(const std::string& name) { return name == "NODROP" || name == "EXT_ARG"; }
-bool required_opcode(const std::string& name) {
-  return name == "ACCEPT" || name == "RECV" || name == "SEND" || name == "CLOSE" ||
-         name == "ASYNC_CANCEL" || name == "POLL_ADD";
-}
-
+// `mark_required`: rows the io_uring backend cannot run without say so (io_uring_requires()).
 void print_table(const char* title, const std::vector<std::pair<std::string, bool>>& rows,
-                 bool (*required)(const std::string&)) {
+                 bool mark_required) {
   fmt::print("{}\n", title);
   for (const auto& [name, supported] : rows) {
-    const bool needed = required != nullptr && required(name);
+    const bool needed = mark_required && io_uring_requires(name);
     const std::string notes = fmt::format("{}{}", needed ? "  (required)" : "", companion_of(name));
     const char* answer = supported ? "yes" : "no";
     const std::string value = notes.empty() ? answer : fmt::format("{:<3}{}", answer, notes);
@@ -172,9 +167,9 @@ void print_report(const IoUringSupport& support, const Limits& limits) {
   print_line("backend", backend_of(support) + "  (serve, bench)");
   fmt::print("\n");
   if (support.available) {
-    print_table("io_uring setup flags (each tried alone)", support.setup_flags, nullptr);
-    print_table("io_uring features", support.features, required_feature);
-    print_table("io_uring opcodes", support.opcodes, required_opcode);
+    print_table("io_uring setup flags (each tried alone)", support.setup_flags, false);
+    print_table("io_uring features", support.features, true);
+    print_table("io_uring opcodes", support.opcodes, true);
     fmt::print("{:<{}}{:<3}  (required)\n\n", "provided buffer ring", kLabelWidth + 2,
                support.provided_buffer_ring ? "yes" : "no");
   }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -32,5 +33,11 @@ struct IoUringSupport {
 
 // Sets up a small ring, asks the kernel what it supports, and tears it down.
 IoUringSupport probe_io_uring();
+
+// Whether the io_uring backend cannot run without the feature or opcode of this name (one of
+// IoUringSupport::features or ::opcodes, e.g. "NODROP", "RECV"): without every one of them, and
+// a provided buffer ring, probe_io_uring() reports the support not sufficient. False for any
+// other name.
+bool io_uring_requires(std::string_view name) noexcept;
 
 }  // namespace ringlinger

@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <iterator>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -70,6 +71,9 @@ constexpr NamedBits kFeatures[] = {
     {"RECVSEND_BUNDLE", kFeatureRecvSendBundle, 0},
     {"MIN_TIMEOUT", kFeatureMinTimeout, 0},
 };
+
+// The features the io_uring backend cannot run without (kOpcodes says it for each opcode).
+constexpr std::string_view kRequiredFeatures[] = {"NODROP", "EXT_ARG"};
 
 struct NamedOpcode {
   const char* name;
@@ -179,7 +183,7 @@ bool can_register_buffer_ring(io_uring& ring) noexcept {
   return registered;
 }
 
-bool lookup(const std::vector<std::pair<std::string, bool>>& table, const char* name) {
+bool lookup(const std::vector<std::pair<std::string, bool>>& table, std::string_view name) {
   for (const auto& [entry, supported] : table) {
     if (entry == name) return supported;
   }
@@ -217,8 +221,9 @@ void probe_into(IoUringSupport& support) {
     if (!missing.empty()) missing += ", ";
     missing += what;
   };
-  require(lookup(support.features, "NODROP"), "feature NODROP");
-  require(lookup(support.features, "EXT_ARG"), "feature EXT_ARG");
+  for (const std::string_view feature : kRequiredFeatures) {
+    require(lookup(support.features, feature), "feature " + std::string(feature));
+  }
   for (const NamedOpcode& opcode : kOpcodes) {
     if (!opcode.required) continue;
     require(lookup(support.opcodes, opcode.name), std::string("op ") + opcode.name);
@@ -246,6 +251,16 @@ IoUringSupport probe_io_uring() {
     support.reason.assign("out of memory");
   }
   return support;
+}
+
+bool io_uring_requires(std::string_view name) noexcept {
+  for (const std::string_view feature : kRequiredFeatures) {
+    if (feature == name) return true;
+  }
+  for (const NamedOpcode& opcode : kOpcodes) {
+    if (opcode.name == name) return opcode.required;
+  }
+  return false;
 }
 
 }  // namespace ringlinger

@@ -20,6 +20,7 @@
 #include "commands.hpp"
 #include "deadline_fifo.hpp"
 #include "http.hpp"
+#include "ringlinger/probe.hpp"
 #include "ringlinger/version.h"
 #include "tcp_support.hpp"
 
@@ -263,6 +264,38 @@ TEST(CommandLine, HelpPrintsTheProgramsOrASubcommandsHelp) {
   EXPECT_EQ(serve_help, run_program({"serve", "--help"}).second);
   EXPECT_NE(serve_help.find("Usage: ringlinger serve [OPTIONS]"), std::string::npos) << serve_help;
   EXPECT_NE(serve_help.find("--response-bytes"), std::string::npos) << serve_help;
+}
+
+// What the io_uring backend needs is said once, by the library (io_uring_requires()): probe
+// marks those rows "(required)" and no other, and this kernel, which runs the io_uring backend,
+// has every one of them.
+TEST(CommandLine, ProbeMarksWhatTheLibrarySaysIsRequired) {
+  for (const char* name : {"NODROP", "EXT_ARG", "ACCEPT", "RECV", "SEND", "CLOSE", "ASYNC_CANCEL",
+                           "POLL_ADD"}) {
+    EXPECT_TRUE(io_uring_requires(name)) << name;
+  }
+  for (const char* name : {"FAST_POLL", "SHUTDOWN", "NOP", "SEND_ZC", "SUBMIT_ALL", "nosuch", ""}) {
+    EXPECT_FALSE(io_uring_requires(name)) << name;
+  }
+  const IoUringSupport support = probe_io_uring();
+  ASSERT_TRUE(support.sufficient) << support.reason;
+  const auto [code, output] = run_program({"probe"});
+  ASSERT_EQ(code, 0) << output;
+  std::size_t required_rows = 0;
+  for (const auto* table : {&support.features, &support.opcodes}) {
+    for (const auto& [name, supported] : *table) {
+      if (io_uring_requires(name)) {
+        ++required_rows;
+        EXPECT_TRUE(supported) << name;
+      }
+      // The row: two spaces, the name, padding, the answer, then its notes up to the line's end.
+      const std::size_t row = output.find("\n  " + name + " ");
+      ASSERT_NE(row, std::string::npos) << name << "\n" << output;
+      const std::string line = output.substr(row + 1, output.find('\n', row + 1) - row - 1);
+      EXPECT_EQ(line.find("(required)") != std::string::npos, io_uring_requires(name)) << line;
+    }
+  }
+  EXPECT_EQ(required_rows, 8u);
 }
 
 TEST(CommandLine, HelpExitsWithZero) {
