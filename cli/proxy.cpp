@@ -337,17 +337,16 @@ class Proxy final : public ShardServer {
       ++counters_.upstream_outcomes[outcome];
       // Ended by an error (or our connect timeout) before a byte went either way: the connect
       // failed (ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ...).
-      const int first_error = report.first_error;
       if (leg->connect_timed_out ||
-          (first_error != 0 && report.bytes_sent == 0 && report.bytes_received == 0)) {
+          (report.first_error != 0 && report.bytes_sent == 0 && report.bytes_received == 0)) {
         ++counters_.upstream_connect_failures;
         if (leg->connect_timed_out) {
           ++counters_.upstream_connect_timeouts;
           ++counters_.connect_errors["connect timeout"];
         } else {
-          ++counters_.connect_errors[errno_name(first_error)];
+          ++counters_.connect_errors[errno_name(report.first_error)];
         }
-        log_upstream_error(leg->peer, upstream_, leg->connect_timed_out ? 0 : first_error);
+        log_upstream_error(leg->peer, upstream_, leg->connect_timed_out ? 0 : report.first_error);
       }
     }
     if (Leg* peer = leg_of(leg->peer); peer != nullptr) {
