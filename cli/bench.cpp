@@ -820,58 +820,58 @@ class Bench {
 
 Command add_bench_command(CLI::App& program) {
   auto flags = std::make_shared<BenchFlags>();
-  CLI::App* app = program.add_subcommand(
-      "bench",
+  CommandFlags app = add_subcommand(
+      program, "bench",
       "Runs the same workload against several server backends, alternating, each server in its "
       "own process on CPU 0 and the verifying client in another on CPU 1; prints throughput, "
       "server CPU, system calls, context switches and io-wq punts per close, close latency, "
       "outcomes, failures per peer type and memory. Exit code 0 when no backend but naive failed "
       "a connection.");
-  app->add_option("--backend", flags->backends,
+  app.add_option("--backend", flags->backends,
                   "Comma-separated: uring, epoll (the library's backends), blocking (one "
                   "connection at a time, blocking calls), naive (plain close()), nginx (Debian's "
                   "nginx-light, one worker, lingering_close on), uring-metrics (uring with a "
                   "--metrics page nobody scrapes)")
-      ->type_name("LIST")->capture_default_str();
-  app->add_option("--connections", flags->connections, "Connections per run")
-      ->check(whole_number(1, kMaxConnections))->type_name("N")->capture_default_str();
-  app->add_option("--concurrency", flags->concurrency,
+      .type_name("LIST").capture_default_str();
+  app.add_option("--connections", flags->connections, "Connections per run")
+      .check(whole_number(1, kMaxConnections)).type_name("N").capture_default_str();
+  app.add_option("--concurrency", flags->concurrency,
                   "Connections open at once; a list (100,1000,10000) runs each level")
-      ->type_name("LIST")->capture_default_str();
-  app->add_option("--runs", flags->runs, "Runs per backend and level (medians are reported)")
-      ->check(whole_number(1, 100))->type_name("N")
-      ->capture_default_str();
-  app->add_option("--response-bytes", flags->response_bytes,
+      .type_name("LIST").capture_default_str();
+  app.add_option("--runs", flags->runs, "Runs per backend and level (medians are reported)")
+      .check(whole_number(1, 100)).type_name("N")
+      .capture_default_str();
+  app.add_option("--response-bytes", flags->response_bytes,
                   "Response body size (as serve: at most 256MiB in memory, 16GiB with --sendfile)")
-      ->type_name("SIZE")->capture_default_str();
-  app->add_option("--body-bytes", flags->body_bytes,
+      .type_name("SIZE").capture_default_str();
+  app.add_option("--body-bytes", flags->body_bytes,
                   "Request body the server does not read (what makes a plain close() reset)")
-      ->type_name("SIZE")->capture_default_str();
-  app->add_option("--read-delay", flags->read_delay, "Clients start reading this long after connecting")
-      ->type_name("DURATION")->capture_default_str();
-  app->add_option("--timeout", flags->timeout, "Per connection limit in the client")
-      ->type_name("DURATION")->capture_default_str();
-  app->add_option("--duration", flags->duration, "Stop starting connections after this long (0: no limit)")
-      ->type_name("DURATION")->capture_default_str();
-  app->add_option("--source-addrs", flags->source_addresses,
+      .type_name("SIZE").capture_default_str();
+  app.add_option("--read-delay", flags->read_delay, "Clients start reading this long after connecting")
+      .type_name("DURATION").capture_default_str();
+  app.add_option("--timeout", flags->timeout, "Per connection limit in the client")
+      .type_name("DURATION").capture_default_str();
+  app.add_option("--duration", flags->duration, "Stop starting connections after this long (0: no limit)")
+      .type_name("DURATION").capture_default_str();
+  app.add_option("--source-addrs", flags->source_addresses,
                   "Client source addresses, e.g. 127.0.0.2-127.0.0.9 (past 28k ports per destination)")
-      ->type_name("ADDRESSES");
-  app->add_option("--peers", flags->peers,
+      .type_name("ADDRESSES");
+  app.add_option("--peers", flags->peers,
                   "Peer mix, e.g. cooperative=90,never-fin=2,flood=2,reset=2,slow-reader=2,half-close=2")
-      ->type_name("MIX")->capture_default_str();
-  app->add_option("--never-fin-hold", flags->never_fin_hold,
+      .type_name("MIX").capture_default_str();
+  app.add_option("--never-fin-hold", flags->never_fin_hold,
                   "How long never-fin peers keep their socket (default: drain idle timeout + 1s)")
-      ->type_name("DURATION");
-  app->add_option("--json", flags->json_path, "Write every figure and the configuration to FILE")
-      ->type_name("FILE");
-  app->add_option("--plot", flags->plot_path, "Draw closes/s and CPU per close to FILE.png or FILE.svg (gnuplot)")
-      ->type_name("FILE");
-  app->add_flag("--no-perf", flags->no_perf, "Do not count system calls and io-wq punts with perf");
-  app->add_flag("--sendfile", flags->sendfile,
+      .type_name("DURATION");
+  app.add_option("--json", flags->json_path, "Write every figure and the configuration to FILE")
+      .type_name("FILE");
+  app.add_option("--plot", flags->plot_path, "Draw closes/s and CPU per close to FILE.png or FILE.svg (gnuplot)")
+      .type_name("FILE");
+  app.add_flag("--no-perf", flags->no_perf, "Do not count system calls and io-wq punts with perf");
+  app.add_flag("--sendfile", flags->sendfile,
                 "uring and epoll send the response body from a file with Manager::send_file "
                 "(sendfile(2), no copy), as nginx does");
-  add_drain_flags(*app, flags->drain);
-  return {app, [flags] { return Bench(*flags).run(); }};
+  add_drain_flags(app, flags->drain);
+  return {&app.app(), [flags] { return Bench(*flags).run(); }};
 }
 
 }  // namespace ringlinger::tools

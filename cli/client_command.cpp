@@ -152,50 +152,50 @@ int run_client(const ClientFlags& flags) {
 
 Command add_client_command(CLI::App& program) {
   auto flags = std::make_shared<ClientFlags>();
-  CLI::App* app = program.add_subcommand(
-      "client",
+  CommandFlags app = add_subcommand(
+      program, "client",
       "Verifying load generator: each connection sends a request (and an optional body the "
       "server need not read), reads the response, and must get every byte AND a clean EOF. "
       "With --peers, some connections behave as hostile or unusual peers (never-fin, flood, "
       "reset, slow-reader, half-close) and are judged by what their type should get. "
       "Exit code 0 when every connection got that, 1 otherwise.");
-  app->add_option("--connect", flags->connect, "Server address")->type_name("ADDRESS")->capture_default_str();
-  app->add_option("--connections", flags->connections, "Total connections")
-      ->check(whole_number(1, kMaxConnections))->type_name("N")->capture_default_str();
-  app->add_option("--concurrency", flags->concurrency, "Connections open at once")
-      ->check(whole_number(1, UINT32_MAX))->type_name("N")->capture_default_str();
-  app->add_option("--response-bytes", flags->response_bytes, "Expected response body size")->type_name("SIZE")
-      ->capture_default_str();
-  app->add_option("--body-bytes", flags->body_bytes, "Request body size (POST when > 0; at most 256MiB, built in memory)")->type_name("SIZE")
-      ->capture_default_str();
-  app->add_option("--read-delay", flags->read_delay, "Start reading this long after connecting")->type_name("DURATION")
-      ->capture_default_str();
-  app->add_option("--timeout", flags->timeout, "Per connection limit, connect to EOF")->type_name("DURATION")
-      ->capture_default_str();
-  app->add_option("--duration", flags->duration, "Stop starting connections after this long (0: no limit)")->type_name("DURATION")
-      ->capture_default_str();
-  app->add_option("--source-addrs", flags->source_addresses,
-                  "Local addresses to spread connections over, e.g. 127.0.0.2-127.0.0.9")->type_name("ADDRESSES");
-  app->add_option("--json", flags->json_path, "Write every figure to FILE")->type_name("FILE");
-  app->add_option("--peers", flags->peers,
+  app.add_option("--connect", flags->connect, "Server address").type_name("ADDRESS").capture_default_str();
+  app.add_option("--connections", flags->connections, "Total connections")
+      .check(whole_number(1, kMaxConnections)).type_name("N").capture_default_str();
+  app.add_option("--concurrency", flags->concurrency, "Connections open at once")
+      .check(whole_number(1, UINT32_MAX)).type_name("N").capture_default_str();
+  app.add_option("--response-bytes", flags->response_bytes, "Expected response body size").type_name("SIZE")
+      .capture_default_str();
+  app.add_option("--body-bytes", flags->body_bytes, "Request body size (POST when > 0; at most 256MiB, built in memory)").type_name("SIZE")
+      .capture_default_str();
+  app.add_option("--read-delay", flags->read_delay, "Start reading this long after connecting").type_name("DURATION")
+      .capture_default_str();
+  app.add_option("--timeout", flags->timeout, "Per connection limit, connect to EOF").type_name("DURATION")
+      .capture_default_str();
+  app.add_option("--duration", flags->duration, "Stop starting connections after this long (0: no limit)").type_name("DURATION")
+      .capture_default_str();
+  app.add_option("--source-addrs", flags->source_addresses,
+                  "Local addresses to spread connections over, e.g. 127.0.0.2-127.0.0.9").type_name("ADDRESSES");
+  app.add_option("--json", flags->json_path, "Write every figure to FILE").type_name("FILE");
+  app.add_option("--peers", flags->peers,
                   "Peer types and weights: cooperative, never-fin, flood, reset, slow-reader, "
                   "half-close, e.g. cooperative=90,never-fin=2,flood=2,reset=2,slow-reader=2,half-close=2")
-      ->type_name("MIX")->capture_default_str()->group("Peer types");
-  app->add_option("--never-fin-hold", flags->never_fin_hold,
+      .type_name("MIX").capture_default_str().group("Peer types");
+  app.add_option("--never-fin-hold", flags->never_fin_hold,
                   "never-fin: keep the socket open this long after the EOF, then reset")
-      ->type_name("DURATION")->capture_default_str()->group("Peer types");
-  app->add_option("--flood-limit", flags->flood_limit,
+      .type_name("DURATION").capture_default_str().group("Peer types");
+  app.add_option("--flood-limit", flags->flood_limit,
                   "flood: stop flooding this long after connecting at the latest")
-      ->type_name("DURATION")->capture_default_str()->group("Peer types");
-  app->add_option("--reset-after", flags->reset_after,
+      .type_name("DURATION").capture_default_str().group("Peer types");
+  app.add_option("--reset-after", flags->reset_after,
                   "reset: payload bytes to read before closing with RST")
-      ->type_name("SIZE")->capture_default_str()->group("Peer types");
-  app->add_option("--slow-reader-bytes", flags->slow_reader_bytes, "slow-reader: bytes per read")
-      ->type_name("SIZE")->capture_default_str()->group("Peer types");
-  app->add_option("--slow-reader-interval", flags->slow_reader_interval,
+      .type_name("SIZE").capture_default_str().group("Peer types");
+  app.add_option("--slow-reader-bytes", flags->slow_reader_bytes, "slow-reader: bytes per read")
+      .type_name("SIZE").capture_default_str().group("Peer types");
+  app.add_option("--slow-reader-interval", flags->slow_reader_interval,
                   "slow-reader: pause between two reads")
-      ->type_name("DURATION")->capture_default_str()->group("Peer types");
-  return {app, [flags] { return run_client(*flags); }};
+      .type_name("DURATION").capture_default_str().group("Peer types");
+  return {&app.app(), [flags] { return run_client(*flags); }};
 }
 
 }  // namespace ringlinger::tools

@@ -2,14 +2,13 @@
 // errors (exit code 2) and the drain flags that map onto ringlinger::Config.
 #pragma once
 
-#include <CLI/CLI.hpp>
-
 #include <cstdint>
 #include <functional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 
+#include "flags.hpp"
 #include "ringlinger/config.hpp"
 
 namespace ringlinger::tools {
@@ -44,7 +43,7 @@ inline constexpr std::uint64_t kMaxConnections = 1'000'000'000'000;
 // Checks a whole-number flag as typed: digits only, from `min` to `max`. Without it CLI11 takes
 // "-1" for an unsigned 64-bit flag as 2^64-1, and "010" as octal. The message names the value
 // and the range; CLI11 puts the flag before it.
-CLI::Validator whole_number(std::uint64_t min, std::uint64_t max);
+FlagCheck whole_number(std::uint64_t min, std::uint64_t max);
 
 // A value as a flag would spell it, for default values: 5000 -> "5s", 2 -> "2ms", 2000 us ->
 // "2ms", 16 MiB -> "16MiB". Each round-trips through the flag's parser.
@@ -65,7 +64,7 @@ struct DrainFlags {
   std::uint32_t max_connections = Config{}.max_connections;
   std::string batch_wait = duration_flag_text_us(Config{}.batch_wait_us);
 };
-void add_drain_flags(CLI::App& command, DrainFlags& flags);
+void add_drain_flags(CommandFlags command, DrainFlags& flags);
 // The Config these flags describe; throws UsageError naming the flag for a bad value.
 Config to_config(const DrainFlags& flags);
 

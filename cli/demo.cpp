@@ -147,19 +147,19 @@ int run_demo(const DemoFlags& flags) {
 
 Command add_demo_command(CLI::App& program) {
   auto flags = std::make_shared<DemoFlags>();
-  CLI::App* app = program.add_subcommand(
-      "demo",
+  CommandFlags app = add_subcommand(
+      program, "demo",
       "Runs `serve` against clients that post a body it never reads and read late, then a plain "
       "close() server on the same workload, and shows what each lost.");
-  app->add_option("--connections", flags->connections, "Total connections per server")
-      ->check(whole_number(1, kMaxConnections))->type_name("N")->capture_default_str();
-  app->add_option("--concurrency", flags->concurrency, "Connections open at once")
-      ->check(whole_number(1, UINT32_MAX))->type_name("N")->capture_default_str();
-  app->add_option("--response-bytes", flags->response_bytes, "Response body size (at most 256MiB, built in memory)")->type_name("SIZE")->capture_default_str();
-  app->add_option("--body-bytes", flags->body_bytes, "Unread request body size (at most 256MiB)")->type_name("SIZE")->capture_default_str();
-  app->add_option("--read-delay", flags->read_delay, "How late clients start reading")->type_name("DURATION")->capture_default_str();
-  app->add_option("--json", flags->json_path, "Write both runs' figures to FILE")->type_name("FILE");
-  return {app, [flags] { return run_demo(*flags); }};
+  app.add_option("--connections", flags->connections, "Total connections per server")
+      .check(whole_number(1, kMaxConnections)).type_name("N").capture_default_str();
+  app.add_option("--concurrency", flags->concurrency, "Connections open at once")
+      .check(whole_number(1, UINT32_MAX)).type_name("N").capture_default_str();
+  app.add_option("--response-bytes", flags->response_bytes, "Response body size (at most 256MiB, built in memory)").type_name("SIZE").capture_default_str();
+  app.add_option("--body-bytes", flags->body_bytes, "Unread request body size (at most 256MiB)").type_name("SIZE").capture_default_str();
+  app.add_option("--read-delay", flags->read_delay, "How late clients start reading").type_name("DURATION").capture_default_str();
+  app.add_option("--json", flags->json_path, "Write both runs' figures to FILE").type_name("FILE");
+  return {&app.app(), [flags] { return run_demo(*flags); }};
 }
 
 }  // namespace ringlinger::tools

@@ -53,9 +53,9 @@ std::uint64_t request_body_flag(const std::string& text) {
   return bytes_flag("--body-bytes", text, kMaxBodyInMemory, "(the request is built in memory)");
 }
 
-CLI::Validator whole_number(std::uint64_t min, std::uint64_t max) {
+FlagCheck whole_number(std::uint64_t min, std::uint64_t max) {
   const std::string range = std::to_string(min) + " to " + std::to_string(max);
-  return CLI::Validator(
+  return FlagCheck{
       [min, max, range](const std::string& text) -> std::string {
         std::uint64_t value = 0;
         const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
@@ -66,7 +66,7 @@ CLI::Validator whole_number(std::uint64_t min, std::uint64_t max) {
         }
         return {};
       },
-      "", "whole number");
+      "whole number"};
 }
 
 std::string duration_flag_text_ms(std::uint64_t milliseconds) {
@@ -88,45 +88,45 @@ std::string bytes_flag_text(std::uint64_t bytes) {
   return std::to_string(bytes);
 }
 
-void add_drain_flags(CLI::App& command, DrainFlags& flags) {
+void add_drain_flags(CommandFlags command, DrainFlags& flags) {
   command.add_option("--drain-idle-timeout", flags.drain_idle_timeout,
                      "Longest time the peer may be idle while draining: idle = no byte of ours "
                      "acknowledged and none of its bytes received for this long (nginx "
-                     "lingering_timeout, which counts reads only)")->type_name("DURATION")
-      ->capture_default_str()->group("Graceful close");
+                     "lingering_timeout, which counts reads only)").type_name("DURATION")
+      .capture_default_str().group("Graceful close");
   command.add_option("--drain-timeout", flags.drain_timeout,
                      "Longest time from shutdown(SHUT_WR) to close, progress or not (nginx "
-                     "lingering_time)")->type_name("DURATION")
-      ->capture_default_str()->group("Graceful close");
+                     "lingering_time)").type_name("DURATION")
+      .capture_default_str().group("Graceful close");
   command.add_option("--drain-max-bytes", flags.drain_max_bytes,
-                     "Most input discarded after the response before giving up; 0 = unlimited")->type_name("SIZE")
-      ->capture_default_str()->group("Graceful close");
+                     "Most input discarded after the response before giving up; 0 = unlimited").type_name("SIZE")
+      .capture_default_str().group("Graceful close");
   command.add_option("--send-timeout", flags.send_timeout,
                      "Longest time the peer may be idle while our bytes wait to be sent: idle = "
                      "no send completed, no byte acknowledged and none received for this long "
-                     "(nginx send_timeout)")->type_name("DURATION")
-      ->capture_default_str()->group("Graceful close");
+                     "(nginx send_timeout)").type_name("DURATION")
+      .capture_default_str().group("Graceful close");
   command.add_option("--orphan-timeout", flags.orphan_timeout,
                      "After a timeout closes with FIN, how long the kernel may keep retrying what "
                      "is still queued (TCP_USER_TIMEOUT); 0 = the kernel's default (minutes)")
-      ->type_name("DURATION")->capture_default_str()->group("Graceful close");
+      .type_name("DURATION").capture_default_str().group("Graceful close");
   command.add_option("--on-timeout", flags.on_timeout,
                      "On a send or drain timeout: close (FIN, or RST if input is unread) or "
                      "reset (always RST, frees the socket at once)")
-      ->check(CLI::IsMember({"close", "reset"}))->capture_default_str()->group("Graceful close");
+      .one_of({"close", "reset"}).capture_default_str().group("Graceful close");
   command.add_option("--shutdown", flags.shutdown,
                      "How SHUT_WR is issued: syscall (shutdown(2), inline) or ring "
                      "(IORING_OP_SHUTDOWN, runs on an io-wq worker thread)")
-      ->check(CLI::IsMember({"syscall", "ring"}))->capture_default_str()->group("Graceful close");
+      .one_of({"syscall", "ring"}).capture_default_str().group("Graceful close");
   command.add_option("--max-connections", flags.max_connections,
                      "Most connections at once, in total: with --threads, divided among the "
                      "threads (RLIMIT_NOFILE bounds it too)")
-      ->check(whole_number(1, std::numeric_limits<std::uint32_t>::max()))->type_name("N")
-      ->capture_default_str()->group("Graceful close");
+      .check(whole_number(1, std::numeric_limits<std::uint32_t>::max())).type_name("N")
+      .capture_default_str().group("Graceful close");
   command.add_option("--batch-wait", flags.batch_wait,
                      "Let the kernel gather completions this long before waking the loop "
-                     "(fewer syscalls per close, at most this much added latency); 0 = off")->type_name("DURATION")
-      ->capture_default_str()->group("Ring");
+                     "(fewer syscalls per close, at most this much added latency); 0 = off").type_name("DURATION")
+      .capture_default_str().group("Ring");
 }
 
 Config to_config(const DrainFlags& flags) {

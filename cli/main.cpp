@@ -15,6 +15,8 @@
 #include <string_view>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
 #include "commands.hpp"
 #include "ringlinger/version.hpp"
 

@@ -267,13 +267,13 @@ int run_probe(const std::string& json_path) {
 
 Command add_probe_command(CLI::App& program) {
   auto json_path = std::make_shared<std::string>();
-  CLI::App* app = program.add_subcommand(
-      "probe",
+  CommandFlags app = add_subcommand(
+      program, "probe",
       "What this machine supports: io_uring (and why not), its setup flags, features and "
       "opcodes, the fd, port and TCP limits, and which backend serve and bench would use.");
-  app->add_option("--json", *json_path, "Also write the report to FILE as JSON")
-      ->type_name("FILE");
-  return {app, [json_path] { return run_probe(*json_path); }};
+  app.add_option("--json", *json_path, "Also write the report to FILE as JSON")
+      .type_name("FILE");
+  return {&app.app(), [json_path] { return run_probe(*json_path); }};
 }
 
 }  // namespace ringlinger::tools

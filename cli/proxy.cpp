@@ -592,8 +592,8 @@ int run_proxy(const ProxyFlags& flags) {
 
 Command add_proxy_command(CLI::App& program) {
   auto flags = std::make_shared<ProxyFlags>();
-  CLI::App* app = program.add_subcommand(
-      "proxy",
+  CommandFlags app = add_subcommand(
+      program, "proxy",
       "L4 TCP proxy: forwards every connection accepted on --listen to --upstream, both ways, "
       "with flow control; passes a FIN on as a half-close and closes both legs gracefully "
       "(flush, SHUT_WR, drain to EOF, close), so no forwarded byte is lost. A side that resets "
@@ -602,30 +602,30 @@ Command add_proxy_command(CLI::App& program) {
       "is reset. A reset after a side's FIN (its stream was complete) still closes the other "
       "side gracefully. Prints its counters to stdout on SIGUSR1 and at exit; stops on "
       "SIGINT/SIGTERM.");
-  add_runner_flags(*app, flags->common);
+  add_runner_flags(app, flags->common);
   // Not ->required(): --config may give it (runner_settings reads the file after parsing).
-  app->add_option("--upstream", flags->upstream,
+  app.add_option("--upstream", flags->upstream,
                   "Address to connect each connection to (required): 127.0.0.1:80, [::1]:80, or "
                   "a hostname resolved once at start (its first address)")
-      ->type_name("ADDRESS");
-  app->add_option("--max-buffer", flags->max_buffer,
+      .type_name("ADDRESS");
+  app.add_option("--max-buffer", flags->max_buffer,
                   "Bytes queued towards one side before reading from the other side pauses "
                   "(resumes once they are sent)")
-      ->type_name("SIZE")->capture_default_str()->group("Forwarding");
-  app->add_option("--receive-buffer", flags->receive_buffer,
+      .type_name("SIZE").capture_default_str().group("Forwarding");
+  app.add_option("--receive-buffer", flags->receive_buffer,
                   "Size of each shared receive buffer: the most bytes one read forwards")
-      ->type_name("SIZE")->capture_default_str()->group("Forwarding");
-  app->add_option("--receive-buffers", flags->receive_buffers,
+      .type_name("SIZE").capture_default_str().group("Forwarding");
+  app.add_option("--receive-buffers", flags->receive_buffers,
                   "Number of shared receive buffers (a power of two); bounds memory, not connections")
-      ->capture_default_str()->group("Forwarding");
-  app->add_option("--connect-timeout", flags->connect_timeout,
+      .capture_default_str().group("Forwarding");
+  app.add_option("--connect-timeout", flags->connect_timeout,
                   "Longest time an upstream connect may take; then the upstream leg is reset and "
                   "so is the client; 0 = the kernel's SYN retries (about 2 minutes)")
-      ->type_name("DURATION")->capture_default_str()->group("Forwarding");
-  app->footer(
+      .type_name("DURATION").capture_default_str().group("Forwarding");
+  app.footer(
       "A pair takes two connection slots: --max-connections 16384 carries 8192 clients.\n"
       "Example: ringlinger proxy --listen 127.0.0.1:8080 --upstream 127.0.0.1:80 --json stats.json");
-  return {app, [flags] { return with_config_context(flags->common, [&] { return run_proxy(*flags); }); }};
+  return {&app.app(), [flags] { return with_config_context(flags->common, [&] { return run_proxy(*flags); }); }};
 }
 
 }  // namespace ringlinger::tools

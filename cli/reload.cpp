@@ -1,5 +1,6 @@
 #include "reload.hpp"
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "settings_file.hpp"
@@ -64,7 +65,7 @@ RunnerFlags flags_from(const RunnerFlags& running, const SettingsFile& file) {
   check_setting_names(*running.command, file);
   CLI::App fresh;
   RunnerFlags next;
-  add_runner_flags(fresh, next);
+  add_runner_flags(CommandFlags(fresh), next);
   apply_values(fresh, running.typed, true);
   apply_settings(fresh, file, running.typed, true);
   return next;

@@ -115,27 +115,27 @@ void load_config_file(RunnerFlags& flags) {
   }
 }
 
-void add_operator_flags(CLI::App& command, RunnerFlags& flags) {
+void add_operator_flags(CommandFlags command, RunnerFlags& flags) {
   command.add_option("--config", flags.config_path,
                      "Read flags from FILE: one 'name = value' per line, the long flag names "
                      "without dashes ('drain-idle-timeout = 2s'); flags on the command line win. "
                      "SIGHUP reads it again and applies the drain and send timeouts and caps to "
                      "new connections and timers")
-      ->type_name("FILE")->group("Operation");
+      .type_name("FILE").group("Operation");
   command.add_flag("--check", flags.check,
                    "Check the flags and the --config file (addresses resolved, files writable), "
                    "say so and exit 0; exit 2 naming what is wrong")
-      ->group("Operation");
+      .group("Operation");
   command.add_option("--metrics", flags.metrics,
                      "Serve GET /metrics (Prometheus text format) on ADDRESS; may be repeated")
-      ->type_name("ADDRESS")->group("Operation");
+      .type_name("ADDRESS").group("Operation");
   command.add_option("--log", flags.log_path,
                      "Append a line for each connection that did not end clean (rate-limited), "
                      "start-up, reload and upstream errors to FILE; - is standard error. "
                      "SIGUSR1 reopens it (logrotate)")
-      ->type_name("FILE|-")->group("Operation");
+      .type_name("FILE|-").group("Operation");
   command.add_option("--log-format", flags.log_format, "text (key=value) or json (one object per line)")
-      ->type_name("FORMAT")->capture_default_str()->group("Operation");
+      .type_name("FORMAT").capture_default_str().group("Operation");
   command.parse_complete_callback([&flags] { load_config_file(flags); });
 }
 
@@ -155,15 +155,15 @@ void check_writable(std::string_view flag, const std::string& path) {
 
 }  // namespace
 
-void add_runner_flags(CLI::App& command, RunnerFlags& flags,
+void add_runner_flags(CommandFlags command, RunnerFlags& flags,
                       const std::vector<std::string>& more_backends,
                       std::string_view more_backends_help) {
-  flags.command = &command;
+  flags.command = &command.app();
   command.add_option("--listen", flags.listen,
                      "Address to listen on: 127.0.0.1:8080, [::1]:8080, localhost:8080 (every "
                      "address it resolves to), :8080 or *:8080 (every IPv4 address); port 0 picks "
                      "a free port; may be repeated")
-      ->type_name("ADDRESS")->capture_default_str();
+      .type_name("ADDRESS").capture_default_str();
   std::vector<std::string> backends;
   for (const auto& [name, value] : kBackends) backends.emplace_back(name);
   backends.insert(backends.end(), more_backends.begin(), more_backends.end());
@@ -171,7 +171,7 @@ void add_runner_flags(CLI::App& command, RunnerFlags& flags,
                      "auto (io_uring, or epoll where io_uring is unavailable), uring, epoll (the "
                      "library's two backends)" +
                          (more_backends_help.empty() ? "" : ", " + std::string(more_backends_help)))
-      ->check(CLI::IsMember(backends))->capture_default_str();
+      .one_of(backends).capture_default_str();
   command.add_option("--threads", flags.threads,
                      "Run N managers (one io_uring ring or epoll set each) on N threads, each "
                      "listening on the --listen address with SO_REUSEPORT: the kernel spreads "
@@ -182,15 +182,15 @@ void add_runner_flags(CLI::App& command, RunnerFlags& flags,
                      "buffers (serve also its latency sample: about 1 MiB more resident memory per "
                      "thread with the defaults). 1 to 4 per CPU (at most 64); uring, epoll and auto "
                      "backends")
-      ->type_name("N")->capture_default_str();
+      .type_name("N").capture_default_str();
   command.add_option("--stop-grace", flags.stop_grace,
                      "On SIGINT/SIGTERM, how long open and closing connections may take before "
                      "they are reset")
-      ->type_name("DURATION")->capture_default_str();
+      .type_name("DURATION").capture_default_str();
   command.add_option("--json", flags.json_path,
                      "Write the configuration and counters to FILE on SIGUSR1 and at exit; - is "
                      "standard output")
-      ->type_name("FILE|-");
+      .type_name("FILE|-");
   command.add_flag("--quiet", flags.quiet, "Do not print the counters (on SIGUSR1 and at exit)");
   add_operator_flags(command, flags);
   add_drain_flags(command, flags.drain);

@@ -20,7 +20,6 @@
 #include <string_view>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
@@ -74,7 +73,7 @@ struct RunnerFlags {
 };
 // Adds them to `command`. `more_backends` are the command's own --backend values besides auto,
 // uring and epoll (the library's), `more_backends_help` says what they are.
-void add_runner_flags(CLI::App& command, RunnerFlags& flags,
+void add_runner_flags(CommandFlags command, RunnerFlags& flags,
                       const std::vector<std::string>& more_backends = {},
                       std::string_view more_backends_help = {});
 

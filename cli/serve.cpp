@@ -528,27 +528,27 @@ int run_serve(const ServeFlags& flags) {
 
 Command add_serve_command(CLI::App& program) {
   auto flags = std::make_shared<ServeFlags>();
-  CLI::App* app = program.add_subcommand(
-      "serve",
+  CommandFlags app = add_subcommand(
+      program, "serve",
       "HTTP/1.x responder that answers without reading the request body, then closes "
       "gracefully (flush, SHUT_WR, drain to EOF, close). Prints its counters to stdout on "
       "SIGUSR1 and at exit; stops on SIGINT/SIGTERM.");
-  add_runner_flags(*app, flags->common, {"blocking", "naive"},
+  add_runner_flags(app, flags->common, {"blocking", "naive"},
                    "blocking (the same procedure with blocking system calls, one connection at a "
                    "time), or naive (plain close() right after the response: shows the data loss)");
-  app->add_option("--response-bytes", flags->response_bytes,
+  app.add_option("--response-bytes", flags->response_bytes,
                   "Body size of every 200 response (e.g. 16384, 16KiB, 1MiB); HEAD gets the same "
                   "head without it. At most 256MiB (built once in memory), or 16GiB with "
-                  "--sendfile (written once to a file in $TMPDIR)")->type_name("SIZE")
-      ->capture_default_str();
-  app->add_option("--head-timeout", flags->head_timeout,
+                  "--sendfile (written once to a file in $TMPDIR)").type_name("SIZE")
+      .capture_default_str();
+  app.add_option("--head-timeout", flags->head_timeout,
                   "Longest time a request head may take to arrive (slowloris); then the "
                   "connection is reset, unanswered; 0 = no limit (uring, epoll, blocking)")
-      ->type_name("DURATION")->capture_default_str();
-  app->add_flag("--sendfile", flags->sendfile,
+      .type_name("DURATION").capture_default_str();
+  app.add_flag("--sendfile", flags->sendfile,
                 "Send the response body from a file with Manager::send_file (sendfile(2), no copy: "
                 "nginx's `sendfile on`) instead of from memory (uring and epoll backends)");
-  return {app, [flags] { return with_config_context(flags->common, [&] { return run_serve(*flags); }); }};
+  return {&app.app(), [flags] { return with_config_context(flags->common, [&] { return run_serve(*flags); }); }};
 }
 
 }  // namespace ringlinger::tools

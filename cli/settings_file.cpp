@@ -6,6 +6,7 @@
 #include <fstream>
 #include <optional>
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "commands.hpp"

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include <CLI/CLI.hpp>
+#include "flags.hpp"  // CLI::App
 
 namespace ringlinger::tools {
 

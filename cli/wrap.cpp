@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "../preload/environment.hpp"
@@ -293,16 +294,17 @@ Command add_wrap_command(CLI::App& program) {
       "flushes it, shuts down the write side, drains to EOF and closes it; the program's call "
       "returns at once. COMMAND keeps wrap's pid, stdio and exit code.");
   flags->app = app;
-  add_drain_flags(*app, flags->drain);
+  CommandFlags command(*app);
+  add_drain_flags(command, flags->drain);
   // What the preload library carries over; the rest of the drain flags are the manager's own.
   for (const char* unused : {"--orphan-timeout", "--on-timeout", "--shutdown", "--max-connections",
                              "--batch-wait"}) {
     app->remove_option(app->get_option(unused));
   }
-  app->add_option("--max-lingering", flags->max_lingering,
-                  "Most sockets lingering at once (each holds one of the program's descriptors); "
-                  "a close beyond it is a plain close. At most RLIMIT_NOFILE")
-      ->check(whole_number(1, kMaxLingering))->type_name("N")->capture_default_str();
+  command.add_option("--max-lingering", flags->max_lingering,
+                     "Most sockets lingering at once (each holds one of the program's "
+                     "descriptors); a close beyond it is a plain close. At most RLIMIT_NOFILE")
+      .check(whole_number(1, kMaxLingering)).type_name("N").capture_default_str();
   app->add_option("--exit-grace", flags->exit_grace,
                   "At the program's exit, how long lingering sockets may take before they are "
                   "reset; 0 = reset them at once")
