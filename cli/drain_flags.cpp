@@ -64,6 +64,9 @@ FlagCheck whole_number(std::uint64_t min, std::uint64_t max) {
             value > max) {
           return "'" + text + "' is not a whole number from " + range;
         }
+        if (text.size() > 1 && text.front() == '0') {
+          return "'" + text + "' is not a whole number from " + range + " (no leading zeros)";
+        }
         return {};
       },
       "whole number"};

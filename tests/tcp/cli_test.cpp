@@ -227,6 +227,12 @@ TEST(CommandLine, BadFlagsExitWithTwoAndNameTheFlag) {
       {{"serve", "--threads", "-1"}, "ringlinger serve: --threads: '-1'"},
       {{"client", "--connections", "-1"}, "ringlinger client: --connections: '-1' is not a whole number"},
       {{"bench", "--runs", "x"}, "ringlinger bench: --runs: 'x' is not a whole number"},
+      // Nor "010" as octal 8, on every whole-number flag.
+      {{"client", "--connections", "010"}, "--connections: '010' is not a whole number from 1 to 1000000000000 (no leading zeros)"},
+      {{"serve", "--threads", "02"}, "--threads: '02' is not a whole number"},
+      {{"serve", "--max-connections", "0x10"}, "--max-connections: '0x10' is not a whole number"},
+      {{"proxy", "--upstream", "127.0.0.1:80", "--receive-buffers", "010"}, "--receive-buffers: '010'"},
+      {{"wrap", "--max-lingering", "010", "--", "true"}, "--max-lingering: '010'"},
       {{"serve", "--response-bytes", "100GiB"}, "--response-bytes: at most 256MiB in memory"},
       {{"serve", "--response-bytes", "100GiB", "--sendfile"}, "--response-bytes: at most 16GiB with --sendfile"},
       {{"client", "--body-bytes", "1GiB"}, "--body-bytes: at most 256MiB"},
