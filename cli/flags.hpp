@@ -20,7 +20,7 @@ namespace ringlinger::tools {
 // A check of a flag's value as typed: returns what is wrong with it, or nothing.
 struct FlagCheck {
   std::function<std::string(const std::string&)> problem;
-  std::string name;  // what it checks, in CLI11's messages ("whole number")
+  std::string name;  // the validator's name in CLI11 ("whole number"); not shown to the user
 };
 
 // One flag, its help settings chained as CLI11's are: add_option(...).type_name("N").
