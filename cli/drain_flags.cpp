@@ -60,12 +60,11 @@ FlagCheck whole_number(std::uint64_t min, std::uint64_t max) {
         std::uint64_t value = 0;
         const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
         const bool digits = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
+        const bool leading_zero = text.size() > 1 && text.front() == '0';  // CLI11: octal
         if (!digits || error != std::errc() || end != text.data() + text.size() || value < min ||
-            value > max) {
-          return "'" + text + "' is not a whole number from " + range;
-        }
-        if (text.size() > 1 && text.front() == '0') {
-          return "'" + text + "' is not a whole number from " + range + " (no leading zeros)";
+            value > max || leading_zero) {
+          return "'" + text + "' is not a whole number from " + range +
+                 (leading_zero ? " (no leading zeros)" : "");
         }
         return {};
       },
