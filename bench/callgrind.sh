@@ -8,7 +8,9 @@
 #   EXE=build-cg/cli/ringlinger bench/callgrind.sh      # another build (default build/)
 #   FLOOR=/tmp/floorserve bench/callgrind.sh           # the floor server instead of serve
 #                                                        # (bench/floor/build.sh builds it)
-# Prints the total per close and the share of the top functions. Needs valgrind and a build.
+#   KEEP=1 TOP=40 bench/callgrind.sh                    # keep the runs; 40 rows in the table
+# Prints the total per close, then the instructions per close of each function
+# (bench/callgrind_table.py, which also compares two kept runs). Needs valgrind and a build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 backend=${1:-uring}
@@ -71,5 +73,5 @@ ir_large=$(count $large)
 per_close=$(( (ir_large - ir_small) / (large - small) ))
 echo "${FLOOR:+$FLOOR (the floor), }backend $backend, response $response, body $body: $ir_small instructions for $small closes, $ir_large for $large"
 echo "user-space instructions per close: $per_close"
-echo "top functions in the $large-connection run (inclusive of nothing: self cost):"
-callgrind_annotate --inclusive=no "$work/callgrind.$large.1" 2>/dev/null | sed -n '/Ir/,$p' | head -25
+echo "where they go (self instructions per close: the $large-connection run minus the $small-connection one):"
+bench/callgrind_table.py --top "${TOP:-25}" "$work"

@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Self instructions per close, function by function, from two callgrind runs of one build.
+
+bench/callgrind.sh runs serve under callgrind twice, with 1000 and with 3000 connections; the
+difference of the two runs, divided by the 2000 extra connections, is what each close costs,
+without start-up and exit (which dominate either run alone: the dynamic linker, the tables).
+
+  bench/callgrind_table.py DIR                      # a folder that KEEP=1 bench/callgrind.sh kept
+  bench/callgrind_table.py BEFORE_DIR AFTER_DIR     # two builds side by side, and the change
+  bench/callgrind_table.py --top 40 --all DIR       # more rows; --all: every row, however small
+
+A function inlined into others is counted where callgrind puts it: in the function it was
+inlined into (self cost is by compiled function, whichever source file the lines came from).
+Needs callgrind_annotate (valgrind).
+"""
+import argparse
+import collections
+import pathlib
+import re
+import subprocess
+import sys
+
+ROW = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(\S*?):(.*?)(?:\s+\[[^\]]*\])?$")
+NAMESPACES = ("ringlinger::detail::", "ringlinger::tools::", "ringlinger::")
+# The ops in enum order (the op table's rows), to name Engine::complete<(Op)N>.
+OP_TABLE = pathlib.Path(__file__).resolve().parent.parent / "src/core/op_table.hpp"
+OPS = re.findall(r"\{Op::(\w+),", OP_TABLE.read_text()) if OP_TABLE.exists() else []
+
+
+def short_name(name: str) -> str:
+    """The function's name without its parameters, return type and the project's namespaces."""
+    name = re.sub(r" \[clone [^\]]*\]", "", name).replace("(anonymous namespace)::", "")
+    lambda_match = re.search(r"([\w:]+)\(.*?\)::\{lambda\(.*?\)#(\d+)\}", name)
+    if name.startswith("std::_Function_handler<") and lambda_match:
+        name = f"std::function -> {lambda_match.group(1)}()::lambda#{lambda_match.group(2)}"
+    else:
+        depth = 0
+        for index, char in enumerate(name):  # cut at the parameter list: the first '(' at depth 0
+            if char in "<":
+                depth += 1
+            elif char in ">":
+                depth -= 1
+            elif char == "(" and depth == 0 and index > 0 and name[index - 1] not in " <,":
+                name = name[:index]
+                break
+        name = re.sub(r"^[\w:<>, ]+? (?=[\w:~]+(<.*>)?$)", "", name)  # a leading return type
+        if "{lambda" in name:  # a template instantiated for a lambda: the lambda's name is noise
+            name = re.sub(r"<.*>", "<lambda>", name)
+    for namespace in NAMESPACES:
+        name = name.replace(namespace, "")
+    op_name = lambda m: OPS[int(m.group(1))] if int(m.group(1)) < len(OPS) else m.group(0)
+    return re.sub(r"\(Op\)(\d+)", op_name, name)
+
+
+def self_cost(path: pathlib.Path) -> collections.Counter:
+    """Self instructions (Ir) by function, of one callgrind output file."""
+    out = subprocess.run(["callgrind_annotate", "--auto=no", "--inclusive=no", "--threshold=100",
+                          str(path)], check=True, capture_output=True, text=True).stdout
+    cost = collections.Counter()
+    for line in out.splitlines():
+        match = ROW.match(line)
+        if match and "PROGRAM TOTALS" not in line:
+            cost[short_name(match.group(3))] += int(match.group(1).replace(",", ""))
+    return cost
+
+
+def per_close(folder: pathlib.Path) -> tuple[collections.Counter, int]:
+    """Instructions per close by function: the largest run minus the smallest, per extra close."""
+    runs = sorted((int(p.name.split(".")[1]), p) for p in folder.glob("callgrind.*.1"))
+    if len(runs) < 2:
+        sys.exit(f"callgrind_table.py: {folder} holds no pair of callgrind.N.1 files "
+                 "(KEEP=1 bench/callgrind.sh keeps them)")
+    (small, small_path), (large, large_path) = runs[0], runs[-1]
+    before, after = self_cost(small_path), self_cost(large_path)
+    closes = large - small
+    return collections.Counter({f: (after[f] - before[f]) / closes for f in before | after}), closes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("folders", nargs="+", type=pathlib.Path, metavar="DIR")
+    parser.add_argument("--top", type=int, default=30, help="rows to show (default 30)")
+    parser.add_argument("--all", action="store_true", help="every row of at least 0.5")
+    args = parser.parse_args()
+    if len(args.folders) > 2:
+        parser.error("one folder, or two to compare")
+    tables = [per_close(folder)[0] for folder in args.folders]
+    functions = set().union(*tables)
+    key = (lambda f: -abs(tables[1][f] - tables[0][f])) if len(tables) == 2 else (lambda f: -tables[0][f])
+    rows = sorted(functions, key=key)
+    shown = [f for f in rows if max(abs(t[f]) for t in tables) >= 0.5]
+    if not args.all:
+        shown = shown[:args.top]
+    if len(tables) == 1:
+        print(f"{'per close':>9}  function")
+        for function in shown:
+            print(f"{tables[0][function]:9.1f}  {function}")
+        print(f"{sum(tables[0].values()):9.0f}  (total, every function)")
+    else:
+        print(f"{'before':>8} {'after':>8} {'change':>8}  function")
+        for function in shown:
+            b, a = tables[0][function], tables[1][function]
+            print(f"{b:8.1f} {a:8.1f} {a - b:+8.1f}  {function}")
+        b, a = sum(tables[0].values()), sum(tables[1].values())
+        print(f"{b:8.0f} {a:8.0f} {a - b:+8.0f}  (total, every function)")
+
+
+if __name__ == "__main__":
+    main()
