@@ -119,7 +119,7 @@ constexpr std::array kCounters{
     CounterField{"ringlinger_accept_errors_total", &Stats::accept_errors,
                  "Accept failures (EMFILE, ENFILE, ENOMEM, ...); accepting pauses after each."},
     CounterField{"ringlinger_bytes_sent_total", &Stats::bytes_sent,
-                 "Bytes handed to the kernel by completed sends."},
+                 "Bytes handed to the kernel by completed sends (and by the proxy's own writes)."},
     CounterField{"ringlinger_bytes_received_total", &Stats::bytes_received,
                  "Bytes delivered to the application."},
     CounterField{"ringlinger_bytes_discarded_total", &Stats::bytes_discarded,

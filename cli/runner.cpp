@@ -522,7 +522,7 @@ class ShardThread {
   }
 
   ThreadReport report(ShardServer& server) const {
-    return ThreadReport{server.manager().stats(), CpuUsage::now(RUSAGE_THREAD).since(cpu_at_start_),
+    return ThreadReport{server.stats(), CpuUsage::now(RUSAGE_THREAD).since(cpu_at_start_),
                         config_.max_connections, server.counters()};
   }
 

@@ -133,6 +133,9 @@ class ShardServer {
   virtual void on_deadline(ConnectionId id) = 0;
   // The command's own counters now, read on this thread (ThreadReport::counters).
   virtual std::any counters() const = 0;
+  // The library's counters now, with what the command does on the data path beside the library
+  // (the proxy writes what a socket takes at once itself): read on this thread.
+  virtual Stats stats() { return manager().stats(); }
 
  protected:
   // For the command's callbacks: remember a new connection's peer (only when the log is on:

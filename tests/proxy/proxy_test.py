@@ -276,6 +276,15 @@ def check_no_leaks(proxy, name, *, allow=(), client_resets=0):
           f"({p['resets_passed_upstream_to_client']} upstream -> client, "
           f"{p['resets_passed_client_to_upstream']} client -> upstream)")
     check(p["resets_not_passed_fin_out"] == 0, f"{name}: no cut came after our FIN ({p['resets_not_passed_fin_out']})")
+    # What the proxy wrote itself (a socket's room, at once) counts in bytes_sent with what the
+    # library sent: never more than was forwarded, and, when every leg ended clean, all of it.
+    forwarded = p["bytes_client_to_upstream"] + p["bytes_upstream_to_client"]
+    all_clean = all(k == "clean" for role in ("client_outcomes", "upstream_outcomes")
+                    for k, v in p[role].items() if v)
+    sent = stats["stats"]["bytes_sent"]
+    check(sent == forwarded if all_clean else sent <= forwarded,
+          f"{name}: bytes_sent {sent} {'==' if all_clean else '<='} the {forwarded} bytes forwarded"
+          f"{' (every leg clean)' if all_clean else ''}")
     for role in ("client_outcomes", "upstream_outcomes"):
         counts = stats["proxy"][role]
         bad = {k: v for k, v in counts.items() if v and k != "clean" and k not in allow}
