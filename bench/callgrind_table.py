@@ -20,11 +20,35 @@ import re
 import subprocess
 import sys
 
-ROW = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(\S*?):(.*?)(?:\s+\[[^\]]*\])?$")
+ROW = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.*?):(.*?)(?:\s+\[[^\]]*\])?$")
 NAMESPACES = ("ringlinger::detail::", "ringlinger::tools::", "ringlinger::")
-# The ops in enum order (the op table's rows), to name Engine::complete<(Op)N>.
+# The ops in enum order (the op table's rows), to name Engine::complete<(Op)N>. From this checkout:
+# a build with another Op enum would be named wrongly.
 OP_TABLE = pathlib.Path(__file__).resolve().parent.parent / "src/core/op_table.hpp"
 OPS = re.findall(r"\{Op::(\w+),", OP_TABLE.read_text()) if OP_TABLE.exists() else []
+# operator(), operator<<, operator new...: set aside while brackets are counted.
+OPERATOR = re.compile(r"operator(?:\(\)|\[\]|<=>|<<=?|>>=?|->\*?|&&|\|\||\+\+|--|[-+*/%^&|~!=<>,]=?"
+                      r"| new(?:\[\])?| delete(?:\[\])?| [\w:]+)")
+
+
+def strip_signature(name: str) -> str:
+    """`name` without its parameter list (and what follows it) and its return type."""
+    angle = paren = 0
+    last_space = -1
+    for index, char in enumerate(name):
+        if char == "<":
+            angle += 1
+        elif char == ">":
+            angle -= 1
+        elif char == "(" and angle == 0:
+            if paren == 0 and index > 0 and not name[:index].rstrip().endswith("decltype"):
+                return name[last_space + 1:index]  # the parameter list starts here
+            paren += 1
+        elif char == ")" and angle == 0:
+            paren -= 1
+        elif char == " " and angle == 0 and paren == 0:
+            last_space = index  # a return type ends here (none inside <...> or (...))
+    return name[last_space + 1:]
 
 
 def short_name(name: str) -> str:
@@ -33,17 +57,13 @@ def short_name(name: str) -> str:
     lambda_match = re.search(r"([\w:]+)\(.*?\)::\{lambda\(.*?\)#(\d+)\}", name)
     if name.startswith("std::_Function_handler<") and lambda_match:
         name = f"std::function -> {lambda_match.group(1)}()::lambda#{lambda_match.group(2)}"
+    elif lambda_match and re.search(r"\}::operator\(\)\(", name):  # a lambda called directly
+        name = f"{strip_signature(lambda_match.group(1))}()::lambda#{lambda_match.group(2)}"
     else:
-        depth = 0
-        for index, char in enumerate(name):  # cut at the parameter list: the first '(' at depth 0
-            if char in "<":
-                depth += 1
-            elif char in ">":
-                depth -= 1
-            elif char == "(" and depth == 0 and index > 0 and name[index - 1] not in " <,":
-                name = name[:index]
-                break
-        name = re.sub(r"^[\w:<>, ]+? (?=[\w:~]+(<.*>)?$)", "", name)  # a leading return type
+        operators = OPERATOR.findall(name)
+        name = strip_signature(OPERATOR.sub("\x00", name))
+        for operator in operators:
+            name = name.replace("\x00", operator, 1)
         if "{lambda" in name:  # a template instantiated for a lambda: the lambda's name is noise
             name = re.sub(r"<.*>", "<lambda>", name)
     for namespace in NAMESPACES:
@@ -54,19 +74,26 @@ def short_name(name: str) -> str:
 
 def self_cost(path: pathlib.Path) -> collections.Counter:
     """Self instructions (Ir) by function, of one callgrind output file."""
-    out = subprocess.run(["callgrind_annotate", "--auto=no", "--inclusive=no", "--threshold=100",
-                          str(path)], check=True, capture_output=True, text=True).stdout
+    try:
+        out = subprocess.run(["callgrind_annotate", "--auto=no", "--inclusive=no",
+                              "--threshold=100", str(path)],
+                             check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError) as failure:
+        sys.exit(f"callgrind_table.py: callgrind_annotate (valgrind) on {path}: {failure}")
     cost = collections.Counter()
     for line in out.splitlines():
         match = ROW.match(line)
         if match and "PROGRAM TOTALS" not in line:
             cost[short_name(match.group(3))] += int(match.group(1).replace(",", ""))
+    if not cost:
+        sys.exit(f"callgrind_table.py: no function costs in {path} (one Ir column expected)")
     return cost
 
 
 def per_close(folder: pathlib.Path) -> tuple[collections.Counter, int]:
     """Instructions per close by function: the largest run minus the smallest, per extra close."""
-    runs = sorted((int(p.name.split(".")[1]), p) for p in folder.glob("callgrind.*.1"))
+    named = ((re.fullmatch(r"callgrind\.(\d+)\.1", p.name), p) for p in folder.glob("callgrind.*.1"))
+    runs = sorted((int(match.group(1)), p) for match, p in named if match)
     if len(runs) < 2:
         sys.exit(f"callgrind_table.py: {folder} holds no pair of callgrind.N.1 files "
                  "(KEEP=1 bench/callgrind.sh keeps them)")
@@ -86,7 +113,10 @@ def main() -> None:
         parser.error("one folder, or two to compare")
     tables = [per_close(folder)[0] for folder in args.folders]
     functions = set().union(*tables)
-    key = (lambda f: -abs(tables[1][f] - tables[0][f])) if len(tables) == 2 else (lambda f: -tables[0][f])
+    if len(tables) == 2:
+        key = lambda f: (-abs(tables[1][f] - tables[0][f]), f)
+    else:
+        key = lambda f: (-tables[0][f], f)
     rows = sorted(functions, key=key)
     shown = [f for f in rows if max(abs(t[f]) for t in tables) >= 0.5]
     if not args.all:
