@@ -238,6 +238,8 @@ class Proxy final : public ShardServer {
       close_leg(*source);  // nowhere to forward to (cannot happen while the pair is paired)
       return;
     }
+    std::uint64_t& forwarded = source->role == Role::client ? counters_.bytes_client_to_upstream
+                                                            : counters_.bytes_upstream_to_client;
     const std::optional<std::size_t> sent = send_now(*destination, data);
     std::error_code error = std::make_error_code(std::errc::broken_pipe);  // send_now aborted it
     if (sent) {
@@ -252,10 +254,10 @@ class Proxy final : public ShardServer {
       // ends: closing the source here would send its remote our FIN before on_closed could pass
       // on a cut as a reset. Until then nothing from the source can be delivered: stop reading.
       (void)manager_.pause_receive(source->self);
+      forwarded += sent.value_or(0);  // what send_now() wrote went out all the same
       return;
     }
-    (source->role == Role::client ? counters_.bytes_client_to_upstream
-                                  : counters_.bytes_upstream_to_client) += data.size();
+    forwarded += data.size();
     if (!source->paused && manager_.queued_bytes(destination->self) > max_buffer_) {
       if (!manager_.pause_receive(source->self)) {
         source->paused = true;
@@ -271,9 +273,10 @@ class Proxy final : public ShardServer {
   // the rest goes through the queue behind them. The ack wait of abort_after_send() reads the
   // kernel's counts (TCP_INFO), which include these bytes; the library's CloseReport.bytes_sent
   // and Stats.bytes_sent do not: as_sent() adds them to the report, stats() to the Stats that the
-  // proxy reports (--json, --metrics, SIGUSR1), and the proxy's byte counters count them. A send that fails took the socket's pending error (sk_err):
-  // the library's receive would then read a reset leg as a clean EOF, so the leg is aborted here
-  // (its on_closed passes the cut on) and the error kept for on_closed. nullopt: aborted.
+  // proxy reports (--json, --metrics, SIGUSR1), and the proxy's byte counters count them. A send
+  // that fails took the socket's pending error (sk_err): the library's receive would then read a
+  // reset leg as a clean EOF, so the leg is aborted here (its on_closed passes the cut on) and the
+  // error kept for on_closed. nullopt: aborted.
   std::optional<std::size_t> send_now(Leg& to, std::span<const std::byte> data) {
     if (manager_.state(to.self) != State::open || manager_.queued_bytes(to.self) != 0) return 0;
     const int fd = manager_.fd(to.self);

@@ -128,6 +128,17 @@ def fd_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def fd_targets(pid):
+    """What each of the process's descriptors points at (fd -> target), for a failing fd check."""
+    targets = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            targets[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed meanwhile
+            pass
+    return dict(sorted(targets.items()))
+
+
 def pattern(size, seed=0):
     """Deterministic, position-dependent bytes (a shifted or lost chunk does not compare equal)."""
     block = hashlib.sha256(b"%d" % seed).digest() * 2048  # 64 KiB
@@ -215,6 +226,7 @@ class Proxy:
             raise RuntimeError(f"proxy did not start: {line!r} {open(self.stderr_path).read()}")
         self.address = (match.group(1), int(match.group(2)))
         self.fds_at_start = fd_count(self.process.pid)
+        self.fd_targets_at_start = fd_targets(self.process.pid)
         # The counters go to stdout on every SIGUSR1 (idle() sends many): read them all, so the
         # pipe never fills and blocks the proxy.
         self.output = []
@@ -264,6 +276,8 @@ def check_no_leaks(proxy, name, *, allow=(), client_resets=0):
           f"(live {stats['stats']['live_connections']}, pairs {stats['proxy']['pairs_open']})")
     fds = fd_count(proxy.process.pid)
     check(fds == proxy.fds_at_start, f"{name}: fd count back to its start ({fds} vs {proxy.fds_at_start})")
+    if fds != proxy.fds_at_start:  # seen once (8 vs 9, proxy_epoll, busy machine): say which fd
+        log(f"  fds at the start {proxy.fd_targets_at_start}, now {fd_targets(proxy.process.pid)}")
     check(stats["stats"]["stale_completions"] == 0, f"{name}: no stale completions")
     p = stats["proxy"]
     passed = {"client_outcomes": p["resets_passed_upstream_to_client"],
