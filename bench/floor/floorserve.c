@@ -1,15 +1,28 @@
 // The floor of a graceful close's user-space work on io_uring: the least a single-threaded server
 // does per connection in the order ringlinger keeps (answer, shutdown(SHUT_WR), drain until EOF,
 // close), to compare `ringlinger serve`'s instructions per close against (issue 17, target 2).
-// One ring; a multishot accept; per connection one receive of the head into its own 2 KiB
-// buffer, one send of a fixed response, shutdown(2), receives with MSG_TRUNC until 0, and an
+// One ring, which waits as ringlinger's does (a batch of completions for half the open
+// connections or 2 ms, whichever comes first: min_wait_usec). The listener has a multishot poll
+// and accepts that do not wait, as ringlinger's (a waiting multishot accept would wake the thread
+// out of every batched wait). Per connection: one receive of the head into its own 2 KiB buffer,
+// one send of a fixed response, shutdown(2), receives with MSG_TRUNC until 0, and an
 // IORING_OP_CLOSE: the same six completions per close as ringlinger serve. No timers, no limits,
 // no reports, no provided buffers, no HTTP beyond finding the end of the head: a measuring
 // instrument, not a server to deploy (a peer that never sends its head holds its slot forever).
-//   floorserve PORT [RESPONSE_BYTES]     (127.0.0.1; default 16384; runs until killed)
+//   floorserve PORT [RESPONSE_BYTES [VARIANT...]]   (127.0.0.1; default 16384; runs until killed)
+// Variants, to measure issue 17's directions on the floor (each alone or together):
+//   skip-close     the close with IOSQE_CQE_SKIP_SUCCESS: no completion, the slot freed at once
+//   ring-shutdown  IORING_OP_SHUTDOWN instead of shutdown(2) (the kernel runs it on io-wq)
+//   direct         direct descriptors: accepted into the ring's fixed-file table, every request
+//                  with IOSQE_FIXED_FILE, closed with a direct close; implies ring-shutdown, as
+//                  shutdown(2) needs a real fd
 // The response is the one `ringlinger client` checks: ringlinger serve's body pattern.
 #include <arpa/inet.h>
+#include <errno.h>
 #include <liburing.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -23,7 +36,7 @@ enum {
   kHeadBytes = 2048,     // a head that does not fit is answered as if it did: a floor
   kDrainBytes = 262144,  // what ringlinger asks per discarding receive
 };
-enum Op { kAccept, kHead, kSend, kDrain, kClose };
+enum Op { kPoll, kAccept, kHead, kSend, kDrain, kClose, kShutdown };
 
 struct Slot {
   int fd;
@@ -37,6 +50,12 @@ static int free_count;
 static char drain_area[kDrainBytes];
 static char* response;
 static unsigned response_bytes;
+static int skip_close, ring_shutdown, direct;
+
+// Points the request at the connection's socket: its fd, or its index in the fixed-file table.
+static void use_file(struct io_uring_sqe* sqe) {
+  if (direct) sqe->flags |= IOSQE_FIXED_FILE;
+}
 
 static uint64_t pack(int slot, enum Op op) { return ((uint64_t)slot << 8) | (uint64_t)op; }
 
@@ -53,32 +72,80 @@ static void receive_head(struct io_uring* ring, int slot) {
   struct Slot* s = &slots[slot];
   struct io_uring_sqe* sqe = sqe_for(ring);
   io_uring_prep_recv(sqe, s->fd, s->head + s->head_bytes, kHeadBytes - s->head_bytes, 0);
+  use_file(sqe);
   io_uring_sqe_set_data64(sqe, pack(slot, kHead));
 }
 
 static void drain(struct io_uring* ring, int slot) {
   struct io_uring_sqe* sqe = sqe_for(ring);
   io_uring_prep_recv(sqe, slots[slot].fd, drain_area, kDrainBytes, MSG_TRUNC);
+  use_file(sqe);
   io_uring_sqe_set_data64(sqe, pack(slot, kDrain));
 }
 
 static void close_slot(struct io_uring* ring, int slot) {
   struct io_uring_sqe* sqe = sqe_for(ring);
-  io_uring_prep_close(sqe, slots[slot].fd);
+  if (direct) {
+    io_uring_prep_close_direct(sqe, (unsigned)slots[slot].fd);
+  } else {
+    io_uring_prep_close(sqe, slots[slot].fd);
+  }
   io_uring_sqe_set_data64(sqe, pack(slot, kClose));
+  if (skip_close) {  // a failed close still completes: reported below
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    free_slots[free_count++] = slot;
+  }
 }
 
+static void shut_write(struct io_uring* ring, int slot) {
+  if (!ring_shutdown) {
+    shutdown(slots[slot].fd, SHUT_WR);
+    return;
+  }
+  // Not linked to the drain that follows (the drain does not need the FIN out first, and the peer
+  // ends the input only after it saw it); the shutdown's completion is skipped unless it fails.
+  struct io_uring_sqe* sqe = sqe_for(ring);
+  io_uring_prep_shutdown(sqe, slots[slot].fd, SHUT_WR);
+  use_file(sqe);
+  sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+  io_uring_sqe_set_data64(sqe, pack(slot, kShutdown));
+}
+
+static int accepting;  // a drain of the backlog is running
+
+static void poll_listener(struct io_uring* ring, int listener) {
+  struct io_uring_sqe* sqe = sqe_for(ring);
+  io_uring_prep_poll_multishot(sqe, listener, POLLIN);
+  io_uring_sqe_set_data64(sqe, pack(0, kPoll));
+}
+
+// A multishot accept with IORING_ACCEPT_DONTWAIT (kernel 6.10; liburing 2.3 does not name it):
+// one completion per queued connection, then -EAGAIN.
 static void accept_all(struct io_uring* ring, int listener) {
   struct io_uring_sqe* sqe = sqe_for(ring);
-  io_uring_prep_multishot_accept(sqe, listener, NULL, NULL, 0);
+  if (direct) {
+    io_uring_prep_multishot_accept_direct(sqe, listener, NULL, NULL, 0);
+  } else {
+    io_uring_prep_multishot_accept(sqe, listener, NULL, NULL, 0);
+  }
+  sqe->ioprio |= 1u << 1;  // IORING_ACCEPT_DONTWAIT
   io_uring_sqe_set_data64(sqe, pack(0, kAccept));
+  accepting = 1;
+}
+
+static void on_poll(struct io_uring* ring, int listener, const struct io_uring_cqe* cqe) {
+  if ((cqe->flags & IORING_CQE_F_MORE) == 0) poll_listener(ring, listener);
+  if (!accepting) accept_all(ring, listener);
 }
 
 static void on_accept(struct io_uring* ring, int listener, const struct io_uring_cqe* cqe) {
-  if ((cqe->flags & IORING_CQE_F_MORE) == 0) accept_all(ring, listener);
+  if ((cqe->flags & IORING_CQE_F_MORE) == 0) {
+    accepting = 0;
+    if (cqe->res != -EAGAIN) accept_all(ring, listener);  // ended early: drain again
+  }
   if (cqe->res < 0) return;
   if (free_count == 0) {
-    close(cqe->res);
+    if (!direct) close(cqe->res);  // a direct one stays in the table: a floor, not a server
     return;
   }
   const int slot = free_slots[--free_count];
@@ -105,25 +172,57 @@ static void on_head(struct io_uring* ring, int slot, int result) {
   }
   struct io_uring_sqe* sqe = sqe_for(ring);
   io_uring_prep_send(sqe, s->fd, response, response_bytes, MSG_NOSIGNAL | MSG_WAITALL);
+  use_file(sqe);
   io_uring_sqe_set_data64(sqe, pack(slot, kSend));
+}
+
+// A request whose success posts no completion failed (a peer's reset can fail the shutdown).
+static void report_failure(const char* request, int result) {
+  fprintf(stderr, "floorserve: a %s failed: %s\n", request, strerror(-result));
 }
 
 static void dispatch(struct io_uring* ring, int listener, const struct io_uring_cqe* cqe) {
   const int slot = (int)(cqe->user_data >> 8);
   switch ((enum Op)(cqe->user_data & 0xff)) {
+    case kPoll:
+      return on_poll(ring, listener, cqe);
     case kAccept:
       return on_accept(ring, listener, cqe);
     case kHead:
       return on_head(ring, slot, cqe->res);
     case kSend:  // whole (MSG_WAITALL) or failed: either way the write side is done
-      shutdown(slots[slot].fd, SHUT_WR);
+      shut_write(ring, slot);
       return drain(ring, slot);
     case kDrain:
       return cqe->res > 0 ? drain(ring, slot) : close_slot(ring, slot);
     case kClose:
+      if (skip_close) return report_failure("close", cqe->res);  // only a failure completes
       free_slots[free_count++] = slot;
       return;
+    case kShutdown:  // only a failure completes; the drain then ends the connection
+      return report_failure("shutdown", cqe->res);
   }
+}
+
+// ringlinger's Ring::submit_and_wait: one io_uring_enter that submits what was prepared and waits
+// for completions for half the open connections (at most 256) for up to 2 ms (min_wait_usec,
+// kernel 6.12: then it returns as soon as there is one), and at most 250 ms in all.
+static void wait_for_batch(struct io_uring* ring) {
+  struct io_uring_sq* sq = &ring->sq;
+  if (sq->sqe_head != sq->sqe_tail) {  // liburing's __io_uring_flush_sq, which 2.3 does not export
+    sq->sqe_head = sq->sqe_tail;
+    io_uring_smp_store_release(sq->ktail, sq->sqe_tail);
+  }
+  const unsigned to_submit = sq->sqe_tail - IO_URING_READ_ONCE(*sq->khead);
+  const unsigned open = (unsigned)(kSlots - free_count);
+  unsigned batch = (open < 512 ? open : 512) / 2;
+  if (batch == 0) batch = 1;
+  struct __kernel_timespec timeout = {.tv_sec = 0, .tv_nsec = 250 * 1000 * 1000};
+  struct io_uring_getevents_arg arg = {.sigmask = 0, .sigmask_sz = _NSIG / 8,
+                                       .pad = batch > 1 ? 2000 : 0,  // min_wait_usec
+                                       .ts = (uint64_t)(uintptr_t)&timeout};
+  syscall(__NR_io_uring_enter, ring->ring_fd, to_submit, batch,
+          IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg, sizeof arg);
 }
 
 static int listen_on(int port) {
@@ -160,11 +259,23 @@ static void make_response(unsigned body_bytes) {
 }
 
 int main(int argc, char** argv) {
-  if (argc < 2 || argc > 3) {
-    fprintf(stderr, "usage: floorserve PORT [RESPONSE_BYTES]\n");
+  if (argc < 2) {
+    fprintf(stderr, "usage: floorserve PORT [RESPONSE_BYTES [skip-close|ring-shutdown|direct]...]\n");
     return 2;
   }
-  make_response(argc == 3 ? (unsigned)strtoul(argv[2], NULL, 10) : 16384);
+  for (int i = 3; i < argc; ++i) {
+    if (strcmp(argv[i], "skip-close") == 0) {
+      skip_close = 1;
+    } else if (strcmp(argv[i], "ring-shutdown") == 0) {
+      ring_shutdown = 1;
+    } else if (strcmp(argv[i], "direct") == 0) {
+      direct = ring_shutdown = 1;
+    } else {
+      fprintf(stderr, "floorserve: unknown variant '%s'\n", argv[i]);
+      return 2;
+    }
+  }
+  make_response(argc >= 3 ? (unsigned)strtoul(argv[2], NULL, 10) : 16384);
   for (int slot = kSlots; slot-- > 0;) free_slots[free_count++] = slot;
   const int listener = listen_on(atoi(argv[1]));
   struct io_uring ring;
@@ -174,9 +285,13 @@ int main(int argc, char** argv) {
     perror("floorserve: io_uring_queue_init_params");
     return 1;
   }
-  accept_all(&ring, listener);
+  if (direct && io_uring_register_files_sparse(&ring, kSlots) != 0) {
+    fprintf(stderr, "floorserve: io_uring_register_files_sparse failed\n");
+    return 1;
+  }
+  poll_listener(&ring, listener);
   for (;;) {
-    io_uring_submit_and_wait(&ring, 1);
+    wait_for_batch(&ring);
     struct io_uring_cqe* cqe;
     unsigned head, seen = 0;
     io_uring_for_each_cqe(&ring, head, cqe) {
