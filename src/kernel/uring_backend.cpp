@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cerrno>
 #include <system_error>
@@ -231,6 +232,16 @@ bool UringBackend::has_unsubmitted_work() const {
 
 // IORING_ACCEPT_DONTWAIT (kernel 6.10), in the accept's ioprio; liburing 2.3 does not name it.
 constexpr std::uint16_t kAcceptDontWait = 1u << 1;
+// An accept flag no kernel defines (6.18 knows bits 0-2): refused with EINVAL, as a kernel before
+// 6.10 refuses kAcceptDontWait.
+constexpr std::uint16_t kUnknownAcceptFlag = 1u << 15;
+namespace {
+std::atomic<bool> refuse_accept_dontwait{false};
+}  // namespace
+
+void UringBackend::refuse_accept_dontwait_for_testing(bool refuse) noexcept {
+  refuse_accept_dontwait.store(refuse, std::memory_order_relaxed);
+}
 
 int UringBackend::watch_listener(std::uint32_t index) {
   arm_accept(index);
@@ -284,6 +295,7 @@ void UringBackend::drain_backlog(std::uint32_t index, TimePoint now) {
   io_uring_prep_multishot_accept(sqe, listeners_[index].fd, nullptr, nullptr,
                                  SOCK_NONBLOCK | SOCK_CLOEXEC);
   sqe->ioprio |= kAcceptDontWait;
+  if (refuse_accept_dontwait.load(std::memory_order_relaxed)) sqe->ioprio |= kUnknownAcceptFlag;
   io_uring_sqe_set_data64(sqe, encode({Op::accept, 0, index}));
   listeners_[index].draining = true;
 }

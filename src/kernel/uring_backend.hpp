@@ -35,6 +35,11 @@ class UringBackend final : public Backend {
   // One io_uring_enter: submits every prepared SQE and waits for a batch of completions.
   void step(std::chrono::nanoseconds timeout, TimePoint& now) override;
 
+  // Tests only: while set, the accepts that drain a backlog carry a flag no kernel knows, which
+  // the kernel refuses with EINVAL as kernels before 6.10 refuse IORING_ACCEPT_DONTWAIT. The
+  // switch to accept4(2) then runs on any kernel (tests/tcp/accept_fallback_test.cpp).
+  static void refuse_accept_dontwait_for_testing(bool refuse) noexcept;
+
  private:
   // IoPort: requests become SQEs.
   // A recv into a provided buffer (deliver), or into the discard area with MSG_TRUNC.
