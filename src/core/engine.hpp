@@ -65,8 +65,8 @@ class Engine {
   // Queries.
   const Connection* find(ConnectionId id) const noexcept;
   Connection* find(ConnectionId id) noexcept { return lookup(id.slot, id.generation); }
-  std::size_t live_connections() const noexcept { return slots_.size() - free_slots_.size(); }
-  bool full() const noexcept { return free_slots_.empty(); }
+  std::size_t live_connections() const noexcept { return slots_.size() - free_count_; }
+  bool full() const noexcept { return free_count_ == 0; }
   std::uint32_t capacity() const noexcept { return static_cast<std::uint32_t>(slots_.size()); }
   // Every slot, for invariant checks in tests.
   const std::vector<Connection>& slots() const noexcept { return slots_; }
@@ -119,7 +119,10 @@ class Engine {
   const Callbacks& callbacks_;
   Stats& stats_;
   std::vector<Connection> slots_;
-  std::vector<std::uint32_t> free_slots_;  // a stack: the most recently freed slot is reused first
+  // A stack of the free slots, the most recently freed on top (reused first): its first
+  // free_count_ entries. Sized for every slot, so pushing never grows it.
+  std::vector<std::uint32_t> free_slots_;
+  std::uint32_t free_count_ = 0;
   std::vector<ConnectionId> waiting_for_buffer_;
   TimerQueue send_timers_;
   TimerQueue drain_idle_timers_;
