@@ -30,6 +30,7 @@ Engine::Engine(const Config& config, IoPort& io, const Callbacks& callbacks, Sta
       callbacks_(callbacks),
       stats_(stats),
       slots_(config.max_connections),
+      capacity_(config.max_connections),
       send_timers_(config.max_connections, milliseconds(config.send_timeout_ms)),
       drain_idle_timers_(config.max_connections, milliseconds(config.drain_idle_timeout_ms)),
       drain_total_timers_(config.max_connections, milliseconds(config.drain_timeout_ms)) {
@@ -610,7 +611,7 @@ void Engine::release(Connection& connection) {
   std::construct_at(&connection);
   RL_ASSERT(connection.state == State::free);
   connection.generation = generation;
-  RL_ASSERT(free_count_ < free_slots_.size());
+  RL_ASSERT(free_count_ < capacity_);
   free_slots_[free_count_++] = slot_of(connection);
 }
 
@@ -701,7 +702,7 @@ std::uint32_t Engine::discard_chunk(const Connection& connection) const noexcept
 // Slot bookkeeping
 
 Connection* Engine::lookup(std::uint32_t slot, std::uint32_t generation) noexcept {
-  if (slot >= slots_.size()) return nullptr;
+  if (slot >= capacity_) return nullptr;
   Connection& connection = slots_[slot];
   if (connection.state == State::free || connection.generation != generation) return nullptr;
   return &connection;

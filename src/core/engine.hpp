@@ -65,9 +65,9 @@ class Engine {
   // Queries.
   const Connection* find(ConnectionId id) const noexcept;
   Connection* find(ConnectionId id) noexcept { return lookup(id.slot, id.generation); }
-  std::size_t live_connections() const noexcept { return slots_.size() - free_count_; }
+  std::size_t live_connections() const noexcept { return capacity_ - free_count_; }
   bool full() const noexcept { return free_count_ == 0; }
-  std::uint32_t capacity() const noexcept { return static_cast<std::uint32_t>(slots_.size()); }
+  std::uint32_t capacity() const noexcept { return capacity_; }
   // Every slot, for invariant checks in tests.
   const std::vector<Connection>& slots() const noexcept { return slots_; }
 
@@ -119,6 +119,8 @@ class Engine {
   const Callbacks& callbacks_;
   Stats& stats_;
   std::vector<Connection> slots_;
+  // slots_.size(), kept: the vector's size is a division by sizeof(Connection), on every lookup.
+  const std::uint32_t capacity_;
   // A stack of the free slots, the most recently freed on top (reused first): its first
   // free_count_ entries. Sized for every slot, so pushing never grows it.
   std::vector<std::uint32_t> free_slots_;
