@@ -16,6 +16,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "http.hpp"
@@ -164,6 +165,26 @@ inline ReadResult read_to_end(int fd, std::size_t limit = SIZE_MAX) {
     result.bytes.append(buffer, static_cast<std::size_t>(count));
   }
   return result;
+}
+
+// Runs the responder while another thread reads each client to its end and closes it; then
+// checks that every client got the whole response and a clean EOF, and that each connection
+// ended clean. For tests that send all the requests before the manager runs.
+inline void expect_every_client_served(Responder& responder, const std::vector<int>& clients,
+                                       std::chrono::milliseconds limit) {
+  std::vector<ReadResult> reads(clients.size());
+  std::thread readers([&] {
+    for (std::size_t i = 0; i < clients.size(); ++i) {
+      reads[i] = read_to_end(clients[i]);
+      ::close(clients[i]);
+    }
+  });
+  EXPECT_TRUE(responder.run_until_closed(clients.size(), limit));
+  readers.join();
+  EXPECT_EQ(responder.count(Outcome::clean), clients.size());
+  for (const ReadResult& read : reads) {
+    EXPECT_TRUE(read.bytes == responder.response() && read.clean_eof);
+  }
 }
 
 // Closes with an RST (SO_LINGER {1, 0}).

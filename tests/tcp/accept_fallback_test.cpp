@@ -10,7 +10,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <thread>
 #include <vector>
 
 #include "kernel/uring_backend.hpp"
@@ -49,15 +48,7 @@ TEST(AcceptFallback, WithoutAcceptDontwaitABurstBeyondTheTableIsServedWithAccept
   }
   // All 200 wait in the backlog for 8 slots: accept4 takes what fits, the listener pauses, and
   // resumes as slots free up.
-  std::vector<ReadResult> reads(kClients);
-  std::thread readers([&] {
-    for (int i = 0; i < kClients; ++i) {
-      reads[static_cast<std::size_t>(i)] = read_to_end(clients[static_cast<std::size_t>(i)]);
-      ::close(clients[static_cast<std::size_t>(i)]);
-    }
-  });
-  EXPECT_TRUE(responder.run_until_closed(kClients, 30s));
-  readers.join();
+  expect_every_client_served(responder, clients, 30s);
   const Stats stats = responder.manager().stats();
   EXPECT_EQ(stats.connections_accepted, static_cast<std::uint64_t>(kClients));
   EXPECT_EQ(stats.accepts_rejected, 0u);
@@ -67,10 +58,6 @@ TEST(AcceptFallback, WithoutAcceptDontwaitABurstBeyondTheTableIsServedWithAccept
   // test), and each of its calls is a system call beside each connection's shutdown(2).
   EXPECT_EQ(stats.accepts_queued, 0u) << "the ring's accept ran, not accept4";
   EXPECT_GE(stats.syscalls, 2u * kClients);
-  EXPECT_EQ(responder.count(Outcome::clean), static_cast<std::size_t>(kClients));
-  for (const ReadResult& read : reads) {
-    EXPECT_TRUE(read.bytes == responder.response() && read.clean_eof);
-  }
   responder.stop_and_finish(2s);
   EXPECT_EQ(responder.manager().stats().live_connections(), 0u);
 }

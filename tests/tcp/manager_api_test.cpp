@@ -356,19 +356,7 @@ TEST(ManagerRing, ATinySubmissionQueueStillCarriesHundredsOfConnections) {
     send_all(clients.back(), tools::make_request(0));
   }
   // All requests are in: one step now has hundreds of sends and receives to submit.
-  std::vector<ReadResult> reads(kClients);
-  std::thread readers([&] {
-    for (int i = 0; i < kClients; ++i) {
-      reads[static_cast<std::size_t>(i)] = read_to_end(clients[static_cast<std::size_t>(i)]);
-      ::close(clients[static_cast<std::size_t>(i)]);
-    }
-  });
-  EXPECT_TRUE(responder.run_until_closed(kClients, 30s));
-  readers.join();
-  EXPECT_EQ(responder.count(Outcome::clean), static_cast<std::size_t>(kClients));
-  for (const ReadResult& read : reads) {
-    EXPECT_TRUE(read.bytes == responder.response() && read.clean_eof);
-  }
+  expect_every_client_served(responder, clients, 30s);
   EXPECT_GT(responder.manager().stats().sq_full_submits, 0u) << "the full-queue path was not taken";
 }
 
