@@ -1,6 +1,6 @@
 # Shared by bench/proxy.sh and bench/floor/compare.sh, which measure proxies against each other on
 # the same workloads: the upstream nginx, HAProxy, pinning, ports, CPU time, and stopping what they
-# started. Sourced from the repository's root (both scripts cd there first).
+# started; bench/floor/serve_variants.sh takes its ports and CPU time. Sourced from the repository's root (both scripts cd there first).
 # shellcheck shell=bash disable=SC2034  # the functions set globals that the scripts read
 source tools/lib.sh
 
@@ -40,6 +40,7 @@ wait_port() {  # NAME PORT: waits up to about 5 s for NAME to listen on PORT
   return 1
 }
 cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }  # PID: utime + stime
+user_system_ticks() { awk '{ sub(/.*\) /, ""); print $12, $13 }' "/proc/$1/stat"; }  # PID: "utime stime"
 
 # workload_request WORKLOAD: sets path (the file wrk asks for) and headers (wrk's extra arguments).
 workload_request() {

@@ -20,7 +20,7 @@ concurrency=${3:-1000}
 exe=${EXE:-build/cli/ringlinger}
 servers=${SERVERS:-serve floor floor:skip-close floor:ring-shutdown floor:direct floor:direct,skip-close}
 [[ -x $exe ]] || { echo "serve_variants.sh: build first (tools/test)" >&2; exit 2; }
-command -v ss >/dev/null || { echo "serve_variants.sh: apt-get install iproute2" >&2; exit 2; }
+source bench/proxy_lib.sh  # free_port, wait_port, user_system_ticks
 work=$(mktemp -d)
 server_pid=""
 cleanup() {
@@ -30,17 +30,6 @@ cleanup() {
 trap cleanup EXIT
 bench/floor/build.sh "$work"
 ticks=$(getconf CLK_TCK)
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-cpu_ticks() {  # PID -> "utime stime" in clock ticks (fields 14 and 15; 12 and 13 after ") ")
-  local stat
-  stat=$(<"/proc/$1/stat")
-  read -ra fields <<<"${stat##*) }"
-  echo "${fields[11]} ${fields[12]}"
-}
 
 start_server() {  # SERVER PORT: starts it on CPU 0, sets server_pid, waits for its port
   local server=$1 port=$2 serve_args
@@ -56,13 +45,7 @@ start_server() {  # SERVER PORT: starts it on CPU 0, sets server_pid, waits for 
     taskset -c 0 "$work/floorserve" "$port" 16384 "${variant_args[@]}" >"$work/server.log" 2>&1 &
   fi
   server_pid=$!
-  for _ in $(seq 100); do
-    ss -Hltn "sport = :$port" | grep -q LISTEN && return 0
-    sleep 0.05
-  done
-  echo "serve_variants.sh: $server did not start" >&2
-  cat "$work/server.log" >&2
-  exit 1
+  wait_port "$server" "$port" || { cat "$work/server.log" >&2; exit 1; }
 }
 
 declare -A results
@@ -70,12 +53,12 @@ for run in $(seq "$runs"); do
   for server in $servers; do
     port=$(free_port)
     start_server "$server" "$port"
-    read -r user_before system_before < <(cpu_ticks "$server_pid")
+    read -r user_before system_before < <(user_system_ticks "$server_pid")
     taskset -c 1 "$exe" client --connect "127.0.0.1:$port" --connections "$connections" \
       --concurrency "$concurrency" --response-bytes 16KiB --body-bytes 64KiB --timeout 60s \
       --source-addrs 127.0.0.2-127.0.0.9 \
       >"$work/client.log" 2>&1 || true
-    read -r user_after system_after < <(cpu_ticks "$server_pid")
+    read -r user_after system_after < <(user_system_ticks "$server_pid")
     kill "$server_pid"
     wait "$server_pid" 2>/dev/null || true
     server_pid=""

@@ -605,11 +605,11 @@ void Engine::finish_if_idle(Connection& connection) {
 void Engine::release(Connection& connection) {
   const std::uint32_t generation = (connection.generation + 1) & kGenerationMask;
   set_state(connection, State::free);
-  // Built again in place: stores straight into the slot, where assigning a Connection{} built
-  // one on the stack and copied it over (bench/callgrind.sh: 84 -> 64 instructions per close).
+  // Built again in place (state free, fd -1): stores straight into the slot, where assigning a
+  // Connection{} built one on the stack and copied it over (bench/callgrind.sh: 84 -> 65
+  // instructions per close).
   std::destroy_at(&connection);
   std::construct_at(&connection);
-  RL_ASSERT(connection.state == State::free);
   connection.generation = generation;
   RL_ASSERT(free_count_ < capacity_);
   free_slots_[free_count_++] = slot_of(connection);

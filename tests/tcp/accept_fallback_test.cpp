@@ -36,7 +36,6 @@ TEST(AcceptFallback, WithoutAcceptDontwaitABurstBeyondTheTableIsServedWithAccept
   config.ring_entries = 8;
   config.max_connections = 8;
   Responder responder(config, tools::make_response(1000));
-  responder.close_after_response = true;
   constexpr int kClients = 200;
   std::vector<int> clients;
   for (int i = 0; i < kClients; ++i) {
