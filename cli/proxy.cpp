@@ -16,6 +16,7 @@
 //    bytes still queued towards it are not thrown away (the bug Envoy fixed in #45267).
 // The resets passed on are counted per direction (--json: proxy.resets_passed_*).
 // Threads, signals and counters come from the runner (runner.hpp); this file forwards.
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -62,6 +63,23 @@ struct ProxyFlags {
   // Issue 17, bench/floor/compare.sh 3 3 (load 5-8): 1 MiB keep-alive 982 -> 823 us/request.
   std::uint32_t receive_buffers = 64;
 };
+
+// A forward shorter than this goes through the library's queue (a copy into a std::string, then a
+// send in the ring, submitted with the loop step's one io_uring_enter) instead of a send(2) of its
+// own: copying a few KiB costs less than a system call. Issue 17, fresh processes, 7 runs each
+// (docs/PERFORMANCE.md, "Which forwards are sent inline"): 16 KiB keep-alive 19.6 -> 18.0 us per
+// request; 1 MiB keep-alive keeps the inline sends' gain, which the queue for all loses.
+constexpr std::size_t kInlineSendMinBytes = 8 * 1024;
+
+// glibc gives the free top of a heap back to the kernel (madvise) once it passes the trim
+// threshold (128 KiB by default), and the next allocations fault its pages in again. The queued
+// forwards are allocated and freed in the manager threads, in glibc's thread arenas: with the
+// default, some proxy processes trimmed and re-faulted the same pages, 1.6 faults per request,
+// and stayed 2-3x dearer for their whole life (docs/PERFORMANCE.md, "the trap"). Setting a
+// threshold turns off glibc's dynamic one, so both are set to the most that rule reaches on
+// 64-bit: blocks below 32 MiB come from the heap, and up to 64 MiB of free heap stays mapped.
+constexpr int kMmapThresholdBytes = 32 * 1024 * 1024;
+constexpr int kTrimThresholdBytes = 2 * kMmapThresholdBytes;
 
 // Which side of the pair a connection is.
 enum class Role : std::uint8_t { client, upstream };
@@ -266,18 +284,19 @@ class Proxy final : public ShardServer {
     }
   }
 
-  // Writes what the socket takes at once when nothing is queued for `to` (nothing in flight
-  // either: a piece stays queued until its send completes), so those bytes are not copied into a
-  // std::string and sent again through the ring. Issue 17, bench/floor/compare.sh: that copy
-  // (memmove) was 5 % of the proxy's CPU at 16 KiB, 10 % at 1 MiB. The order of bytes is kept:
-  // the rest goes through the queue behind them. The ack wait of abort_after_send() reads the
-  // kernel's counts (TCP_INFO), which include these bytes; the library's CloseReport.bytes_sent
-  // and Stats.bytes_sent do not: as_sent() adds them to the report, stats() to the Stats that the
-  // proxy reports (--json, --metrics, SIGUSR1), and the proxy's byte counters count them. A send
-  // that fails took the socket's pending error (sk_err): the library's receive would then read a
-  // reset leg as a clean EOF, so the leg is aborted here (its on_closed passes the cut on) and the
-  // error kept for on_closed. nullopt: aborted.
+  // Writes what the socket takes at once when nothing is queued for `to` (nothing in flight either:
+  // a piece stays queued until its send completes) and the forward is at least kInlineSendMinBytes,
+  // so those bytes are not copied into a std::string and sent again through the ring. Issue 17,
+  // bench/floor/compare.sh: that copy (memmove) was 5 % of the proxy's CPU at 16 KiB, 10 % at 1 MiB.
+  // The order of bytes is kept: the rest goes through the queue behind them. The ack wait of
+  // abort_after_send() reads the kernel's counts (TCP_INFO), which include these bytes; the
+  // library's CloseReport.bytes_sent and Stats.bytes_sent do not: as_sent() adds them to the report,
+  // stats() to the Stats that the proxy reports (--json, --metrics, SIGUSR1), and the proxy's byte
+  // counters count them. A send that fails took the socket's pending error (sk_err): the library's
+  // receive would then read a reset leg as a clean EOF, so the leg is aborted here (its on_closed
+  // passes the cut on) and the error kept for on_closed. nullopt: aborted.
   std::optional<std::size_t> send_now(Leg& to, std::span<const std::byte> data) {
+    if (data.size() < kInlineSendMinBytes) return 0;
     if (manager_.state(to.self) != State::open || manager_.queued_bytes(to.self) != 0) return 0;
     const int fd = manager_.fd(to.self);
     if (fd < 0) return 0;
@@ -578,6 +597,8 @@ void add_proxy_metrics(const ProxyCounters& counters, PrometheusText& out) {
 
 int run_proxy(const ProxyFlags& flags) {
   const ProxySettings settings = proxy_settings(flags);
+  mallopt(M_MMAP_THRESHOLD, kMmapThresholdBytes);  // before any thread allocates (see above)
+  mallopt(M_TRIM_THRESHOLD, kTrimThresholdBytes);
   ShardedCommand command;
   command.make_server = [&](const Config& config) {
     return std::make_unique<Proxy>(config, settings.upstream, settings.max_buffer, settings.connect_timeout);

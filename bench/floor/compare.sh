@@ -11,7 +11,9 @@
 # PROXIES: which to run (default "ringlinger haproxy floor-rw floor-splice"); ringlinger-NAME
 # runs another ringlinger, with EXE_NAME / ARGS_NAME (NAME with - as _) when set; floor-rw-BYTES
 # reads BYTES at a time; HAPROXY_OPTIONS: lines for HAProxy's defaults section;
-# WORKLOADS (default "16k-keepalive 16k-close 1m-keepalive"). Prints one line per run, then medians.
+# WORKLOADS (default "16k-keepalive 16k-close 1m-keepalive"); FRESH=1: every ringlinger is started
+# for each run and stopped after it (a long-lived process can carry its heap's history from run to
+# run: docs/PERFORMANCE.md, "the trap"). Prints one line per run, then medians.
 # Needs nginx, haproxy, wrk (installed when missing) and cc.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,13 +28,15 @@ bench/floor/build.sh "$work"
 start_upstream "$work/upstream"
 
 declare -A port pid
-for proxy in $proxies; do
+# start_proxy NAME: starts it on a free port, pinned, and waits until it listens.
+start_proxy() {
+  local proxy=$1 variant exe_var args_var
   port[$proxy]=$(free_port)
   case $proxy in
     haproxy)  # waits for its port and records its pid itself
       start_haproxy "$work/haproxy" "${port[$proxy]}" "$up_port"
       pid[$proxy]=$ha_pid
-      continue ;;
+      return ;;
     ringlinger*)
       # ringlinger-NAME: EXE_NAME and ARGS_NAME (when set) replace EXE and PROXY_ARGS.
       variant=${proxy#ringlinger}; variant=${variant#-}; variant=${variant//-/_}
@@ -48,14 +52,20 @@ for proxy in $proxies; do
   pid[$proxy]=$!
   pids+=("${pid[$proxy]}")
   wait_port "$proxy" "${port[$proxy]}"
+}
+# With FRESH=1 each ringlinger is a new process for every run (see the top).
+fresh() { [ "${FRESH:-0}" = 1 ] && [[ $1 == ringlinger* ]]; }
+for proxy in $proxies; do
+  fresh "$proxy" || start_proxy "$proxy"
 done
-echo "# $(date -u +%H:%MZ) $(uname -r) load $(cut -d' ' -f1-3 /proc/loadavg); $runs x ${seconds}s, wrk -t1 -c50; ${PROXY_ARGS:-}${HAPROXY_OPTIONS:+ | haproxy: $HAPROXY_OPTIONS}"
+echo "# $(date -u +%H:%MZ) $(uname -r) load $(cut -d' ' -f1-3 /proc/loadavg); $runs x ${seconds}s, wrk -t1 -c50${FRESH:+, FRESH=$FRESH}; ${PROXY_ARGS:-}${HAPROXY_OPTIONS:+ | haproxy: $HAPROXY_OPTIONS}"
 results=$work/results
 : >"$results"
 for workload in $workloads; do
   workload_request "$workload"
   for _ in $(seq "$runs"); do
     for proxy in $proxies; do
+      fresh "$proxy" && start_proxy "$proxy"
       before=$(cpu_ticks "${pid[$proxy]}")
       "${pin_load[@]}" wrk -t1 -c50 -d"${seconds}s" --timeout 10s "${headers[@]}" \
         "http://127.0.0.1:${port[$proxy]}/$path" >"$work/wrk.txt" 2>&1 || true
@@ -63,6 +73,7 @@ for workload in $workloads; do
       requests=$(grep -o '[0-9]* requests in' "$work/wrk.txt" | awk '{print $1}')
       errors=$(grep -o 'Socket errors.*\|Non-2xx.*' "$work/wrk.txt" | tr '\n' ' ' || true)
       us=$(( (after - before) * tick_us ))
+      if fresh "$proxy"; then kill -TERM "${pid[$proxy]}"; wait "${pid[$proxy]}" 2>/dev/null || true; fi
       echo "$workload $proxy ${requests:-0} $us" >>"$results"
       printf "  %-14s %-13s %8d req %8.1f us/req %s\n" "$workload" "$proxy" "${requests:-0}" \
         "$(echo "$us ${requests:-1}" | awk '{print $1/($2?$2:1)}')" "$errors"
