@@ -43,8 +43,8 @@ inline constexpr std::uint64_t kMaxConnections = 1'000'000'000'000;
 // Checks a whole-number flag as typed: digits only, no leading zero, from `min` to `max`. Every
 // whole-number flag has one: without it CLI11 takes "-1" for an unsigned 64-bit flag as 2^64-1,
 // and "010" as octal (8). The message names the value and the range; CLI11 puts the flag before
-// it.
-FlagCheck whole_number(std::uint64_t min, std::uint64_t max);
+// it, and `why`, when given, says where the range comes from.
+FlagCheck whole_number(std::uint64_t min, std::uint64_t max, std::string_view why = {});
 
 // A value as a flag would spell it, for default values: 5000 -> "5s", 2 -> "2ms", 2000 us ->
 // "2ms", 16 MiB -> "16MiB". Each round-trips through the flag's parser.

@@ -53,18 +53,20 @@ std::uint64_t request_body_flag(const std::string& text) {
   return bytes_flag("--body-bytes", text, kMaxBodyInMemory, "(the request is built in memory)");
 }
 
-FlagCheck whole_number(std::uint64_t min, std::uint64_t max) {
+FlagCheck whole_number(std::uint64_t min, std::uint64_t max, std::string_view why) {
   const std::string range = std::to_string(min) + " to " + std::to_string(max);
   return FlagCheck{
-      [min, max, range](const std::string& text) -> std::string {
+      [min, max, range, why = std::string(why)](const std::string& text) -> std::string {
         std::uint64_t value = 0;
         const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
         const bool digits = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
         const bool leading_zero = text.size() > 1 && text.front() == '0';  // CLI11: octal
         if (!digits || error != std::errc() || end != text.data() + text.size() || value < min ||
             value > max || leading_zero) {
+          std::string notes = why;
+          if (leading_zero) notes += (notes.empty() ? "" : "; ") + std::string("no leading zeros");
           return "'" + text + "' is not a whole number from " + range +
-                 (leading_zero ? " (no leading zeros)" : "");
+                 (notes.empty() ? "" : " (" + notes + ")");
         }
         return {};
       },

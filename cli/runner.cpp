@@ -183,8 +183,7 @@ void add_runner_flags(CommandFlags command, RunnerFlags& flags,
                      "buffers (serve also its latency sample: about 1 MiB more resident memory per "
                      "thread with the defaults). 1 to 4 per CPU (at most 64); uring, epoll and auto "
                      "backends")
-      // The digits only: the range, which depends on the CPUs, is checked with the others.
-      .check(whole_number(0, std::numeric_limits<std::uint32_t>::max())).type_name("N")
+      .check(whole_number(1, max_threads(), "4 per CPU, at most 64")).type_name("N")
       .capture_default_str();
   command.add_option("--stop-grace", flags.stop_grace,
                      "On SIGINT/SIGTERM, how long open and closing connections may take before "

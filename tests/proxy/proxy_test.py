@@ -747,7 +747,7 @@ def scenario_usage(exe, work):
                          (["proxy", "--upstream", "no-such-host.invalid:80"], "--upstream: cannot resolve 'no-such-host.invalid'"),
                          (["proxy", "--upstream", "127.0.0.1:0"], "--upstream: port 0"),
                          (["proxy", "--upstream", "127.0.0.1:80", "--listen", "nowhere"], "--listen: 'nowhere'"),
-                         (["proxy", "--upstream", "127.0.0.1:80", "--threads", "0"], "--threads: must be between 1"),
+                         (["proxy", "--upstream", "127.0.0.1:80", "--threads", "0"], "--threads: '0' is not a whole number from 1 to"),
                          (["proxy", "--upstream", "127.0.0.1:80", "--max-buffer", "0"], "--max-buffer"),
                          (["proxy", "--upstream", "127.0.0.1:80", "--receive-buffer", "8"], "--receive-buffer: must be between"),
                          (["proxy", "--upstream", "127.0.0.1:80", "--receive-buffers", "3"], "--receive-buffers"),

@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -198,6 +200,7 @@ TEST(DeadlineFifo, HoldsAtMostOneDeadlinePerSlot) {
 }
 
 TEST(CommandLine, BadFlagsExitWithTwoAndNameTheFlag) {
+  const std::string max_threads = std::to_string(std::clamp(4 * sysconf(_SC_NPROCESSORS_ONLN), 4L, 64L));
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"serve", "--drain-timeout", "30"}, "--drain-timeout"},
       {{"serve", "--drain-idle-timeout", "0"}, "--drain-idle-timeout"},
@@ -232,6 +235,11 @@ TEST(CommandLine, BadFlagsExitWithTwoAndNameTheFlag) {
       {{"serve", "--threads", "02"}, "--threads: '02' is not a whole number"},
       {{"serve", "--max-connections", "0x10"}, "--max-connections: '0x10' is not a whole number"},
       {{"proxy", "--upstream", "127.0.0.1:80", "--receive-buffers", "010"}, "--receive-buffers: '010'"},
+      // The range in the message is the flag's own, not the type's.
+      {{"serve", "--threads", "65"}, "--threads: '65' is not a whole number from 1 to " + max_threads + " (4 per CPU, at most 64)"},
+      {{"serve", "--threads", "0x2"}, "--threads: '0x2' is not a whole number from 1 to " + max_threads + " ("},
+      {{"serve", "--threads", "02"}, "(4 per CPU, at most 64; no leading zeros)"},
+      {{"proxy", "--upstream", "127.0.0.1:80", "--receive-buffers", "0"}, "--receive-buffers: '0' is not a whole number from 1 to 32768"},
       {{"wrap", "--max-lingering", "010", "--", "true"}, "--max-lingering: '010'"},
       {{"serve", "--response-bytes", "100GiB"}, "--response-bytes: at most 256MiB in memory"},
       {{"serve", "--response-bytes", "100GiB", "--sendfile"}, "--response-bytes: at most 16GiB with --sendfile"},
