@@ -55,12 +55,17 @@ struct ProxyFlags {
   std::string connect_timeout = "10s";
   std::string max_buffer = "256KiB";
   // Larger than the library's default (2 KiB, sized for request heads): a proxy moves bulk data,
-  // and one read forwards at most one buffer.
-  std::string receive_buffer = "32KiB";
-  // Fewer than the library's default (256): the proxy copies each buffer out in on_receive, so
+  // and one read forwards at most one buffer. 64 KiB halves the receives and sends of a 1 MiB
+  // transfer against 32 KiB (16.5 against 33.0 system calls per request): issue 17, FRESH=1
+  // bench/floor/compare.sh 9 4, 1 MiB keep-alive, 0.90x the CPU per request (median of the runs'
+  // ratios; 16 KiB unchanged).
+  std::string receive_buffer = "64KiB";
+  // Fewer than the library's default (256): the proxy hands each buffer back after on_receive, so
   // few are in use at once, and the kernel's copy into a buffer is cheaper when it lands in one
   // still in the cache (the ring hands them out in turn: 256 x 32 KiB is 8 MiB, 64 is 2 MiB).
   // Issue 17, bench/floor/compare.sh 3 3 (load 5-8): 1 MiB keep-alive 982 -> 823 us/request.
+  // 32 of 64 KiB cost the same CPU but ran short: 0.4 receives per request waited for a buffer
+  // at 16 KiB, 7.9 at 1 MiB; 64 of them, 0.
   std::uint32_t receive_buffers = 64;
 };
 
