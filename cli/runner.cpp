@@ -209,11 +209,7 @@ namespace {
 
 // --threads, --stop-grace and the drain flags.
 void convert_engine_flags(const RunnerFlags& flags, RunnerSettings& settings) {
-  if (flags.threads < 1 || flags.threads > max_threads()) {
-    throw UsageError(fmt::format("--threads: must be between 1 and {} (4 per CPU, at most 64) "
-                                 "(got {})",
-                                 max_threads(), flags.threads));
-  }
+  // The range of --threads is its flag's check, which settings files pass through too.
   settings.threads = flags.threads;
   settings.stop_grace = std::chrono::milliseconds(duration_flag_ms("--stop-grace", flags.stop_grace));
   settings.config = to_config(flags.drain);
