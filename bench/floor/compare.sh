@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
-# CPU per request of `ringlinger proxy`, HAProxy 2.6 (mode tcp, nbthread 1) and the two floor
-# prototypes (floorproxy.c: read/write and splice) on bench/proxy.sh's workloads, in the same run,
-# alternating proxy by proxy: wrk -t1 -c50 -> proxy (CPU 0) -> nginx serving static files (CPU 1,
-# with wrk; no pinning on one CPU). CPU = utime + stime of the proxy's process from /proc/PID/stat
-# around each wrk run. The upstream, HAProxy's configuration and the rest of the setup are
-# bench/proxy.sh's (bench/proxy_lib.sh).
+# CPU per request of `ringlinger proxy`, HAProxy 2.6 (mode tcp, nbthread 1) and the floor
+# prototypes on bench/proxy.sh's workloads, in the same run, alternating proxy by proxy: wrk -t1
+# -c50 -> proxy (CPU 0) -> nginx serving static files (CPU 1, with wrk; no pinning on one CPU).
+# The floors: floorproxy.c, epoll with read/write (floor-rw) or splice (floor-splice);
+# floorring.c, one io_uring with every send in the ring (floor-ring), sends inline as
+# ringlinger's (floor-ring-inline), or the ring with three system calls fewer per connection
+# (floor-ring-lean). CPU = utime + stime of the proxy's process from /proc/PID/stat around each
+# wrk run. The upstream, HAProxy's configuration and the rest of the setup are bench/proxy.sh's
+# (bench/proxy_lib.sh).
 #
 #   bench/floor/compare.sh [RUNS] [SECONDS]        defaults: 3 runs, 5 s
 # EXE: ringlinger binary (default build/cli/ringlinger); PROXY_ARGS: extra flags for it;
-# PROXIES: which to run (default "ringlinger haproxy floor-rw floor-splice"); ringlinger-NAME
-# runs another ringlinger, with EXE_NAME / ARGS_NAME (NAME with - as _) when set; floor-rw-BYTES
-# reads BYTES at a time; HAPROXY_OPTIONS: lines for HAProxy's defaults section;
-# WORKLOADS (default "16k-keepalive 16k-close 1m-keepalive"); FRESH=1: every ringlinger is started
-# for each run and stopped after it (a long-lived process can carry its heap's history from run to
-# run: docs/PERFORMANCE.md, "the trap"). Prints one line per run, then medians.
+# PROXIES: which to run (default "ringlinger haproxy floor-rw floor-splice floor-ring
+# floor-ring-inline floor-ring-lean"); ringlinger-NAME runs another ringlinger, with EXE_NAME /
+# ARGS_NAME (NAME with - as _) when set; floor-rw-BYTES reads BYTES at a time; HAPROXY_OPTIONS:
+# lines for HAProxy's defaults section; WORKLOADS (default "16k-keepalive 16k-close
+# 1m-keepalive"); FRESH=1: every ringlinger is started for each run and stopped after it (a
+# long-lived process can carry its heap's history from run to run: docs/PERFORMANCE.md, "the
+# trap"). Prints one line per run, then medians: of the CPU, and of the system time alone, both
+# against HAProxy's CPU (a proxy whose system time alone passes a ratio cannot reach it by
+# cutting user-space work).
 # Needs nginx, haproxy, wrk (installed when missing) and cc.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,7 +27,7 @@ source bench/proxy_lib.sh
 runs=${1:-3}
 seconds=${2:-5}
 exe=${EXE:-build/cli/ringlinger}
-proxies=${PROXIES:-ringlinger haproxy floor-rw floor-splice}
+proxies=${PROXIES:-ringlinger haproxy floor-rw floor-splice floor-ring floor-ring-inline floor-ring-lean}
 workloads=${WORKLOADS:-16k-keepalive 16k-close 1m-keepalive}
 proxy_bench_setup
 bench/floor/build.sh "$work"
@@ -47,6 +53,9 @@ start_proxy() {
     floor-rw) "${pin_proxy[@]}" "$work/floorproxy" rw "${port[$proxy]}" "$up_port" & ;;
     floor-rw-*) "${pin_proxy[@]}" "$work/floorproxy" rw "${port[$proxy]}" "$up_port" "${proxy#floor-rw-}" & ;;
     floor-splice) "${pin_proxy[@]}" "$work/floorproxy" splice "${port[$proxy]}" "$up_port" & ;;
+    floor-ring) "${pin_proxy[@]}" "$work/floorring" ring "${port[$proxy]}" "$up_port" & ;;
+    floor-ring-inline) "${pin_proxy[@]}" "$work/floorring" inline "${port[$proxy]}" "$up_port" & ;;
+    floor-ring-lean) "${pin_proxy[@]}" "$work/floorring" lean "${port[$proxy]}" "$up_port" & ;;
     *) echo "$0: unknown proxy $proxy" >&2; exit 1 ;;
   esac
   pid[$proxy]=$!
@@ -55,6 +64,8 @@ start_proxy() {
 }
 # With FRESH=1 each ringlinger is a new process for every run (see the top).
 fresh() { [ "${FRESH:-0}" = 1 ] && [[ $1 == ringlinger* ]]; }
+# PID: system time in ticks (cpu_ticks, from bench/proxy_lib.sh, is user + system).
+system_ticks() { awk '{ sub(/.*\) /, ""); print $13 }' "/proc/$1/stat"; }
 for proxy in $proxies; do
   fresh "$proxy" || start_proxy "$proxy"
 done
@@ -66,34 +77,42 @@ for workload in $workloads; do
   for _ in $(seq "$runs"); do
     for proxy in $proxies; do
       fresh "$proxy" && start_proxy "$proxy"
-      before=$(cpu_ticks "${pid[$proxy]}")
+      before=$(cpu_ticks "${pid[$proxy]}"); system_before=$(system_ticks "${pid[$proxy]}")
       "${pin_load[@]}" wrk -t1 -c50 -d"${seconds}s" --timeout 10s "${headers[@]}" \
         "http://127.0.0.1:${port[$proxy]}/$path" >"$work/wrk.txt" 2>&1 || true
-      after=$(cpu_ticks "${pid[$proxy]}")
+      after=$(cpu_ticks "${pid[$proxy]}"); system_after=$(system_ticks "${pid[$proxy]}")
       requests=$(grep -o '[0-9]* requests in' "$work/wrk.txt" | awk '{print $1}')
       errors=$(grep -o 'Socket errors.*\|Non-2xx.*' "$work/wrk.txt" | tr '\n' ' ' || true)
       us=$(( (after - before) * tick_us ))
+      system_us=$(( (system_after - system_before) * tick_us ))
       if fresh "$proxy"; then kill -TERM "${pid[$proxy]}"; wait "${pid[$proxy]}" 2>/dev/null || true; fi
-      echo "$workload $proxy ${requests:-0} $us" >>"$results"
-      printf "  %-14s %-13s %8d req %8.1f us/req %s\n" "$workload" "$proxy" "${requests:-0}" \
-        "$(echo "$us ${requests:-1}" | awk '{print $1/($2?$2:1)}')" "$errors"
+      echo "$workload $proxy ${requests:-0} $us $system_us" >>"$results"
+      printf "  %-14s %-17s %8d req %8.1f us/req (system %.1f) %s\n" "$workload" "$proxy" \
+        "${requests:-0}" "$(echo "$us ${requests:-1}" | awk '{print $1/($2?$2:1)}')" \
+        "$(echo "$system_us ${requests:-1}" | awk '{print $1/($2?$2:1)}')" "$errors"
     done
   done
 done
 echo "# load $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$results" <<'PY'
 import statistics, sys
-t = {}
+t, system = {}, {}
 for line in open(sys.argv[1]):
-    w, p, r, us = line.split()
+    w, p, r, us, system_us = line.split()
     t.setdefault(w, {}).setdefault(p, []).append(int(us) / max(int(r), 1))
+    system.setdefault(w, {}).setdefault(p, []).append(int(system_us) / max(int(r), 1))
 names = list(next(iter(t.values())).keys())
 others = [p for p in names if p != "haproxy"]
-print("| workload | " + " | ".join(names) + " | " + " | ".join(f"{p}/haproxy" for p in others) + " |")
-for w, ps in t.items():
-    med = {p: statistics.median(v) for p, v in ps.items()}
-    h = med.get("haproxy")
-    ratio = lambda p: f"{med[p] / h:.2f}" if h and p in med else ""
-    print(f"| {w} | " + " | ".join(f"{m:.1f}" for m in med.values()) + " | " +
-          " | ".join(ratio(p) for p in others) + " |")
+def table(title, values):
+    print(title)
+    print("| workload | " + " | ".join(names) + " | " + " | ".join(f"{p}/haproxy" for p in others) + " |")
+    for w, ps in values.items():
+        med = {p: statistics.median(v) for p, v in ps.items()}
+        h = statistics.median(t[w]["haproxy"]) if "haproxy" in t[w] else None
+        ratio = lambda p: f"{med[p] / h:.2f}" if h and p in med else ""
+        print(f"| {w} | " + " | ".join(f"{m:.1f}" for m in med.values()) + " | " +
+              " | ".join(ratio(p) for p in others) + " |")
+table("CPU (user + system) us per request, median; ratios to HAProxy's CPU:", t)
+table("System time alone, us per request, median; ratios to HAProxy's whole CPU (user + system):",
+      system)
 PY
