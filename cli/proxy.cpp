@@ -659,7 +659,7 @@ Command add_proxy_command(CLI::App& program) {
       .type_name("SIZE").capture_default_str().group("Forwarding");
   app.add_option("--receive-buffers", flags->receive_buffers,
                   "Number of shared receive buffers (a power of two); bounds memory, not connections")
-      .check(whole_number(1, 32768)).type_name("N").capture_default_str().group("Forwarding");
+      .check(whole_number(1, kMaxReceiveBufferCount)).type_name("N").capture_default_str().group("Forwarding");
   app.add_option("--connect-timeout", flags->connect_timeout,
                   "Longest time an upstream connect may take; then the upstream leg is reset and "
                   "so is the client; 0 = the kernel's SYN retries (about 2 minutes)")

@@ -45,6 +45,11 @@ std::string_view to_string(OnTimeout value) noexcept;
 std::string_view to_string(ShutdownMode value) noexcept;
 std::string_view to_string(IoBackend value) noexcept;
 
+// The largest ring_entries and receive_buffer_count that Config::validate() accepts: the
+// kernel's own limits (IORING_MAX_ENTRIES, and a provided-buffer ring's entries).
+inline constexpr std::uint32_t kMaxRingEntries = 32'768;
+inline constexpr std::uint32_t kMaxReceiveBufferCount = 32'768;
+
 // Manager configuration. Check it with validate(); the Manager constructor rejects invalid values.
 struct Config {
   // The kernel interface.

@@ -45,8 +45,8 @@ std::string Config::validate() const {
   if (shutdown_mode != ShutdownMode::syscall && shutdown_mode != ShutdownMode::ring) {
     return "shutdown_mode must be syscall or ring (got " + std::to_string(int(shutdown_mode)) + ")";
   }
-  if (ring_entries < 8 || ring_entries > 32768 || !is_power_of_two(ring_entries)) {
-    return range_error("ring_entries", 8, 32768, ring_entries, "a power of two ");
+  if (ring_entries < 8 || ring_entries > kMaxRingEntries || !is_power_of_two(ring_entries)) {
+    return range_error("ring_entries", 8, kMaxRingEntries, ring_entries, "a power of two ");
   }
   if (max_connections < 1 || max_connections > (1u << 22)) {
     return range_error("max_connections", 1, 1u << 22, max_connections);
@@ -54,9 +54,10 @@ std::string Config::validate() const {
   if (receive_buffer_bytes < 64 || receive_buffer_bytes > (16u << 20)) {
     return range_error("receive_buffer_bytes", 64, 16u << 20, receive_buffer_bytes);
   }
-  if (receive_buffer_count < 1 || receive_buffer_count > 32768 ||
+  if (receive_buffer_count < 1 || receive_buffer_count > kMaxReceiveBufferCount ||
       !is_power_of_two(receive_buffer_count)) {
-    return range_error("receive_buffer_count", 1, 32768, receive_buffer_count, "a power of two ");
+    return range_error("receive_buffer_count", 1, kMaxReceiveBufferCount, receive_buffer_count,
+                       "a power of two ");
   }
   if (batch_wait_us > 100'000) return range_error("batch_wait_us", 0, 100'000, batch_wait_us);
   return {};

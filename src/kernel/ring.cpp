@@ -10,6 +10,7 @@
 #include <system_error>
 
 #include "core/assert.hpp"
+#include "ringlinger/config.hpp"
 
 namespace ringlinger::detail {
 namespace {
@@ -220,7 +221,7 @@ std::string Ring::describe_flags() const {
 BufferRing::BufferRing(Ring& ring, std::uint16_t group, std::uint32_t count,
                        std::uint32_t buffer_bytes)
     : ring_(ring), group_(group), count_(count), buffer_bytes_(buffer_bytes) {
-  RL_ASSERT(count > 0 && count <= 32768 && (count & (count - 1)) == 0);
+  RL_ASSERT(count > 0 && count <= kMaxReceiveBufferCount && (count & (count - 1)) == 0);
   ring_memory_bytes_ = round_up_to_page(count * sizeof(io_uring_buf));
   ring_memory_ = static_cast<io_uring_buf_ring*>(map_anonymous(ring_memory_bytes_, "buffer ring"));
   buffers_bytes_ = std::size_t{count} * buffer_bytes;

@@ -81,7 +81,7 @@ class Ring {
 // 2.3 has no io_uring_setup_buf_ring(), so the ring memory is mapped and registered here.
 class BufferRing {
  public:
-  // `count` must be a power of two (<= 32768). Throws std::system_error on failure.
+  // `count` must be a power of two (<= kMaxReceiveBufferCount). Throws std::system_error on failure.
   BufferRing(Ring& ring, std::uint16_t group, std::uint32_t count, std::uint32_t buffer_bytes);
   ~BufferRing();
   BufferRing(const BufferRing&) = delete;
