@@ -71,10 +71,13 @@ struct ProxyFlags {
 
 // A forward shorter than this goes through the library's queue (a copy into a std::string, then a
 // send in the ring, submitted with the loop step's one io_uring_enter) instead of a send(2) of its
-// own: copying a few KiB costs less than a system call. Issue 17, fresh processes, 7 runs each
-// (docs/PERFORMANCE.md, "Which forwards are sent inline"): 16 KiB keep-alive 19.6 -> 18.0 us per
-// request; 1 MiB keep-alive keeps the inline sends' gain, which the queue for all loses.
-constexpr std::size_t kInlineSendMinBytes = 8 * 1024;
+// own: on this guest, copying up to a few tens of KiB costs less than a system call. Issue 17,
+// fresh processes (docs/PERFORMANCE.md, "Which forwards are sent inline"): 8 KiB took 16 KiB
+// keep-alive from 19.6 to 18.0 us per request; 32 KiB, which queues a 16 KiB response too, was
+// cheaper again (run medians 0.94x and 0.98x of 8 KiB's). 1 MiB keep-alive, whose forwards are
+// mostly the 64 KiB receive buffer, keeps the inline sends' gain (1.02x, within the runs' noise),
+// which queueing every forward loses (1.09x).
+constexpr std::size_t kInlineSendMinBytes = 32 * 1024;
 
 // glibc gives the free top of a heap back to the kernel (madvise) once it passes the trim
 // threshold (128 KiB by default), and the next allocations fault its pages in again. The queued

@@ -12,7 +12,8 @@
 // measuring instrument, not a proxy to deploy.
 //   floorring ring|inline|lean LISTEN_PORT UPSTREAM_PORT   (127.0.0.1 both; runs until killed)
 // ring: every send in the ring. inline: a send(2) straight away when nothing waits in that
-// direction (the rest in the ring), as ringlinger's proxy sends forwards of 8 KiB or more.
+// direction (the rest in the ring), as ringlinger's proxy sends its long forwards (there, only
+// those of at least 32 KiB; here every one).
 // lean: ring, and three system calls fewer per client connection than ringlinger's proxy makes: no
 // TCP_NODELAY on either socket, and the second FIN goes out with the close, not with a shutdown(2).
 #define _GNU_SOURCE
