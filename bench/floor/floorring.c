@@ -32,6 +32,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "floor_ring.h"
+
 enum {
   kPairs = 4096,         // client connections at once
   kBuffers = 64,         // provided buffers (a power of two), each a queue entry at most
@@ -315,27 +317,6 @@ static void rearm_waiting(void) {
   }
 }
 
-// floorserve.c's wait: one io_uring_enter that submits what was prepared and waits for
-// completions for half the open connections (two per pair, at most 256) for up to 2 ms
-// (min_wait_usec, kernel 6.12), then returns as soon as there is one.
-static void wait_for_batch(void) {
-  struct io_uring_sq* sq = &ring.sq;
-  if (sq->sqe_head != sq->sqe_tail) {  // liburing's __io_uring_flush_sq, which 2.3 does not export
-    sq->sqe_head = sq->sqe_tail;
-    io_uring_smp_store_release(sq->ktail, sq->sqe_tail);
-  }
-  const unsigned to_submit = sq->sqe_tail - IO_URING_READ_ONCE(*sq->khead);
-  const unsigned open = 2 * (unsigned)(kPairs - free_count);
-  unsigned batch = (open < 512 ? open : 512) / 2;
-  if (batch == 0) batch = 1;
-  struct __kernel_timespec timeout = {.tv_sec = 0, .tv_nsec = 250 * 1000 * 1000};
-  struct io_uring_getevents_arg arg = {.sigmask = 0, .sigmask_sz = _NSIG / 8,
-                                       .pad = batch > 1 ? 2000 : 0,  // min_wait_usec
-                                       .ts = (uint64_t)(uintptr_t)&timeout};
-  syscall(__NR_io_uring_enter, ring.ring_fd, to_submit, batch,
-          IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg, sizeof arg);
-}
-
 static void setup_buffers(void) {
   buffer_area = aligned_alloc(4096, (size_t)kBuffers * kBufferBytes);
   if (posix_memalign((void**)&buffer_ring, 4096, kBuffers * sizeof(struct io_uring_buf)) != 0 ||
@@ -347,19 +328,6 @@ static void setup_buffers(void) {
                                  .ring_entries = kBuffers, .bgid = kGroup};
   if (io_uring_register_buf_ring(&ring, &reg, 0) != 0) die("floorring: io_uring_register_buf_ring");
   for (uint16_t buffer = 0; buffer < kBuffers; ++buffer) give_back(buffer);
-}
-
-static int listen_on(int port) {
-  const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  const int on = 1;
-  struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  if (listener < 0 || setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
-      bind(listener, (struct sockaddr*)&address, sizeof address) != 0 ||
-      listen(listener, 4096) != 0) {
-    die("floorring: listen");
-  }
-  return listener;
 }
 
 int main(int argc, char** argv) {
@@ -375,14 +343,14 @@ int main(int argc, char** argv) {
   upstream.sin_port = htons((uint16_t)atoi(argv[3]));
   upstream.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   for (int pair = kPairs; pair-- > 0;) free_pairs[free_count++] = pair;
-  const int listener = listen_on(atoi(argv[2]));
+  const int listener = floor_listen("floorring", atoi(argv[2]));
   struct io_uring_params params = {
       .flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN};
   if (io_uring_queue_init_params(4096, &ring, &params) != 0) die("floorring: io_uring_queue_init");
   setup_buffers();
   poll_listener(listener);
   for (;;) {
-    wait_for_batch();
+    floor_wait_for_batch(&ring, 2 * (unsigned)(kPairs - free_count));  // two per pair
     struct io_uring_cqe* cqe;
     unsigned head, seen = 0;
     io_uring_for_each_cqe(&ring, head, cqe) {

@@ -31,6 +31,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "floor_ring.h"
+
 enum {
   kSlots = 16384,        // connections at once (RLIMIT_NOFILE bounds it anyway)
   kHeadBytes = 2048,     // a head that does not fit is answered as if it did: a floor
@@ -204,41 +206,6 @@ static void dispatch(struct io_uring* ring, int listener, const struct io_uring_
   }
 }
 
-// ringlinger's Ring::submit_and_wait: one io_uring_enter that submits what was prepared and waits
-// for completions for half the open connections (at most 256) for up to 2 ms (min_wait_usec,
-// kernel 6.12: then it returns as soon as there is one), and at most 250 ms in all.
-static void wait_for_batch(struct io_uring* ring) {
-  struct io_uring_sq* sq = &ring->sq;
-  if (sq->sqe_head != sq->sqe_tail) {  // liburing's __io_uring_flush_sq, which 2.3 does not export
-    sq->sqe_head = sq->sqe_tail;
-    io_uring_smp_store_release(sq->ktail, sq->sqe_tail);
-  }
-  const unsigned to_submit = sq->sqe_tail - IO_URING_READ_ONCE(*sq->khead);
-  const unsigned open = (unsigned)(kSlots - free_count);
-  unsigned batch = (open < 512 ? open : 512) / 2;
-  if (batch == 0) batch = 1;
-  struct __kernel_timespec timeout = {.tv_sec = 0, .tv_nsec = 250 * 1000 * 1000};
-  struct io_uring_getevents_arg arg = {.sigmask = 0, .sigmask_sz = _NSIG / 8,
-                                       .pad = batch > 1 ? 2000 : 0,  // min_wait_usec
-                                       .ts = (uint64_t)(uintptr_t)&timeout};
-  syscall(__NR_io_uring_enter, ring->ring_fd, to_submit, batch,
-          IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg, sizeof arg);
-}
-
-static int listen_on(int port) {
-  const int listener = socket(AF_INET, SOCK_STREAM, 0);
-  const int on = 1;
-  struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  if (listener < 0 || setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
-      bind(listener, (struct sockaddr*)&address, sizeof address) != 0 ||
-      listen(listener, 4096) != 0) {
-    perror("floorserve: listen");
-    exit(1);
-  }
-  return listener;
-}
-
 // bench/harness/http.hpp's payload_byte(): what the client expects at each offset.
 static char payload_byte(uint64_t index) {
   static const char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVW";
@@ -277,7 +244,7 @@ int main(int argc, char** argv) {
   }
   make_response(argc >= 3 ? (unsigned)strtoul(argv[2], NULL, 10) : 16384);
   for (int slot = kSlots; slot-- > 0;) free_slots[free_count++] = slot;
-  const int listener = listen_on(atoi(argv[1]));
+  const int listener = floor_listen("floorserve", atoi(argv[1]));
   struct io_uring ring;
   struct io_uring_params params = {
       .flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN};
@@ -291,7 +258,7 @@ int main(int argc, char** argv) {
   }
   poll_listener(&ring, listener);
   for (;;) {
-    wait_for_batch(&ring);
+    floor_wait_for_batch(&ring, (unsigned)(kSlots - free_count));
     struct io_uring_cqe* cqe;
     unsigned head, seen = 0;
     io_uring_for_each_cqe(&ring, head, cqe) {

@@ -1,0 +1,54 @@
+// What the two io_uring floors (floorserve.c, floorring.c) share: the listening socket and
+// ringlinger's way of waiting for a batch of completions.
+#ifndef RINGLINGER_BENCH_FLOOR_RING_H
+#define RINGLINGER_BENCH_FLOOR_RING_H
+
+#include <arpa/inet.h>
+#include <liburing.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+// A listening TCP socket on 127.0.0.1:port (SOCK_CLOEXEC, SO_REUSEADDR, backlog 4096); exits
+// naming `program` on failure.
+static inline int floor_listen(const char* program, int port) {
+  const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int on = 1;
+  struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  if (listener < 0 || setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+      bind(listener, (struct sockaddr*)&address, sizeof address) != 0 ||
+      listen(listener, 4096) != 0) {
+    fprintf(stderr, "%s: ", program);
+    perror("listen");
+    exit(1);
+  }
+  return listener;
+}
+
+// ringlinger's Ring::submit_and_wait: one io_uring_enter that submits what was prepared and waits
+// for completions for half the `open` connections (at most 256) for up to 2 ms (min_wait_usec,
+// kernel 6.12: then it returns as soon as there is one), and at most 250 ms in all.
+static inline void floor_wait_for_batch(struct io_uring* ring, unsigned open) {
+  struct io_uring_sq* sq = &ring->sq;
+  if (sq->sqe_head != sq->sqe_tail) {  // liburing's __io_uring_flush_sq, which 2.3 does not export
+    sq->sqe_head = sq->sqe_tail;
+    io_uring_smp_store_release(sq->ktail, sq->sqe_tail);
+  }
+  const unsigned to_submit = sq->sqe_tail - IO_URING_READ_ONCE(*sq->khead);
+  unsigned batch = (open < 512 ? open : 512) / 2;
+  if (batch == 0) batch = 1;
+  struct __kernel_timespec timeout = {.tv_sec = 0, .tv_nsec = 250 * 1000 * 1000};
+  struct io_uring_getevents_arg arg = {.sigmask = 0, .sigmask_sz = _NSIG / 8,
+                                       .pad = batch > 1 ? 2000 : 0,  // min_wait_usec
+                                       .ts = (uint64_t)(uintptr_t)&timeout};
+  syscall(__NR_io_uring_enter, ring->ring_fd, to_submit, batch,
+          IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg, sizeof arg);
+}
+
+#endif
