@@ -17,9 +17,8 @@
 # lines for HAProxy's defaults section; WORKLOADS (default "16k-keepalive 16k-close
 # 1m-keepalive"); FRESH=1: every ringlinger is started for each run and stopped after it (a
 # long-lived process can carry its heap's history from run to run: docs/PERFORMANCE.md, "the
-# trap"). Prints one line per run, then medians: of the CPU, and of the system time alone, both
-# against HAProxy's CPU (a proxy whose system time alone passes a ratio cannot reach it by
-# cutting user-space work).
+# trap"). Prints one line per run, then each proxy's median CPU per request, then, run by run,
+# its CPU and its system time alone against HAProxy's CPU in the same run (median and range).
 # Needs nginx, haproxy, wrk (installed when missing) and cc.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -64,8 +63,6 @@ start_proxy() {
 }
 # With FRESH=1 each ringlinger is a new process for every run (see the top).
 fresh() { [ "${FRESH:-0}" = 1 ] && [[ $1 == ringlinger* ]]; }
-# PID: system time in ticks (cpu_ticks, from bench/proxy_lib.sh, is user + system).
-system_ticks() { awk '{ sub(/.*\) /, ""); print $13 }' "/proc/$1/stat"; }
 for proxy in $proxies; do
   fresh "$proxy" || start_proxy "$proxy"
 done
@@ -77,14 +74,14 @@ for workload in $workloads; do
   for _ in $(seq "$runs"); do
     for proxy in $proxies; do
       fresh "$proxy" && start_proxy "$proxy"
-      before=$(cpu_ticks "${pid[$proxy]}"); system_before=$(system_ticks "${pid[$proxy]}")
+      read -r user_before system_before < <(user_system_ticks "${pid[$proxy]}")
       "${pin_load[@]}" wrk -t1 -c50 -d"${seconds}s" --timeout 10s "${headers[@]}" \
         "http://127.0.0.1:${port[$proxy]}/$path" >"$work/wrk.txt" 2>&1 || true
-      after=$(cpu_ticks "${pid[$proxy]}"); system_after=$(system_ticks "${pid[$proxy]}")
+      read -r user_after system_after < <(user_system_ticks "${pid[$proxy]}")
       requests=$(grep -o '[0-9]* requests in' "$work/wrk.txt" | awk '{print $1}')
       errors=$(grep -o 'Socket errors.*\|Non-2xx.*' "$work/wrk.txt" | tr '\n' ' ' || true)
-      us=$(( (after - before) * tick_us ))
       system_us=$(( (system_after - system_before) * tick_us ))
+      us=$(( (user_after - user_before) * tick_us + system_us ))
       if fresh "$proxy"; then kill -TERM "${pid[$proxy]}"; wait "${pid[$proxy]}" 2>/dev/null || true; fi
       echo "$workload $proxy ${requests:-0} $us $system_us" >>"$results"
       printf "  %-14s %-17s %8d req %8.1f us/req (system %.1f) %s\n" "$workload" "$proxy" \
@@ -96,23 +93,28 @@ done
 echo "# load $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$results" <<'PY'
 import statistics, sys
-t, system = {}, {}
+t, system = {}, {}  # workload -> proxy -> us per request, one entry per run, in run order
 for line in open(sys.argv[1]):
     w, p, r, us, system_us = line.split()
     t.setdefault(w, {}).setdefault(p, []).append(int(us) / max(int(r), 1))
     system.setdefault(w, {}).setdefault(p, []).append(int(system_us) / max(int(r), 1))
 names = list(next(iter(t.values())).keys())
 others = [p for p in names if p != "haproxy"]
-def table(title, values):
-    print(title)
-    print("| workload | " + " | ".join(names) + " | " + " | ".join(f"{p}/haproxy" for p in others) + " |")
-    for w, ps in values.items():
-        med = {p: statistics.median(v) for p, v in ps.items()}
-        h = statistics.median(t[w]["haproxy"]) if "haproxy" in t[w] else None
-        ratio = lambda p: f"{med[p] / h:.2f}" if h and p in med else ""
-        print(f"| {w} | " + " | ".join(f"{m:.1f}" for m in med.values()) + " | " +
-              " | ".join(ratio(p) for p in others) + " |")
-table("CPU (user + system) us per request, median; ratios to HAProxy's CPU:", t)
-table("System time alone, us per request, median; ratios to HAProxy's whole CPU (user + system):",
-      system)
+print("CPU (user + system) us per request, median of the runs:")
+print("| workload | " + " | ".join(names) + " |")
+for w, ps in t.items():
+    print(f"| {w} | " + " | ".join(f"{statistics.median(v):.1f}" for v in ps.values()) + " |")
+if "haproxy" in names:
+    # Each run's figure against HAProxy's CPU in the same run: these hold while the machine's
+    # speed drifts between runs, which the medians above do not.
+    def ratios(values, w, p):
+        rs = [v / h for v, h in zip(values[w][p], t[w]["haproxy"]) if h > 0]
+        return f"{statistics.median(rs):.2f} ({min(rs):.2f}-{max(rs):.2f})" if rs else ""
+    print("Run by run against HAProxy's CPU in the same run, median (range): the CPU, then the")
+    print("system time alone (a proxy whose system time alone passes a ratio cannot reach it by")
+    print("cutting user-space work):")
+    print("| workload | " + " | ".join(f"{p} CPU | {p} system" for p in others) + " |")
+    for w in t:
+        print(f"| {w} | " + " | ".join(f"{ratios(t, w, p)} | {ratios(system, w, p)}"
+                                       for p in others) + " |")
 PY

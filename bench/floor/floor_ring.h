@@ -1,5 +1,5 @@
-// What the two io_uring floors (floorserve.c, floorring.c) share: the listening socket and
-// ringlinger's way of waiting for a batch of completions.
+// What the two io_uring floors (floorserve.c, floorring.c) share: the listening socket, taking an
+// SQE, and ringlinger's way of waiting for a batch of completions.
 #ifndef RINGLINGER_BENCH_FLOOR_RING_H
 #define RINGLINGER_BENCH_FLOOR_RING_H
 
@@ -29,6 +29,16 @@ static inline int floor_listen(const char* program, int port) {
     exit(1);
   }
   return listener;
+}
+
+// A submission queue entry; when the queue is full, what it holds is handed to the kernel first.
+static inline struct io_uring_sqe* floor_sqe(struct io_uring* ring) {
+  struct io_uring_sqe* sqe = io_uring_get_sqe(ring);
+  if (sqe == NULL) {
+    io_uring_submit(ring);
+    sqe = io_uring_get_sqe(ring);
+  }
+  return sqe;
 }
 
 // ringlinger's Ring::submit_and_wait: one io_uring_enter that submits what was prepared and waits

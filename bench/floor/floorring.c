@@ -51,7 +51,6 @@ struct Chunk {
 struct Flow {
   struct Chunk queue[kBuffers];  // received, not yet sent; queue[head] is being sent
   unsigned head, count;
-  int receiving;     // the multishot receive is armed
   int waiting;       // it ended for want of a buffer: armed again when one comes back
   int sending;       // a send is in flight
   int eof, shut;     // the source sent FIN; it was passed on
@@ -82,15 +81,6 @@ static void die(const char* what) {
 
 static uint64_t pack(int pair, enum Op op) { return ((uint64_t)pair << 8) | (uint64_t)op; }
 
-static struct io_uring_sqe* sqe_for(void) {
-  struct io_uring_sqe* sqe = io_uring_get_sqe(&ring);
-  if (sqe == NULL) {  // the queue is full: hand it to the kernel first
-    io_uring_submit(&ring);
-    sqe = io_uring_get_sqe(&ring);
-  }
-  return sqe;
-}
-
 static void give_back(uint16_t buffer) {
   io_uring_buf_ring_add(buffer_ring, buffer_area + (size_t)buffer * kBufferBytes, kBufferBytes,
                         buffer, io_uring_buf_ring_mask(kBuffers), 0);
@@ -98,14 +88,20 @@ static void give_back(uint16_t buffer) {
   buffers_returned = 1;
 }
 
+// The flow's oldest chunk was sent (or is dropped): its buffer goes back to the ring.
+static void pop_head(struct Flow* f) {
+  give_back(f->queue[f->head].buffer);
+  f->head = (f->head + 1) % kBuffers;
+  --f->count;
+}
+
 static void receive(int pair, int dir) {
   struct Flow* f = &pairs[pair].flows[dir];
-  struct io_uring_sqe* sqe = sqe_for();
+  struct io_uring_sqe* sqe = floor_sqe(&ring);
   io_uring_prep_recv_multishot(sqe, pairs[pair].fds[dir], NULL, 0, 0);
   sqe->flags |= IOSQE_BUFFER_SELECT;
   sqe->buf_group = kGroup;
   io_uring_sqe_set_data64(sqe, pack(pair, (enum Op)(kRecv + dir)));
-  f->receiving = 1;
   f->waiting = 0;
   ++pairs[pair].in_flight;
 }
@@ -113,11 +109,8 @@ static void receive(int pair, int dir) {
 static void release(int pair) {
   struct Pair* p = &pairs[pair];
   for (int dir = 0; dir < 2; ++dir) {
-    struct Flow* f = &p->flows[dir];
-    for (; f->count > 0; --f->count, f->head = (f->head + 1) % kBuffers) {
-      give_back(f->queue[f->head].buffer);
-    }
-    struct io_uring_sqe* sqe = sqe_for();
+    while (p->flows[dir].count > 0) pop_head(&p->flows[dir]);
+    struct io_uring_sqe* sqe = floor_sqe(&ring);
     io_uring_prep_close(sqe, p->fds[dir]);
     sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
     io_uring_sqe_set_data64(sqe, pack(pair, kIgnore));
@@ -130,7 +123,7 @@ static void kill_pair(int pair) {
   if (p->dead) return;
   p->dead = 1;
   for (int dir = 0; dir < 2; ++dir) {
-    struct io_uring_sqe* sqe = sqe_for();
+    struct io_uring_sqe* sqe = floor_sqe(&ring);
     io_uring_prep_cancel_fd(sqe, p->fds[dir], IORING_ASYNC_CANCEL_ALL);
     io_uring_sqe_set_data64(sqe, pack(pair, kIgnore));
   }
@@ -153,7 +146,7 @@ static int send_head(int pair, int dir) {
       bytes += sent;
     }
   }
-  struct io_uring_sqe* sqe = sqe_for();
+  struct io_uring_sqe* sqe = floor_sqe(&ring);
   io_uring_prep_send(sqe, p->fds[1 - dir], bytes, c->length, MSG_NOSIGNAL);
   io_uring_sqe_set_data64(sqe, pack(pair, (enum Op)(kSend + dir)));
   f->sending = 1;
@@ -168,9 +161,7 @@ static int pump(int pair, int dir) {
     const int result = send_head(pair, dir);
     if (result < 0) return -1;
     if (result == 0) return 0;
-    give_back(f->queue[f->head].buffer);
-    f->head = (f->head + 1) % kBuffers;
-    --f->count;
+    pop_head(f);
   }
   if (f->eof && !f->shut && !f->sending && f->count == 0) {
     f->shut = 1;
@@ -191,10 +182,7 @@ static void on_receive(int pair, int dir, const struct io_uring_cqe* cqe) {
   struct Pair* p = &pairs[pair];
   struct Flow* f = &p->flows[dir];
   const int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
-  if (!more) {
-    f->receiving = 0;
-    --p->in_flight;
-  }
+  if (!more) --p->in_flight;  // the multishot receive ended
   if (cqe->res > 0) {
     const uint16_t buffer = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
     if (p->dead) {
@@ -224,23 +212,18 @@ static void on_send(int pair, int dir, int result) {
   --p->in_flight;
   if (p->dead) return settle(pair);
   struct Chunk* c = &f->queue[f->head];
-  if (result <= 0) {
-    kill_pair(pair);
-  } else if ((uint32_t)result < c->length) {
+  if (result > 0 && (uint32_t)result < c->length) {  // short: the rest goes next
     c->offset += (uint32_t)result;
     c->length -= (uint32_t)result;
-    if (pump(pair, dir) < 0) kill_pair(pair);
-  } else {
-    give_back(c->buffer);
-    f->head = (f->head + 1) % kBuffers;
-    --f->count;
-    if (pump(pair, dir) < 0) kill_pair(pair);
+  } else if (result > 0) {
+    pop_head(f);
   }
+  if (result <= 0 || pump(pair, dir) < 0) kill_pair(pair);
   settle(pair);
 }
 
 static void poll_listener(int listener) {
-  struct io_uring_sqe* sqe = sqe_for();
+  struct io_uring_sqe* sqe = floor_sqe(&ring);
   io_uring_prep_poll_multishot(sqe, listener, POLLIN);
   io_uring_sqe_set_data64(sqe, pack(0, kPoll));
 }
@@ -248,7 +231,7 @@ static void poll_listener(int listener) {
 // A multishot accept with IORING_ACCEPT_DONTWAIT (kernel 6.10; liburing 2.3 does not name it):
 // one completion per queued connection, then -EAGAIN (floorserve.c's way, and ringlinger's).
 static void accept_all(int listener) {
-  struct io_uring_sqe* sqe = sqe_for();
+  struct io_uring_sqe* sqe = floor_sqe(&ring);
   io_uring_prep_multishot_accept(sqe, listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
   sqe->ioprio |= 1u << 1;  // IORING_ACCEPT_DONTWAIT
   io_uring_sqe_set_data64(sqe, pack(0, kAccept));

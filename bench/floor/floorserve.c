@@ -61,32 +61,23 @@ static void use_file(struct io_uring_sqe* sqe) {
 
 static uint64_t pack(int slot, enum Op op) { return ((uint64_t)slot << 8) | (uint64_t)op; }
 
-static struct io_uring_sqe* sqe_for(struct io_uring* ring) {
-  struct io_uring_sqe* sqe = io_uring_get_sqe(ring);
-  if (sqe == NULL) {  // the queue is full: hand it to the kernel first
-    io_uring_submit(ring);
-    sqe = io_uring_get_sqe(ring);
-  }
-  return sqe;
-}
-
 static void receive_head(struct io_uring* ring, int slot) {
   struct Slot* s = &slots[slot];
-  struct io_uring_sqe* sqe = sqe_for(ring);
+  struct io_uring_sqe* sqe = floor_sqe(ring);
   io_uring_prep_recv(sqe, s->fd, s->head + s->head_bytes, kHeadBytes - s->head_bytes, 0);
   use_file(sqe);
   io_uring_sqe_set_data64(sqe, pack(slot, kHead));
 }
 
 static void drain(struct io_uring* ring, int slot) {
-  struct io_uring_sqe* sqe = sqe_for(ring);
+  struct io_uring_sqe* sqe = floor_sqe(ring);
   io_uring_prep_recv(sqe, slots[slot].fd, drain_area, kDrainBytes, MSG_TRUNC);
   use_file(sqe);
   io_uring_sqe_set_data64(sqe, pack(slot, kDrain));
 }
 
 static void close_slot(struct io_uring* ring, int slot) {
-  struct io_uring_sqe* sqe = sqe_for(ring);
+  struct io_uring_sqe* sqe = floor_sqe(ring);
   if (direct) {
     io_uring_prep_close_direct(sqe, (unsigned)slots[slot].fd);
   } else {
@@ -106,7 +97,7 @@ static void shut_write(struct io_uring* ring, int slot) {
   }
   // Not linked to the drain that follows (the drain does not need the FIN out first, and the peer
   // ends the input only after it saw it); the shutdown's completion is skipped unless it fails.
-  struct io_uring_sqe* sqe = sqe_for(ring);
+  struct io_uring_sqe* sqe = floor_sqe(ring);
   io_uring_prep_shutdown(sqe, slots[slot].fd, SHUT_WR);
   use_file(sqe);
   sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
@@ -116,7 +107,7 @@ static void shut_write(struct io_uring* ring, int slot) {
 static int accepting;  // a drain of the backlog is running
 
 static void poll_listener(struct io_uring* ring, int listener) {
-  struct io_uring_sqe* sqe = sqe_for(ring);
+  struct io_uring_sqe* sqe = floor_sqe(ring);
   io_uring_prep_poll_multishot(sqe, listener, POLLIN);
   io_uring_sqe_set_data64(sqe, pack(0, kPoll));
 }
@@ -124,7 +115,7 @@ static void poll_listener(struct io_uring* ring, int listener) {
 // A multishot accept with IORING_ACCEPT_DONTWAIT (kernel 6.10; liburing 2.3 does not name it):
 // one completion per queued connection, then -EAGAIN.
 static void accept_all(struct io_uring* ring, int listener) {
-  struct io_uring_sqe* sqe = sqe_for(ring);
+  struct io_uring_sqe* sqe = floor_sqe(ring);
   if (direct) {
     io_uring_prep_multishot_accept_direct(sqe, listener, NULL, NULL, 0);
   } else {
@@ -172,7 +163,7 @@ static void on_head(struct io_uring* ring, int slot, int result) {
   if (!has_end_of_head(s->head, s->head_bytes) && s->head_bytes < kHeadBytes) {
     return receive_head(ring, slot);
   }
-  struct io_uring_sqe* sqe = sqe_for(ring);
+  struct io_uring_sqe* sqe = floor_sqe(ring);
   io_uring_prep_send(sqe, s->fd, response, response_bytes, MSG_NOSIGNAL | MSG_WAITALL);
   use_file(sqe);
   io_uring_sqe_set_data64(sqe, pack(slot, kSend));
