@@ -8,29 +8,45 @@ DeadlineFifo::DeadlineFifo(std::chrono::milliseconds timeout, std::uint32_t capa
     : timeout_(timeout), entries_(timeout.count() > 0 ? capacity : 0) {}
 
 void DeadlineFifo::add(ConnectionId id, Clock::time_point now) {
+  stamp(now);  // those added before it start no later than it
+  link(id, now + timeout_);
+}
+
+void DeadlineFifo::link(ConnectionId id, Clock::time_point at) {
   if (timeout_.count() <= 0) return;
   Entry& entry = entries_.at(id.slot);
   if (entry.linked) unlink(id.slot);
-  entry.at = now + timeout_;
+  entry.at = at;
   entry.generation = id.generation;
   entry.previous = back_;
   entry.next = kNone;
   entry.linked = true;
   (back_ == kNone ? front_ : entries_[back_].next) = id.slot;
   back_ = id.slot;
+  if (at == kUnstamped && first_unstamped_ == kNone) first_unstamped_ = id.slot;
   ++size_;
 }
 
 void DeadlineFifo::unlink(std::uint32_t slot) noexcept {
   Entry& entry = entries_[slot];
+  if (first_unstamped_ == slot) first_unstamped_ = entry.next;
   (entry.previous == kNone ? front_ : entries_[entry.previous].next) = entry.next;
   (entry.next == kNone ? back_ : entries_[entry.next].previous) = entry.previous;
   entry = Entry{};
   --size_;
 }
 
+void DeadlineFifo::stamp(Clock::time_point now) noexcept {
+  for (std::uint32_t slot = first_unstamped_; slot != kNone; slot = entries_[slot].next) {
+    entries_[slot].at = now + timeout_;
+  }
+  first_unstamped_ = kNone;
+}
+
 std::chrono::milliseconds DeadlineFifo::wait(std::chrono::milliseconds longest) const {
   if (front_ == kNone) return longest;
+  // Not yet stamped: its deadline is at least a whole timeout away.
+  if (entries_[front_].at == kUnstamped) return std::min(longest, timeout_);
   const auto left =
       std::chrono::ceil<std::chrono::milliseconds>(entries_[front_].at - Clock::now());
   return std::clamp(left, std::chrono::milliseconds(1), longest);
@@ -38,6 +54,7 @@ std::chrono::milliseconds DeadlineFifo::wait(std::chrono::milliseconds longest) 
 
 void DeadlineFifo::expire(Clock::time_point now,
                           const std::function<void(ConnectionId)>& expired) {
+  stamp(now);
   while (front_ != kNone && entries_[front_].at <= now) {
     const ConnectionId id{front_, entries_[front_].generation};
     unlink(front_);

@@ -180,6 +180,30 @@ TEST(DeadlineFifo, FiresInOrderAndForgetsRemovedOnes) {
   EXPECT_EQ(fired.back(), (std::pair<std::uint32_t, std::uint32_t>{7, 4}));
 }
 
+// A deadline added without a time starts at the next expire(): it never fires before a whole
+// timeout from then, and those added with a time after it keep the order.
+TEST(DeadlineFifo, StampsDeadlinesAddedWithoutATimeAtTheNextExpire) {
+  using namespace std::chrono_literals;
+  DeadlineFifo fifo(100ms, 8);
+  const auto t0 = DeadlineFifo::Clock::now();
+  fifo.add({1, 1});
+  fifo.add({2, 1});
+  EXPECT_EQ(fifo.wait(250ms), 100ms);  // not stamped yet: a whole timeout away at least
+  fifo.remove({1, 1});
+  std::vector<std::uint32_t> fired;
+  const std::function<void(ConnectionId)> note = [&](ConnectionId id) { fired.push_back(id.slot); };
+  fifo.expire(t0 + 50ms, note);  // stamps slot 2 with t0 + 50ms: due at t0 + 150ms
+  fifo.add({3, 1});
+  fifo.add({4, 1}, t0 + 60ms);  // stamps slot 3 with t0 + 60ms first
+  fifo.expire(t0 + 149ms, note);
+  EXPECT_TRUE(fired.empty());
+  fifo.expire(t0 + 150ms, note);
+  EXPECT_EQ(fired, (std::vector<std::uint32_t>{2}));
+  fifo.expire(t0 + 160ms, note);
+  EXPECT_EQ(fired, (std::vector<std::uint32_t>{2, 3, 4}));
+  EXPECT_EQ(fifo.size(), 0u);
+}
+
 // Its memory is one entry per slot whatever the rate: 19000 slots' worth of adds, each removed or
 // expired, leave it empty; a timeout of 0 sets no deadline at all.
 TEST(DeadlineFifo, HoldsAtMostOneDeadlinePerSlot) {
