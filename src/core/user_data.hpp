@@ -11,7 +11,9 @@
 // and is ignored, so a late completion can never touch the connection that reused the slot.
 #pragma once
 
+#include <bit>
 #include <cstdint>
+#include <type_traits>
 
 namespace ringlinger::detail {
 
@@ -38,11 +40,19 @@ enum class Op : std::uint8_t {
 // Number of values of Op. The op table checks that it has this many rows.
 inline constexpr unsigned kOpCount = static_cast<unsigned>(Op::wake) + 1;
 
-// The decoded form of user_data.
+// The decoded form of user_data, laid out as user_data is (x86-64 and every little-endian
+// target: bit-fields fill each unit from its low bits): eight bytes that travel in one register,
+// and encode() and decode() are one move each. As three plain fields (twelve bytes, two
+// registers, shifts and masks both ways) every request and every completion paid about ten
+// instructions more (bench/callgrind.sh).
 struct OpTag {
-  Op op;
-  std::uint32_t generation;  // only the low 24 bits are carried
   std::uint32_t slot;
+  std::uint32_t generation : 24;  // only the low 24 bits are carried
+  Op op : 8;
+
+  OpTag() = default;
+  constexpr OpTag(Op op_, std::uint32_t generation_, std::uint32_t slot_) noexcept
+      : slot(slot_), generation(generation_ & ((1u << 24) - 1)), op(op_) {}
 
   friend constexpr bool operator==(OpTag, OpTag) noexcept = default;
 };
@@ -52,16 +62,25 @@ inline constexpr std::uint32_t kGenerationMask = (1u << kGenerationBits) - 1;
 
 // Packs a tag into user_data (the generation is truncated to 24 bits).
 constexpr std::uint64_t encode(OpTag tag) noexcept {
-  return (std::uint64_t{static_cast<std::uint8_t>(tag.op)} << 56) |
-         (std::uint64_t{tag.generation & kGenerationMask} << 32) | std::uint64_t{tag.slot};
+  if (std::is_constant_evaluated()) {  // bit_cast does not take bit-fields at compile time
+    return (std::uint64_t{static_cast<std::uint8_t>(tag.op)} << 56) |
+           (std::uint64_t{tag.generation} << 32) | std::uint64_t{tag.slot};
+  }
+  return std::bit_cast<std::uint64_t>(tag);
 }
 
 // Unpacks user_data.
 constexpr OpTag decode(std::uint64_t user_data) noexcept {
-  return OpTag{static_cast<Op>(user_data >> 56),
-               static_cast<std::uint32_t>(user_data >> 32) & kGenerationMask,
-               static_cast<std::uint32_t>(user_data)};
+  if (std::is_constant_evaluated()) {
+    return OpTag{static_cast<Op>(user_data >> 56),
+                 static_cast<std::uint32_t>(user_data >> 32) & kGenerationMask,
+                 static_cast<std::uint32_t>(user_data)};
+  }
+  return std::bit_cast<OpTag>(user_data);
 }
+
+static_assert(sizeof(OpTag) == sizeof(std::uint64_t) && std::endian::native == std::endian::little,
+              "OpTag is user_data's layout: eight bytes, little-endian");
 
 // Whether `op` decoded from a completion is one the manager ever submits.
 constexpr bool is_known(Op op) noexcept { return static_cast<unsigned>(op) < kOpCount; }
