@@ -449,39 +449,39 @@ void Engine::on_completion(const Completion& completion, TimePoint now) {
 void Engine::start_send(Connection& connection, TimePoint now) {
   if (connection.is_in_flight(Op::send) || connection.send_queue.empty()) return;
   RL_ASSERT(connection.state == State::open || connection.state == State::flushing);
-  if (connection.send_queue.front_is_file()) {
-    const SendQueue::FileRange range = connection.send_queue.front_file();
-    io_.submit_send_file(tag(connection, Op::send), connection.fd, range.fd, range.offset,
-                         static_cast<std::uint32_t>(std::min<std::uint64_t>(range.length, kMaxFileChunk)));
-  } else {
-    io_.submit_send(tag(connection, Op::send), connection.fd, connection.send_queue.front(),
-                    connection.send_queue.more_after_front());
-  }
   connection.mark_submitted(Op::send);
   if (!send_timers_.armed(slot_of(connection))) note_progress(connection, send_timers_, now);
+  // The request last, as a tail call (here and in every step that submits one): nothing is
+  // left to do after it, so the step keeps no registers across it.
+  if (connection.send_queue.front_is_file()) {
+    const SendQueue::FileRange range = connection.send_queue.front_file();
+    const auto length = static_cast<std::uint32_t>(std::min(range.length, kMaxFileChunk));
+    return io_.submit_send_file(tag(connection, Op::send), connection.fd, range.fd, range.offset,
+                                length);
+  }
+  io_.submit_send(tag(connection, Op::send), connection.fd, connection.send_queue.front(),
+                  connection.send_queue.more_after_front());
 }
 
-void Engine::start_receive(Connection& connection) {
-  if (connection.is_in_flight(Op::recv) || connection.peer_eof) return;
+void Engine::submit_receive(Connection& connection) {
   switch (connection.state) {
     case State::open:
       if (!callbacks_.on_receive || connection.waiting_for_buffer || connection.receive_paused) {
         return;
       }
-      io_.submit_recv(tag(connection, Op::recv), connection.fd, RecvMode::deliver, 0);
-      break;
+      connection.mark_submitted(Op::recv);
+      return io_.submit_recv(tag(connection, Op::recv), connection.fd, RecvMode::deliver, 0);
     case State::flushing:
     case State::shutting_down:
     case State::draining:
-      io_.submit_recv(tag(connection, Op::recv), connection.fd, RecvMode::discard,
-                      discard_chunk(connection));
-      break;
+      connection.mark_submitted(Op::recv);
+      return io_.submit_recv(tag(connection, Op::recv), connection.fd, RecvMode::discard,
+                             discard_chunk(connection));
     case State::free:
     case State::cancelling:
     case State::closing:
       return;
   }
-  connection.mark_submitted(Op::recv);
 }
 
 // Everything queued was handed to the kernel after close() (or abort_after_send()).
@@ -500,9 +500,8 @@ void Engine::begin_shutdown(Connection& connection, TimePoint now) {
   switch (config_.shutdown_mode) {
     case ShutdownMode::ring:
       set_state(connection, State::shutting_down);
-      io_.submit_shutdown(tag(connection, Op::shutdown), connection.fd);
       connection.mark_submitted(Op::shutdown);
-      return;
+      return io_.submit_shutdown(tag(connection, Op::shutdown), connection.fd);
     case ShutdownMode::syscall:
       ++stats_.shutdown_syscalls;
       return on_shutdown_done(connection, io_.shutdown_now(connection.fd), now);
@@ -586,20 +585,19 @@ void Engine::terminate(Connection& connection, Outcome outcome, TimePoint now) {
   }
   if (connection.in_flight != 0) {
     set_state(connection, State::cancelling);
-    io_.submit_cancel(tag(connection, Op::cancel), connection.fd);
     connection.mark_submitted(Op::cancel);
-  } else {
-    set_state(connection, State::closing);
-    io_.submit_close(tag(connection, Op::close), connection.fd);
-    connection.mark_submitted(Op::close);
+    return io_.submit_cancel(tag(connection, Op::cancel), connection.fd);
   }
+  set_state(connection, State::closing);
+  connection.mark_submitted(Op::close);
+  io_.submit_close(tag(connection, Op::close), connection.fd);
 }
 
 void Engine::finish_if_idle(Connection& connection) {
   if (connection.state != State::cancelling || connection.in_flight != 0) return;
   set_state(connection, State::closing);
-  io_.submit_close(tag(connection, Op::close), connection.fd);
   connection.mark_submitted(Op::close);
+  io_.submit_close(tag(connection, Op::close), connection.fd);
 }
 
 void Engine::release(Connection& connection) {

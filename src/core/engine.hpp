@@ -94,7 +94,13 @@ class Engine {
 
   // Steps.
   void start_send(Connection& connection, TimePoint now);
-  void start_receive(Connection& connection);
+  // Starts the receive the state calls for, unless one is in flight or the peer's FIN came: that
+  // check inline at each caller (most calls find a receive in flight), the rest in
+  // submit_receive().
+  void start_receive(Connection& connection) {
+    if (!connection.is_in_flight(Op::recv) && !connection.peer_eof) submit_receive(connection);
+  }
+  void submit_receive(Connection& connection);
   void flushed(Connection& connection, TimePoint now);
   void begin_shutdown(Connection& connection, TimePoint now);
   void await_acknowledgement(Connection& connection, TimePoint now);

@@ -94,14 +94,9 @@ Ring::Ring(const Options& options, Stats& stats) : stats_(stats) {
 
 Ring::~Ring() { io_uring_queue_exit(&ring_); }
 
-io_uring_sqe* Ring::get_sqe_after_submitting() {
-  // The submission queue is full: hand what is prepared to the kernel now, without waiting.
+void Ring::make_room() {
   ++stats_.sq_full_submits;
-  const int result = enter(flush_submission_queue(), 0, std::chrono::nanoseconds(0));
-  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-  RL_ASSERT(sqe != nullptr && "the kernel took no SQE from a full submission queue");
-  (void)result;
-  return sqe;
+  enter(flush_submission_queue(), 0, std::chrono::nanoseconds(0));
 }
 
 void Ring::submit_and_wait(std::chrono::nanoseconds timeout, unsigned batch) {
@@ -255,18 +250,6 @@ BufferRing::~BufferRing() {
   io_uring_unregister_buf_ring(&ring_.raw(), group_);
   munmap(buffers_, buffers_bytes_);
   munmap(ring_memory_, ring_memory_bytes_);
-}
-
-std::span<std::byte> BufferRing::buffer(std::uint16_t id) const noexcept {
-  RL_ASSERT(id < count_);
-  return {buffers_ + std::size_t{id} * buffer_bytes_, buffer_bytes_};
-}
-
-void BufferRing::recycle(std::uint16_t id) noexcept {
-  RL_ASSERT(id < count_);
-  io_uring_buf_ring_add(ring_memory_, buffers_ + std::size_t{id} * buffer_bytes_, buffer_bytes_,
-                        id, io_uring_buf_ring_mask(count_), 0);
-  io_uring_buf_ring_advance(ring_memory_, 1);
 }
 
 }  // namespace ringlinger::detail

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/assert.hpp"
 #include "ringlinger/stats.hpp"
 
 namespace ringlinger::detail {
@@ -35,14 +36,27 @@ class Ring {
   Ring(const Ring&) = delete;
   Ring& operator=(const Ring&) = delete;
 
-  // A zeroed-by-prep SQE, never null: when the submission queue is full, what is prepared is
-  // submitted first (one early io_uring_enter, counted in Stats::sq_full_submits). Inline, as
-  // liburing's own is in later versions: several SQEs per close, each a call into liburing 2.3.
-  io_uring_sqe* get_sqe() {
+  // A free SQE, or null when the submission queue is full: then make_room() and ask again.
+  // Inline, as liburing's own is in later versions: several SQEs per close, each a call into
+  // liburing 2.3.
+  io_uring_sqe* try_get_sqe() noexcept {
     io_uring_sq& sq = ring_.sq;
     // Without SQPOLL the kernel moves khead only inside io_uring_enter, on this thread.
-    if (sq.sqe_tail - *sq.khead < sq.ring_entries) return &sq.sqes[sq.sqe_tail++ & sq.ring_mask];
-    return get_sqe_after_submitting();
+    if (sq.sqe_tail - *sq.khead < sq.ring_entries) [[likely]] {
+      return &sq.sqes[sq.sqe_tail++ & sq.ring_mask];
+    }
+    return nullptr;
+  }
+  // Submits what is prepared, without waiting, so that the submission queue has room again (one
+  // early io_uring_enter, counted in Stats::sq_full_submits).
+  void make_room();
+  // An SQE, never null (make_room() first when the queue is full), for the paths that are not hot.
+  io_uring_sqe* get_sqe() {
+    if (io_uring_sqe* sqe = try_get_sqe()) return sqe;
+    make_room();
+    io_uring_sqe* sqe = try_get_sqe();
+    RL_ASSERT(sqe != nullptr && "the kernel took no SQE from a full submission queue");
+    return sqe;
   }
 
   // Submits everything prepared and waits until at least one completion is ready or `timeout`
@@ -63,7 +77,6 @@ class Ring {
   io_uring& raw() noexcept { return ring_; }
 
  private:
-  io_uring_sqe* get_sqe_after_submitting();
   unsigned flush_submission_queue() noexcept;
   int enter(unsigned to_submit, unsigned wait_nr, std::chrono::nanoseconds timeout,
             std::uint32_t min_wait_us = 0);
@@ -90,9 +103,18 @@ class BufferRing {
   std::uint16_t group() const noexcept { return group_; }
   std::uint32_t buffer_bytes() const noexcept { return buffer_bytes_; }
   // The buffer with this id.
-  std::span<std::byte> buffer(std::uint16_t id) const noexcept;
-  // Gives a buffer back to the kernel once its bytes were handled.
-  void recycle(std::uint16_t id) noexcept;
+  std::span<std::byte> buffer(std::uint16_t id) const noexcept {
+    RL_ASSERT(id < count_);
+    return {buffers_ + std::size_t{id} * buffer_bytes_, buffer_bytes_};
+  }
+  // Gives a buffer back to the kernel once its bytes were handled. Inline: one per delivering
+  // receive, in the completion loop.
+  void recycle(std::uint16_t id) noexcept {
+    RL_ASSERT(id < count_);
+    io_uring_buf_ring_add(ring_memory_, buffers_ + std::size_t{id} * buffer_bytes_,
+                          buffer_bytes_, id, io_uring_buf_ring_mask(count_), 0);
+    io_uring_buf_ring_advance(ring_memory_, 1);
+  }
 
  private:
   Ring& ring_;

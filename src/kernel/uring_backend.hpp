@@ -57,6 +57,10 @@ class UringBackend final : public Backend {
   void accept_again(std::uint32_t index, TimePoint now) override;
   void stop_accepting(std::uint32_t index) override;
 
+  // A request whose SQE did not fit: submits what is prepared, then `submit` again.
+  template <auto submit, class... Args>
+  void after_making_room(Args... args);
+
   void dispatch(OpTag tag, const io_uring_cqe& cqe, TimePoint now);
   void complete_file_send(const io_uring_cqe& cqe, TimePoint now);
   void complete_connection_request(OpTag tag, const io_uring_cqe& cqe, TimePoint now);
