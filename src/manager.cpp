@@ -148,18 +148,22 @@ struct Manager::Impl final : Backend::Host {
   Impl(const Config& config_in, Callbacks callbacks_in)
       : config(checked(config_in)),
         callbacks(std::move(callbacks_in)),
-        engine_callbacks(engine_callbacks_for(callbacks)),
+        engine_callbacks(callbacks),
         backend(make_backend(config, stats, fallback_reason)),
         engine(config, backend->io(), engine_callbacks, stats) {
     backend->attach(engine, *this);
     backend->watch_wake(wake.read_fd);
   }
 
-  // What the engine calls: the application's callbacks, except that the close of a handed-off
-  // connection goes to its on_done (the application never saw its id).
-  Callbacks engine_callbacks_for(const Callbacks& user) {
-    Callbacks result = user;
-    result.on_closed = [this](ConnectionId id, const CloseReport& report) {
+  // engine_callbacks, what the engine calls, are the application's callbacks. Once a connection
+  // was handed off, the close of a handed-off connection goes to its on_done instead (the
+  // application never saw its id): route_closes_through_handoffs() puts a lookup in front of
+  // on_closed then, not before, so a manager without handoffs calls the application's on_closed
+  // straight (21 instructions per close less, bench/callgrind.sh).
+  void route_closes_through_handoffs() {
+    if (routing_closes_through_handoffs) return;
+    routing_closes_through_handoffs = true;
+    engine_callbacks.on_closed = [this](ConnectionId id, const CloseReport& report) {
       if (!handoff_done.empty()) {
         if (auto it = handoff_done.find(id.slot); it != handoff_done.end()) {
           HandoffDone done = std::move(it->second);
@@ -170,7 +174,6 @@ struct Manager::Impl final : Backend::Host {
       }
       if (callbacks.on_closed) callbacks.on_closed(id, report);
     };
-    return result;
   }
 
   ~Impl() override {
@@ -178,6 +181,7 @@ struct Manager::Impl final : Backend::Host {
     // writes into buffers the backend unmaps. No application callbacks: the application may be
     // gone. Handoffs still get their on_done (their producers wait for it).
     callbacks = {};
+    route_closes_through_handoffs();  // handoffs' on_done only, from here
     engine_callbacks.on_accept = {};
     engine_callbacks.on_receive = {};
     engine_callbacks.on_send_drained = {};
@@ -355,6 +359,7 @@ struct Manager::Impl final : Backend::Host {
       const std::optional<ConnectionId> id = engine.adopt(handoff.fd, now);
       RL_ASSERT(id.has_value());
       ++stats.connections_handed_off;
+      route_closes_through_handoffs();
       handoff_done.emplace(id->slot, std::move(handoff.on_done));
       if (!handoff.final_bytes.empty()) (void)engine.send(*id, std::move(handoff.final_bytes), now);
       (void)engine.close(*id, now);
@@ -399,7 +404,7 @@ struct Manager::Impl final : Backend::Host {
 
   Config config;  // changed by reconfigure() only
   Callbacks callbacks;
-  Callbacks engine_callbacks;  // what the engine calls (engine_callbacks_for)
+  Callbacks engine_callbacks;  // what the engine calls (route_closes_through_handoffs)
   Stats stats;
   std::string fallback_reason;
   WakePipe wake;  // before the backend: its ring reads the pipe until it is torn down
@@ -427,6 +432,7 @@ struct Manager::Impl final : Backend::Host {
   std::atomic<std::thread::id> driver{};
   std::deque<Handoff> handoffs_ready;  // the manager's thread's: waiting for a free slot
   std::unordered_map<std::uint32_t, HandoffDone> handoff_done;  // by slot, while adopted
+  bool routing_closes_through_handoffs = false;  // route_closes_through_handoffs() ran
 };
 
 static_assert(std::atomic<bool>::is_always_lock_free && std::atomic<std::int64_t>::is_always_lock_free,
