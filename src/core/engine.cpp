@@ -197,6 +197,11 @@ void Engine::abort_all(Outcome outcome, TimePoint now) {
 // orphan_timeout_ms and shutdown_mode are read where they apply, so they take effect at once.
 void Engine::reconfigure(const Config& config) {
   RL_ASSERT(config.validate().empty() && config.max_connections == config_.max_connections);
+  // Drains whose total timer begin_shutdown() left for later get it now, with the duration they
+  // began under (one pass over the table, on a rare call).
+  for (Connection& connection : slots_) {
+    if (connection.state == State::draining) arm_drain_total_late(connection);
+  }
   send_timers_.set_duration(milliseconds(config.send_timeout_ms));
   drain_idle_timers_.set_duration(milliseconds(config.drain_idle_timeout_ms));
   drain_total_timers_.set_duration(milliseconds(config.drain_timeout_ms));
@@ -223,11 +228,14 @@ void Engine::expire_timers(TimePoint now) {
     }
   }
   while (auto slot = drain_idle_timers_.pop_expired(now)) {
-    if (rearm_from_progress(slots_[*slot], drain_idle_timers_, now)) continue;
-    if (acknowledged_since(slots_[*slot], drain_idle_timers_, now)) {
+    Connection& connection = slots_[*slot];
+    if (rearm_from_progress(connection, drain_idle_timers_, now)) {
+      arm_drain_total_late(connection);
+    } else if (acknowledged_since(connection, drain_idle_timers_, now)) {
       ++stats_.drain_idle_extensions;
+      arm_drain_total_late(connection);
     } else {
-      terminate(slots_[*slot], Outcome::drain_idle_timeout, now);
+      terminate(connection, Outcome::drain_idle_timeout, now);
     }
   }
   while (auto slot = drain_total_timers_.pop_expired(now)) {
@@ -490,10 +498,18 @@ void Engine::flushed(Connection& connection, TimePoint now) {
   begin_shutdown(connection, now);
 }
 
+// The drain's total timeout starts now. When SHUT_WR is done at once (here) and the total is
+// longer than the idle timeout, its timer is armed only at the drain's first idle expiry
+// (expire_timers(): it comes first, and most drains end well before it), to the same deadline:
+// an arm and a disarm fewer per close (bench/callgrind.sh: about 65 instructions).
 void Engine::begin_shutdown(Connection& connection, TimePoint now) {
   RL_ASSERT(connection.state == State::flushing);
   RL_ASSERT(connection.send_queue.empty() && !connection.is_in_flight(Op::send));
-  drain_total_timers_.arm(slot_of(connection), now);
+  const bool now_done = connection.write_side == WriteSide::shut_down ||
+                        config_.shutdown_mode == ShutdownMode::syscall;
+  if (!now_done || config_.drain_timeout_ms <= config_.drain_idle_timeout_ms) {
+    drain_total_timers_.arm(slot_of(connection), now);
+  }
   if (connection.write_side == WriteSide::shut_down) {
     return on_shutdown_done(connection, 0, now);  // shutdown_write() did it
   }
@@ -550,6 +566,15 @@ void Engine::await_acknowledgement(Connection& connection, TimePoint now) {
   if (awaiting_ack_.empty()) ack_poll_at_ = now + kAckWaitInterval;
   awaiting_ack_.push_back(id_of(connection));
   if (!send_timers_.armed(slot_of(connection))) note_progress(connection, send_timers_, now);
+}
+
+// A drain outlived its first idle period: its total timer, if begin_shutdown() left it unarmed,
+// is armed now to the deadline it would have had (the drain began when SHUT_WR was done). The
+// drain total loop of expire_timers() runs after this one, so a deadline already passed still
+// ends the drain in this call, as it would have.
+void Engine::arm_drain_total_late(Connection& connection) {
+  const std::uint32_t slot = slot_of(connection);
+  if (!drain_total_timers_.armed(slot)) drain_total_timers_.arm_from(slot, connection.shutdown_at);
 }
 
 void Engine::discard(Connection& connection, std::uint32_t bytes, TimePoint now) {

@@ -106,6 +106,7 @@ class Engine {
   void await_acknowledgement(Connection& connection, TimePoint now);
   void shut_write_if_flushed(Connection& connection, TimePoint now);
   void on_shutdown_done(Connection& connection, int result, TimePoint now);
+  void arm_drain_total_late(Connection& connection);
   void discard(Connection& connection, std::uint32_t bytes, TimePoint now);
   void fail(Connection& connection, int error, Outcome outcome, TimePoint now);
   void terminate(Connection& connection, Outcome outcome, TimePoint now);

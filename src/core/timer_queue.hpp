@@ -51,6 +51,29 @@ class TimerQueue {
   // Sets the slot's deadline to now + duration (moving it if it was armed).
   void arm(std::uint32_t slot, TimePoint now) noexcept { insert(slot, kLanes - 1, now + duration_); }
 
+  // Sets the slot's deadline to start + duration, exactly, for a timer that conceptually began
+  // at `start` (not after the last now) but is armed only now: the engine's drain total
+  // timeout, armed at the drain's first idle expiry, when most drains have long ended (see
+  // Engine::expire_timers()). It goes into the whole-duration lane at its place: those armed in
+  // the order of their starts append at the tail, and one that starts earlier than the tail's
+  // walks back past the later ones (a few, while arms from `now` and from a start mix).
+  void arm_from(std::uint32_t slot, TimePoint start) noexcept {
+    disarm(slot);
+    const TimePoint deadline = start + duration_;
+    constexpr unsigned lane = kLanes - 1;
+    std::uint32_t after = tails_[lane];  // the node the slot goes behind, or kNone: the front
+    while (after != kNone && nodes_[after].deadline > deadline) after = nodes_[after].prev;
+    Node& node = nodes_[slot];
+    node.deadline = deadline;
+    node.prev = after;
+    node.next = after == kNone ? heads_[lane] : nodes_[after].next;
+    (after == kNone ? heads_[lane] : nodes_[after].next) = slot;
+    (node.next == kNone ? tails_[lane] : nodes_[node.next].prev) = slot;
+    used_lanes_ |= std::uint64_t{1} << lane;
+    lane_of_[slot] = static_cast<std::uint8_t>(lane);
+    ++size_;
+  }
+
   // Sets the slot's deadline to the first lane deadline (now + duration * k / kLanes) at or after
   // `deadline`, which must be after `now` (one more than a duration away is taken as now +
   // duration, as is any in a queue shorter than kLanes nanoseconds). Returns it.

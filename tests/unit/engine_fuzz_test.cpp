@@ -922,6 +922,66 @@ TEST(EngineScenario, ReconfiguredDrainIdleTimeoutAppliesToTimersArmedAfterIt) {
   EXPECT_EQ(h.state(longer), State::cancelling);
 }
 
+// The drain total timer of a drain whose SHUT_WR was done at once is armed only at the first
+// idle expiry, yet it ends the drain exactly drain_timeout_ms after SHUT_WR, as if armed then,
+// however the peer keeps it busy.
+TEST(EngineScenario, DrainTotalTimeoutArmedAtTheFirstIdleExpiryEndsTheDrainOnTime) {
+  Config config = small_config();
+  config.drain_idle_timeout_ms = 100;
+  config.drain_timeout_ms = 250;
+  Harness h(config);
+  const TimePoint start = h.now;
+  const ConnectionId id = draining_connection(h);
+  EXPECT_EQ(h.engine->next_deadline(), start + 100ms);
+  for (const auto input_at : {50ms, 140ms, 230ms}) {  // input at each step: never idle
+    h.now = start + input_at;
+    h.complete(Op::recv, id, 10);
+    h.now = *h.engine->next_deadline();
+    h.engine->expire_timers(h.now);
+    EXPECT_EQ(h.state(id), State::draining);
+  }
+  EXPECT_EQ(h.engine->next_deadline(), start + 250ms) << "the total bound was not armed";
+  h.now = start + 250ms - 1ns;
+  h.engine->expire_timers(h.now);
+  EXPECT_EQ(h.state(id), State::draining);
+  h.now = start + 250ms;
+  h.engine->expire_timers(h.now);
+  EXPECT_EQ(h.state(id), State::cancelling);
+  finish_cancelled(h, id);
+  ASSERT_EQ(h.closed.size(), 1u);
+  EXPECT_EQ(h.closed[0].second.outcome, Outcome::drain_timeout);
+}
+
+// A shorter drain timeout set while such a drain runs does not cut it short: the drain keeps the
+// total it began under, as a timer armed at its start would.
+TEST(EngineScenario, ReconfiguredDrainTimeoutDoesNotShortenADrainWhoseTimerWasNotArmedYet) {
+  Config config = small_config();
+  config.drain_idle_timeout_ms = 100;
+  config.drain_timeout_ms = 250;
+  Harness h(config);
+  const TimePoint start = h.now;
+  const ConnectionId id = draining_connection(h);
+  config.drain_timeout_ms = 120;
+  h.engine->reconfigure(config);
+  h.now = start + 50ms;
+  h.complete(Op::recv, id, 10);
+  h.now = start + 100ms;
+  h.engine->expire_timers(h.now);  // progress: the idle timer re-arms to start + 150 ms
+  h.now = start + 140ms;
+  h.complete(Op::recv, id, 10);
+  h.now = start + 150ms;
+  h.engine->expire_timers(h.now);
+  EXPECT_EQ(h.state(id), State::draining) << "the new, shorter total was applied to the drain";
+  h.now = start + 230ms;
+  h.complete(Op::recv, id, 10);
+  h.now = *h.engine->next_deadline();  // the idle timer's, re-armed from 140 ms
+  h.engine->expire_timers(h.now);
+  EXPECT_EQ(h.engine->next_deadline(), start + 250ms);
+  h.now = start + 250ms;
+  h.engine->expire_timers(h.now);
+  EXPECT_EQ(h.state(id), State::cancelling);
+}
+
 // A lowered drain_max_bytes applies at once to a connection already draining (documented in
 // manager.hpp): its next discarded bytes over the cap end it.
 TEST(EngineScenario, ReconfiguredByteCapAppliesToConnectionsAlreadyDraining) {

@@ -7,7 +7,8 @@
 // operations (arm_at and set_duration included) on up to 64 slots behaves exactly like a
 // reference model built on std::map. After set_duration() (shorter or longer), timers armed
 // before keep their deadlines and those armed after get the new duration: all pop in deadline
-// order, exactly at their deadlines, and arm_at() stays within new duration / 64.
+// order, exactly at their deadlines, and arm_at() stays within new duration / 64. arm_from()
+// (start + duration, a start in the past) keeps the order as exactly.
 #include "core/timer_queue.hpp"
 
 #include <gtest/gtest.h>
@@ -202,6 +203,26 @@ TEST(TimerQueue, EqualDeadlinesInSeveralLanesPopShorterLaneFirstThenArmingOrder)
   EXPECT_EQ(pop_all(queue, kT0 + 64ms), (std::vector<std::uint32_t>{2, 3, 1, 0}));
 }
 
+// arm_from(): start + duration exactly, in deadline order among timers armed from now (ties: in
+// arming order), whether the start is the latest yet or earlier than the tail's.
+TEST(TimerQueue, ArmFromFiresAtStartPlusDurationInOrderWithTheOthers) {
+  TimerQueue queue(8, 10ms);
+  queue.arm(0, kT0);                 // kT0 + 10ms
+  queue.arm(1, kT0 + 4ms);           // kT0 + 14ms
+  queue.arm_from(2, kT0 + 2ms);      // kT0 + 12ms: walks back past slot 1
+  queue.arm_from(3, kT0 - 1ms);      // kT0 + 9ms: the new front
+  queue.arm_from(4, kT0 + 4ms);      // kT0 + 14ms: after slot 1, armed before it
+  queue.arm(5, kT0 + 5ms);           // kT0 + 15ms: still appended at the tail
+  EXPECT_EQ(queue.next_deadline(), kT0 + 9ms);
+  EXPECT_EQ(pop_all(queue, kT0 + 12ms - 1ns), (std::vector<std::uint32_t>{3, 0}));
+  EXPECT_EQ(pop_all(queue, kT0 + 12ms), (std::vector<std::uint32_t>{2}));
+  queue.arm_from(2, kT0 + 6ms);      // re-armed: moves
+  EXPECT_EQ(pop_all(queue, kT0 + 16ms), (std::vector<std::uint32_t>{1, 4, 5, 2}));
+  EXPECT_EQ(queue.size(), 0u);
+  queue.arm_from(6, kT0);            // an empty queue
+  EXPECT_EQ(queue.next_deadline(), kT0 + 10ms);
+}
+
 // The reference: deadline per slot, plus an order key (deadline, lane, arming sequence) for
 // popping; arm() uses the last lane, arm_at() the one the documented rounding picks. The lane
 // key is 1 + the lane; set_duration() gives every armed timer key (deadline, 0, renumbered in
@@ -223,6 +244,7 @@ class ReferenceTimers {
   }
 
   void arm(std::uint32_t slot, TimePoint now) { insert(slot, now + duration_, kFull); }
+  void arm_from(std::uint32_t slot, TimePoint start) { insert(slot, start + duration_, kFull); }
   void arm_at(std::uint32_t slot, TimePoint now, TimePoint deadline) {
     const auto tick = duration_ / TimerQueue::kLanes;
     if (tick == 0ns) return arm(slot, now);
@@ -290,12 +312,17 @@ TEST_P(TimerQueueModel, RandomOperationsMatchAStdMapReference) {
         queue.arm(slot, now);
         reference.arm(slot, now);
         break;
-      case 8: {
-        const TimePoint deadline = now + 1ns + std::chrono::nanoseconds(rng() % 2'100'000);
-        queue.arm_at(slot, now, deadline);
-        reference.arm_at(slot, now, deadline);
+      case 8:
+        if (rng() % 2 == 0) {
+          const TimePoint deadline = now + 1ns + std::chrono::nanoseconds(rng() % 2'100'000);
+          queue.arm_at(slot, now, deadline);
+          reference.arm_at(slot, now, deadline);
+        } else {  // a start in the past, up to two durations back: due already, or not
+          const TimePoint start = now - std::chrono::nanoseconds(rng() % 4'000'000);
+          queue.arm_from(slot, start);
+          reference.arm_from(slot, start);
+        }
         break;
-      }
       case 3:
       case 4:
         queue.disarm(slot);
