@@ -599,20 +599,26 @@ void finish_cancelled(Harness& h, ConnectionId id) {
   h.complete(Op::close, id, 0);
 }
 
+// The draining connection's next deadline is `deadline`, and it ends it: it still drains just
+// before, and is ended at it.
+void expect_drain_ends_at(Harness& h, ConnectionId id, TimePoint deadline) {
+  EXPECT_EQ(h.engine->next_deadline(), deadline);
+  h.now = deadline - 1ns;
+  h.engine->expire_timers(h.now);
+  EXPECT_EQ(h.state(id), State::draining);
+  h.now = deadline;
+  h.engine->expire_timers(h.now);
+  EXPECT_EQ(h.state(id), State::cancelling);
+}
+
 // The draining connection's timer was re-armed at h.now to the first lane deadline at or after
 // `period_end` (less than a tick, timeout / 64, later); nothing more happens, so it still drains
 // just before that deadline and is ended at it.
 void expect_restarted_and_ended(Harness& h, ConnectionId id, TimePoint period_end,
                                 nanoseconds timeout = kTimeout) {
   const TimePoint restarted = lane_deadline(h.now, period_end, timeout);
-  EXPECT_EQ(h.engine->next_deadline(), restarted);
   EXPECT_LT(restarted - period_end, timeout / TimerQueue::kLanes);
-  h.now = restarted - 1ns;
-  h.engine->expire_timers(h.now);
-  EXPECT_EQ(h.state(id), State::draining);
-  h.now = restarted;
-  h.engine->expire_timers(h.now);
-  EXPECT_EQ(h.state(id), State::cancelling);
+  expect_drain_ends_at(h, id, restarted);
 }
 
 // The case the issue found: the peer acknowledged the rest of our data during the period, so at
@@ -922,31 +928,36 @@ TEST(EngineScenario, ReconfiguredDrainIdleTimeoutAppliesToTimersArmedAfterIt) {
   EXPECT_EQ(h.state(longer), State::cancelling);
 }
 
-// The drain total timer of a drain whose SHUT_WR was done at once is armed only at the first
-// idle expiry, yet it ends the drain exactly drain_timeout_ms after SHUT_WR, as if armed then,
-// however the peer keeps it busy.
-TEST(EngineScenario, DrainTotalTimeoutArmedAtTheFirstIdleExpiryEndsTheDrainOnTime) {
+Config drain_config(std::uint32_t idle_ms, std::uint32_t total_ms) {
   Config config = small_config();
-  config.drain_idle_timeout_ms = 100;
-  config.drain_timeout_ms = 250;
-  Harness h(config);
-  const TimePoint start = h.now;
-  const ConnectionId id = draining_connection(h);
-  EXPECT_EQ(h.engine->next_deadline(), start + 100ms);
-  for (const auto input_at : {50ms, 140ms, 230ms}) {  // input at each step: never idle
+  config.drain_idle_timeout_ms = idle_ms;
+  config.drain_timeout_ms = total_ms;
+  return config;
+}
+
+// Keeps a draining connection busy: input at each of `inputs` after `start`, then the idle
+// timer's expiry after it, which re-arms it; the drain never goes idle.
+void feed_drain(Harness& h, ConnectionId id, TimePoint start,
+                std::initializer_list<milliseconds> inputs) {
+  for (const milliseconds input_at : inputs) {
     h.now = start + input_at;
     h.complete(Op::recv, id, 10);
     h.now = *h.engine->next_deadline();
     h.engine->expire_timers(h.now);
-    EXPECT_EQ(h.state(id), State::draining);
+    EXPECT_EQ(h.state(id), State::draining) << "input " << input_at.count() << " ms";
   }
-  EXPECT_EQ(h.engine->next_deadline(), start + 250ms) << "the total bound was not armed";
-  h.now = start + 250ms - 1ns;
-  h.engine->expire_timers(h.now);
-  EXPECT_EQ(h.state(id), State::draining);
-  h.now = start + 250ms;
-  h.engine->expire_timers(h.now);
-  EXPECT_EQ(h.state(id), State::cancelling);
+}
+
+// The drain total timer of a drain whose SHUT_WR was done at once is armed only at the first
+// idle expiry, yet it ends the drain exactly drain_timeout_ms after SHUT_WR, as if armed then,
+// however the peer keeps it busy.
+TEST(EngineScenario, DrainTotalTimeoutArmedAtTheFirstIdleExpiryEndsTheDrainOnTime) {
+  Harness h(drain_config(100, 250));
+  const TimePoint start = h.now;
+  const ConnectionId id = draining_connection(h);
+  EXPECT_EQ(h.engine->next_deadline(), start + 100ms);
+  feed_drain(h, id, start, {50ms, 140ms, 230ms});
+  expect_drain_ends_at(h, id, start + 250ms);
   finish_cancelled(h, id);
   ASSERT_EQ(h.closed.size(), 1u);
   EXPECT_EQ(h.closed[0].second.outcome, Outcome::drain_timeout);
@@ -955,31 +966,14 @@ TEST(EngineScenario, DrainTotalTimeoutArmedAtTheFirstIdleExpiryEndsTheDrainOnTim
 // A shorter drain timeout set while such a drain runs does not cut it short: the drain keeps the
 // total it began under, as a timer armed at its start would.
 TEST(EngineScenario, ReconfiguredDrainTimeoutDoesNotShortenADrainWhoseTimerWasNotArmedYet) {
-  Config config = small_config();
-  config.drain_idle_timeout_ms = 100;
-  config.drain_timeout_ms = 250;
+  Config config = drain_config(100, 250);
   Harness h(config);
   const TimePoint start = h.now;
   const ConnectionId id = draining_connection(h);
   config.drain_timeout_ms = 120;
   h.engine->reconfigure(config);
-  h.now = start + 50ms;
-  h.complete(Op::recv, id, 10);
-  h.now = start + 100ms;
-  h.engine->expire_timers(h.now);  // progress: the idle timer re-arms to start + 150 ms
-  h.now = start + 140ms;
-  h.complete(Op::recv, id, 10);
-  h.now = start + 150ms;
-  h.engine->expire_timers(h.now);
-  EXPECT_EQ(h.state(id), State::draining) << "the new, shorter total was applied to the drain";
-  h.now = start + 230ms;
-  h.complete(Op::recv, id, 10);
-  h.now = *h.engine->next_deadline();  // the idle timer's, re-armed from 140 ms
-  h.engine->expire_timers(h.now);
-  EXPECT_EQ(h.engine->next_deadline(), start + 250ms);
-  h.now = start + 250ms;
-  h.engine->expire_timers(h.now);
-  EXPECT_EQ(h.state(id), State::cancelling);
+  feed_drain(h, id, start, {50ms, 140ms, 230ms});
+  expect_drain_ends_at(h, id, start + 250ms);
 }
 
 // A lowered drain_max_bytes applies at once to a connection already draining (documented in
