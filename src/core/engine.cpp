@@ -17,6 +17,10 @@ constexpr std::uint64_t kMaxFileChunk = 1u << 30;
 
 using std::chrono::milliseconds;
 
+// What the API calls return on success: a copy of one made once, where `{}` called
+// std::system_category() (out of line in libstdc++) on every call.
+const std::error_code kNoError{};
+
 // Errors after which the same request is simply started again.
 bool is_transient(int error) noexcept {
   return error == EAGAIN || error == EINTR || error == ENOMEM || error == ENOBUFS;
@@ -85,7 +89,7 @@ std::error_code Engine::enqueue(ConnectionId id, TimePoint now, Push&& push) {
   }
   push(connection->send_queue);
   start_send(*connection, now);
-  return {};
+  return kNoError;
 }
 
 std::error_code Engine::shutdown_write(ConnectionId id, TimePoint now) {
@@ -93,26 +97,26 @@ std::error_code Engine::shutdown_write(ConnectionId id, TimePoint now) {
   Connection* connection = lookup(id.slot, id.generation);
   if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
   if (connection->state != State::open) return std::make_error_code(std::errc::broken_pipe);
-  if (connection->write_side != WriteSide::open) return {};  // harmless
+  if (connection->write_side != WriteSide::open) return kNoError;  // harmless
   set_write_side(*connection, WriteSide::shutdown_requested);
   shut_write_if_flushed(*connection, now);
-  return {};
+  return kNoError;
 }
 
 std::error_code Engine::pause_receive(ConnectionId id) {
   Connection* connection = lookup(id.slot, id.generation);
   if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
   connection->receive_paused = true;
-  return {};
+  return kNoError;
 }
 
 std::error_code Engine::resume_receive(ConnectionId id) {
   Connection* connection = lookup(id.slot, id.generation);
   if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
-  if (!connection->receive_paused) return {};
+  if (!connection->receive_paused) return kNoError;
   connection->receive_paused = false;
   if (connection->state == State::open) start_receive(*connection);
-  return {};
+  return kNoError;
 }
 
 std::uint64_t Engine::queued_bytes(ConnectionId id) const noexcept {
@@ -124,7 +128,7 @@ std::error_code Engine::close(ConnectionId id, TimePoint now) {
   now = last_now_ = std::max(now, last_now_);
   Connection* connection = lookup(id.slot, id.generation);
   if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
-  if (connection->state != State::open) return {};  // already closing: harmless
+  if (connection->state != State::open) return kNoError;  // already closing: harmless
   connection->close_requested_at = now;
   connection->waiting_for_buffer = false;  // from now on receives discard and need no buffer
   set_state(*connection, State::flushing);
@@ -132,14 +136,14 @@ std::error_code Engine::close(ConnectionId id, TimePoint now) {
   if (!connection->is_in_flight(Op::send) && connection->send_queue.empty()) {
     flushed(*connection, now);
   }
-  return {};
+  return kNoError;
 }
 
 std::error_code Engine::abort_after_send(ConnectionId id, TimePoint now) {
   now = last_now_ = std::max(now, last_now_);
   Connection* connection = lookup(id.slot, id.generation);
   if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
-  if (is_terminating(connection->state)) return {};  // the outcome is decided: harmless
+  if (is_terminating(connection->state)) return kNoError;  // the outcome is decided: harmless
   // Our FIN tells the peer the stream is complete: once it may be out, a reset comes too late.
   if (connection->write_side == WriteSide::shut_down ||
       (connection->state != State::open && connection->state != State::flushing)) {
@@ -147,7 +151,7 @@ std::error_code Engine::abort_after_send(ConnectionId id, TimePoint now) {
   }
   connection->reset_after_send = true;
   if (connection->state == State::open) return close(id, now);
-  return {};  // flushing: flushed() waits for the acknowledgement instead of shutting down
+  return kNoError;  // flushing: flushed() waits for the acknowledgement instead of shutting down
 }
 
 std::error_code Engine::abort(ConnectionId id, TimePoint now) {
@@ -156,24 +160,24 @@ std::error_code Engine::abort(ConnectionId id, TimePoint now) {
   if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
   switch (connection->state) {
     case State::closing:  // the close is submitted: the fd must not be touched any more
-      return {};
+      return kNoError;
     case State::cancelling:  // outcome decided, fd still open: make the close a reset
       if (!connection->reset_on_close) {
         io_.set_reset_on_close(connection->fd);
         connection->reset_on_close = true;
       }
-      return {};
+      return kNoError;
     case State::open:
     case State::flushing:
     case State::shutting_down:
     case State::draining:
       terminate(*connection, Outcome::aborted, now);
-      return {};
+      return kNoError;
     case State::free:
       break;
   }
   RL_ASSERT(false && "lookup() never returns a free slot");
-  return {};
+  return kNoError;
 }
 
 void Engine::close_all(TimePoint now) {
