@@ -38,15 +38,10 @@ start_upstream "$work/upstream"
 ha_port=$(free_port)
 start_haproxy "$work/haproxy" "$ha_port" "$up_port"
 
-# start_ringlinger NAME: a fresh ringlinger-NAME on a free port, pinned; sets port and pid.
+# start_ringlinger NAME: a fresh ringlinger-NAME on a free port; sets port and pid.
 start_ringlinger() {
-  local variant=${1#ringlinger} exe_var args_var
-  variant=${variant#-}; variant=${variant//-/_}
-  exe_var=EXE_$variant; args_var=ARGS_$variant
   port=$(free_port)
-  # shellcheck disable=SC2086  # the flags are split on blanks, as written
-  "${pin_proxy[@]}" "${!exe_var:-$exe}" proxy --listen "127.0.0.1:$port" \
-    --upstream "127.0.0.1:$up_port" ${!args_var:-${PROXY_ARGS:-}} >"$work/$1.out" 2>&1 &
+  start_ringlinger_proxy "$1" "$port"
   pid=$!
   pids+=("$pid")
   wait_port "$1" "$port"

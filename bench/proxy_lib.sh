@@ -42,6 +42,18 @@ wait_port() {  # NAME PORT: waits up to about 5 s for NAME to listen on PORT
 cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }  # PID: utime + stime
 user_system_ticks() { awk '{ sub(/.*\) /, ""); print $12, $13 }' "/proc/$1/stat"; }  # PID: "utime stime"
 
+# start_ringlinger_proxy NAME PORT: ringlinger as a proxy on PORT to up_port, pinned, in the
+# background ($! is its pid, its output in $work/NAME.out). NAME is ringlinger or ringlinger-X:
+# then EXE_X and ARGS_X (X with - as _), when set, replace exe and PROXY_ARGS.
+start_ringlinger_proxy() {
+  local variant=${1#ringlinger} exe_var args_var
+  variant=${variant#-}; variant=${variant//-/_}
+  exe_var=EXE_$variant; args_var=ARGS_$variant
+  # shellcheck disable=SC2086  # the flags are split on blanks, as written
+  "${pin_proxy[@]}" "${!exe_var:-$exe}" proxy --listen "127.0.0.1:$2" \
+    --upstream "127.0.0.1:$up_port" ${!args_var:-${PROXY_ARGS:-}} >"$work/$1.out" 2>&1 &
+}
+
 # workload_request WORKLOAD: sets path (the file wrk asks for) and headers (wrk's extra arguments).
 workload_request() {
   case $1 in

@@ -35,20 +35,14 @@ start_upstream "$work/upstream"
 declare -A port pid
 # start_proxy NAME: starts it on a free port, pinned, and waits until it listens.
 start_proxy() {
-  local proxy=$1 variant exe_var args_var
+  local proxy=$1
   port[$proxy]=$(free_port)
   case $proxy in
     haproxy)  # waits for its port and records its pid itself
       start_haproxy "$work/haproxy" "${port[$proxy]}" "$up_port"
       pid[$proxy]=$ha_pid
       return ;;
-    ringlinger*)
-      # ringlinger-NAME: EXE_NAME and ARGS_NAME (when set) replace EXE and PROXY_ARGS.
-      variant=${proxy#ringlinger}; variant=${variant#-}; variant=${variant//-/_}
-      exe_var=EXE_$variant; args_var=ARGS_$variant
-      # shellcheck disable=SC2086
-      "${pin_proxy[@]}" "${!exe_var:-$exe}" proxy --listen "127.0.0.1:${port[$proxy]}" \
-        --upstream "127.0.0.1:$up_port" ${!args_var:-${PROXY_ARGS:-}} >"$work/$proxy.out" 2>&1 & ;;
+    ringlinger*) start_ringlinger_proxy "$proxy" "${port[$proxy]}" ;;
     floor-rw) "${pin_proxy[@]}" "$work/floorproxy" rw "${port[$proxy]}" "$up_port" & ;;
     floor-rw-*) "${pin_proxy[@]}" "$work/floorproxy" rw "${port[$proxy]}" "$up_port" "${proxy#floor-rw-}" & ;;
     floor-splice) "${pin_proxy[@]}" "$work/floorproxy" splice "${port[$proxy]}" "$up_port" & ;;

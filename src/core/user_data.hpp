@@ -40,6 +40,9 @@ enum class Op : std::uint8_t {
 // Number of values of Op. The op table checks that it has this many rows.
 inline constexpr unsigned kOpCount = static_cast<unsigned>(Op::wake) + 1;
 
+inline constexpr std::uint32_t kGenerationBits = 24;
+inline constexpr std::uint32_t kGenerationMask = (1u << kGenerationBits) - 1;
+
 // The decoded form of user_data, laid out as user_data is (x86-64 and every little-endian
 // target: bit-fields fill each unit from its low bits): eight bytes that travel in one register,
 // and encode() and decode() are one move each. As three plain fields (twelve bytes, two
@@ -47,18 +50,15 @@ inline constexpr unsigned kOpCount = static_cast<unsigned>(Op::wake) + 1;
 // instructions more (bench/callgrind.sh).
 struct OpTag {
   std::uint32_t slot;
-  std::uint32_t generation : 24;  // only the low 24 bits are carried
+  std::uint32_t generation : kGenerationBits;  // only the low 24 bits are carried
   Op op : 8;
 
   OpTag() = default;
   constexpr OpTag(Op op_, std::uint32_t generation_, std::uint32_t slot_) noexcept
-      : slot(slot_), generation(generation_ & ((1u << 24) - 1)), op(op_) {}
+      : slot(slot_), generation(generation_ & kGenerationMask), op(op_) {}
 
   friend constexpr bool operator==(OpTag, OpTag) noexcept = default;
 };
-
-inline constexpr std::uint32_t kGenerationBits = 24;
-inline constexpr std::uint32_t kGenerationMask = (1u << kGenerationBits) - 1;
 
 // Packs a tag into user_data (the generation is truncated to 24 bits).
 constexpr std::uint64_t encode(OpTag tag) noexcept {

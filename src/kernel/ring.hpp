@@ -48,15 +48,13 @@ class Ring {
     return nullptr;
   }
   // Submits what is prepared, without waiting, so that the submission queue has room again (one
-  // early io_uring_enter, counted in Stats::sq_full_submits).
+  // early io_uring_enter, counted in Stats::sq_full_submits); asserts that it has.
   void make_room();
   // An SQE, never null (make_room() first when the queue is full), for the paths that are not hot.
   io_uring_sqe* get_sqe() {
     if (io_uring_sqe* sqe = try_get_sqe()) return sqe;
     make_room();
-    io_uring_sqe* sqe = try_get_sqe();
-    RL_ASSERT(sqe != nullptr && "the kernel took no SQE from a full submission queue");
-    return sqe;
+    return try_get_sqe();
   }
 
   // Submits everything prepared and waits until at least one completion is ready or `timeout`
