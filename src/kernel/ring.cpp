@@ -130,23 +130,6 @@ void Ring::submit_and_wait(std::chrono::nanoseconds timeout, unsigned batch) {
   }
 }
 
-std::size_t Ring::reap(std::vector<io_uring_cqe>& batch) {
-  // Copied in at most two pieces (the ready part of the queue may wrap), not one by one: a
-  // batch holds dozens of completions and each is handled once (measured with
-  // bench/callgrind.sh: 24 instructions per completion one by one).
-  io_uring_cq& cq = ring_.cq;
-  const unsigned head = *cq.khead;  // moved only by us
-  const unsigned count = io_uring_smp_load_acquire(cq.ktail) - head;
-  if (count == 0) return 0;
-  const unsigned first = head & cq.ring_mask;
-  const unsigned before_wrap = std::min(count, cq.ring_entries - first);
-  batch.insert(batch.end(), cq.cqes + first, cq.cqes + first + before_wrap);
-  batch.insert(batch.end(), cq.cqes, cq.cqes + (count - before_wrap));
-  io_uring_smp_store_release(cq.khead, head + count);
-  stats_.completions += count;
-  return count;
-}
-
 unsigned Ring::flush_submission_queue() noexcept {
   // Publish the SQEs prepared since the last flush (liburing's __io_uring_flush_sq, which 2.3
   // does not export). Without SQPOLL the kernel moves khead only inside io_uring_enter.

@@ -1,11 +1,12 @@
 // The io_uring wrapper: setup with the best flags this kernel takes, SQE acquisition (with the
 // "submission queue full" case handled here and nowhere else), the one submit-and-wait call of
-// each loop step (counted exactly: we make the io_uring_enter call ourselves), and reaping a
-// batch of completions with a single advance of the completion queue.
+// each loop step (counted exactly: we make the io_uring_enter call ourselves), and reading a
+// batch of completions in place, released with a single advance of the completion queue.
 #pragma once
 
 #include <liburing.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -63,9 +64,27 @@ class Ring {
   // (at most kMaxBatchCompletions) for up to batch_wait_us before waking the loop.
   void submit_and_wait(std::chrono::nanoseconds timeout, unsigned batch = kMaxBatchCompletions);
 
-  // Copies every ready completion into `batch` (appending) and advances the completion queue
-  // once. Returns how many were copied.
-  std::size_t reap(std::vector<io_uring_cqe>& batch);
+  // The completions ready now, read in place: the kernel posts new ones after them, never over
+  // them, until release() hands their entries back (once per batch). Copying them out first
+  // cost 31 instructions per close, reading them in place 15 (bench/callgrind.sh).
+  struct Ready {
+    // In two pieces when the ready part of the queue wraps around its end.
+    std::span<const io_uring_cqe> first;
+    std::span<const io_uring_cqe> second;
+    unsigned tail;  // the queue's tail when they were read
+  };
+  Ready ready() noexcept {
+    io_uring_cq& cq = ring_.cq;
+    const unsigned head = *cq.khead;  // moved only by us
+    const unsigned tail = io_uring_smp_load_acquire(cq.ktail);
+    const unsigned start = head & cq.ring_mask;
+    const unsigned before_wrap = std::min(tail - head, cq.ring_entries - start);
+    return {{cq.cqes + start, before_wrap}, {cq.cqes, tail - head - before_wrap}, tail};
+  }
+  void release(const Ready& ready) noexcept {
+    stats_.completions += ready.tail - *ring_.cq.khead;
+    io_uring_smp_store_release(ring_.cq.khead, ready.tail);
+  }
 
   // The setup flags the kernel accepted, e.g. "SUBMIT_ALL|CQSIZE|SINGLE_ISSUER|DEFER_TASKRUN".
   std::string describe_flags() const;

@@ -39,7 +39,6 @@ UringBackend::UringBackend(const Config& config, Stats& stats)
              config.batch_wait_us},
             stats),
       buffers_(ring_, kReceiveGroup, config.receive_buffer_count, config.receive_buffer_bytes) {
-  batch_.reserve(completion_queue_entries(config));
   description_ = "io_uring " + ring_.describe_flags();
 }
 
@@ -58,19 +57,22 @@ void UringBackend::step(std::chrono::nanoseconds timeout, TimePoint& now) {
                                                                 Ring::kMaxBatchCompletions * 2));
   ring_.submit_and_wait(timeout, open / 2);  // the one io_uring_enter of this step
   now = Engine::Clock::now();
-  batch_.clear();
-  ring_.reap(batch_);  // copied out, completion queue advanced once
-  for (const io_uring_cqe& cqe : batch_) {
-    // Decoded once. A connection's request, whichever its op (the op table says whose it is),
-    // is the engine's: five of a close's six completions, handled here without another call.
-    const OpTag tag = decode(cqe.user_data);
-    RL_ASSERT(is_known(tag.op) && "a completion with an unknown op in its user_data");
-    if (belongs_to_connection(tag.op)) [[likely]] {
-      complete_connection_request(tag, cqe, now);
-    } else {
-      dispatch(tag, cqe, now);
+  // Callbacks do not throw, so every completion read here is handled before the release.
+  const Ring::Ready ready = ring_.ready();
+  for (const std::span<const io_uring_cqe> piece : {ready.first, ready.second}) {
+    for (const io_uring_cqe& cqe : piece) {
+      // Decoded once. A connection's request, whichever its op (the op table says whose it is),
+      // is the engine's: five of a close's six completions, handled here without another call.
+      const OpTag tag = decode(cqe.user_data);
+      RL_ASSERT(is_known(tag.op) && "a completion with an unknown op in its user_data");
+      if (belongs_to_connection(tag.op)) [[likely]] {
+        complete_connection_request(tag, cqe, now);
+      } else {
+        dispatch(tag, cqe, now);
+      }
     }
   }
+  ring_.release(ready);
 }
 
 // The rest: listeners, file sends and the wake pipe.

@@ -83,7 +83,6 @@ class UringBackend final : public Backend {
   // The kernel takes IORING_ACCEPT_DONTWAIT (6.10+); false after it refused it (EINVAL).
   bool accept_dontwait_ = true;
   BufferRing buffers_;
-  std::vector<io_uring_cqe> batch_;
   // File sends waiting for their socket to be writable (a POLLOUT poll in the ring), by slot:
   // the sendfile runs when the poll completes. Only connections using send_file() are here.
   struct FileSend {

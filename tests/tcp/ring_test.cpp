@@ -22,15 +22,16 @@ std::set<std::uint64_t> round_trip_nops(Ring& ring, unsigned count) {
     io_uring_sqe_set_data64(sqe, i);
   }
   std::set<std::uint64_t> seen;
-  std::vector<io_uring_cqe> batch;
   for (int step = 0; step < 1000 && seen.size() < count; ++step) {
     ring.submit_and_wait(10ms);
-    batch.clear();
-    ring.reap(batch);
-    for (const io_uring_cqe& cqe : batch) {
-      EXPECT_EQ(cqe.res, 0);
-      EXPECT_TRUE(seen.insert(cqe.user_data).second) << "completion seen twice: " << cqe.user_data;
+    const Ring::Ready ready = ring.ready();
+    for (const auto piece : {ready.first, ready.second}) {
+      for (const io_uring_cqe& cqe : piece) {
+        EXPECT_EQ(cqe.res, 0);
+        EXPECT_TRUE(seen.insert(cqe.user_data).second) << "completion seen twice: " << cqe.user_data;
+      }
     }
+    ring.release(ready);
   }
   return seen;
 }

@@ -34,6 +34,7 @@
 // target fuzz/engine_fuzzer.cpp; here they draw their decisions from a seeded PRNG.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -832,6 +833,27 @@ TEST(CloseLatencyHistogram, BucketsAreUpperBoundsInclusive) {
   for (std::size_t i = 1; i < kCloseLatencyBounds.size(); ++i) {
     EXPECT_LT(kCloseLatencyBounds[i - 1], kCloseLatencyBounds[i]) << "bounds must ascend";
   }
+}
+
+// The bucket taken from the bit width agrees with a search of the bounds, at each bound, each
+// power of two, and one nanosecond either side of them.
+TEST(CloseLatencyHistogram, BucketFromBitWidthMatchesSearch) {
+  auto searched = [](std::chrono::nanoseconds latency) {
+    return static_cast<std::size_t>(
+        std::lower_bound(kCloseLatencyBounds.begin(), kCloseLatencyBounds.end(), latency) -
+        kCloseLatencyBounds.begin());
+  };
+  std::vector<std::chrono::nanoseconds> latencies(kCloseLatencyBounds.begin(),
+                                                  kCloseLatencyBounds.end());
+  for (int bit = 0; bit < 63; ++bit) latencies.emplace_back(std::int64_t{1} << bit);
+  for (const std::chrono::nanoseconds latency : std::vector(latencies)) {
+    for (const auto near : {latency - 1ns, latency, latency + 1ns}) {
+      if (near < 0ns) continue;
+      EXPECT_EQ(close_latency_bucket(near), searched(near)) << near.count() << " ns";
+    }
+  }
+  EXPECT_EQ(close_latency_bucket(std::chrono::nanoseconds::max()), kCloseLatencyBuckets - 1);
+  EXPECT_EQ(close_latency_bucket(-1ns), 0u);
 }
 
 // A connection closed after `latency` (close() -> fd closed), clean.
