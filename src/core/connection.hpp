@@ -51,9 +51,14 @@ struct Connection {
   bool progress_noted : 1 = false;
   // Decided once, when the connection leaves the lingering states.
   std::optional<Outcome> outcome;
-  // The first error seen (positive errno), 0 if none. Kept because the kernel reports an error
-  // only once: after ECONNRESET the next receive returns 0, which is not a clean EOF.
-  int first_error = 0;
+  // The first error seen (positive errno, below 4096 as every kernel error is), 0 if none. Kept
+  // because the kernel reports an error only once: after ECONNRESET the next receive returns 0,
+  // which is not a clean EOF. Two bytes, so that `slot` fits where the padding was.
+  std::uint16_t first_error = 0;
+  // The slot's index in the engine's table, kept across release() like `generation`: read where
+  // the pointer difference divided by sizeof(Connection) cost 81 instructions per close (about
+  // 20 uses: every request's tag, every timer operation, every ConnectionId).
+  std::uint32_t slot = 0;
   // The peer's acknowledged-byte counter (tcpi_bytes_acked) when the kernel was last asked, its
   // low 32 bits: "moved" is "differs", wrong only if exactly a multiple of 4 GiB was acknowledged
   // between two looks.

@@ -68,6 +68,7 @@ inline void Fuzzer::check_invariants() {
     ++counts[static_cast<std::size_t>(c.state)];
     const std::uint8_t outstanding = io_.outstanding_ops(slot);
     const SlotWhere where{slot, c};
+    if (c.slot != slot) violation(where + "holds slot index " + std::to_string(c.slot));
     if (c.state == State::free) {
       if (outstanding != 0) violation(where + "free slot with requests outstanding");
       if (c.in_flight != 0 || c.fd != -1) violation(where + "free slot with in_flight or an fd");
