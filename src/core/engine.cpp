@@ -439,21 +439,38 @@ void Engine::complete<Op::close>(Connection& connection, const Completion& compl
   if (callbacks_.on_closed) callbacks_.on_closed(id, report);
 }
 
-// The completion handler of each Op, by the op table: an op that is not a connection's has none
-// (its completions are the backend's).
+// The completion handler of each Op, by the op table: a connection's op marks its request done
+// and calls its complete<op>, each with the op's in-flight bit as a constant; an op that is not a
+// connection's (its completions are the backend's) has not_a_connection_op().
 template <Op op>
 constexpr Engine::CompletionHandler Engine::handler_for() noexcept {
   if constexpr (belongs_to_connection(op)) {
     return [](Engine& engine, Connection& connection, const Completion& completion,
-              TimePoint now) { engine.complete<op>(connection, completion, now); };
+              TimePoint now) {
+      RL_ASSERT(connection.is_in_flight(op));
+      connection.mark_completed(op);
+      engine.complete<op>(connection, completion, now);
+    };
   } else {
-    return nullptr;
+    return &not_a_connection_op;
   }
 }
 
+void Engine::not_a_connection_op(Engine&, Connection&, const Completion&, TimePoint) {
+  RL_ASSERT(false && "listener, backend-only and unknown ops never reach the engine");
+}
+
+// The handlers by every value of the op byte (a byte that names no Op has not_a_connection_op()),
+// so that a completion is dispatched with one load and no range check or null test: 36
+// instructions per completion before, with those checks and the in-flight bit from the op
+// table.
 void Engine::on_completion(const Completion& completion, TimePoint now) {
   static constexpr auto kHandlers = []<std::size_t... I>(std::index_sequence<I...>) {
-    return std::array<CompletionHandler, kOpCount>{handler_for<static_cast<Op>(I)>()...};
+    std::array<CompletionHandler, 256> handlers{handler_for<static_cast<Op>(I)>()...};
+    for (std::size_t byte = sizeof...(I); byte < handlers.size(); ++byte) {
+      handlers[byte] = &not_a_connection_op;
+    }
+    return handlers;
   }(std::make_index_sequence<kOpCount>{});
   now = last_now_ = std::max(now, last_now_);
   Connection* connection = lookup(completion.tag.slot, completion.tag.generation);
@@ -461,12 +478,7 @@ void Engine::on_completion(const Completion& completion, TimePoint now) {
     ++stats_.stale_completions;
     return;
   }
-  const Op op = completion.tag.op;
-  RL_ASSERT(is_known(op) && kHandlers[static_cast<std::size_t>(op)] != nullptr &&
-            "listener and backend-only completions never reach the engine");
-  RL_ASSERT(connection->is_in_flight(op));
-  connection->mark_completed(op);
-  kHandlers[static_cast<std::size_t>(op)](*this, *connection, completion, now);
+  kHandlers[static_cast<std::uint8_t>(completion.tag.op)](*this, *connection, completion, now);
 }
 
 // ---------------------------------------------------------------------------------------------

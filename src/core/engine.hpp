@@ -91,6 +91,7 @@ class Engine {
   using CompletionHandler = void (*)(Engine&, Connection&, const Completion&, TimePoint);
   template <Op op>
   static constexpr CompletionHandler handler_for() noexcept;
+  static void not_a_connection_op(Engine&, Connection&, const Completion&, TimePoint);
 
   // Steps.
   void start_send(Connection& connection, TimePoint now);

@@ -5,6 +5,7 @@
 // fail the build when a row is missing or out of order.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
@@ -51,6 +52,17 @@ constexpr const OpDef& op_def(Op op) noexcept { return kOpDefs[static_cast<std::
 constexpr bool belongs_to_connection(Op op) noexcept {
   return op_def(op).owner == OpOwner::connection;
 }
+
+// For every value of a user_data's op byte: whether it names a connection's op. All 256 values,
+// so that the completion loop looks an op up without checking its range first (a byte that
+// names no Op is not a connection's, and the backend's dispatch() refuses it).
+inline constexpr auto kConnectionOpByte = [] {
+  std::array<bool, 256> table{};
+  for (const OpDef& row : kOpDefs) {
+    table[static_cast<std::uint8_t>(row.op)] = row.owner == OpOwner::connection;
+  }
+  return table;
+}();
 
 namespace op_table_checks {
 
