@@ -193,9 +193,7 @@ std::string without_date(std::string_view response) {
 ResponseCache::ResponseCache(std::uint64_t content_length, std::string_view inline_body)
     : content_length_(content_length), inline_body_(inline_body) {}
 
-const std::shared_ptr<const DatedResponses>& ResponseCache::current() {
-  const std::time_t now = std::time(nullptr);
-  if (now == second_) return current_;
+const std::shared_ptr<const DatedResponses>& ResponseCache::renew(std::time_t now) {
   second_ = now;
   const std::string date = http_date(now);
   auto responses = std::make_shared<DatedResponses>();
