@@ -732,9 +732,8 @@ void ShardServer::log_accepted(ConnectionId id) {
   if (peers_) peers_->remember(id, manager().fd(id));
 }
 
-void ShardServer::log_closed(ConnectionId id, std::string_view role, const CloseReport& report,
-                             const std::optional<SocketAddress>& peer) {
-  if (!peers_) return;
+void ShardServer::log_closed_now(ConnectionId id, std::string_view role, const CloseReport& report,
+                                 const std::optional<SocketAddress>& peer) {
   std::optional<SocketAddress> remembered = peers_->take(id);
   if (report.outcome != Outcome::clean) log_->connection({role, peer ? peer : remembered, report});
 }
