@@ -77,6 +77,21 @@ HeadEnd find_head_end(std::string_view text, std::size_t from) {
   return found;
 }
 
+// The length of the method when `line` (at least 5 bytes) starts with GET, HEAD, POST or PUT
+// and a space, else 0. Four bytes compared at once: cheaper than a table load per byte, and
+// these are what clients send. Another method is read by the token loop, to the same end.
+std::size_t common_method_length(const char* line) {
+  auto word = [](const char* bytes) {
+    std::uint32_t value;
+    std::memcpy(&value, bytes, sizeof(value));
+    return value;
+  };
+  const std::uint32_t first = word(line);
+  if (first == word("GET ") || first == word("PUT ")) return 3;
+  if ((first == word("POST") || first == word("HEAD")) && line[4] == ' ') return 4;
+  return 0;
+}
+
 // Length of the method when `line` (the head's first line, without its CRLF) is
 // "METHOD SP target SP HTTP/1.x" with x 0 or 1, else 0. The version is read first, so its space
 // stops the scan of the method.
@@ -88,8 +103,10 @@ std::size_t request_method_length(std::string_view line) {
                              std::memcmp(version, "HTTP/1.0", kVersionBytes) != 0)) {
     return 0;
   }
-  std::size_t method = 0;
-  while (is_token_char(line[method])) ++method;
+  std::size_t method = common_method_length(line.data());
+  if (method == 0) {
+    while (is_token_char(line[method])) ++method;
+  }
   // The method ends at the first space, and a target of at least one byte follows it.
   const bool valid = method > 0 && line[method] == ' ' && method + 2 + kVersionBytes < line.size();
   return valid ? method : 0;
