@@ -253,14 +253,15 @@ std::string make_request(std::uint64_t body_bytes) {
 HeadReader::Status HeadReader::feed(std::span<const std::byte> bytes) {
   if (status_ != Status::incomplete) return status_;
   const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-  if (pending_.empty()) {
-    // Fast path: the whole head in one read, no copy, and its first line's end found on the way.
-    const HeadEnd found = find_head_end(text, 0);
-    if (found.end != std::string_view::npos) {
-      if (found.end > kMaxHeadBytes) return status_ = Status::too_large;
-      return finish(std::string_view(text.data(), found.end), found.first_newline);
-    }
-  }
+  if (!pending_.empty()) return feed_pending(text);
+  // Fast path: the whole head in one read, no copy, and its first line's end found on the way.
+  const HeadEnd found = find_head_end(text, 0);
+  if (found.end == std::string_view::npos) return feed_pending(text);
+  if (found.end > kMaxHeadBytes) return status_ = Status::too_large;
+  return finish(std::string_view(text.data(), found.end), found.first_newline);
+}
+
+HeadReader::Status HeadReader::feed_pending(std::string_view text) {
   // The terminator may straddle the previous read: search from a few bytes back.
   const std::size_t search_from = pending_.size() >= 3 ? pending_.size() - 3 : 0;
   const std::size_t room = kMaxHeadBytes + 1 - std::min(pending_.size(), kMaxHeadBytes + 1);

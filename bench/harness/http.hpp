@@ -102,6 +102,9 @@ class HeadReader {
   void reset() noexcept;
 
  private:
+  // A head that spans reads: `text` goes after the bytes kept so far. Out of line, so a head
+  // read whole (the usual case) pays no stack frame for the string it needs.
+  [[gnu::noinline]] Status feed_pending(std::string_view text);
   // `first_newline`: the offset of the head's first '\n'.
   Status finish(std::string_view head, std::size_t first_newline);
 
