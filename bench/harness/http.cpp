@@ -55,7 +55,8 @@ HeadEnd find_head_end(std::string_view text, std::size_t from) {
 #ifdef __SSE2__
   const __m128i newlines = _mm_set1_epi8('\n');
   unsigned carried = 0;  // the last two bytes' '\n's, as bits 0 and 1
-  for (; end - p >= 16; p += 16) {
+  // The rounds counted once: a round ends with one compare, not the bytes left computed again.
+  for (std::size_t chunks = (text.size() - from) / 16; chunks != 0; --chunks, p += 16) {
     const __m128i chunk = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
     const auto mask = static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(chunk, newlines)));
     if (found.first_newline == std::string_view::npos && mask != 0) {
