@@ -1,11 +1,13 @@
 #include "deadline_fifo.hpp"
 
 #include <algorithm>
+#include <stdexcept>
 
 namespace ringlinger::tools {
 
 DeadlineFifo::DeadlineFifo(std::chrono::milliseconds timeout, std::uint32_t capacity)
-    : timeout_(timeout), entries_(timeout.count() > 0 ? capacity : 0) {}
+    : timeout_(timeout), entries_(timeout.count() > 0 ? capacity : 0),
+      slots_(static_cast<std::uint32_t>(entries_.size())) {}
 
 void DeadlineFifo::add(ConnectionId id, Clock::time_point now) {
   stamp(now);  // those added before it start no later than it
@@ -13,8 +15,11 @@ void DeadlineFifo::add(ConnectionId id, Clock::time_point now) {
 }
 
 void DeadlineFifo::link(ConnectionId id, Clock::time_point at) {
-  if (timeout_.count() <= 0) return;
-  Entry& entry = entries_.at(id.slot);
+  if (id.slot >= slots_) {  // no entries without a timeout; with one, as entries_.at() would
+    if (timeout_.count() <= 0) return;
+    throw std::out_of_range("DeadlineFifo: slot out of range");
+  }
+  Entry& entry = entries_[id.slot];
   if (entry.linked) unlink(id.slot);
   entry.at = at;
   entry.generation = id.generation;
@@ -25,15 +30,6 @@ void DeadlineFifo::link(ConnectionId id, Clock::time_point at) {
   back_ = id.slot;
   if (at == kUnstamped && first_unstamped_ == kNone) first_unstamped_ = id.slot;
   ++size_;
-}
-
-void DeadlineFifo::unlink(std::uint32_t slot) noexcept {
-  Entry& entry = entries_[slot];
-  if (first_unstamped_ == slot) first_unstamped_ = entry.next;
-  (entry.previous == kNone ? front_ : entries_[entry.previous].next) = entry.next;
-  (entry.next == kNone ? back_ : entries_[entry.next].previous) = entry.previous;
-  entry = Entry{};
-  --size_;
 }
 
 void DeadlineFifo::stamp(Clock::time_point now) noexcept {

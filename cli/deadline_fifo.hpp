@@ -34,7 +34,7 @@ class DeadlineFifo {
   void add(ConnectionId id) { link(id, kUnstamped); }
   // Forgets the connection's deadline, if it has one (a slot's other generation keeps its own).
   void remove(ConnectionId id) noexcept {
-    if (id.slot < entries_.size() && entries_[id.slot].linked &&
+    if (id.slot < slots_ && entries_[id.slot].linked &&
         entries_[id.slot].generation == id.generation) {
       unlink(id.slot);
     }
@@ -50,9 +50,9 @@ class DeadlineFifo {
   static constexpr std::uint32_t kNone = std::numeric_limits<std::uint32_t>::max();
   struct Entry {
     Clock::time_point at{};
-    std::uint32_t generation = 0;
     std::uint32_t previous = kNone;  // towards the front (earlier deadlines)
     std::uint32_t next = kNone;
+    std::uint32_t generation = 0;
     bool linked = false;
   };
 
@@ -60,12 +60,24 @@ class DeadlineFifo {
   static constexpr Clock::time_point kUnstamped = Clock::time_point::max();
 
   void link(ConnectionId id, Clock::time_point at);
-  void unlink(std::uint32_t slot) noexcept;
+  // Inline, so that link() calls nothing and remove() is no call at its callers (a close
+  // unlinks once, at its head or its end). Only `linked` is reset: link() sets the rest.
+  [[gnu::always_inline]] void unlink(std::uint32_t slot) noexcept {
+    Entry& entry = entries_[slot];
+    if (first_unstamped_ == slot) first_unstamped_ = entry.next;
+    (entry.previous == kNone ? front_ : entries_[entry.previous].next) = entry.next;
+    (entry.next == kNone ? back_ : entries_[entry.next].previous) = entry.previous;
+    entry.linked = false;
+    --size_;
+  }
   // Sets the deadline of every entry added without a time to now + timeout.
   void stamp(Clock::time_point now) noexcept;
 
   const std::chrono::milliseconds timeout_;
   std::vector<Entry> entries_;  // by slot
+  // entries_.size(), kept apart: a bounds check is one compare (the vector's size is a division
+  // by 24), and 0 with no timeout, so remove() needs no test of its own for that.
+  const std::uint32_t slots_;
   std::uint32_t front_ = kNone;
   std::uint32_t back_ = kNone;
   // The first entry added without a time; every entry behind it has none either.
