@@ -39,8 +39,9 @@ struct HeadEnd {
 // (every x86-64), 16 bytes at a time: one compare finds their '\n's as a bit mask, and only a
 // '\n' two bytes after another (as at the end of an empty line) has the CRs around it checked: a
 // head costs fewer instructions than a memchr call per line would (and than a substring search,
-// which stops at every '\r').
-HeadEnd find_head_end(std::string_view text, std::size_t from) {
+// which stops at every '\r'). Inlined in both callers: the fast path of feed() is then one
+// function, with no call, argument moves or returned pair in between.
+[[gnu::always_inline]] inline HeadEnd find_head_end(std::string_view text, std::size_t from) {
   const char* const begin = text.data();
   const char* const end = begin + text.size();
   HeadEnd found;
@@ -278,7 +279,7 @@ HeadReader::Status HeadReader::feed_pending(std::string_view text) {
   return status_;
 }
 
-HeadReader::Status HeadReader::finish(std::string_view head, std::size_t first_newline) {
+inline HeadReader::Status HeadReader::finish(std::string_view head, std::size_t first_newline) {
   // The request line without its CRLF (head ends in "\n": there is a first one).
   const bool crlf = first_newline > 0 && head[first_newline - 1] == '\r';
   const std::string_view line(head.data(), crlf ? first_newline - 1 : 0);
