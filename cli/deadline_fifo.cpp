@@ -1,7 +1,6 @@
 #include "deadline_fifo.hpp"
 
 #include <algorithm>
-#include <stdexcept>
 
 namespace ringlinger::tools {
 
@@ -12,24 +11,6 @@ DeadlineFifo::DeadlineFifo(std::chrono::milliseconds timeout, std::uint32_t capa
 void DeadlineFifo::add(ConnectionId id, Clock::time_point now) {
   stamp(now);  // those added before it start no later than it
   link(id, now + timeout_);
-}
-
-void DeadlineFifo::link(ConnectionId id, Clock::time_point at) {
-  if (id.slot >= slots_) {  // no entries without a timeout; with one, as entries_.at() would
-    if (timeout_.count() <= 0) return;
-    throw std::out_of_range("DeadlineFifo: slot out of range");
-  }
-  Entry& entry = entries_[id.slot];
-  if (entry.linked) unlink(id.slot);
-  entry.at = at;
-  entry.generation = id.generation;
-  entry.previous = back_;
-  entry.next = kNone;
-  entry.linked = true;
-  (back_ == kNone ? front_ : entries_[back_].next) = id.slot;
-  back_ = id.slot;
-  if (at == kUnstamped && first_unstamped_ == kNone) first_unstamped_ = id.slot;
-  ++size_;
 }
 
 void DeadlineFifo::stamp(Clock::time_point now) noexcept {

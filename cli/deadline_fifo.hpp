@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <stdexcept>
 #include <vector>
 
 #include "ringlinger/connection_id.hpp"
@@ -31,7 +32,7 @@ class DeadlineFifo {
   // The same, with `now` the time of the next expire() (or add() with a time): a deadline added
   // inside a loop step starts when the loop next reads the clock, a step later at most (later,
   // never earlier), and no clock is read per connection (bench/callgrind.sh: 28 instructions).
-  void add(ConnectionId id) { link(id, kUnstamped); }
+  [[gnu::always_inline]] void add(ConnectionId id) { link(id, kUnstamped); }
   // Forgets the connection's deadline, if it has one (a slot's other generation keeps its own).
   void remove(ConnectionId id) noexcept {
     if (id.slot < slots_ && entries_[id.slot].linked &&
@@ -59,7 +60,24 @@ class DeadlineFifo {
   // An entry added by add(id), whose time is set by the next stamp().
   static constexpr Clock::time_point kUnstamped = Clock::time_point::max();
 
-  void link(ConnectionId id, Clock::time_point at);
+  // Inline (always_inline), like unlink(): serve's accept callback links with no call.
+  [[gnu::always_inline]] void link(ConnectionId id, Clock::time_point at) {
+    if (id.slot >= slots_) {  // no entries without a timeout; with one, as entries_.at() would
+      if (timeout_.count() <= 0) return;
+      throw std::out_of_range("DeadlineFifo: slot out of range");
+    }
+    Entry& entry = entries_[id.slot];
+    if (entry.linked) unlink(id.slot);
+    entry.at = at;
+    entry.generation = id.generation;
+    entry.previous = back_;
+    entry.next = kNone;
+    entry.linked = true;
+    (back_ == kNone ? front_ : entries_[back_].next) = id.slot;
+    back_ = id.slot;
+    if (at == kUnstamped && first_unstamped_ == kNone) first_unstamped_ = id.slot;
+    ++size_;
+  }
   // Inline, so that link() calls nothing and remove() is no call at its callers (a close
   // unlinks once, at its head or its end). Only `linked` is reset: link() sets the rest.
   [[gnu::always_inline]] void unlink(std::uint32_t slot) noexcept {
