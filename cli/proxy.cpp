@@ -370,7 +370,7 @@ class Proxy final : public ShardServer {
     if (leg->role == Role::client) {
       log_closed(id, "client", report);
     } else {
-      log_closed(id, "upstream", report, upstream_);
+      log_closed(id, "upstream", report, &upstream_);
     }
     const auto outcome = static_cast<std::size_t>(report.outcome);
     if (leg->role == Role::client) {

@@ -728,14 +728,14 @@ void ShardServer::set_log(EventLog& log, std::uint32_t max_connections) {
   if (log.enabled()) peers_.emplace(max_connections);
 }
 
-void ShardServer::log_accepted(ConnectionId id) {
-  if (peers_) peers_->remember(id, manager().fd(id));
-}
+void ShardServer::remember_peer(ConnectionId id) { peers_->remember(id, manager().fd(id)); }
 
 void ShardServer::log_closed_now(ConnectionId id, std::string_view role, const CloseReport& report,
-                                 const std::optional<SocketAddress>& peer) {
+                                 const SocketAddress* peer) {
   std::optional<SocketAddress> remembered = peers_->take(id);
-  if (report.outcome != Outcome::clean) log_->connection({role, peer ? peer : remembered, report});
+  if (report.outcome != Outcome::clean) {
+    log_->connection({role, peer != nullptr ? std::optional(*peer) : remembered, report});
+  }
 }
 
 void ShardServer::log_upstream_error(ConnectionId client, const SocketAddress& upstream, int error) {

@@ -140,12 +140,14 @@ class ShardServer {
  protected:
   // For the command's callbacks: remember a new connection's peer (only when the log is on:
   // one getpeername(2)), and log one that ended other than clean.
-  void log_accepted(ConnectionId id);
+  void log_accepted(ConnectionId id) {
+    if (peers_) remember_peer(id);  // inline, as log_closed(): the log is usually off
+  }
   // `peer`: for a connection the command made itself (the proxy's upstream legs), whose peer
-  // was not remembered at accept.
-  // Inline: with the log off (the usual case) a close pays one test, not a call.
+  // was not remembered at accept. Inline: with the log off (the usual case) a close pays one
+  // test, not a call; a pointer, not a std::optional, so the caller builds no argument for it.
   void log_closed(ConnectionId id, std::string_view role, const CloseReport& report,
-                  const std::optional<SocketAddress>& peer = std::nullopt) {
+                  const SocketAddress* peer = nullptr) {
     if (peers_) log_closed_now(id, role, report, peer);
   }
   // The proxy's upstream connect to `upstream` for `client` failed (error 0: timed out).
@@ -153,8 +155,9 @@ class ShardServer {
   EventLog& log() noexcept { return *log_; }
 
  private:
+  [[gnu::noinline]] void remember_peer(ConnectionId id);
   void log_closed_now(ConnectionId id, std::string_view role, const CloseReport& report,
-                      const std::optional<SocketAddress>& peer);
+                      const SocketAddress* peer);
 
   EventLog disabled_log_;
   EventLog* log_ = &disabled_log_;
