@@ -168,7 +168,7 @@ class Responder final : public ShardServer {
     switch (status) {
       case HeadReader::Status::incomplete:
         return;
-      case HeadReader::Status::complete:
+      case HeadReader::Status::complete: [[likely]]  // tested first: the others are rare
         if (heads_[id.slot].head_method()) {
           const DatedResponses& dated = dated_for(id);
           send(id, std::string_view(dated.ok).substr(0, dated.ok_head_bytes));
