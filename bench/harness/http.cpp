@@ -55,14 +55,24 @@ struct HeadEnd {
   const char* p = begin + from;
 #ifdef __SSE2__
   const __m128i newlines = _mm_set1_epi8('\n');
-  unsigned carried = 0;  // the last two bytes' '\n's, as bits 0 and 1
-  // The rounds counted once: a round ends with one compare, not the bytes left computed again.
-  for (std::size_t chunks = (text.size() - from) / 16; chunks != 0; --chunks, p += 16) {
+  auto newlines_at = [&] {  // the '\n's of the 16 bytes at p, as a bit mask
     const __m128i chunk = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    const auto mask = static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(chunk, newlines)));
-    if (found.first_newline == std::string_view::npos && mask != 0) {
+    return static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(chunk, newlines)));
+  };
+  // The rounds counted once: a round ends with one compare, not the bytes left computed again.
+  std::size_t rounds = (text.size() - from) / 16;
+  // Up to the first '\n' (the request line's end), a round only looks for it: with no '\n'
+  // before it, none can end the head. Its round is searched again below, as every later one,
+  // which then no longer tests whether the first '\n' was seen.
+  for (; rounds != 0; --rounds, p += 16) {
+    if (const unsigned mask = newlines_at(); mask != 0) {
       found.first_newline = static_cast<std::size_t>(p - begin) + std::countr_zero(mask);
+      break;
     }
+  }
+  unsigned carried = 0;  // the last two bytes' '\n's, as bits 0 and 1
+  for (; rounds != 0; --rounds, p += 16) {
+    const unsigned mask = newlines_at();
     for (unsigned pairs = mask & ((mask << 2) | carried); pairs != 0; pairs &= pairs - 1) {
       if (ends_head(p + std::countr_zero(pairs))) return found;
     }
