@@ -149,11 +149,12 @@ class Responder final : public ShardServer {
     };
     callbacks.on_closed = [this](ConnectionId id, const CloseReport& report) {
       log_closed(id, "connection", report);
-      sent_from_[id.slot].reset();  // the kernel has had every byte of it, or never will
       head_deadlines_.remove(id);
       --live_;
       const auto us = std::chrono::duration_cast<std::chrono::microseconds>(report.close_latency());
       close_latencies_us_.add(static_cast<std::uint32_t>(us.count()));
+      // Last: nothing is left to keep across the release's call.
+      sent_from_[id.slot].reset();  // the kernel has had every byte of it, or never will
     };
     return callbacks;
   }
