@@ -348,11 +348,13 @@ void late_pipelined(const std::string& backend, std::size_t connections) {
   // here, several times that under ASan): idle by the rule (no byte acknowledged for the drain
   // idle timeout), and cut at the default 5 s in 1 of 1000 under ASan with the older, snapshot
   // rule, which gave such peers a second period. This scenario is about late pipelined data, not
-  // idleness: the timeout is well above the slowest reading. So is the drain's total: at 5000
-  // connections the reading takes 30-35 s on a busy 2-core machine, and the default 30 s total
-  // cut the last few hundred drains (drain_timeout) while their peers were still reading others.
+  // idleness: the timeout is well above the slowest reading. So are the drain's total and the
+  // send timeout: at 5000 connections the reading takes 21 s on the idle machine, 35 s while a
+  // build runs beside it and over 200 s under three builds, and the default 30 s cut the last
+  // drains (drain_timeout, and send_timeout where the response did not fit in the socket
+  // buffers) while their peers were still reading the others.
   Serve serve(backend, {"--response-bytes", "256KiB", "--drain-idle-timeout", "60s",
-                        "--drain-timeout", "120s",
+                        "--drain-timeout", "120s", "--send-timeout", "120s",
                         "--max-connections", std::to_string(connections + 100)});
   const std::string expected = make_response(256 * 1024);
   const std::string pipelined = make_request(0) + make_request(0);
