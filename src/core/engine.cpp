@@ -285,7 +285,7 @@ const Connection* Engine::find(ConnectionId id) const noexcept {
 // ---------------------------------------------------------------------------------------------
 // Completion handlers
 
-// A drain's receives, bytes to discard and then the peer's FIN, are five in six of a close's
+// A drain's receives, bytes to discard and then the peer's FIN, are two of a close's three
 // receive completions: each takes a branch that ends in a tail call, so the handler saves no
 // registers for them (its prologue and epilogue took 53 instructions per close). The rest, the
 // delivery to the application and the errors, are receive_other()'s.
