@@ -111,8 +111,7 @@ class Responder final : public ShardServer {
  public:
   Responder(const Config& config, const Response& response, std::chrono::milliseconds head_timeout)
       : response_(response),
-        inline_body_(response.inline_body()),
-        dated_(response.body_bytes, inline_body_ ? std::string_view(response.body) : ""),
+        dated_(response.body_bytes, response.inline_body() ? std::string_view(response.body) : ""),
         heads_(config.max_connections),
         sent_from_(config.max_connections),
         head_deadlines_(head_timeout, config.max_connections),
@@ -200,7 +199,7 @@ class Responder final : public ShardServer {
   // The head (with the body when it is inline), then the body from memory or the file.
   void send_ok(ConnectionId id, const DatedResponses& dated) {
     send(id, dated.ok);
-    if (inline_body_) return;
+    if (response_.inline_body()) return;
     if (response_.body_file >= 0) {
       (void)manager_.send_file(id, response_.body_file, 0, response_.body_bytes);
     } else {
@@ -216,8 +215,6 @@ class Responder final : public ShardServer {
   }
 
   const Response& response_;
-  // response_.inline_body(), asked once: a 200 tests one flag, not the body's file and size.
-  const bool inline_body_;
   ResponseCache dated_;  // this thread's: the date is formatted here at most once a second
   std::vector<HeadReader> heads_;  // indexed by ConnectionId::slot
   std::vector<std::shared_ptr<const DatedResponses>> sent_from_;  // by slot, until on_closed

@@ -4,7 +4,6 @@
 // pay). Items per second = requests per second; the ratio of the two is what batching saves.
 #include <benchmark/benchmark.h>
 
-
 #include "kernel/ring.hpp"
 
 namespace ringlinger::detail {

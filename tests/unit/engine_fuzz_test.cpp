@@ -846,7 +846,7 @@ TEST(CloseLatencyHistogram, BucketFromBitWidthMatchesSearch) {
   std::vector<std::chrono::nanoseconds> latencies(kCloseLatencyBounds.begin(),
                                                   kCloseLatencyBounds.end());
   for (int bit = 0; bit < 63; ++bit) latencies.emplace_back(std::int64_t{1} << bit);
-  for (const std::chrono::nanoseconds latency : std::vector(latencies)) {
+  for (const std::chrono::nanoseconds latency : latencies) {
     for (const auto near : {latency - 1ns, latency, latency + 1ns}) {
       if (near < 0ns) continue;
       EXPECT_EQ(close_latency_bucket(near), searched(near)) << near.count() << " ns";
