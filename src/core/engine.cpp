@@ -367,8 +367,9 @@ void Engine::complete<Op::send>(Connection& connection, const Completion& comple
   // result == 0 sent nothing: started again below; the send timer is not re-armed, so a send
   // that never progresses still times out.
   if (is_terminating(connection.state)) return finish_if_idle(connection);
-  start_send(connection, now);
-  if (connection.is_in_flight(Op::send)) return;
+  // This send is done, so the next one starts exactly when bytes are left: checked here, where a
+  // call to start_send() found out for each response's last send.
+  if (!connection.send_queue.empty()) return start_send(connection, now);
   if (connection.state == State::flushing) return flushed(connection, now);
   if (connection.state == State::open && result > 0) {
     shut_write_if_flushed(connection, now);
