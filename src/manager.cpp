@@ -245,7 +245,7 @@ struct Manager::Impl final : Backend::Host {
   }
 
   // Backend::Host
-  void on_accepted(int fd, Engine::TimePoint at) override {
+  bool on_accepted(int fd, Engine::TimePoint at) override {
     if (!stopping && engine.full()) {
       // Kept, not closed: it is served when a slot frees up (adopt_waiting), as it would have
       // been from the kernel's backlog. Only the io_uring backend's overshoot lands here (its
@@ -255,16 +255,17 @@ struct Manager::Impl final : Backend::Host {
       // already, bounded by RLIMIT_NOFILE.
       waiting_for_slot.push_back(fd);
       ++stats.accepts_queued;
-      return;
+      return false;
     }
     std::optional<ConnectionId> id;
     if (!stopping) id = engine.adopt(fd, at, /*nonblocking=*/true);  // both backends accept so
     if (!id) {
       reject(fd);  // stopping: nothing was read, nothing to lose
-      return;
+      return false;
     }
     ++stats.connections_accepted;
     if (callbacks.on_accept) callbacks.on_accept(*id);
+    return can_accept();
   }
 
   void reject(int fd) {
@@ -278,7 +279,7 @@ struct Manager::Impl final : Backend::Host {
     while (!waiting_for_slot.empty() && (stopping || !engine.full())) {
       const int fd = waiting_for_slot.front();
       waiting_for_slot.pop_front();
-      on_accepted(fd, now);
+      (void)on_accepted(fd, now);  // the loop checks the table itself
     }
   }
 

@@ -47,11 +47,12 @@ SocketAddress Backend::listen(const SocketAddress& address, int backlog, bool re
 
 Backend::Backlog Backend::accept_backlog(std::uint32_t index, TimePoint now) {
   // By index: the host's on_accepted may add a listener (Manager::listen from a callback).
-  while (listeners_[index].fd >= 0 && host_->can_accept()) {
+  if (!host_->can_accept()) return Backlog::host_full;
+  while (listeners_[index].fd >= 0) {
     ++stats_.syscalls;
     const int fd = accept4(listeners_[index].fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
-      host_->on_accepted(fd, now);
+      if (!host_->on_accepted(fd, now)) return Backlog::host_full;
       continue;
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK) return Backlog::drained;

@@ -27,7 +27,8 @@ class Backend : protected IoPort {
    public:
     virtual ~Host() = default;
     // A listener accepted `fd`: the manager adopts it, or closes it when it cannot take it.
-    virtual void on_accepted(int fd, TimePoint now) = 0;
+    // Returns can_accept() after it: one call per accepted connection instead of two.
+    virtual bool on_accepted(int fd, TimePoint now) = 0;
     // Whether accepted connections would be taken now (not stopping, table not full).
     virtual bool can_accept() const = 0;
     // The wake pipe given to watch_wake() was written to (handoff() from another thread).

@@ -330,8 +330,7 @@ void UringBackend::handle_accept(OpTag tag, int result, unsigned flags, TimePoin
   if (result >= 0) {
     // The drain goes on while connections are queued, even past a full table: the manager keeps
     // those until a slot frees up (Stats::accepts_queued). The poll is paused meanwhile.
-    host_->on_accepted(result, now);
-    if (!host_->can_accept()) pause_accept(tag.slot);
+    if (!host_->on_accepted(result, now)) pause_accept(tag.slot);
   } else if (result == -EINVAL) {
     accept_dontwait_ = false;  // before 6.10: accept4(2) from now on
   } else if (result != -EAGAIN && result != -ECONNABORTED && result != -EINTR) {
