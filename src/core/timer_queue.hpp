@@ -92,15 +92,16 @@ class TimerQueue {
     return fires;
   }
 
-  // Removes the slot's deadline; harmless when it has none.
+  // Removes the slot's deadline; harmless when it has none. A lane it leaves empty keeps its bit
+  // in used_lanes_ until earliest() passes it (a check per disarm fewer: most leave their lane
+  // in use); an unarmed node's links are never read, so only its deadline is reset.
   void disarm(std::uint32_t slot) noexcept {
     Node& node = nodes_[slot];
     if (node.deadline == kUnarmed) return;
     const unsigned lane = lane_of_[slot];
     (node.prev == kNone ? heads_[lane] : nodes_[node.prev].next) = node.next;
     (node.next == kNone ? tails_[lane] : nodes_[node.next].prev) = node.prev;
-    if (heads_[lane] == kNone && lane != kRetired) used_lanes_ &= ~(std::uint64_t{1} << lane);
-    node = Node{};
+    node.deadline = kUnarmed;
     --size_;
   }
 
@@ -196,11 +197,16 @@ class TimerQueue {
   }
 
   // The head with the earliest deadline among the lanes in use (ties: the retired lane's, then
-  // the shorter lane's), or kNone.
+  // the shorter lane's), or kNone. Clears the bits of lanes that disarm() left empty.
   std::uint32_t earliest() const noexcept {
     std::uint32_t best = heads_[kRetired];
     for (std::uint64_t lanes = used_lanes_; lanes != 0; lanes &= lanes - 1) {
-      const std::uint32_t head = heads_[static_cast<unsigned>(std::countr_zero(lanes))];
+      const auto lane = static_cast<unsigned>(std::countr_zero(lanes));
+      const std::uint32_t head = heads_[lane];
+      if (head == kNone) {
+        used_lanes_ &= ~(std::uint64_t{1} << lane);
+        continue;
+      }
       if (best == kNone || nodes_[head].deadline < nodes_[best].deadline) best = head;
     }
     return best;
@@ -212,7 +218,9 @@ class TimerQueue {
   std::vector<std::uint8_t> lane_of_;  // the lane of each armed slot
   std::array<std::uint32_t, kLanes + 1> heads_ = filled(kNone);  // the lanes, then kRetired
   std::array<std::uint32_t, kLanes + 1> tails_ = filled(kNone);
-  std::uint64_t used_lanes_ = 0;  // bit k: lane k holds a slot (not kRetired's)
+  // Bit k: lane k may hold a slot (not kRetired's). Set when a slot joins the lane; cleared by
+  // earliest() once the lane is found empty (a cache of what heads_ says, hence mutable).
+  mutable std::uint64_t used_lanes_ = 0;
   std::size_t size_ = 0;
   std::chrono::nanoseconds duration_;
 
