@@ -224,6 +224,7 @@ void Engine::reconfigure(const Config& config) {
 // expires with no progress seen (acknowledged_since()). The drain total timer is a hard bound.
 void Engine::expire_timers(TimePoint now) {
   now = last_now_ = std::max(now, last_now_);
+  if (now < earliest_deadline()) return;  // most loop steps: nothing is due
   while (auto slot = send_timers_.pop_expired(now)) {
     if (rearm_from_progress(slots_[*slot], send_timers_, now)) continue;
     if (acknowledged_since(slots_[*slot], send_timers_, now)) {
@@ -269,12 +270,19 @@ void Engine::retry_waiting_receives() {
 }
 
 std::optional<Engine::TimePoint> Engine::next_deadline() const noexcept {
-  std::optional<TimePoint> earliest;
-  for (const TimerQueue* queue : {&send_timers_, &drain_idle_timers_, &drain_total_timers_}) {
-    auto deadline = queue->next_deadline();
-    if (deadline && (!earliest || *deadline < *earliest)) earliest = deadline;
-  }
-  if (!awaiting_ack_.empty() && (!earliest || ack_poll_at_ < *earliest)) earliest = ack_poll_at_;
+  const TimePoint earliest = earliest_deadline();
+  if (earliest == TimePoint::max()) return std::nullopt;
+  return earliest;
+}
+
+// The earliest of the timers' deadlines and the acknowledgement poll, TimePoint::max() for none:
+// plain time points compared, where optionals over a list of the queues took 100 instructions
+// per loop step (bench/callgrind.sh).
+Engine::TimePoint Engine::earliest_deadline() const noexcept {
+  TimePoint earliest = std::min({send_timers_.next_deadline_or_max(),
+                                 drain_idle_timers_.next_deadline_or_max(),
+                                 drain_total_timers_.next_deadline_or_max()});
+  if (!awaiting_ack_.empty()) earliest = std::min(earliest, ack_poll_at_);
   return earliest;
 }
 

@@ -93,6 +93,9 @@ class Engine {
   static constexpr CompletionHandler handler_for() noexcept;
   static void not_a_connection_op(Engine&, Connection&, const Completion&, TimePoint);
 
+  // next_deadline(), with TimePoint::max() for none.
+  TimePoint earliest_deadline() const noexcept;
+
   // Steps.
   void start_send(Connection& connection, TimePoint now);
   // Starts the receive the state calls for, unless one is in flight or the peer's FIN came: that

@@ -119,6 +119,11 @@ class TimerQueue {
     if (slot == kNone) return std::nullopt;
     return nodes_[slot].deadline;
   }
+  // The same, with TimePoint::max() for none: cheaper to compare across queues, once a loop step.
+  TimePoint next_deadline_or_max() const noexcept {
+    const std::uint32_t slot = earliest();
+    return slot == kNone ? TimePoint::max() : nodes_[slot].deadline;
+  }
 
   // Disarms and returns the slot with the earliest deadline if that deadline is <= now.
   std::optional<std::uint32_t> pop_expired(TimePoint now) noexcept {
