@@ -112,6 +112,7 @@ class Engine {
   void on_shutdown_done(Connection& connection, int result, TimePoint now);
   void arm_drain_total_late(Connection& connection);
   void discard(Connection& connection, std::uint32_t bytes, TimePoint now);
+  void deliver(Connection& connection, const Completion& completion, TimePoint now);
   void receive_other(Connection& connection, const Completion& completion, TimePoint now);
   void fail(Connection& connection, int error, Outcome outcome, TimePoint now);
   void terminate(Connection& connection, Outcome outcome, TimePoint now);
