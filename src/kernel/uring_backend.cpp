@@ -322,9 +322,20 @@ void UringBackend::drain_backlog(std::uint32_t index, TimePoint now) {
 }
 
 // One connection of a drain (IORING_CQE_F_MORE), or its end: -EAGAIN when the backlog is empty.
+// A connection with more to come, nearly every accept, is handed over here, with no more live
+// across the host's call than the listener's index: the drain's end and the errors are
+// handle_accept_end()'s (their registers cost 14 instructions per accept before).
 void UringBackend::handle_accept(OpTag tag, int result, unsigned flags, TimePoint now) {
+  RL_ASSERT(listeners_[tag.slot].draining);
+  if (result >= 0 && (flags & IORING_CQE_F_MORE) != 0) [[likely]] {
+    if (!host_->on_accepted(result, now)) pause_accept(tag.slot);
+    return listeners_.close_if_idle(tag.slot);
+  }
+  handle_accept_end(tag, result, flags, now);
+}
+
+void UringBackend::handle_accept_end(OpTag tag, int result, unsigned flags, TimePoint now) {
   ListenerTable::Listener& listener = listeners_[tag.slot];
-  RL_ASSERT(listener.draining);
   const bool ended = (flags & IORING_CQE_F_MORE) == 0;
   if (ended) listener.draining = false;
   if (result >= 0) {

@@ -67,6 +67,7 @@ class UringBackend final : public Backend {
   void handle_listen_poll(OpTag tag, int result, unsigned flags, TimePoint now);
   void drain_backlog(std::uint32_t index, TimePoint now);
   void handle_accept(OpTag tag, int result, unsigned flags, TimePoint now);
+  void handle_accept_end(OpTag tag, int result, unsigned flags, TimePoint now);
   void handle_accept_cancel(OpTag tag);
   void arm_accept(std::uint32_t index);
   void pause_accept(std::uint32_t index);
