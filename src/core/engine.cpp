@@ -224,7 +224,11 @@ void Engine::reconfigure(const Config& config) {
 // expires with no progress seen (acknowledged_since()). The drain total timer is a hard bound.
 void Engine::expire_timers(TimePoint now) {
   now = last_now_ = std::max(now, last_now_);
-  if (now < earliest_deadline()) return;  // most loop steps: nothing is due
+  if (now < earliest_deadline()) return;  // most loop steps: nothing is due, and no registers
+  expire_due(now);                        // are saved for the loops below
+}
+
+void Engine::expire_due(TimePoint now) {
   while (auto slot = send_timers_.pop_expired(now)) {
     if (rearm_from_progress(slots_[*slot], send_timers_, now)) continue;
     if (acknowledged_since(slots_[*slot], send_timers_, now)) {

@@ -95,6 +95,8 @@ class Engine {
 
   // next_deadline(), with TimePoint::max() for none.
   TimePoint earliest_deadline() const noexcept;
+  // expire_timers() once something is due.
+  [[gnu::noinline]] void expire_due(TimePoint now);
 
   // Steps.
   void start_send(Connection& connection, TimePoint now);
