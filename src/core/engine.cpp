@@ -367,6 +367,7 @@ template <>
 void Engine::complete<Op::send>(Connection& connection, const Completion& completion,
                                  TimePoint now) {
   const std::int32_t result = completion.result;
+  if (result < 0) [[unlikely]] return send_failed(connection, -result, now);
   if (result > 0) {
     const auto bytes = static_cast<std::uint32_t>(result);
     connection.bytes_sent += bytes;
@@ -379,11 +380,6 @@ void Engine::complete<Op::send>(Connection& connection, const Completion& comple
         note_input(connection, now);  // progress: the send timeout starts again (lazily)
       }
     }
-  } else if (result < 0) {
-    const int error = -result;
-    if (error != ECANCELED && !is_transient(error)) {
-      fail(connection, error, is_peer_reset_error(error) ? Outcome::peer_reset : Outcome::send_error, now);
-    }
   }
   // result == 0 sent nothing: started again below; the send timer is not re-armed, so a send
   // that never progresses still times out.
@@ -392,11 +388,26 @@ void Engine::complete<Op::send>(Connection& connection, const Completion& comple
   // call to start_send() found out for each response's last send.
   if (!connection.send_queue.empty()) return start_send(connection, now);
   if (connection.state == State::flushing) return flushed(connection, now);
-  if (connection.state == State::open && result > 0) {
-    shut_write_if_flushed(connection, now);
-    if (connection.state == State::open && callbacks_.on_send_drained) {
-      callbacks_.on_send_drained(id_of(connection));  // may call anything
-    }
+  if (connection.state == State::open && result > 0) return sent_all_while_open(connection, now);
+}
+
+// A send failed (out of line, as the next function, for the same reason): ended by the error, or
+// started again after a transient one, whose bytes are still queued.
+void Engine::send_failed(Connection& connection, int error, TimePoint now) {
+  if (error != ECANCELED && !is_transient(error)) {
+    fail(connection, error, is_peer_reset_error(error) ? Outcome::peer_reset : Outcome::send_error, now);
+  }
+  if (is_terminating(connection.state)) return finish_if_idle(connection);
+  start_send(connection, now);
+}
+
+// An open connection's queue emptied: a half-close asked for waits for this, and the application
+// may want to know. Out of line (and a tail call): the close's path through complete<send> then
+// keeps nothing across a call, and saves no registers (six pushes and pops per close before).
+void Engine::sent_all_while_open(Connection& connection, TimePoint now) {
+  shut_write_if_flushed(connection, now);
+  if (connection.state == State::open && callbacks_.on_send_drained) {
+    callbacks_.on_send_drained(id_of(connection));  // may call anything
   }
 }
 

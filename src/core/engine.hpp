@@ -108,6 +108,8 @@ class Engine {
   }
   void submit_receive(Connection& connection);
   void flushed(Connection& connection, TimePoint now);
+  void send_failed(Connection& connection, int error, TimePoint now);
+  void sent_all_while_open(Connection& connection, TimePoint now);
   void begin_shutdown(Connection& connection, TimePoint now);
   void await_acknowledgement(Connection& connection, TimePoint now);
   void shut_write_if_flushed(Connection& connection, TimePoint now);
