@@ -9,6 +9,9 @@ without start-up and exit (which dominate either run alone: the dynamic linker, 
   bench/callgrind_table.py BEFORE_DIR AFTER_DIR     # two builds side by side, and the change
   bench/callgrind_table.py --top 40 --all DIR       # more rows; --all: every row, however small
 
+The last line gives the manager's loop steps per close: the total moves with them (see
+LOOP_STEP), so two runs are compared at similar values.
+
 A function inlined into others is counted where callgrind puts it: in the function it was
 inlined into (self cost is by compiled function, whichever source file the lines came from).
 Needs callgrind_annotate (valgrind).
@@ -90,17 +93,58 @@ def self_cost(path: pathlib.Path) -> collections.Counter:
     return cost
 
 
-def per_close(folder: pathlib.Path) -> tuple[collections.Counter, int]:
-    """Instructions per close by function: the largest run minus the smallest, per extra close."""
+# A loop step of the manager: its calls, per close, say how well the run batched. Each step costs
+# some 600-700 instructions of its own (the wait, the timers, the listeners), shared by the closes
+# of its batch; under callgrind the batches vary from run to run (0.14 to 0.32 steps per close),
+# and so does the total by up to 100: compare totals at similar step counts.
+LOOP_STEP = "ringlinger::Manager::Impl::run_once("
+
+
+def calls_to(path: pathlib.Path, prefix: str) -> int:
+    """How many calls the callgrind output file records to functions whose name starts so."""
+    names: dict[str, str] = {}
+    count = 0
+    target = False
+    with path.open(errors="replace") as lines:
+        for line in lines:
+            if line.startswith("cfn="):
+                match = re.match(r"cfn=\((\d+)\)(?: (.*))?", line.rstrip("\n"))
+                if match:
+                    if match.group(2):
+                        names[match.group(1)] = match.group(2)
+                    target = names.get(match.group(1), "").startswith(prefix)
+            elif line.startswith("fn=("):
+                match = re.match(r"fn=\((\d+)\) (.*)", line.rstrip("\n"))
+                if match:
+                    names[match.group(1)] = match.group(2)
+            elif line.startswith("calls=") and target:
+                count += int(line[6:].split()[0])
+                target = False
+    return count
+
+
+def runs_of(folder: pathlib.Path) -> tuple[tuple[int, pathlib.Path], tuple[int, pathlib.Path]]:
+    """The smallest and the largest run in a folder that KEEP=1 bench/callgrind.sh kept."""
     named = ((re.fullmatch(r"callgrind\.(\d+)\.1", p.name), p) for p in folder.glob("callgrind.*.1"))
     runs = sorted((int(match.group(1)), p) for match, p in named if match)
     if len(runs) < 2:
         sys.exit(f"callgrind_table.py: {folder} holds no pair of callgrind.N.1 files "
                  "(KEEP=1 bench/callgrind.sh keeps them)")
-    (small, small_path), (large, large_path) = runs[0], runs[-1]
+    return runs[0], runs[-1]
+
+
+def per_close(folder: pathlib.Path) -> tuple[collections.Counter, int]:
+    """Instructions per close by function: the largest run minus the smallest, per extra close."""
+    (small, small_path), (large, large_path) = runs_of(folder)
     before, after = self_cost(small_path), self_cost(large_path)
     closes = large - small
     return collections.Counter({f: (after[f] - before[f]) / closes for f in before | after}), closes
+
+
+def loop_steps_per_close(folder: pathlib.Path) -> float:
+    """The manager's loop steps per close, the same difference as per_close() (0 for the floor)."""
+    (small, small_path), (large, large_path) = runs_of(folder)
+    return (calls_to(large_path, LOOP_STEP) - calls_to(small_path, LOOP_STEP)) / (large - small)
 
 
 def main() -> None:
@@ -126,6 +170,7 @@ def main() -> None:
         for function in shown:
             print(f"{tables[0][function]:9.1f}  {function}")
         print(f"{sum(tables[0].values()):9.0f}  (total, every function)")
+        print(f"{loop_steps_per_close(args.folders[0]):9.3f}  loop steps per close (see LOOP_STEP)")
     else:
         print(f"{'before':>8} {'after':>8} {'change':>8}  function")
         for function in shown:
@@ -133,6 +178,8 @@ def main() -> None:
             print(f"{b:8.1f} {a:8.1f} {a - b:+8.1f}  {function}")
         b, a = sum(tables[0].values()), sum(tables[1].values())
         print(f"{b:8.0f} {a:8.0f} {a - b:+8.0f}  (total, every function)")
+        b, a = (loop_steps_per_close(folder) for folder in args.folders)
+        print(f"{b:8.3f} {a:8.3f} {a - b:+8.3f}  loop steps per close (see LOOP_STEP)")
 
 
 if __name__ == "__main__":
