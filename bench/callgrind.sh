@@ -11,7 +11,8 @@
 #   KEEP=1 TOP=40 bench/callgrind.sh                    # keep the runs; 40 rows in the table
 # Prints the total per close, then the instructions per close of each function and the loop
 # steps per close (bench/callgrind_table.py, which also compares two kept runs; the total moves
-# with the steps, each some 600-700 instructions: compare runs at similar step counts). Needs valgrind and a build.
+# with the steps, each some 600-700 instructions: compare runs at similar step counts).
+# Needs valgrind and a build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 backend=${1:-uring}

@@ -106,7 +106,7 @@ struct Response {
 
 // The response sets (one per second, ResponseCache) that connections still send from, each with
 // a plain count of them: this thread's alone, where a shared_ptr per connection took an atomic
-// increment and decrement and their code (bench/callgrind.sh: 25 instructions per close). The
+// increment and decrement and their code (bench/callgrind.sh: 26 instructions per close). The
 // current set is the last; an older one is dropped when its last connection closes.
 class HeldResponses {
  public:

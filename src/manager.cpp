@@ -400,7 +400,8 @@ struct Manager::Impl final : Backend::Host {
 
   // engine.*request(args..., time()), for the calls a callback makes on every connection: the
   // loop's clock and a tail call, and the clock read (outside a callback) out of line, so that
-  // the common case keeps nothing across a call (bench/callgrind.sh: 10 instructions per call).
+  // the common case keeps nothing across a call (bench/callgrind.sh: Manager::send_view 23 -> 7,
+  // Manager::close 11 -> 6 instructions per close).
   template <auto request, class... Args>
   std::error_code at_time(Args... args) {
     if (in_loop) [[likely]] return (engine.*request)(args..., now);

@@ -115,9 +115,9 @@ class TimerQueue {
 
   // The earliest deadline, if any slot is armed.
   std::optional<TimePoint> next_deadline() const noexcept {
-    const std::uint32_t slot = earliest();
-    if (slot == kNone) return std::nullopt;
-    return nodes_[slot].deadline;
+    const TimePoint deadline = next_deadline_or_max();
+    if (deadline == TimePoint::max()) return std::nullopt;
+    return deadline;
   }
   // The same, with TimePoint::max() for none: cheaper to compare across queues, once a loop step.
   TimePoint next_deadline_or_max() const noexcept {

@@ -198,7 +198,14 @@ TEST(SendQueue, ABorrowedFirstPieceKeepsItsAddressWhenPiecesFollowIt) {
   EXPECT_EQ(text(target.front()), "b");
   target.consume(1);
   EXPECT_TRUE(target.empty());
-}
+  // Cleared, and destroyed, while inline and unsent (an aborted connection's response).
+  target.push_view(bytes_of(body));
+  target.clear();
+  EXPECT_TRUE(target.empty());
+  EXPECT_EQ(target.queued_bytes(), 0u);
+  target.push_view(bytes_of(body));
+  EXPECT_EQ(target.queued_bytes(), 100u);
+}  // target goes with its inline piece: nothing to free, nothing freed
 
 TEST(SendQueue, QueuedBytesFollowsPushesAndConsumes) {
   SendQueue queue;
