@@ -303,35 +303,34 @@ const Connection* Engine::find(ConnectionId id) const noexcept {
 // a cancelled receive brought, are receive_other()'s, whose saved registers the delivery no
 // longer pays (the receive handlers 88 -> 80 instructions per close, bench/callgrind.sh).
 template <>
-void Engine::complete<Op::recv>(Connection& connection, const Completion& completion,
-                                 TimePoint now) {
-  const std::int32_t result = completion.result;
+void Engine::complete<Op::recv>(Connection& connection, TimePoint now, std::int32_t result,
+                                 const std::byte* data) {
   if (result > 0 && is_lingering(connection.state)) [[likely]] {
-    return discard(connection, static_cast<std::uint32_t>(result), now);
+    return discard(connection, now, static_cast<std::uint32_t>(result));
   }
   if (result == 0 && connection.state == State::draining) {
     connection.peer_eof = true;
     // Nothing for finish_if_idle() after it: terminate() submitted the close, or the cancel.
     return terminate(connection, Outcome::clean, now);
   }
-  if (result > 0 && connection.state == State::open) return deliver(connection, completion, now);
-  return receive_other(connection, completion, now);
+  if (result > 0 && connection.state == State::open) return deliver(connection, now, result, data);
+  return receive_other(connection, now, result);
 }
 
 // Received bytes for the application (a delivering receive is only started with on_receive).
-void Engine::deliver(Connection& connection, const Completion& completion, TimePoint now) {
-  RL_ASSERT(callbacks_.on_receive);
-  const auto bytes = static_cast<std::uint32_t>(completion.result);
+void Engine::deliver(Connection& connection, TimePoint now, std::int32_t result,
+                     const std::byte* data) {
+  RL_ASSERT(callbacks_.on_receive && data != nullptr);
+  const auto bytes = static_cast<std::uint32_t>(result);
   note_input(connection, now);
   connection.bytes_received += bytes;
   stats_.bytes_received += bytes;
-  callbacks_.on_receive(id_of(connection), completion.data);  // may call close() or abort()
+  callbacks_.on_receive(id_of(connection), {data, bytes});  // may call close() or abort()
   if (is_terminating(connection.state)) return finish_if_idle(connection);
   start_receive(connection);
 }
 
-void Engine::receive_other(Connection& connection, const Completion& completion, TimePoint now) {
-  const std::int32_t result = completion.result;
+void Engine::receive_other(Connection& connection, TimePoint now, std::int32_t result) {
   if (result > 0) {
     // Arrived before the cancel (the open and lingering states' bytes are handled above): still
     // accounted.
@@ -364,9 +363,8 @@ void Engine::receive_other(Connection& connection, const Completion& completion,
 }
 
 template <>
-void Engine::complete<Op::send>(Connection& connection, const Completion& completion,
-                                 TimePoint now) {
-  const std::int32_t result = completion.result;
+void Engine::complete<Op::send>(Connection& connection, TimePoint now, std::int32_t result,
+                                 const std::byte*) {
   if (result < 0) [[unlikely]] return send_failed(connection, -result, now);
   if (result > 0) {
     const auto bytes = static_cast<std::uint32_t>(result);
@@ -413,9 +411,8 @@ void Engine::sent_all_while_open(Connection& connection, TimePoint now) {
 }
 
 template <>
-void Engine::complete<Op::shutdown>(Connection& connection, const Completion& completion,
-                                     TimePoint now) {
-  const std::int32_t result = completion.result;
+void Engine::complete<Op::shutdown>(Connection& connection, TimePoint now, std::int32_t result,
+                                     const std::byte*) {
   if (result != -ECANCELED && !is_terminating(connection.state)) {
     on_shutdown_done(connection, result, now);
   }
@@ -423,21 +420,18 @@ void Engine::complete<Op::shutdown>(Connection& connection, const Completion& co
 }
 
 template <>
-void Engine::complete<Op::cancel>(Connection& connection, const Completion& completion,
-                                   TimePoint now) {
+void Engine::complete<Op::cancel>(Connection& connection, TimePoint, std::int32_t,
+                                   const std::byte*) {
   // The cancel's own result: how many requests it found, or -ENOENT (they had completed) or
   // -EALREADY (one was running and completes by itself). Either way we wait for their
   // completions, which the in-flight bits track.
-  (void)completion;
-  (void)now;
   RL_ASSERT(connection.state == State::cancelling);
   finish_if_idle(connection);
 }
 
 template <>
-void Engine::complete<Op::close>(Connection& connection, const Completion& completion,
-                                  TimePoint now) {
-  const std::int32_t result = completion.result;
+void Engine::complete<Op::close>(Connection& connection, TimePoint now, std::int32_t result,
+                                  const std::byte*) {
   RL_ASSERT(connection.state == State::closing && connection.in_flight == 0);
   RL_ASSERT(connection.outcome.has_value());
   CloseReport report;
@@ -479,18 +473,19 @@ void Engine::complete<Op::close>(Connection& connection, const Completion& compl
 template <Op op>
 constexpr Engine::CompletionHandler Engine::handler_for() noexcept {
   if constexpr (belongs_to_connection(op)) {
-    return [](Engine& engine, Connection& connection, const Completion& completion,
-              TimePoint now) {
+    return [](Engine& engine, Connection& connection, TimePoint now, std::int32_t result,
+              const std::byte* data) {
       RL_ASSERT(connection.is_in_flight(op));
       connection.mark_completed(op);
-      engine.complete<op>(connection, completion, now);
+      engine.complete<op>(connection, now, result, data);
     };
   } else {
     return &not_a_connection_op;
   }
 }
 
-void Engine::not_a_connection_op(Engine&, Connection&, const Completion&, TimePoint) {
+void Engine::not_a_connection_op(Engine&, Connection&, TimePoint, std::int32_t,
+                                 const std::byte*) {
   RL_ASSERT(false && "listener, backend-only and unknown ops never reach the engine");
 }
 
@@ -498,7 +493,8 @@ void Engine::not_a_connection_op(Engine&, Connection&, const Completion&, TimePo
 // so that a completion is dispatched with one load and no range check or null test: 38
 // instructions per completion before, with those checks and the in-flight bit from the op
 // table, 23 after (bench/callgrind.sh).
-void Engine::on_completion(const Completion& completion, TimePoint now) {
+void Engine::on_completion(OpTag tag, TimePoint now, std::int32_t result,
+                           const std::byte* data) {
   static constexpr auto kHandlers = []<std::size_t... I>(std::index_sequence<I...>) {
     std::array<CompletionHandler, 256> handlers{handler_for<static_cast<Op>(I)>()...};
     for (std::size_t byte = sizeof...(I); byte < handlers.size(); ++byte) {
@@ -507,12 +503,12 @@ void Engine::on_completion(const Completion& completion, TimePoint now) {
     return handlers;
   }(std::make_index_sequence<kOpCount>{});
   now = last_now_ = std::max(now, last_now_);
-  Connection* connection = lookup(completion.tag.slot, completion.tag.generation);
+  Connection* connection = lookup(tag.slot, tag.generation);
   if (connection == nullptr) {
     ++stats_.stale_completions;
     return;
   }
-  kHandlers[static_cast<std::uint8_t>(completion.tag.op)](*this, *connection, completion, now);
+  kHandlers[static_cast<std::uint8_t>(tag.op)](*this, *connection, now, result, data);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -644,7 +640,7 @@ void Engine::arm_drain_total_late(Connection& connection) {
 // Bytes a lingering connection received and dropped (MSG_TRUNC): progress for the drain idle
 // timer, counted against the byte cap; then the next receive. A cap crossed ends the drain
 // (nothing for finish_if_idle() after terminate()).
-void Engine::discard(Connection& connection, std::uint32_t bytes, TimePoint now) {
+void Engine::discard(Connection& connection, TimePoint now, std::uint32_t bytes) {
   note_input(connection, now);
   connection.bytes_discarded += bytes;
   stats_.bytes_discarded += bytes;

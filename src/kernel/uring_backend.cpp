@@ -89,13 +89,11 @@ void UringBackend::dispatch(OpTag tag, const io_uring_cqe& cqe, TimePoint now) {
 
 inline void UringBackend::complete_connection_request(OpTag tag, const io_uring_cqe& cqe,
                                                       TimePoint now) {
-  Completion completion{tag, cqe.res, {}};
   const bool has_buffer = (cqe.flags & IORING_CQE_F_BUFFER) != 0;
   const auto buffer_id = static_cast<std::uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
-  if (has_buffer && cqe.res > 0) {
-    completion.data = buffers_.buffer(buffer_id).first(static_cast<std::size_t>(cqe.res));
-  }
-  engine_->on_completion(completion, now);
+  const std::byte* data = nullptr;
+  if (has_buffer && cqe.res > 0) data = buffers_.buffer(buffer_id).data();
+  engine_->on_completion(tag, now, cqe.res, data);
   // Given back whether or not the connection still exists.
   if (has_buffer) buffers_.recycle(buffer_id);
 }
@@ -112,7 +110,7 @@ void UringBackend::complete_file_send(const io_uring_cqe& cqe, TimePoint now) {
   const int result = cqe.res < 0 ? cqe.res
                                  : send_file_now(send.socket_fd, send.file_fd, send.offset,
                                                  send.length, stats_.syscalls);
-  engine_->on_completion(Completion{tag, result, {}}, now);
+  engine_->on_completion(tag, now, result, nullptr);
 }
 
 // --- IoPort: requests become SQEs -------------------------------------------------------------
