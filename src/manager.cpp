@@ -214,8 +214,13 @@ struct Manager::Impl final : Backend::Host {
     now = Engine::Clock::now();
     if (stop_requested.load(std::memory_order_acquire) && !stopping) begin_stop();
     if (!finished()) {
-      backend->step(wait_time(max_wait), now);
-      engine.expire_timers(now);
+      // The timers' deadline, read once for the wait and the expiry (one look at the three
+      // queues fewer per step, some 55 instructions: bench/callgrind.sh). A timer armed during
+      // the step expires after the step's time (every timeout is at least 1 ms), so nothing is
+      // due after the step that was not due at this deadline.
+      const Engine::TimePoint timers_due = engine.earliest_deadline();
+      backend->step(wait_from(now, max_wait, timers_due), now);
+      if (now >= timers_due) engine.expire_timers(now);
       engine.retry_waiting_receives();
       adopt_waiting();
       adopt_handoffs();
@@ -231,14 +236,11 @@ struct Manager::Impl final : Backend::Host {
     return false;
   }
 
-  std::chrono::nanoseconds wait_time(std::chrono::milliseconds max_wait) const {
-    return wait_from(now, max_wait);
-  }
-
-  std::chrono::nanoseconds wait_from(Engine::TimePoint from,
-                                     std::chrono::milliseconds max_wait) const {
-    auto deadline = from + max_wait;
-    if (auto timer = engine.next_deadline()) deadline = std::min(deadline, *timer);
+  // The wait from `from` until the earliest of max_wait, the timers' deadline `timers_due` and
+  // the listeners' and the stop's deadlines.
+  std::chrono::nanoseconds wait_from(Engine::TimePoint from, std::chrono::milliseconds max_wait,
+                                     Engine::TimePoint timers_due) const {
+    auto deadline = std::min(from + max_wait, timers_due);
     if (auto resume = backend->next_listener_deadline(from)) deadline = std::min(deadline, *resume);
     if (stopping && !stop_deadline_passed) deadline = std::min(deadline, stop_deadline);
     return std::max(deadline - from, std::chrono::nanoseconds(0));
@@ -572,7 +574,7 @@ std::chrono::milliseconds Manager::poll_timeout(std::chrono::milliseconds max) c
   if (!impl.engine.full() && (!impl.handoffs_ready.empty() || !impl.waiting_for_slot.empty())) {
     return {};
   }
-  const auto wait = impl.wait_from(Engine::Clock::now(), max);
+  const auto wait = impl.wait_from(Engine::Clock::now(), max, impl.engine.earliest_deadline());
   return std::chrono::ceil<std::chrono::milliseconds>(wait);  // never wake just before a timer
 }
 

@@ -76,6 +76,8 @@ class Engine {
   void retry_waiting_receives();
   // The earliest timer deadline, if any.
   std::optional<TimePoint> next_deadline() const noexcept;
+  // The same, with TimePoint::max() for none.
+  TimePoint earliest_deadline() const noexcept;
 
   // Queries.
   const Connection* find(ConnectionId id) const noexcept;
@@ -110,8 +112,6 @@ class Engine {
   static constexpr CompletionHandler handler_for() noexcept;
   static void not_a_connection_op(Engine&, Connection&, TimePoint, std::int32_t, const std::byte*);
 
-  // next_deadline(), with TimePoint::max() for none.
-  TimePoint earliest_deadline() const noexcept;
   // expire_timers() once something is due.
   [[gnu::noinline]] void expire_due(TimePoint now);
 
