@@ -14,6 +14,7 @@ void DeadlineFifo::add(ConnectionId id, Clock::time_point now) {
 }
 
 void DeadlineFifo::stamp(Clock::time_point now) noexcept {
+  now_ = std::max(now_, now);
   for (std::uint32_t slot = first_unstamped_; slot != kNone; slot = entries_[slot].next) {
     entries_[slot].at = now + timeout_;
   }
@@ -25,7 +26,7 @@ std::chrono::milliseconds DeadlineFifo::wait(std::chrono::milliseconds longest) 
   // Not yet stamped: its deadline is at least a whole timeout away.
   if (entries_[front_].at == kUnstamped) return std::min(longest, timeout_);
   const auto left =
-      std::chrono::ceil<std::chrono::milliseconds>(entries_[front_].at - Clock::now());
+      std::chrono::ceil<std::chrono::milliseconds>(entries_[front_].at - now_);
   return std::clamp(left, std::chrono::milliseconds(1), longest);
 }
 

@@ -245,8 +245,12 @@ TEST(DeadlineFifo, StampsDeadlinesAddedWithoutATimeAtTheNextExpire) {
   std::vector<std::uint32_t> fired;
   const std::function<void(ConnectionId)> note = [&](ConnectionId id) { fired.push_back(id.slot); };
   fifo.expire(t0 + 50ms, note);  // stamps slot 2 with t0 + 50ms: due at t0 + 150ms
+  EXPECT_EQ(fifo.wait(250ms), 100ms);  // counted from the expire's time, not the clock's
   fifo.add({3, 1});
   fifo.add({4, 1}, t0 + 60ms);  // stamps slot 3 with t0 + 60ms first
+  EXPECT_EQ(fifo.wait(250ms), 90ms);
+  fifo.expire(t0 + 30ms, note);  // an earlier time than one seen: the wait does not grow
+  EXPECT_EQ(fifo.wait(250ms), 90ms);
   fifo.expire(t0 + 149ms, note);
   EXPECT_TRUE(fired.empty());
   fifo.expire(t0 + 150ms, note);
