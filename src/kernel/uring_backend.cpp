@@ -74,16 +74,22 @@ void UringBackend::step(std::chrono::nanoseconds timeout, TimePoint& now) {
   ring_.release(ready);
 }
 
-// The rest: listeners, file sends and the wake pipe.
+// The rest: listeners, file sends and the wake pipe. The accepts first, one per connection; the
+// wake out of line, so that dispatch() saves no registers for the host's queues (an accept's
+// dispatch 24 -> 10 instructions, bench/callgrind.sh).
 void UringBackend::dispatch(OpTag tag, const io_uring_cqe& cqe, TimePoint now) {
-  if (tag.op == Op::listen_poll) return handle_listen_poll(tag, cqe.res, cqe.flags, now);
   if (tag.op == Op::accept) return handle_accept(tag, cqe.res, cqe.flags, now);
+  if (tag.op == Op::listen_poll) return handle_listen_poll(tag, cqe.res, cqe.flags, now);
   if (tag.op == Op::accept_cancel) return handle_accept_cancel(tag);
   if (tag.op == Op::send_file_poll) return complete_file_send(cqe, now);
   RL_ASSERT(tag.op == Op::wake && "a completion with an unknown op in its user_data");
+  handle_wake(cqe.res);
+}
+
+void UringBackend::handle_wake(int result) {
   // The read took the counter. Armed again before the host looks at the queue, so a handoff
   // queued after this point wakes the next wait.
-  if (cqe.res >= 0 || cqe.res == -EINTR || cqe.res == -EAGAIN) arm_wake();
+  if (result >= 0 || result == -EINTR || result == -EAGAIN) arm_wake();
   host_->on_wake();
 }
 

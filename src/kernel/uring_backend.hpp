@@ -72,6 +72,7 @@ class UringBackend final : public Backend {
   void arm_accept(std::uint32_t index);
   void pause_accept(std::uint32_t index);
   void arm_wake();
+  [[gnu::noinline]] void handle_wake(int result);
 
   // Before the ring, so it outlives it: the kernel reads the wake pipe into wake_bytes_ until
   // the ring is torn down.
