@@ -259,14 +259,14 @@ struct Manager::Impl final : Backend::Host {
       ++stats.accepts_queued;
       return false;
     }
-    std::optional<ConnectionId> id;
+    ConnectionId id;
     if (!stopping) id = engine.adopt(fd, at, /*nonblocking=*/true);  // both backends accept so
-    if (!id) {
+    if (!id.valid()) {
       reject(fd);  // stopping: nothing was read, nothing to lose
       return false;
     }
     ++stats.connections_accepted;
-    if (callbacks.on_accept) callbacks.on_accept(*id);
+    if (callbacks.on_accept) callbacks.on_accept(id);
     return can_accept();
   }
 
@@ -359,13 +359,13 @@ struct Manager::Impl final : Backend::Host {
     while (!handoffs_ready.empty() && !engine.full()) {
       Handoff handoff = std::move(handoffs_ready.front());
       handoffs_ready.pop_front();
-      const std::optional<ConnectionId> id = engine.adopt(handoff.fd, now);
-      RL_ASSERT(id.has_value());
+      const ConnectionId id = engine.adopt(handoff.fd, now);
+      RL_ASSERT(id.valid());
       ++stats.connections_handed_off;
       route_closes_through_handoffs();
-      handoff_done.emplace(id->slot, std::move(handoff.on_done));
-      if (!handoff.final_bytes.empty()) (void)engine.send(*id, std::move(handoff.final_bytes), now);
-      (void)engine.close(*id, now);
+      handoff_done.emplace(id.slot, std::move(handoff.on_done));
+      if (!handoff.final_bytes.empty()) (void)engine.send(id, std::move(handoff.final_bytes), now);
+      (void)engine.close(id, now);
     }
   }
 
@@ -487,8 +487,9 @@ std::error_code Manager::post(std::function<void()> task) {
 
 std::optional<ConnectionId> Manager::adopt(int fd) {
   if (impl_->stopping) return std::nullopt;
-  auto id = impl_->engine.adopt(fd, impl_->time());
-  if (id) ++impl_->stats.connections_adopted;
+  const ConnectionId id = impl_->engine.adopt(fd, impl_->time());
+  if (!id.valid()) return std::nullopt;
+  ++impl_->stats.connections_adopted;
   return id;
 }
 

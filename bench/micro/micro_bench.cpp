@@ -264,7 +264,7 @@ void BM_Engine_GracefulClose(benchmark::State& state) {
 
   for (auto _ : state) {
     for (std::uint32_t i = 0; i < batch; ++i) {
-      ids[i] = *engine.adopt(io.open_fd(), now);
+      ids[i] = engine.adopt(io.open_fd(), now);
       (void)engine.send_view(ids[i], response, now);
       (void)engine.close(ids[i], now);
     }

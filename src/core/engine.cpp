@@ -48,9 +48,9 @@ Engine::Engine(const Config& config, IoPort& io, const Callbacks& callbacks, Sta
 // ---------------------------------------------------------------------------------------------
 // API calls
 
-std::optional<ConnectionId> Engine::adopt(int fd, TimePoint now, bool nonblocking) {
+ConnectionId Engine::adopt(int fd, TimePoint now, bool nonblocking) {
   now = last_now_ = std::max(now, last_now_);
-  if (fd < 0 || free_count_ == 0) return std::nullopt;
+  if (fd < 0 || free_count_ == 0) return {};
   const std::uint32_t slot = free_slots_[--free_count_];
   Connection& connection = slots_[slot];
   RL_ASSERT(connection.state == State::free && connection.in_flight == 0);

@@ -295,7 +295,7 @@ TEST(EngineScenario, GracefulCloseIsCleanOnlyAfterFlushShutdownAndEof) {
   for (ShutdownMode mode : {ShutdownMode::syscall, ShutdownMode::ring}) {
     SCOPED_TRACE(std::string(to_string(mode)));
     Harness h(small_config(mode));
-    const ConnectionId id = *h.engine->adopt(h.io.open_fd(), h.now);
+    const ConnectionId id = h.engine->adopt(h.io.open_fd(), h.now);
     ASSERT_FALSE(h.engine->send(id, "hello", h.now));
     ASSERT_FALSE(h.engine->close(id, h.now));
     EXPECT_EQ(h.state(id), State::flushing);
@@ -333,7 +333,7 @@ TEST(EngineScenario, GracefulCloseIsCleanOnlyAfterFlushShutdownAndEof) {
 
 TEST(EngineScenario, EofWithoutSuccessfulShutdownIsNotClean) {
   Harness h(small_config(ShutdownMode::ring));
-  const ConnectionId id = *h.engine->adopt(h.io.open_fd(), h.now);
+  const ConnectionId id = h.engine->adopt(h.io.open_fd(), h.now);
   ASSERT_FALSE(h.engine->close(id, h.now));
   h.complete(Op::recv, id, 0);  // EOF while our shutdown is in flight
   h.complete(Op::shutdown, id, -ENOTCONN);
@@ -345,7 +345,7 @@ TEST(EngineScenario, EofWithoutSuccessfulShutdownIsNotClean) {
 
 TEST(EngineScenario, StaleCompletionForAReusedSlotIsIgnored) {
   Harness h(small_config(ShutdownMode::syscall, 1));  // one slot: reuse is certain
-  const ConnectionId old_id = *h.engine->adopt(h.io.open_fd(), h.now);
+  const ConnectionId old_id = h.engine->adopt(h.io.open_fd(), h.now);
   ASSERT_FALSE(h.engine->send(old_id, "abc", h.now));
   ASSERT_FALSE(h.engine->abort(old_id, h.now));
   EXPECT_EQ(h.state(old_id), State::cancelling);
@@ -356,7 +356,7 @@ TEST(EngineScenario, StaleCompletionForAReusedSlotIsIgnored) {
   EXPECT_EQ(h.closed[0].second.outcome, Outcome::aborted);
   EXPECT_TRUE(h.closed[0].second.reset_sent);
 
-  const ConnectionId new_id = *h.engine->adopt(h.io.open_fd(), h.now);
+  const ConnectionId new_id = h.engine->adopt(h.io.open_fd(), h.now);
   EXPECT_EQ(new_id.slot, old_id.slot);
   EXPECT_EQ(new_id.generation, old_id.generation + 1);
   ASSERT_FALSE(h.engine->send(new_id, "xyz", h.now));
@@ -385,7 +385,7 @@ TEST(EngineScenario, OnReceiveMaySendAndCloseReentrantly) {
     EXPECT_FALSE(h.engine->close(id, h.now));
     EXPECT_EQ(h.engine->send(id, "too late", h.now), std::make_error_code(std::errc::broken_pipe));
   };
-  const ConnectionId id = *h.engine->adopt(h.io.open_fd(), h.now);
+  const ConnectionId id = h.engine->adopt(h.io.open_fd(), h.now);
   ASSERT_TRUE(h.outstanding(Op::recv, id));
   EXPECT_EQ(h.io.outstanding()[static_cast<std::size_t>(h.find(Op::recv, id))].mode,
             RecvMode::deliver);
@@ -414,7 +414,7 @@ TEST(EngineScenario, OnReceiveMayAbortItsOwnConnection) {
   h.on_receive = [&h](ConnectionId id, std::span<const std::byte>) {
     (void)h.engine->abort(id, h.now);
   };
-  const ConnectionId id = *h.engine->adopt(h.io.open_fd(), h.now);
+  const ConnectionId id = h.engine->adopt(h.io.open_fd(), h.now);
   h.complete(Op::recv, id, 1);
   EXPECT_EQ(h.state(id), State::closing);  // nothing else was in flight
   EXPECT_FALSE(h.outstanding(Op::recv, id));
@@ -426,21 +426,22 @@ TEST(EngineScenario, OnReceiveMayAbortItsOwnConnection) {
 
 TEST(EngineScenario, OnClosedMayAdoptIntoTheSlotJustFreed) {
   Harness h(small_config(ShutdownMode::syscall, 1), /*with_on_receive=*/true);
-  std::optional<ConnectionId> successor;
+  ConnectionId successor;
   h.on_closed = [&](ConnectionId, const CloseReport&) {
     successor = h.engine->adopt(h.io.open_fd(), h.now);
   };
-  const ConnectionId id = *h.engine->adopt(h.io.open_fd(), h.now);
-  EXPECT_FALSE(h.engine->adopt(h.io.open_fd(), h.now)) << "the table is full";
+  const ConnectionId id = h.engine->adopt(h.io.open_fd(), h.now);
+  ASSERT_TRUE(id.valid());
+  EXPECT_FALSE(h.engine->adopt(h.io.open_fd(), h.now).valid()) << "the table is full";
   (void)h.engine->abort(id, h.now);
   h.complete(Op::recv, id, -ECANCELED);
   h.complete(Op::cancel, id, 1);
   h.complete(Op::close, id, 0);
-  ASSERT_TRUE(successor.has_value());
-  EXPECT_EQ(successor->slot, id.slot);
-  EXPECT_NE(successor->generation, id.generation);
-  EXPECT_EQ(h.state(*successor), State::open);
-  EXPECT_TRUE(h.outstanding(Op::recv, *successor));
+  ASSERT_TRUE(successor.valid());
+  EXPECT_EQ(successor.slot, id.slot);
+  EXPECT_NE(successor.generation, id.generation);
+  EXPECT_EQ(h.state(successor), State::open);
+  EXPECT_TRUE(h.outstanding(Op::recv, successor));
   EXPECT_EQ(h.stats.in_state(State::open), 1u);
   EXPECT_EQ(h.stats.in_state(State::free), 0u);
 }
@@ -451,7 +452,7 @@ TEST(EngineScenario, OnClosedMayAdoptIntoTheSlotJustFreed) {
 // up to the whole lifetime.
 TEST(EngineScenario, CloseReportTimesWithoutClose) {
   Harness h(small_config());
-  const ConnectionId id = *h.engine->adopt(h.io.open_fd(), h.now);
+  const ConnectionId id = h.engine->adopt(h.io.open_fd(), h.now);
   ASSERT_FALSE(h.engine->send(id, "abc", h.now));
   h.now += 10ms;
   (void)h.engine->abort(id, h.now);  // close() is never called
@@ -472,7 +473,7 @@ TEST(EngineScenario, CloseReportTimesWithoutClose) {
 // With close(): the phases add up to the close latency and, with open_time, to the lifetime.
 TEST(EngineScenario, CloseReportTimesWithClose) {
   Harness h(small_config());
-  const ConnectionId id = *h.engine->adopt(h.io.open_fd(), h.now);
+  const ConnectionId id = h.engine->adopt(h.io.open_fd(), h.now);
   ASSERT_FALSE(h.engine->send(id, "abc", h.now));
   h.now += 10ms;
   ASSERT_FALSE(h.engine->close(id, h.now));
@@ -496,7 +497,7 @@ TEST(EngineDeathTest, ACompletionForAnOpNotInFlightAborts) {
   EXPECT_DEATH(
       {
         Harness h(small_config());
-        const ConnectionId id = *h.engine->adopt(h.io.open_fd(), h.now);  // no on_receive: idle
+        const ConnectionId id = h.engine->adopt(h.io.open_fd(), h.now);  // no on_receive: idle
         h.engine->on_completion(Completion{OpTag{Op::send, id.generation, id.slot}, 1, {}}, h.now);
       },
       "assertion failed");
@@ -586,7 +587,7 @@ PeerAcks acks(std::uint64_t bytes_acked, TimePoint last_ack_by, bool all_acknowl
 
 // A connection closed after an 8-byte response, draining from `h.now`.
 ConnectionId draining_connection(Harness& h) {
-  const ConnectionId id = *h.engine->adopt(h.io.open_fd(), h.now);
+  const ConnectionId id = h.engine->adopt(h.io.open_fd(), h.now);
   EXPECT_FALSE(h.engine->send(id, "response", h.now));
   EXPECT_FALSE(h.engine->close(id, h.now));
   h.complete(Op::send, id, 8);  // flushed; shutdown(2); draining with a recv outstanding
@@ -711,7 +712,7 @@ TEST(EngineScenario, SendTimeoutRestartsAtEachAcknowledgementAndEndsAPeriodAfter
   const TimePoint start = h.now;
   PeerAcks answer = acks(20'000, start + 60ms);
   h.io.peer_acks_result = [&](int, TimePoint) { return answer; };
-  const ConnectionId id = *h.engine->adopt(h.io.open_fd(), h.now);
+  const ConnectionId id = h.engine->adopt(h.io.open_fd(), h.now);
   ASSERT_FALSE(h.engine->send(id, std::string(100'000, 'r'), h.now));
   h.complete(Op::send, id, 40'000);  // short: the socket is full; no system call for it
   EXPECT_EQ(h.io.peer_acks_calls(), 0u);
@@ -749,7 +750,7 @@ TEST(EngineScenario, AbortAfterSendResetsOnlyOnceEverythingIsAcknowledged) {
   Harness h(small_config());
   PeerAcks answer = acks(3, h.now, /*all_acknowledged=*/false);
   h.io.peer_acks_result = [&](int, TimePoint) { return answer; };
-  const ConnectionId id = *h.engine->adopt(h.io.open_fd(), h.now);
+  const ConnectionId id = h.engine->adopt(h.io.open_fd(), h.now);
   ASSERT_FALSE(h.engine->send(id, "abc", h.now));
   ASSERT_FALSE(h.engine->abort_after_send(id, h.now));
   EXPECT_EQ(h.state(id), State::flushing);
@@ -782,7 +783,7 @@ TEST(EngineScenario, AbortAfterSendEndsAtTheSendTimeoutWithAResetWhenAcknowledge
   config.on_timeout = OnTimeout::close;
   Harness h(config);
   h.io.peer_acks_result = [&](int, TimePoint) { return acks(7, kStart - 1s); };
-  const ConnectionId id = *h.engine->adopt(h.io.open_fd(), h.now);
+  const ConnectionId id = h.engine->adopt(h.io.open_fd(), h.now);
   ASSERT_FALSE(h.engine->abort_after_send(id, h.now));  // nothing queued: the wait starts now
   const TimePoint start = h.now;
   while (h.state(id) == State::flushing && h.now < start + 1s) {
@@ -800,7 +801,7 @@ TEST(EngineScenario, AbortAfterSendEndsAtTheSendTimeoutWithAResetWhenAcknowledge
 // Once our FIN may be out, a reset comes too late to say the stream was cut: refused.
 TEST(EngineScenario, AbortAfterSendIsRefusedOnceTheFinMayBeOut) {
   Harness h(small_config());
-  const ConnectionId half = *h.engine->adopt(h.io.open_fd(), h.now);
+  const ConnectionId half = h.engine->adopt(h.io.open_fd(), h.now);
   ASSERT_FALSE(h.engine->shutdown_write(half, h.now));  // nothing queued: SHUT_WR at once
   EXPECT_EQ(h.engine->abort_after_send(half, h.now), std::make_error_code(std::errc::broken_pipe));
   const ConnectionId drained = draining_connection(h);
@@ -858,7 +859,7 @@ TEST(CloseLatencyHistogram, BucketFromBitWidthMatchesSearch) {
 
 // A connection closed after `latency` (close() -> fd closed), clean.
 void close_after(Harness& h, std::chrono::nanoseconds latency) {
-  const ConnectionId id = *h.engine->adopt(h.io.open_fd(), h.now);
+  const ConnectionId id = h.engine->adopt(h.io.open_fd(), h.now);
   ASSERT_FALSE(h.engine->close(id, h.now));  // nothing queued: shutdown(2) at once, draining
   h.complete(Op::recv, id, 0);
   h.now += latency;
@@ -873,7 +874,7 @@ TEST(CloseLatencyHistogram, CountsRequestedClosesWhenReported) {
   close_after(h, 3ms);          // bucket 2 (2.5 ms < 3 ms <= 5 ms)
   close_after(h, 3ms);
   close_after(h, 40s);          // above the last bound
-  const ConnectionId aborted = *h.engine->adopt(h.io.open_fd(), h.now);
+  const ConnectionId aborted = h.engine->adopt(h.io.open_fd(), h.now);
   (void)h.engine->abort(aborted, h.now);  // nothing in flight (no on_receive): closing at once
   h.now += 7ms;
   h.complete(Op::close, aborted, 0);
@@ -899,7 +900,7 @@ TEST(EngineScenario, BytesUnsentIsWhatWasQueuedAndNeverSent) {
   ASSERT_EQ(h.closed.size(), 1u);
   EXPECT_EQ(h.closed[0].second.bytes_unsent, 0u);
 
-  const ConnectionId id = *h.engine->adopt(h.io.open_fd(), h.now);
+  const ConnectionId id = h.engine->adopt(h.io.open_fd(), h.now);
   ASSERT_FALSE(h.engine->send(id, "abcdef", h.now));
   ASSERT_FALSE(h.engine->send_file(id, 99, 0, 1000, h.now));
   ASSERT_FALSE(h.engine->close(id, h.now));

@@ -78,7 +78,7 @@ inline std::optional<ConnectionId> Fuzzer::do_adopt(const std::string& who) {
   CauseScope scope(*this, Cause::api);
   if (chance(3)) {
     log(who + "(-1)");
-    if (engine_->adopt(-1, now_)) violation("adopt(-1) succeeded");
+    if (engine_->adopt(-1, now_).valid()) violation("adopt(-1) succeeded");
     return std::nullopt;
   }
   const int fd = io_.open_fd();
@@ -90,7 +90,9 @@ inline std::optional<ConnectionId> Fuzzer::do_adopt(const std::string& who) {
   }
   log(who + "(fd " + std::to_string(fd) + ")");
   adopting_fd_ = fd;
-  const std::optional<ConnectionId> id = engine_->adopt(fd, now_);
+  const ConnectionId adopted = engine_->adopt(fd, now_);
+  const std::optional<ConnectionId> id =
+      adopted.valid() ? std::optional<ConnectionId>(adopted) : std::nullopt;
   adopting_fd_ = -1;
   if (!id) {
     if (live_before < config_.max_connections) violation("adopt refused with a free slot");
