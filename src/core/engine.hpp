@@ -142,6 +142,7 @@ class Engine {
   void receive_other(Connection& connection, TimePoint now, std::int32_t result);
   void fail(Connection& connection, int error, Outcome outcome, TimePoint now);
   void terminate(Connection& connection, Outcome outcome, TimePoint now);
+  [[gnu::noinline]] void prepare_unclean_close(Connection& connection, Outcome outcome);
   void finish_if_idle(Connection& connection);
   void release(Connection& connection);
   bool resets_on(Outcome outcome) const noexcept;
