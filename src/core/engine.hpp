@@ -129,6 +129,10 @@ class Engine {
   void submit_receive(Connection& connection);
   void flushed(Connection& connection, TimePoint now);
   void send_failed(Connection& connection, int error, TimePoint now);
+  [[gnu::noinline]] void sent_from_node(Connection& connection, TimePoint now,
+                                        std::uint32_t bytes);
+  [[gnu::always_inline]] void after_send(Connection& connection, TimePoint now,
+                                         std::int32_t result);
   void sent_all_while_open(Connection& connection, TimePoint now);
   void begin_shutdown(Connection& connection, TimePoint now);
   void await_acknowledgement(Connection& connection, TimePoint now);

@@ -93,18 +93,21 @@ class SendQueue {
 
   // Marks `count` bytes of the front piece as sent; drops the piece when it is done.
   void consume(std::size_t count) noexcept {
-    if (is_inline()) {
-      const std::size_t left = inline_left();
-      RL_ASSERT(count <= left);
-      if (count == left) {
-        first_ = second_ = 0;
-      } else {
-        first_ += count;
-        second_ = (std::uintptr_t{left - count} << 1) | kInlineTag;
-      }
-      return;
+    if (!consume_if_inline(count)) consume_in_node(count);
+  }
+  // consume() when the front piece is held inline (no call, nothing freed); false, and nothing
+  // done, when the queue is in node form.
+  bool consume_if_inline(std::size_t count) noexcept {
+    if (!is_inline()) return false;
+    const std::size_t left = inline_left();
+    RL_ASSERT(count <= left);
+    if (count == left) {
+      first_ = second_ = 0;
+    } else {
+      first_ += count;
+      second_ = (std::uintptr_t{left - count} << 1) | kInlineTag;
     }
-    consume_in_node(count);
+    return true;
   }
 
   // Bytes still to send (walks the pieces: for tests and diagnostics, not the hot path; not
@@ -232,8 +235,8 @@ class SendQueue {
     return node != nullptr ? node : new Node;
   }
 
-  // consume() in node form. Out of line: a caller (the engine's send completion) then makes no
-  // call for an inline piece, and saves no registers for one.
+  // consume() in node form. Out of line: a caller makes no call for an inline piece (the
+  // engine's send completion asks consume_if_inline() first, and calls this apart).
   [[gnu::noinline]] void consume_in_node(std::size_t count) noexcept {
     Node* node = head();
     RL_ASSERT(node != nullptr && count <= node->size - node->sent);

@@ -172,6 +172,9 @@ TEST(SendQueue, ABorrowedFirstPieceKeepsItsAddressWhenPiecesFollowIt) {
   EXPECT_EQ(queue.front().size(), 70u);
   EXPECT_TRUE(queue.more_after_front());
   EXPECT_EQ(queue.queued_bytes(), 74u);
+  // In node form now: consume_if_inline() (the send completion's first try) does nothing.
+  EXPECT_FALSE(queue.consume_if_inline(10));
+  EXPECT_EQ(queue.queued_bytes(), 74u);
   queue.push_file(7, 100, 10);
   queue.consume(70);
   EXPECT_EQ(text(queue.front()), "tail");
@@ -192,7 +195,8 @@ TEST(SendQueue, ABorrowedFirstPieceKeepsItsAddressWhenPiecesFollowIt) {
   EXPECT_TRUE(queue.empty());
   // Moved while inline: the target has the piece, the source is empty.
   queue.push_view(bytes_of(body));
-  queue.consume(99);
+  EXPECT_TRUE(queue.consume_if_inline(98));
+  queue.consume(1);
   SendQueue target(std::move(queue));
   EXPECT_TRUE(queue.empty());  // NOLINT(bugprone-use-after-move): moved-from is empty, by contract
   EXPECT_EQ(text(target.front()), "b");
