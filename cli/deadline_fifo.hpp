@@ -42,7 +42,7 @@ class DeadlineFifo {
   }
   // `longest`, or less: the time until the first deadline (at least 1 ms), counted from the
   // latest time given to add() or expire(), not from a clock read: the runner's loop waits right
-  // after its expire(), and a clock read per loop step fewer is some 35 instructions
+  // after its expire(), and a clock read per loop step fewer is about 30 instructions
   // (bench/callgrind.sh). A wait from an earlier time ends later, never earlier.
   std::chrono::milliseconds wait(std::chrono::milliseconds longest) const;
   // Takes out every deadline that passed by `now` and calls `expired` with its connection (which

@@ -64,7 +64,8 @@ class Engine {
   // Events.
   // A request's completion, its parts in registers down to the op's handler: the backend's
   // completion loop builds no Completion in memory, and the handlers load nothing from one
-  // (bench/callgrind.sh: UringBackend::step 165 -> 133 instructions per close, the handlers +6).
+  // (bench/callgrind.sh: UringBackend::step 165 -> 133 instructions per close, on_completion and
+  // the handlers +7).
   // `data`: for a delivering recv, the `result` bytes received (valid while the completion is
   // handled), else unused. `now` comes second here and in every handler, so that the handlers'
   // tail calls move no registers.
