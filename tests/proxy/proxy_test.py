@@ -124,14 +124,24 @@ def free_port():
         return s.getsockname()[1]
 
 
+# glibc's time zone file: localtime() opens it on its first call (the event log's first time
+# stamp, on the proxy's thread), reads it and closes it. A snapshot taken just after "listening
+# on" can catch it open, and the count at the end then seemed one short (proxy_epoll, 8 vs 9,
+# with /usr/share/zoneinfo/Etc/UTC the extra descriptor at the start). Not the proxy's.
+TRANSIENT_FD_TARGETS = ("/usr/share/zoneinfo/",)
+
+
 def fd_targets(pid):
-    """What each of the process's descriptors points at (fd -> target), for a failing fd check."""
+    """What each of the process's descriptors points at (fd -> target), for a failing fd check,
+    without those libc opens and closes by itself (TRANSIENT_FD_TARGETS)."""
     targets = {}
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
-            targets[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:  # closed meanwhile
-            pass
+            continue
+        if not target.startswith(TRANSIENT_FD_TARGETS):
+            targets[int(fd)] = target
     return dict(sorted(targets.items()))
 
 
@@ -270,7 +280,7 @@ def check_no_leaks(proxy, name, *, allow=(), client_resets=0):
           f"{name}: after the clients, 0 live connections and 0 open pairs "
           f"(live {stats['stats']['live_connections']}, pairs {stats['proxy']['pairs_open']})")
     fds, start = fd_targets(proxy.process.pid), proxy.fds_at_start
-    # Seen once with 8 against 9 (proxy_epoll, busy machine): a failure names the descriptors.
+    # A failure names the descriptors (8 against 9 once: glibc's time zone file, now left out).
     check(len(fds) == len(start), f"{name}: fd count back to its start ({len(fds)} vs {len(start)})" +
           ("" if len(fds) == len(start) else f": at the start {start}, now {fds}"))
     check(stats["stats"]["stale_completions"] == 0, f"{name}: no stale completions")
