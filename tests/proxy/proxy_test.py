@@ -124,10 +124,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-# glibc's time zone file: localtime() opens it on its first call (the event log's first time
-# stamp, on the proxy's thread), reads it and closes it. A snapshot taken just after "listening
-# on" can catch it open, and the count at the end then seemed one short (proxy_epoll, 8 vs 9,
-# with /usr/share/zoneinfo/Etc/UTC the extra descriptor at the start). Not the proxy's.
+# glibc's time zone file: its first time conversion (the event log's gmtime_r(), which sets
+# the zone up once even for UTC) opens it, reads it and closes it. A snapshot taken just after
+# "listening on" can catch it open, and the count at the end then seemed one short (proxy_epoll,
+# 8 vs 9, with /usr/share/zoneinfo/Etc/UTC the extra descriptor at the start). Not the proxy's.
 TRANSIENT_FD_TARGETS = ("/usr/share/zoneinfo/",)
 
 
