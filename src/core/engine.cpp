@@ -49,7 +49,6 @@ Engine::Engine(const Config& config, IoPort& io, const Callbacks& callbacks, Sta
 // API calls
 
 ConnectionId Engine::adopt(int fd, TimePoint now, bool nonblocking) {
-  now = last_now_ = std::max(now, last_now_);
   if (fd < 0 || free_count_ == 0) return {};
   const std::uint32_t slot = free_slots_[--free_count_];
   Connection& connection = slots_[slot];
@@ -82,7 +81,6 @@ std::error_code Engine::send_file(ConnectionId id, int file_fd, std::uint64_t of
 
 template <class Push>
 std::error_code Engine::enqueue(ConnectionId id, TimePoint now, Push&& push) {
-  now = last_now_ = std::max(now, last_now_);
   Connection* connection = lookup(id.slot, id.generation);
   if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
   if (connection->state != State::open || connection->write_side != WriteSide::open) {
@@ -94,7 +92,6 @@ std::error_code Engine::enqueue(ConnectionId id, TimePoint now, Push&& push) {
 }
 
 std::error_code Engine::shutdown_write(ConnectionId id, TimePoint now) {
-  now = last_now_ = std::max(now, last_now_);
   Connection* connection = lookup(id.slot, id.generation);
   if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
   if (connection->state != State::open) return std::make_error_code(std::errc::broken_pipe);
@@ -126,7 +123,6 @@ std::uint64_t Engine::queued_bytes(ConnectionId id) const noexcept {
 }
 
 std::error_code Engine::close(ConnectionId id, TimePoint now) {
-  now = last_now_ = std::max(now, last_now_);
   Connection* connection = lookup(id.slot, id.generation);
   if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
   if (connection->state != State::open) return kNoError;  // already closing: harmless
@@ -141,7 +137,6 @@ std::error_code Engine::close(ConnectionId id, TimePoint now) {
 }
 
 std::error_code Engine::abort_after_send(ConnectionId id, TimePoint now) {
-  now = last_now_ = std::max(now, last_now_);
   Connection* connection = lookup(id.slot, id.generation);
   if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
   if (is_terminating(connection->state)) return kNoError;  // the outcome is decided: harmless
@@ -156,7 +151,6 @@ std::error_code Engine::abort_after_send(ConnectionId id, TimePoint now) {
 }
 
 std::error_code Engine::abort(ConnectionId id, TimePoint now) {
-  now = last_now_ = std::max(now, last_now_);
   Connection* connection = lookup(id.slot, id.generation);
   if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
   switch (connection->state) {
@@ -223,7 +217,6 @@ void Engine::reconfigure(const Config& config) {
 // Acknowledgements are seen only by asking the kernel, which happens here too, when a timer
 // expires with no progress seen (acknowledged_since()). The drain total timer is a hard bound.
 void Engine::expire_timers(TimePoint now) {
-  now = last_now_ = std::max(now, last_now_);
   if (now < earliest_deadline()) return;  // most loop steps: nothing is due, and no registers
   expire_due(now);                        // are saved for the loops below
 }
@@ -517,7 +510,6 @@ void Engine::on_completion(OpTag tag, TimePoint now, std::int32_t result,
     }
     return handlers;
   }(std::make_index_sequence<kOpCount>{});
-  now = last_now_ = std::max(now, last_now_);
   Connection* connection = lookup(tag.slot, tag.generation);
   if (connection == nullptr) {
     ++stats_.stale_completions;
