@@ -1,5 +1,5 @@
 // The lifecycle of one connection slot. The legal transitions between these states are listed in
-// one table, in src/core/state_machine.cpp; every change of state goes through transition() there.
+// one table, in src/core/state_machine.hpp; every change of state goes through transition() there.
 #pragma once
 
 #include <cstddef>

@@ -835,7 +835,7 @@ void Engine::set_write_side(Connection& connection, WriteSide to) noexcept {
   connection.write_side = side;
 }
 
-void Engine::set_state(Connection& connection, State to) noexcept {
+inline void Engine::set_state(Connection& connection, State to) noexcept {
   --stats_.connections_in_state[static_cast<std::size_t>(connection.state)];
   transition(connection.state, to);
   ++stats_.connections_in_state[static_cast<std::size_t>(to)];

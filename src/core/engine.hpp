@@ -106,7 +106,9 @@ class Engine {
   ConnectionId id_of(const Connection& connection) const noexcept;
   std::uint32_t slot_of(const Connection& connection) const noexcept;
   OpTag tag(const Connection& connection, Op op) const noexcept;
-  void set_state(Connection& connection, State to) noexcept;
+  // Inlined everywhere (always_inline): each caller's target state is a constant, and the
+  // transition's check is then one bit test (state_machine.hpp).
+  [[gnu::always_inline]] void set_state(Connection& connection, State to) noexcept;
   void set_write_side(Connection& connection, WriteSide to) noexcept;
 
   // Completion handlers: one per connection Op of the op table (op_table.hpp), each an explicit

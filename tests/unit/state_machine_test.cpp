@@ -87,7 +87,7 @@ void expect_transition_aborts_on_illegal_edges(const std::array<Enum, N>& all,
 }
 
 // The expected lifecycle, written from the state documentation (state.hpp), not copied from
-// state_machine.cpp. Rows: from; columns: to. 1 = legal.
+// state_machine.hpp. Rows: from; columns: to. 1 = legal.
 //
 // clang-format off
 //               to: free open flush shut drain cancel closing
