@@ -81,8 +81,9 @@ class DeadlineFifo {
     if (at == kUnstamped && first_unstamped_ == kNone) first_unstamped_ = id.slot;
     ++size_;
   }
-  // Inline, so that link() calls nothing and remove() is no call at its callers (a close
-  // unlinks once, at its head or its end). Only `linked` is reset: link() sets the rest.
+  // Inline, so that link() calls nothing and remove() is no call at its callers (serve's add()
+  // unlinks the slot's old entry; the proxy removes one when its connection closes). Only
+  // `linked` is reset: link() sets the rest.
   [[gnu::always_inline]] void unlink(std::uint32_t slot) noexcept {
     Entry& entry = entries_[slot];
     if (first_unstamped_ == slot) first_unstamped_ = entry.next;
