@@ -154,7 +154,7 @@ class HeldResponses {
 // connection, still open, still without a whole head), and the slot's next connection moves its
 // entry to the back (DeadlineFifo::add()). Slots are reused most recently freed first, so under
 // load an entry rarely lives to expire; a remove() at the head and another at the close cost
-// about 17 instructions per close more than the re-link (bench/callgrind.sh).
+// 19 instructions per close more than the re-link (bench/callgrind.sh).
 class Responder final : public ShardServer {
  public:
   Responder(const Config& config, const Response& response, std::chrono::milliseconds head_timeout)
