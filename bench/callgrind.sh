@@ -8,6 +8,7 @@
 #   EXE=build-cg/cli/ringlinger bench/callgrind.sh      # another build (default build/)
 #   FLOOR=/tmp/floorserve bench/callgrind.sh           # the floor server instead of serve
 #                                                        # (bench/floor/build.sh builds it)
+#   FLOOR=/tmp/floorserve FLOOR_ARGS=mshot-drain bench/callgrind.sh   # one of its variants
 #   KEEP=1 TOP=40 bench/callgrind.sh                    # keep the runs; 40 rows in the table
 # Prints the total per close, then the instructions per close of each function and the loop
 # steps per close (bench/callgrind_table.py, which also compares two kept runs; the total moves
@@ -41,7 +42,10 @@ count() {  # CONNECTIONS -> total instructions (Ir) of the server process
   read -ra serve_args <<<"${SERVE_ARGS:-}"  # split on blanks, as the flags are written
   server_command=("$ringlinger" serve --listen "127.0.0.1:$port" --backend "$backend"
                   --response-bytes "$response" --quiet "${serve_args[@]}")
-  [[ -n ${FLOOR:-} ]] && server_command=("$FLOOR" "$port" "$(numfmt --from=iec-i "${response%B}")")
+  local floor_args
+  read -ra floor_args <<<"${FLOOR_ARGS:-}"
+  [[ -n ${FLOOR:-} ]] &&
+    server_command=("$FLOOR" "$port" "$(numfmt --from=iec-i "${response%B}")" "${floor_args[@]}")
   valgrind --tool=callgrind --callgrind-out-file="$out" -q "${server_command[@]}" \
     >"$work/serve.$connections" 2>&1 &
   local server=$!

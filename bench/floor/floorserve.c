@@ -16,6 +16,9 @@
 //   direct         direct descriptors: accepted into the ring's fixed-file table, every request
 //                  with IOSQE_FIXED_FILE, closed with a direct close; implies ring-shutdown, as
 //                  shutdown(2) needs a real fd
+//   mshot-drain    the drain as one multishot receive (MSG_TRUNC, buffers selected from a ring
+//                  whose entries all point at the drain area, each given back at its completion):
+//                  one request for the body and the EOF, where the plain drain submits two
 // The response is the one `ringlinger client` checks: ringlinger serve's body pattern.
 #include <arpa/inet.h>
 #include <errno.h>
@@ -38,7 +41,11 @@ enum {
   kHeadBytes = 2048,     // a head that does not fit is answered as if it did: a floor
   kDrainBytes = 262144,  // what ringlinger asks per discarding receive
 };
-enum Op { kPoll, kAccept, kHead, kSend, kDrain, kClose, kShutdown };
+enum Op { kPoll, kAccept, kHead, kSend, kDrain, kClose, kShutdown, kDrainMultishot };
+enum {
+  kDrainGroup = 1,        // mshot-drain's buffer group
+  kDrainBuffers = 4096,   // its entries, all pointing at drain_area (nothing is copied: MSG_TRUNC)
+};
 
 struct Slot {
   int fd;
@@ -52,7 +59,8 @@ static int free_count;
 static char drain_area[kDrainBytes];
 static char* response;
 static unsigned response_bytes;
-static int skip_close, ring_shutdown, direct;
+static int skip_close, ring_shutdown, direct, mshot_drain;
+static struct io_uring_buf_ring* drain_buffers;
 
 // Points the request at the connection's socket: its fd, or its index in the fixed-file table.
 static void use_file(struct io_uring_sqe* sqe) {
@@ -74,6 +82,17 @@ static void drain(struct io_uring* ring, int slot) {
   io_uring_prep_recv(sqe, slots[slot].fd, drain_area, kDrainBytes, MSG_TRUNC);
   use_file(sqe);
   io_uring_sqe_set_data64(sqe, pack(slot, kDrain));
+}
+
+// mshot-drain: the body and the EOF through one request. Each completion with data took one of
+// the group's entries: given back at once (they all name the same area).
+static void drain_multishot(struct io_uring* ring, int slot) {
+  struct io_uring_sqe* sqe = floor_sqe(ring);
+  io_uring_prep_recv_multishot(sqe, slots[slot].fd, NULL, 0, MSG_TRUNC);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = kDrainGroup;
+  use_file(sqe);
+  io_uring_sqe_set_data64(sqe, pack(slot, kDrainMultishot));
 }
 
 static void close_slot(struct io_uring* ring, int slot) {
@@ -185,7 +204,7 @@ static void dispatch(struct io_uring* ring, int listener, const struct io_uring_
       return on_head(ring, slot, cqe->res);
     case kSend:  // whole (MSG_WAITALL) or failed: either way the write side is done
       shut_write(ring, slot);
-      return drain(ring, slot);
+      return mshot_drain ? drain_multishot(ring, slot) : drain(ring, slot);
     case kDrain:
       return cqe->res > 0 ? drain(ring, slot) : close_slot(ring, slot);
     case kClose:
@@ -194,6 +213,15 @@ static void dispatch(struct io_uring* ring, int listener, const struct io_uring_
       return;
     case kShutdown:  // only a failure completes; the drain then ends the connection
       return report_failure("shutdown", cqe->res);
+    case kDrainMultishot:
+      floor_give_back(drain_buffers, kDrainBuffers, drain_area, kDrainBytes, cqe);
+      if (cqe->res > 0) {
+        // Still running, or ended early (the ring out of buffers, the CQ full): start it again.
+        if ((cqe->flags & IORING_CQE_F_MORE) == 0) drain_multishot(ring, slot);
+        return;
+      }
+      if (cqe->res == -ENOBUFS) return drain_multishot(ring, slot);
+      return close_slot(ring, slot);  // EOF (it ends the multishot) or an error
   }
 }
 
@@ -218,7 +246,8 @@ static void make_response(unsigned body_bytes) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: floorserve PORT [RESPONSE_BYTES [skip-close|ring-shutdown|direct]...]\n");
+    fprintf(stderr, "usage: floorserve PORT [RESPONSE_BYTES "
+                    "[skip-close|ring-shutdown|direct|mshot-drain]...]\n");
     return 2;
   }
   for (int i = 3; i < argc; ++i) {
@@ -228,6 +257,8 @@ int main(int argc, char** argv) {
       ring_shutdown = 1;
     } else if (strcmp(argv[i], "direct") == 0) {
       direct = ring_shutdown = 1;
+    } else if (strcmp(argv[i], "mshot-drain") == 0) {
+      mshot_drain = 1;
     } else {
       fprintf(stderr, "floorserve: unknown variant '%s'\n", argv[i]);
       return 2;
@@ -246,6 +277,9 @@ int main(int argc, char** argv) {
   if (direct && io_uring_register_files_sparse(&ring, kSlots) != 0) {
     fprintf(stderr, "floorserve: io_uring_register_files_sparse failed\n");
     return 1;
+  }
+  if (mshot_drain) {
+    drain_buffers = floor_buffer_ring(&ring, kDrainGroup, kDrainBuffers, drain_area, kDrainBytes);
   }
   poll_listener(&ring, listener);
   for (;;) {

@@ -17,43 +17,21 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "floor_ring.h"
+
 enum { kAsk = 262144 };  // the engine's discard chunk (kDiscardChunkBytes)
 static char area[kAsk];
 static char payload[100000];
 
-static void check(int ok, const char* what) {
-  if (!ok) {
-    perror(what);
-    exit(1);
-  }
-}
-
-// A connected pair on loopback: *client and *server.
-static void connect_pair(int* client, int* server) {
-  int listener = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in address = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t length = sizeof address;
-  check(listener >= 0, "socket");
-  check(bind(listener, (struct sockaddr*)&address, sizeof address) == 0, "bind");
-  check(listen(listener, 1) == 0, "listen");
-  check(getsockname(listener, (struct sockaddr*)&address, &length) == 0, "getsockname");
-  *client = socket(AF_INET, SOCK_STREAM, 0);
-  check(*client >= 0, "socket");
-  check(connect(*client, (struct sockaddr*)&address, sizeof address) == 0, "connect");
-  *server = accept(listener, NULL, NULL);
-  check(*server >= 0, "accept");
-  close(listener);
-}
-
 static void submit_receive(struct io_uring* ring, int fd, int flags) {
   struct io_uring_sqe* sqe = io_uring_get_sqe(ring);
   io_uring_prep_recv(sqe, fd, area, kAsk, flags);
-  check(io_uring_submit(ring) == 1, "io_uring_submit");
+  floor_check(io_uring_submit(ring) == 1, "io_uring_submit");
 }
 
 static void wait_receive(struct io_uring* ring, int* result, int* nonempty) {
   struct io_uring_cqe* cqe = NULL;
-  check(io_uring_wait_cqe(ring, &cqe) == 0, "io_uring_wait_cqe");
+  floor_check(io_uring_wait_cqe(ring, &cqe) == 0, "io_uring_wait_cqe");
   *result = cqe->res;
   *nonempty = (cqe->flags & IORING_CQE_F_SOCK_NONEMPTY) != 0;
   io_uring_cqe_seen(ring, cqe);
@@ -63,7 +41,7 @@ static void write_all(int fd, size_t bytes) {
   for (size_t done = 0; done < bytes;) {
     size_t chunk = bytes - done < sizeof payload ? bytes - done : sizeof payload;
     ssize_t written = write(fd, payload, chunk);
-    check(written > 0, "write");
+    floor_check(written > 0, "write");
     done += (size_t)written;
   }
 }
@@ -71,15 +49,15 @@ static void write_all(int fd, size_t bytes) {
 static void run(const char* name, int flags) {
   struct io_uring ring;
   int client = -1, server = -1, result = 0, nonempty = 0, again = 0, again_nonempty = 0;
-  check(io_uring_queue_init(8, &ring, 0) == 0, "io_uring_queue_init");
-  connect_pair(&client, &server);
+  floor_check(io_uring_queue_init(8, &ring, 0) == 0, "io_uring_queue_init");
+  floor_connect_pair(&client, &server);
   submit_receive(&ring, server, flags);
   if (strcmp(name, "flood") == 0) {
     for (int i = 0; i < 20; ++i) {  // 2 MB: less than loopback's socket buffers, no blocking
       write_all(client, sizeof payload);
       usleep(2000);
     }
-    check(shutdown(client, SHUT_WR) == 0, "shutdown");
+    floor_check(shutdown(client, SHUT_WR) == 0, "shutdown");
   } else {
     write_all(client, 65536);
     usleep(20000);
@@ -87,8 +65,9 @@ static void run(const char* name, int flags) {
     usleep(20000);
     if (strcmp(name, "reset") == 0) {
       const struct linger abort_on_close = {1, 0};
-      check(setsockopt(client, SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close) == 0,
-            "setsockopt");
+      floor_check(
+          setsockopt(client, SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close) == 0,
+          "setsockopt");
     }
     close(client);
     client = -1;
