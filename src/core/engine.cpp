@@ -39,6 +39,7 @@ Engine::Engine(const Config& config, IoPort& io, const Callbacks& callbacks, Sta
       drain_idle_timers_(config.max_connections, milliseconds(config.drain_idle_timeout_ms)),
       drain_total_timers_(config.max_connections, milliseconds(config.drain_timeout_ms)) {
   RL_ASSERT(config.validate().empty());
+  drain_cap_ = drain_cap(config);
   for (std::uint32_t slot = 0; slot < config.max_connections; ++slot) slots_[slot].slot = slot;
   free_slots_.resize(config.max_connections);
   for (std::uint32_t slot = config.max_connections; slot-- > 0;) free_slots_[free_count_++] = slot;
@@ -205,6 +206,7 @@ void Engine::reconfigure(const Config& config) {
   drain_idle_timers_.set_duration(milliseconds(config.drain_idle_timeout_ms));
   drain_total_timers_.set_duration(milliseconds(config.drain_timeout_ms));
   config_ = config;
+  drain_cap_ = drain_cap(config);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -651,7 +653,7 @@ void Engine::discard(Connection& connection, TimePoint now, std::uint32_t bytes)
   note_input(connection, now);
   connection.bytes_discarded += bytes;
   stats_.bytes_discarded += bytes;
-  if (config_.drain_max_bytes != 0 && connection.bytes_discarded > config_.drain_max_bytes) {
+  if (connection.bytes_discarded > drain_cap_) {
     return terminate(connection, Outcome::drain_byte_cap, now);
   }
   start_receive(connection);
@@ -797,11 +799,9 @@ bool Engine::resets_on(Outcome outcome) const noexcept {
 }
 
 std::uint32_t Engine::discard_chunk(const Connection& connection) const noexcept {
-  if (config_.drain_max_bytes == 0) return kDiscardChunkBytes;
   // Ask for at most one byte more than the cap allows, so crossing it is seen at once.
-  const std::uint64_t left = config_.drain_max_bytes - std::min(config_.drain_max_bytes,
-                                                                connection.bytes_discarded);
-  return static_cast<std::uint32_t>(std::min<std::uint64_t>(kDiscardChunkBytes, left + 1));
+  const std::uint64_t left = drain_cap_ - std::min(drain_cap_, connection.bytes_discarded);
+  return left >= kDiscardChunkBytes ? kDiscardChunkBytes : static_cast<std::uint32_t>(left + 1);
 }
 
 // ---------------------------------------------------------------------------------------------
