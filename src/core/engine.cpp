@@ -21,6 +21,11 @@ using std::chrono::milliseconds;
 // std::system_category() (out of line in libstdc++) on every call.
 const std::error_code kNoError{};
 
+// The drain byte cap as Engine::drain_cap_ keeps it: UINT64_MAX for none (0).
+std::uint64_t drain_cap(const Config& config) noexcept {
+  return config.drain_max_bytes == 0 ? UINT64_MAX : config.drain_max_bytes;
+}
+
 // Errors after which the same request is simply started again.
 bool is_transient(int error) noexcept {
   return error == EAGAIN || error == EINTR || error == ENOMEM || error == ENOBUFS;
@@ -37,9 +42,9 @@ Engine::Engine(const Config& config, IoPort& io, const Callbacks& callbacks, Sta
       capacity_(config.max_connections),
       send_timers_(config.max_connections, milliseconds(config.send_timeout_ms)),
       drain_idle_timers_(config.max_connections, milliseconds(config.drain_idle_timeout_ms)),
-      drain_total_timers_(config.max_connections, milliseconds(config.drain_timeout_ms)) {
+      drain_total_timers_(config.max_connections, milliseconds(config.drain_timeout_ms)),
+      drain_cap_(drain_cap(config)) {
   RL_ASSERT(config.validate().empty());
-  drain_cap_ = drain_cap(config);
   for (std::uint32_t slot = 0; slot < config.max_connections; ++slot) slots_[slot].slot = slot;
   free_slots_.resize(config.max_connections);
   for (std::uint32_t slot = config.max_connections; slot-- > 0;) free_slots_[free_count_++] = slot;

@@ -187,11 +187,8 @@ class Engine {
   std::vector<ConnectionId> awaiting_ack_;
   TimePoint ack_poll_at_{};
   // config_.drain_max_bytes, or UINT64_MAX for none (0): one compare per discard, where the
-  // cap's 0 was tested first (bench/callgrind.sh).
-  std::uint64_t drain_cap_ = 0;
-  static std::uint64_t drain_cap(const Config& config) noexcept {
-    return config.drain_max_bytes == 0 ? UINT64_MAX : config.drain_max_bytes;
-  }
+  // cap's 0 was tested first (bench/callgrind.sh). Set with config_, and only with it.
+  std::uint64_t drain_cap_;
 };
 
 // Largest receive the engine asks for while discarding. With MSG_TRUNC nothing is copied, so a
