@@ -5,7 +5,8 @@
 // IORING_RECV_MSHOT_LIM), which the engine's drain byte cap would need. Buffers come from a ring
 // whose entries all point at one 256 KiB area (nothing is copied: MSG_TRUNC), each given back at
 // its completion. Each case on a fresh loopback connection, the receive submitted before the
-// peer writes 20 x 100000 bytes (2 ms apart) and shuts down its write side.
+// peer writes 20 x 100000 bytes (2 ms apart) and shuts down its write side. A limit is not a cap:
+// the receive ends after the completion that reaches it (the last two cases).
 //   mshot_limit            # one line per case: completions, bytes, how the receive ended
 #include <errno.h>
 #include <liburing.h>
@@ -76,5 +77,9 @@ int main(void) {
   run("per-completion", 65536, 0);
   run("total-limit", 0, 300000);
   run("both", 65536, 300000);
+  // A total between two writes: the kernel checks it after each completion, so the one that
+  // reaches it goes beyond it (to 300000 here), by less than a completion's most.
+  run("limit-mid-write", 0, 250000);
+  run("both-mid-write", 65536, 250000);
   return 0;
 }
