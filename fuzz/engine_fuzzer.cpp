@@ -7,7 +7,8 @@
 // shutdown_write (half-close), pause_receive, resume_receive, queued_bytes; a
 // completion of any request in flight, in any order, with any result class (partial sends, short
 // reads, EOF, resets, ECANCELED after a cancel, transient and other errors, failing shutdowns and
-// closes: Options::wide); time jumps that expire timers (TCP_INFO answers too); buffer retries;
+// closes: Options::wide), and parts of a drain's multishot receive that leave it in flight; time
+// jumps that expire timers (TCP_INFO answers too); buffer retries;
 // completions of connections already gone. Every invariant is checked after every event; the
 // first violation is printed with the events that led to it and aborts, so libFuzzer keeps the
 // input. When the input runs out, every connection is driven to its close and each must be

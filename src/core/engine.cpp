@@ -499,9 +499,25 @@ constexpr Engine::CompletionHandler Engine::handler_for() noexcept {
   }
 }
 
+// A part of a multishot request (its op byte with kPartBit): the same complete<op>, with the
+// request left in flight. Only the op table's multishot ops have parts.
+template <Op op>
+constexpr Engine::CompletionHandler Engine::part_handler_for() noexcept {
+  if constexpr (belongs_to_connection(op) && op_def(op).multishot) {
+    return [](Engine& engine, Connection& connection, TimePoint now, std::int32_t result,
+              const std::byte* data) {
+      RL_ASSERT(connection.is_in_flight(op) && result > 0);
+      engine.complete<op>(connection, now, result, data);
+    };
+  } else {
+    return &not_a_connection_op;
+  }
+}
+
 void Engine::not_a_connection_op(Engine&, Connection&, TimePoint, std::int32_t,
                                  const std::byte*) {
-  RL_ASSERT(false && "listener, backend-only and unknown ops never reach the engine");
+  RL_ASSERT(false && "listener, backend-only and unknown ops, and parts of an op that has none, "
+                     "never reach the engine");
 }
 
 // The handlers by every value of the op byte (a byte that names no Op has not_a_connection_op()),
@@ -515,6 +531,7 @@ void Engine::on_completion(OpTag tag, TimePoint now, std::int32_t result,
     for (std::size_t byte = sizeof...(I); byte < handlers.size(); ++byte) {
       handlers[byte] = &not_a_connection_op;
     }
+    ((handlers[I | kPartBit] = part_handler_for<static_cast<Op>(I)>()), ...);
     return handlers;
   }(std::make_index_sequence<kOpCount>{});
   Connection* connection = lookup(tag.slot, tag.generation);
@@ -558,7 +575,7 @@ void Engine::submit_receive(Connection& connection) {
     case State::draining:
       connection.mark_submitted(Op::recv);
       return io_.submit_recv(tag(connection, Op::recv), connection.fd, RecvMode::discard,
-                             discard_chunk(connection));
+                             drain_request_bytes(connection));
     case State::free:
     case State::cancelling:
     case State::closing:
@@ -803,10 +820,12 @@ bool Engine::resets_on(Outcome outcome) const noexcept {
   return false;
 }
 
-std::uint32_t Engine::discard_chunk(const Connection& connection) const noexcept {
-  // Ask for at most one byte more than the cap allows, so crossing it is seen at once.
+// What a discarding receive may take in all its parts: one byte more than the cap allows, so
+// crossing it is seen at once, and at most UINT32_MAX (the kernel's limit is 32 bits; without a
+// cap, a multishot drain ends after 4 GiB and the next one starts).
+std::uint32_t Engine::drain_request_bytes(const Connection& connection) const noexcept {
   const std::uint64_t left = drain_cap_ - std::min(drain_cap_, connection.bytes_discarded);
-  return left >= kDiscardChunkBytes ? kDiscardChunkBytes : static_cast<std::uint32_t>(left + 1);
+  return static_cast<std::uint32_t>(std::min<std::uint64_t>(left, UINT32_MAX - 1) + 1);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -73,13 +73,15 @@ class Engine {
   // (bench/callgrind.sh: UringBackend::step 165 -> 133 instructions per close, on_completion and
   // the handlers +7).
   // `data`: for a delivering recv, the `result` bytes received (valid while the completion is
-  // handled), else unused. `now` comes second here and in every handler, so that the handlers'
+  // handled), else unused. A tag with kPartBit is a part of a multishot request, which stays in
+  // flight (user_data.hpp). `now` comes second here and in every handler, so that the handlers'
   // tail calls move no registers.
   void on_completion(OpTag tag, TimePoint now, std::int32_t result, const std::byte* data);
   void on_completion(const Completion& completion, TimePoint now) {
     RL_ASSERT(completion.data.empty() ||
               completion.data.size() == static_cast<std::size_t>(completion.result));
-    on_completion(completion.tag, now, completion.result, completion.data.data());
+    on_completion(completion.more ? as_part(completion.tag) : completion.tag, now,
+                  completion.result, completion.data.data());
   }
   void expire_timers(TimePoint now);
   // Restarts delivering receives that found no shared buffer.
@@ -122,6 +124,8 @@ class Engine {
                                      const std::byte* data);
   template <Op op>
   static constexpr CompletionHandler handler_for() noexcept;
+  template <Op op>
+  static constexpr CompletionHandler part_handler_for() noexcept;
   static void not_a_connection_op(Engine&, Connection&, TimePoint, std::int32_t, const std::byte*);
 
   // expire_timers() once something is due.
@@ -165,7 +169,7 @@ class Engine {
   bool rearm_from_progress(Connection& connection, TimerQueue& timers, TimePoint now);
   bool restart_period(Connection& connection, TimerQueue& timers, TimePoint now);
   bool acknowledged_since(Connection& connection, TimerQueue& timers, TimePoint now);
-  std::uint32_t discard_chunk(const Connection& connection) const noexcept;
+  std::uint32_t drain_request_bytes(const Connection& connection) const noexcept;
 
   Config config_;  // changed by reconfigure() only
   IoPort& io_;
@@ -191,8 +195,8 @@ class Engine {
   std::uint64_t drain_cap_;
 };
 
-// Largest receive the engine asks for while discarding. With MSG_TRUNC nothing is copied, so a
-// large request means fewer completions for a peer that keeps sending.
+// Largest receive of a drain, or part of a multishot one. With MSG_TRUNC nothing is copied, so a
+// large receive means fewer completions for a peer that keeps sending.
 inline constexpr std::uint32_t kDiscardChunkBytes = 256 * 1024;
 
 // How often abort_after_send() asks the kernel whether the peer acknowledged everything (no event

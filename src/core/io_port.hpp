@@ -25,13 +25,22 @@ struct Completion {
   std::int32_t result = 0;
   // For a delivering recv: the bytes received, valid only while the completion is handled.
   std::span<const std::byte> data;
+  // A part of a request that goes on (IORING_CQE_F_MORE): the request stays in flight, and a
+  // later completion of the same tag, without `more`, ends it. Only a discarding recv has parts.
+  bool more = false;
 };
 
 class IoPort {
  public:
   virtual ~IoPort() = default;
 
-  // Asynchronous requests. Each completes later, exactly once, with a Completion carrying `tag`.
+  // Asynchronous requests. Each completes later, exactly once, with a Completion carrying `tag`;
+  // a discarding recv may first complete in parts (Completion::more).
+  // recv: `max_bytes` is 0 for a delivering receive (one shared buffer's worth). A discarding
+  // receive takes at most `max_bytes` (1 or more) in all its parts together, each part at most
+  // kDiscardChunkBytes: a backend may complete it at once (min(max_bytes, kDiscardChunkBytes)),
+  // or in parts until the peer's FIN, an error or a total that leaves less than a part (the io_uring
+  // backend's multishot receive, when the kernel can stop one: kernel/receive_limit.hpp).
   virtual void submit_recv(OpTag tag, int fd, RecvMode mode, std::uint32_t max_bytes) = 0;
   // `more`: other bytes are queued behind these (MSG_MORE: the kernel may wait for them to fill
   // a segment instead of sending a small one, e.g. a response head before its body).

@@ -30,20 +30,23 @@ struct OpDef {
   // The op's bit in Connection::in_flight (a connection has at most one request of each op in
   // flight); 0 for an op that is not a connection's.
   std::uint8_t in_flight_bit;
+  // A connection's request that may complete in parts (a multishot receive: IORING_CQE_F_MORE),
+  // its in-flight bit set until the last one. (A listener's multishot requests are the backend's.)
+  bool multishot;
 };
 
 inline constexpr OpDef kOpDefs[] = {
-    {Op::accept, "accept", OpOwner::listener, 0},
-    {Op::accept_cancel, "accept_cancel", OpOwner::listener, 0},
-    {Op::recv, "recv", OpOwner::connection, 1u << 2},
-    {Op::send, "send", OpOwner::connection, 1u << 3},
-    {Op::shutdown, "shutdown", OpOwner::connection, 1u << 4},
-    {Op::cancel, "cancel", OpOwner::connection, 1u << 5},
-    {Op::close, "close", OpOwner::connection, 1u << 6},
+    {Op::accept, "accept", OpOwner::listener, 0, false},
+    {Op::accept_cancel, "accept_cancel", OpOwner::listener, 0, false},
+    {Op::recv, "recv", OpOwner::connection, 1u << 2, true},
+    {Op::send, "send", OpOwner::connection, 1u << 3, false},
+    {Op::shutdown, "shutdown", OpOwner::connection, 1u << 4, false},
+    {Op::cancel, "cancel", OpOwner::connection, 1u << 5, false},
+    {Op::close, "close", OpOwner::connection, 1u << 6, false},
     // The engine sees its completion as the send's (the io_uring backend runs the sendfile).
-    {Op::send_file_poll, "send_file_poll", OpOwner::backend, 0},
-    {Op::listen_poll, "listen_poll", OpOwner::listener, 0},
-    {Op::wake, "wake", OpOwner::backend, 0},
+    {Op::send_file_poll, "send_file_poll", OpOwner::backend, 0, false},
+    {Op::listen_poll, "listen_poll", OpOwner::listener, 0, false},
+    {Op::wake, "wake", OpOwner::backend, 0, false},
 };
 
 // The row of `op`, which must be known (is_known()).
@@ -85,6 +88,13 @@ constexpr bool in_flight_bits_distinct() {
   return true;
 }
 
+constexpr bool multishot_only_for_connections() {
+  for (const OpDef& row : kOpDefs) {
+    if (row.multishot && row.owner != OpOwner::connection) return false;
+  }
+  return true;
+}
+
 }  // namespace op_table_checks
 
 static_assert(std::size(kOpDefs) == kOpCount,
@@ -92,5 +102,7 @@ static_assert(std::size(kOpDefs) == kOpCount,
 static_assert(op_table_checks::rows_in_enum_order(), "kOpDefs rows must follow Op's order");
 static_assert(op_table_checks::in_flight_bits_distinct(),
               "every connection op needs its own in-flight bit, and only those");
+static_assert(op_table_checks::multishot_only_for_connections(),
+              "only a connection's op has completions in parts that the engine sees");
 
 }  // namespace ringlinger::detail

@@ -1,10 +1,11 @@
 // FakeIo: a detail::IoPort with no kernel behind it, for the engine fuzzer and the benchmarks.
 //
 // Every asynchronous request the engine submits is recorded as outstanding until the test takes
-// it out (in any order) and hands the engine a completion with whatever result it likes. The
-// synchronous calls (shutdown_now, set_reset_on_close) return what the test says. The fake also
-// checks, at the moment of each submission, the rules any IoPort user must keep (they hold for
-// any test, so they live here rather than in one test's model):
+// it out (in any order) and hands the engine a completion with whatever result it likes (a
+// discarding recv may first give parts, take_part(), and stay outstanding). The synchronous
+// calls (shutdown_now, set_reset_on_close) return what the test says. The fake also checks, at
+// the moment of each submission, the rules any IoPort user must keep (they hold for any test, so
+// they live here rather than in one test's model):
 //   - at most one request of each Op outstanding per slot, all of one generation;
 //   - nothing is submitted for a slot, or on an fd, once its close was submitted;
 //   - a close is submitted only when nothing else is outstanding for that slot or that fd;
@@ -40,7 +41,8 @@ struct Request {
   int fd = -1;
   // recv only: where the bytes go.
   RecvMode mode = RecvMode::deliver;
-  // recv only: the engine's limit (0 for a delivering receive: one shared buffer's worth).
+  // recv only: the engine's limit (0 for a delivering receive: one shared buffer's worth). For a
+  // discarding receive, what the request may still take in all its parts: take_part() lowers it.
   std::uint32_t max_bytes = 0;
   // send only: exactly what the engine asked to send.
   std::span<const std::byte> bytes;
@@ -219,6 +221,21 @@ class FakeIo final : public detail::IoPort {
     if (!request.fd_released) --fd_requests_[index_of(request.fd)];
     if (request.tag.op == Op::close && !request.fd_released) release(request.fd);
     return request;
+  }
+
+  // A part of the discarding recv at `index` (Completion::more): `bytes` of what it may still
+  // take, the request staying outstanding. The last bytes of its allowance end it, so a part
+  // leaves at least one: its final completion is a take().
+  void take_part(std::size_t index, std::uint32_t bytes) {
+    Request& request = outstanding_.at(index);
+    if (request.tag.op != Op::recv || request.mode != RecvMode::discard) {
+      return note("take_part: " + describe(request) + " is not a discarding recv");
+    }
+    if (bytes == 0 || bytes >= request.max_bytes) {
+      return note("take_part: " + std::to_string(bytes) + " bytes of " + describe(request) +
+                  " (a part takes 1 or more, and less than what is left)");
+    }
+    request.max_bytes -= bytes;
   }
 
   // The kernel runs the close at `index` now; its completion stays outstanding. The fd number can

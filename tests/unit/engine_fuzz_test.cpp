@@ -1,7 +1,8 @@
 // What this proves: detail::Engine, driven through FakeIo by a seeded fuzzer (random API calls,
-// completions of outstanding requests in any order with any plausible result, time jumps,
-// expired timers, buffer retries, stale completions, and callbacks that call back into the
-// engine), keeps every rule of the connection lifecycle after EVERY event:
+// completions of outstanding requests in any order with any plausible result, parts of a
+// multishot drain, time jumps, expired timers, buffer retries, stale completions, and callbacks
+// that call back into the engine), keeps every rule of the connection lifecycle after EVERY
+// event:
 //   - at most one request of each op per connection, and the engine's in_flight bits are exactly
 //     what the fake holds for that slot; a free slot has nothing outstanding;
 //   - nothing is submitted for a connection after its close, and the close is submitted only
@@ -106,14 +107,16 @@ class EngineFuzz : public testing::TestWithParam<std::tuple<int, int>> {
     std::printf("\n");
     std::printf(
         "[ fuzz     ] half-closes %llu (failed %llu, then closed %llu, sends refused %llu), "
-        "on_send_drained %llu, deliveries while paused %llu, resumes restarting %llu\n",
+        "on_send_drained %llu, deliveries while paused %llu, resumes restarting %llu, "
+        "multishot drain parts %llu\n",
         static_cast<unsigned long long>(c.half_closes),
         static_cast<unsigned long long>(c.half_close_failures),
         static_cast<unsigned long long>(c.close_after_half_close),
         static_cast<unsigned long long>(c.sends_after_half_close),
         static_cast<unsigned long long>(c.send_drained_calls),
         static_cast<unsigned long long>(c.deliveries_while_paused),
-        static_cast<unsigned long long>(c.resumes_restarting));
+        static_cast<unsigned long long>(c.resumes_restarting),
+        static_cast<unsigned long long>(c.recv_parts));
   }
 };
 
@@ -154,9 +157,13 @@ TEST(EngineFuzzCampaign, ManySeedsOnDemand) {
       coverage.add(fuzzer.coverage());
     }
   }
-  std::printf("[ campaign ] %llu steps, %llu completions\n",
+  std::printf("[ campaign ] %llu steps, %llu completions, %llu parts of multishot drains (%llu "
+              "after the cancel, %llu byte caps after parts)\n",
               static_cast<unsigned long long>(coverage.steps),
-              static_cast<unsigned long long>(coverage.completions));
+              static_cast<unsigned long long>(coverage.completions),
+              static_cast<unsigned long long>(coverage.recv_parts),
+              static_cast<unsigned long long>(coverage.recv_parts_after_cancel),
+              static_cast<unsigned long long>(coverage.byte_caps_after_parts));
 }
 
 // The libFuzzer target's world (Options::wide: every result class of every op, failing closes,
@@ -176,7 +183,8 @@ TEST(EngineFuzzWide, InvariantsHoldWithEveryResultClass) {
 // sends, buffer waits, exact deadline hits, graceful finishes, and the embedding calls:
 // half-closes (succeeding, failing, then closed), sends refused after them, on_send_drained,
 // deliveries of a receive in flight when paused, resumes that restart delivery; progress timers
-// re-armed from an acknowledgement, abort_after_send() and its wait for the acknowledgement.
+// re-armed from an acknowledgement, abort_after_send() and its wait for the acknowledgement;
+// parts of a multishot drain, also after its cancel, and drains with parts ended at the byte cap.
 TEST(EngineFuzzCoverage, EveryOutcomeAndEveryTrickyPathIsExercised) {
   Coverage coverage;
   for (int seed = 1000; seed < 1040; ++seed) {
@@ -214,12 +222,19 @@ TEST(EngineFuzzCoverage, EveryOutcomeAndEveryTrickyPathIsExercised) {
   EXPECT_GT(coverage.progress_rearms, 0u);
   EXPECT_GT(coverage.resets_after_send, 0u);
   EXPECT_GT(coverage.ack_waits, 0u);
+  EXPECT_GT(coverage.recv_parts, 0u);
+  EXPECT_GT(coverage.recv_parts_after_cancel, 0u);
+  EXPECT_GT(coverage.byte_caps_after_parts, 0u);
   std::printf("[ coverage ] %llu progress extensions, %llu re-arms after input or a send, "
-              "%llu abort_after_send (%llu waited)\n",
+              "%llu abort_after_send (%llu waited), %llu multishot drain parts (%llu after "
+              "the cancel, %llu byte caps after parts)\n",
               static_cast<unsigned long long>(coverage.progress_extensions),
               static_cast<unsigned long long>(coverage.progress_rearms),
               static_cast<unsigned long long>(coverage.resets_after_send),
-              static_cast<unsigned long long>(coverage.ack_waits));
+              static_cast<unsigned long long>(coverage.ack_waits),
+              static_cast<unsigned long long>(coverage.recv_parts),
+              static_cast<unsigned long long>(coverage.recv_parts_after_cancel),
+              static_cast<unsigned long long>(coverage.byte_caps_after_parts));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -264,6 +279,25 @@ class Harness {
       completion.data = buffer;
     }
     engine->on_completion(completion, now);
+  }
+
+  // A part of the outstanding discarding recv of `id` (a multishot drain): `bytes` with
+  // Completion::more, the request staying outstanding (FakeIo::take_part()).
+  void part(ConnectionId id, std::uint32_t bytes) {
+    const int index = find(Op::recv, id);
+    ASSERT_GE(index, 0) << "no recv outstanding for " << id_text(id);
+    io.take_part(static_cast<std::size_t>(index), bytes);
+    engine->on_completion(
+        Completion{OpTag{Op::recv, id.generation, id.slot}, static_cast<std::int32_t>(bytes), {},
+                   /*more=*/true},
+        now);
+  }
+
+  // The outstanding request of `op` for `id`, which must exist.
+  const Request& request(Op op, ConnectionId id) const {
+    const int index = find(op, id);
+    EXPECT_GE(index, 0) << "no " << fake::op_name(op) << " outstanding for " << id_text(id);
+    return io.outstanding().at(static_cast<std::size_t>(index));
   }
 
   State state(ConnectionId id) const {
@@ -1015,6 +1049,138 @@ TEST(EngineScenario, ReconfiguredByteCapAppliesToConnectionsAlreadyDraining) {
   h.complete(Op::close, id, 0);
   ASSERT_EQ(h.closed.size(), 1u);
   EXPECT_EQ(h.closed[0].second.outcome, Outcome::drain_byte_cap);
+}
+
+// The io_uring backend's multishot drain (Completion::more): one receive for the whole drain, each
+// part discarded and counted as input, the receive left in flight with no second one submitted,
+// until a completion without `more` ends it: here the peer's FIN, which ends the drain cleanly.
+// Without a byte cap, the receive may take UINT32_MAX bytes in all its parts.
+TEST(EngineScenario, MultishotDrainPartsKeepItsReceiveInFlightUntilThePeersFin) {
+  Config config = drain_config(100, 10'000);
+  config.drain_max_bytes = 0;
+  Harness h(config);
+  const TimePoint start = h.now;
+  const ConnectionId id = draining_connection(h);
+  const Request drain = h.request(Op::recv, id);
+  EXPECT_EQ(drain.mode, RecvMode::discard);
+  EXPECT_EQ(drain.max_bytes, UINT32_MAX);
+  const std::uint64_t submissions = h.io.submissions();
+  std::uint64_t parts = 0;
+  for (const std::uint32_t bytes : {kDiscardChunkBytes, 1u, 70'000u}) {
+    h.now += 30ms;
+    h.part(id, bytes);
+    parts += bytes;
+    EXPECT_EQ(h.state(id), State::draining);
+    ASSERT_TRUE(h.outstanding(Op::recv, id)) << "a part ended the receive";
+    EXPECT_EQ(h.request(Op::recv, id).serial, drain.serial);
+    EXPECT_EQ(h.io.submissions(), submissions) << "a part started another request";
+    EXPECT_TRUE(h.engine->find(id)->is_in_flight(Op::recv));
+    EXPECT_EQ(h.engine->find(id)->bytes_discarded, parts);
+  }
+  EXPECT_EQ(h.request(Op::recv, id).max_bytes, UINT32_MAX - parts);
+  // The idle period that began at `start` ends now; the last part, 10 ms ago, began another.
+  h.now = start + 100ms;
+  h.engine->expire_timers(h.now);
+  EXPECT_EQ(h.state(id), State::draining) << "a drain receiving parts was called idle";
+  EXPECT_EQ(h.io.peer_acks_calls(), 0u) << "the parts were not seen as progress";
+  h.complete(Op::recv, id, 0);  // the FIN: the receive's final completion
+  EXPECT_EQ(h.state(id), State::closing);
+  h.complete(Op::close, id, 0);
+  ASSERT_EQ(h.closed.size(), 1u);
+  EXPECT_EQ(h.closed[0].second.outcome, Outcome::clean);
+  EXPECT_EQ(h.closed[0].second.bytes_discarded, parts);
+  EXPECT_EQ(h.stats.bytes_discarded, parts);
+  EXPECT_TRUE(h.io.violations().empty()) << h.io.violations()[0];
+}
+
+// With a byte cap, the multishot receive may take one byte more than the cap leaves: parts that
+// land exactly on the cap go on; the final completion's byte crosses it and ends the drain.
+TEST(EngineScenario, MultishotDrainEndsAtTheByteCapWithItsFinalCompletion) {
+  Config config = small_config();
+  config.drain_max_bytes = 1'000;
+  Harness h(config);
+  const ConnectionId id = draining_connection(h);
+  EXPECT_EQ(h.request(Op::recv, id).max_bytes, 1'001u);
+  h.part(id, 600);
+  h.part(id, 400);  // exactly the cap: not past it
+  EXPECT_EQ(h.state(id), State::draining);
+  EXPECT_EQ(h.request(Op::recv, id).max_bytes, 1u);
+  h.complete(Op::recv, id, 1);  // the last byte the receive may take, past the cap
+  EXPECT_EQ(h.state(id), State::closing) << "the cap was crossed, and nothing is in flight";
+  h.complete(Op::close, id, 0);
+  ASSERT_EQ(h.closed.size(), 1u);
+  EXPECT_EQ(h.closed[0].second.outcome, Outcome::drain_byte_cap);
+  EXPECT_EQ(h.closed[0].second.bytes_discarded, 1'001u);
+  EXPECT_TRUE(h.io.violations().empty()) << h.io.violations()[0];
+}
+
+// A drain ended while its multishot receive is in flight (abort(), the drain timeout, or a part
+// that crosses a byte cap reconfigure() lowered): the receive is cancelled, parts that still
+// arrive are counted, and the close waits for the receive's final completion (-ECANCELED), even
+// when the cancel's own completion comes first.
+TEST(EngineScenario, AMultishotDrainEndedMidwayIsClosedOnlyAfterItsFinalCompletion) {
+  const std::pair<const char*, Outcome> ends[] = {{"abort", Outcome::aborted},
+                                                   {"drain timeout", Outcome::drain_timeout},
+                                                   {"lowered cap", Outcome::drain_byte_cap}};
+  for (const auto& [end, outcome] : ends) {
+    SCOPED_TRACE(end);
+    Config config = drain_config(1'000, 50);  // the total timer is armed when the drain begins
+    config.drain_max_bytes = 1'000'000;
+    Harness h(config);
+    const TimePoint start = h.now;
+    const ConnectionId id = draining_connection(h);
+    h.part(id, 500);
+    std::uint64_t discarded = 500;
+    if (outcome == Outcome::aborted) {
+      ASSERT_FALSE(h.engine->abort(id, h.now));
+    } else if (outcome == Outcome::drain_timeout) {
+      h.now = start + 50ms;
+      h.engine->expire_timers(h.now);
+    } else {
+      config.drain_max_bytes = 600;
+      h.engine->reconfigure(config);
+      h.part(id, 200);
+      discarded += 200;
+    }
+    EXPECT_EQ(h.state(id), State::cancelling);
+    EXPECT_TRUE(h.outstanding(Op::cancel, id));
+    EXPECT_TRUE(h.outstanding(Op::recv, id)) << "the multishot receive is still in flight";
+    h.part(id, 300);  // came before the cancel took effect
+    discarded += 300;
+    EXPECT_EQ(h.engine->find(id)->bytes_discarded, discarded);
+    h.complete(Op::cancel, id, 1);
+    EXPECT_EQ(h.state(id), State::cancelling) << "closed with the receive still in flight";
+    EXPECT_FALSE(h.outstanding(Op::close, id));
+    h.complete(Op::recv, id, -ECANCELED);  // the receive's final completion
+    EXPECT_EQ(h.state(id), State::closing);
+    h.complete(Op::close, id, 0);
+    ASSERT_EQ(h.closed.size(), 1u);
+    EXPECT_EQ(h.closed[0].second.outcome, outcome);
+    EXPECT_EQ(h.closed[0].second.bytes_discarded, discarded);
+    EXPECT_EQ(h.stats.bytes_discarded, discarded);
+    EXPECT_TRUE(h.io.violations().empty()) << h.io.violations()[0];
+  }
+}
+
+// FakeIo's parts: only of a discarding recv, 1 byte or more and less than what it may still
+// take; the request stays outstanding with what is left.
+TEST(FakeIoChecks, APartTakesLessThanWhatADiscardingRecvHasLeft) {
+  FakeIo io;
+  const int fd = io.open_fd();
+  io.submit_recv({Op::recv, 0, 0}, fd, RecvMode::discard, 10);
+  io.take_part(0, 9);
+  EXPECT_TRUE(io.violations().empty());
+  EXPECT_EQ(io.outstanding().size(), 1u);
+  EXPECT_EQ(io.outstanding()[0].max_bytes, 1u);
+  EXPECT_EQ(io.outstanding_ops(0), FakeIo::bit(Op::recv));
+  io.take_part(0, 1);  // the last byte ends the request: a take(), not a part
+  io.take_part(0, 0);
+  EXPECT_EQ(io.violations().size(), 2u);
+  io.clear_violations();
+  io.submit_send({Op::send, 0, 0}, fd, std::as_bytes(std::span("x", 1)), false);
+  io.take_part(1, 1);
+  ASSERT_EQ(io.violations().size(), 1u);
+  EXPECT_NE(io.violations()[0].find("not a discarding recv"), std::string::npos);
 }
 
 }  // namespace

@@ -136,6 +136,8 @@ inline void Fuzzer::on_closed(ConnectionId id, const CloseReport& report) {
     violation("id " + id_text(id) + " still valid inside on_closed");
   ++model_outcomes_[static_cast<std::size_t>(report.outcome)];
   ++coverage_.outcomes[static_cast<std::size_t>(report.outcome)];
+  if (report.outcome == Outcome::drain_byte_cap && m->recv_parts != 0)
+    ++coverage_.byte_caps_after_parts;
   check_report(*m, report);
   live_keys_.erase(std::find(live_keys_.begin(), live_keys_.end(), key_of(id)));
   closed_keys_.push_back(key_of(id));

@@ -23,6 +23,7 @@ struct Model {
   std::uint64_t sent = 0;            // sum of positive send results the fake delivered
   std::uint64_t received = 0;        // recv bytes delivered while the connection was open
   std::uint64_t discarded = 0;       // recv bytes delivered after close()/abort()/termination
+  std::uint64_t recv_parts = 0;      // ... of them, parts of a discarding recv (Completion::more)
   std::uint64_t callback_bytes = 0;  // bytes on_receive was given
   std::vector<std::unique_ptr<std::vector<std::byte>>> borrowed;  // send_view() storage
 

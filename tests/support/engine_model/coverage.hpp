@@ -40,6 +40,9 @@ struct Coverage {
   std::uint64_t progress_rearms = 0;           // ... from input or a send the engine saw
   std::uint64_t resets_after_send = 0;         // abort_after_send() accepted
   std::uint64_t ack_waits = 0;                 // ... and it had to wait for the acknowledgement
+  std::uint64_t recv_parts = 0;                // parts of a discarding recv (Completion::more)
+  std::uint64_t recv_parts_after_cancel = 0;   // ... once the connection's cancel was submitted
+  std::uint64_t byte_caps_after_parts = 0;     // drain_byte_cap for a connection that had parts
 
   void add(const Coverage& other) {
     for (std::size_t i = 0; i < kOutcomeCount; ++i) outcomes[i] += other.outcomes[i];
@@ -70,6 +73,9 @@ struct Coverage {
     progress_rearms += other.progress_rearms;
     resets_after_send += other.resets_after_send;
     ack_waits += other.ack_waits;
+    recv_parts += other.recv_parts;
+    recv_parts_after_cancel += other.recv_parts_after_cancel;
+    byte_caps_after_parts += other.byte_caps_after_parts;
   }
 };
 

@@ -251,6 +251,14 @@ inline void Fuzzer::do_retry() {
   engine_->retry_waiting_receives();
 }
 
+// The most a recv's completion (or a part of it) may carry: a shared buffer's worth when
+// delivering; when discarding, what the request may still take, at most kDiscardChunkBytes
+// (its max_bytes is the total of all its parts, up to UINT32_MAX).
+inline std::uint32_t Fuzzer::largest_receive(const Request& request) const {
+  if (request.mode == RecvMode::deliver) return config_.receive_buffer_bytes;
+  return std::min(request.max_bytes, kDiscardChunkBytes);
+}
+
 // A plausible result for `request`, from a peer that may misbehave.
 inline std::int32_t Fuzzer::choose_result(const Request& request, const Model& m, bool benign) {
   if (options_.wide && !benign) return choose_wide_result(request, m);
@@ -261,11 +269,11 @@ inline std::int32_t Fuzzer::choose_result(const Request& request, const Model& m
   }
   switch (request.tag.op) {
     case Op::recv: {
-      const std::uint32_t max =
-          request.mode == RecvMode::deliver ? config_.receive_buffer_bytes : request.max_bytes;
+      const std::uint32_t max = largest_receive(request);
       const auto r = static_cast<std::int32_t>(roll(100 + 10 * errors));
       if (r < 45) {
-        // The edges matter: `max` crosses a byte cap, `max - 1` lands exactly on it.
+        // The edges matter: `max` crosses a byte cap, `max - 1` lands exactly on it (a
+        // discarding recv's, when what it may still take is less than a chunk).
         const auto pick = roll(10);
         std::uint64_t size = 1 + below(std::min<std::uint64_t>(max, 2000));
         if (pick < 2) size = max;
@@ -275,7 +283,9 @@ inline std::int32_t Fuzzer::choose_result(const Request& request, const Model& m
         return static_cast<std::int32_t>(size);
       }
       if (r < 70) return 0;  // EOF
-      if (r < 85) return request.mode == RecvMode::deliver ? -ENOBUFS : -EAGAIN;
+      // ENOBUFS: no shared buffer for a delivering receive; for a drain, its multishot
+      // receive found none of its ring's entries left (the engine starts it again).
+      if (r < 85) return request.mode == RecvMode::deliver || chance(50) ? -ENOBUFS : -EAGAIN;
       if (r < 95) return -EAGAIN;
       if (r < 100) return -EINTR;
       if (r < 100 + 6 * errors) return -ECONNRESET;
@@ -326,8 +336,7 @@ inline std::int32_t Fuzzer::choose_wide_result(const Request& request, const Mod
   }
   switch (request.tag.op) {
     case Op::recv: {
-      const std::uint32_t max =
-          request.mode == RecvMode::deliver ? config_.receive_buffer_bytes : request.max_bytes;
+      const std::uint32_t max = largest_receive(request);
       switch (roll(7)) {
         case 0:
           return static_cast<std::int32_t>(max);  // crosses a byte cap
@@ -509,9 +518,65 @@ inline void Fuzzer::do_complete_random() {
     io_.release_fd(index);
     return;
   }
+  if (request.tag.op == Op::recv && request.mode == RecvMode::discard && request.max_bytes > 1 &&
+      chance(25)) {
+    return deliver_part(index, choose_part(request));
+  }
   Model* m = find_model(request.tag);
   if (m == nullptr) return violation("outstanding request of an unknown connection");
   deliver(index, choose_result(request, *m, false));
+}
+
+// A part's size: 1 byte or more, at most kDiscardChunkBytes, and less than what the request may
+// still take (its last bytes end it). The edges: the most (with a cap near, the part lands on
+// it, and the final completion's one byte crosses it), and one byte.
+inline std::uint32_t Fuzzer::choose_part(const Request& request) {
+  const std::uint32_t most = std::min(request.max_bytes - 1, kDiscardChunkBytes);
+  switch (roll(5)) {
+    case 0:
+      return most;
+    case 1:
+      return 1;
+    case 2:
+      return 1 + static_cast<std::uint32_t>(below(std::min<std::uint32_t>(most, 2000)));
+    default:
+      return 1 + static_cast<std::uint32_t>(below(most));
+  }
+}
+
+// A part of the outstanding discarding recv at `index` (Completion::more, the io_uring backend's
+// multishot drain): `bytes` of what it may still take, the request staying outstanding. The model
+// learns it as any discarded input (the count, progress for the drain idle timer); the engine
+// must keep the recv in flight (the invariants compare its in_flight bits with the fake) and
+// submit nothing. A part never crosses the byte cap: the request asked for one byte more than it
+// left, and a part leaves at least one (only its final completion, or a cap lowered by
+// reconfigure(), which the fuzzer does not call, crosses it).
+inline void Fuzzer::deliver_part(std::size_t index, std::uint32_t bytes) {
+  const Request request = io_.outstanding().at(index);
+  Model* m = find_model(request.tag);
+  if (m == nullptr)
+    return violation("outstanding request of an unknown connection: " + fake::describe(request));
+  log("part of " + fake::describe(request) + " = " + std::to_string(bytes) + " (more)");
+  io_.take_part(index, bytes);
+  if (m->open()) return violation("a discarding recv was in flight while open");
+  ++coverage_.recv_parts;
+  if (m->terminated) ++coverage_.recv_parts_after_cancel;
+  ++m->recv_parts;
+  m->discarded += bytes;
+  total_discarded_ += bytes;
+  if (!m->terminated) note_progress(*m);
+  const std::uint64_t submissions_before = io_.submissions();
+  pending_receive_.reset();
+  pending_drained_.reset();
+  {
+    CauseScope scope(*this, Cause::completion);
+    engine_->on_completion(
+        Completion{request.tag, static_cast<std::int32_t>(bytes), {}, /*more=*/true}, now_);
+  }
+  if (io_.submissions() != submissions_before) {
+    violation("a part of " + fake::describe(request) + " submitted " +
+              std::to_string(io_.submissions() - submissions_before) + " requests");
+  }
 }
 
 // A completion carrying the generation of a connection that is gone: ignored, counted, and
@@ -535,9 +600,13 @@ inline void Fuzzer::inject_stale() {
   const auto result = static_cast<std::int32_t>(below(3)) - 1;  // -1, 0 or 1
   static const std::byte one_byte[1] = {std::byte{'!'}};
   Completion completion{OpTag{op, old.id.generation, old.id.slot}, result, {}};
-  if (op == Op::recv && result > 0) completion.data = one_byte;
+  if (op == Op::recv && result > 0) {
+    // A part of a discarding recv (no data) is as stale as a whole completion.
+    completion.more = chance(50);
+    if (!completion.more) completion.data = one_byte;
+  }
   log("inject stale " + std::string(fake::op_name(op)) + " for " + id_text(old.id) + " = " +
-      std::to_string(result));
+      std::to_string(result) + (completion.more ? " (more)" : ""));
 
   const auto slots_before = snapshot(*engine_);
   Stats stats_before = stats_;

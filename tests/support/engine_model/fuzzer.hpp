@@ -131,6 +131,7 @@ class Fuzzer final : public FakeIo::Observer {
   Model* model_for_submission(const Request& request);
   Model& create_model(ConnectionId id, int fd);
   void on_submit(const Request& request) override;
+  void expect_drain_request(const Model& m, const Request& request);
   void on_shutdown_now(int fd, int result) override;
   void on_set_reset_on_close(int fd) override;
   void on_limit_orphan_time(int fd, std::uint32_t timeout_ms) override;
@@ -204,10 +205,13 @@ class Fuzzer final : public FakeIo::Observer {
   void do_abort_all();
   void do_advance(nanoseconds by);
   void do_retry();
+  std::uint32_t largest_receive(const Request& request) const;
   std::int32_t choose_result(const Request& request, const Model& m, bool benign);
   std::int32_t choose_wide_result(const Request& request, const Model& m);
   void deliver(std::size_t index, std::int32_t result);
   void do_complete_random();
+  std::uint32_t choose_part(const Request& request);
+  void deliver_part(std::size_t index, std::uint32_t bytes);
   void inject_stale();
   void random_event();
   nanoseconds random_advance();
