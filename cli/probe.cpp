@@ -170,8 +170,10 @@ void print_report(const IoUringSupport& support, const Limits& limits) {
     print_table("io_uring setup flags (each tried alone)", support.setup_flags, false);
     print_table("io_uring features", support.features, true);
     print_table("io_uring opcodes", support.opcodes, true);
-    fmt::print("{:<{}}{:<3}  (required)\n\n", "provided buffer ring", kLabelWidth + 2,
+    fmt::print("{:<{}}{:<3}  (required)\n", "provided buffer ring", kLabelWidth + 2,
                support.provided_buffer_ring ? "yes" : "no");
+    fmt::print("{:<{}}{:<3}  (the drain as one receive)\n\n", "multishot drain", kLabelWidth + 2,
+               support.multishot_drain ? "yes" : "no");
   }
 
   fmt::print("limits\n");
@@ -237,6 +239,7 @@ nlohmann::json report_json(const IoUringSupport& support, const Limits& limits) 
         {"features", table_json(support.features)},
         {"opcodes", table_json(support.opcodes)},
         {"provided_buffer_ring", support.provided_buffer_ring},
+        {"multishot_drain", support.multishot_drain},
         {"sufficient", support.sufficient}}},
       {"backend", support.sufficient ? "io_uring" : "epoll"},
       {"backend_text", backend_of(support)},

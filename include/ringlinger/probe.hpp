@@ -27,6 +27,9 @@ struct IoUringSupport {
   std::vector<std::pair<std::string, bool>> opcodes;
   // Whether a ring of provided buffers can be registered (IORING_REGISTER_PBUF_RING, 5.19+).
   bool provided_buffer_ring = false;
+  // Whether a multishot receive stops at a total byte limit (6.x; 6.1 refuses one): the drain is
+  // then one receive per connection, its byte cap exact. Without it, one receive per part.
+  bool multishot_drain = false;
   // Everything the io_uring backend needs is there.
   bool sufficient = false;
 };

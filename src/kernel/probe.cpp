@@ -7,11 +7,13 @@
 //   3. the feature bits io_uring_setup reported for the plain ring.
 //   4. the opcodes, from IORING_REGISTER_PROBE (io_uring_get_probe_ring).
 //   5. registering (and unregistering) a small provided-buffer ring.
+//   6. a multishot receive with a total byte limit (receive_limit.hpp).
 // Nothing throws out of here: a failure to allocate ends the probe with what is known so far.
 #include "ringlinger/probe.hpp"
 
 #include <liburing.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -22,6 +24,8 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "kernel/receive_limit.hpp"
 
 namespace ringlinger {
 namespace {
@@ -183,6 +187,50 @@ bool can_register_buffer_ring(io_uring& ring) noexcept {
   return registered;
 }
 
+// multishot_receive_stops_at_limit()'s question, on `ring` and a connected socket pair: one
+// multishot receive limited to 1 byte in all, from a socket holding 2.
+bool receive_stops_at_limit(io_uring& ring, const int (&sockets)[2]) noexcept {
+  constexpr unsigned kEntries = 2;
+  constexpr std::uint16_t kGroup = 0;
+  static constexpr char kTwoBytes[] = {'a', 'b'};
+  if (::send(sockets[1], kTwoBytes, sizeof(kTwoBytes), MSG_NOSIGNAL) != sizeof(kTwoBytes)) {
+    return false;
+  }
+  const auto page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  void* memory = mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (memory == MAP_FAILED) return false;
+  auto* buffers = static_cast<io_uring_buf_ring*>(memory);
+  io_uring_buf_reg registration{};
+  registration.ring_addr = reinterpret_cast<std::uint64_t>(memory);
+  registration.ring_entries = kEntries;
+  registration.bgid = kGroup;
+  bool stopped = false;
+  if (io_uring_register_buf_ring(&ring, &registration, 0) == 0) {
+    char area[64];  // both entries point here
+    io_uring_buf_ring_init(buffers);
+    for (unsigned id = 0; id < kEntries; ++id) {
+      io_uring_buf_ring_add(buffers, area, sizeof(area), static_cast<unsigned short>(id),
+                            io_uring_buf_ring_mask(kEntries), static_cast<int>(id));
+    }
+    io_uring_buf_ring_advance(buffers, kEntries);
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+    io_uring_prep_recv_multishot(sqe, sockets[0], nullptr, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = kGroup;
+    sqe->file_index = 1;  // the total limit: sqe->optlen in newer headers (6.x), unnamed in 2.3's
+    io_uring_cqe* cqe = nullptr;
+    __kernel_timespec timeout{1, 0};  // the bytes are there: it completes during the submit
+    if (io_uring_submit(&ring) == 1 && io_uring_wait_cqe_timeout(&ring, &cqe, &timeout) == 0) {
+      stopped = cqe->res > 0 && (cqe->flags & IORING_CQE_F_MORE) == 0;
+      io_uring_cqe_seen(&ring, cqe);
+    }
+    // A receive still armed (a kernel that ignored the limit) ends with the ring.
+    io_uring_unregister_buf_ring(&ring, kGroup);
+  }
+  munmap(memory, page);
+  return stopped;
+}
+
 bool lookup(const std::vector<std::pair<std::string, bool>>& table, std::string_view name) {
   for (const auto& [entry, supported] : table) {
     if (entry == name) return supported;
@@ -214,6 +262,7 @@ void probe_into(IoUringSupport& support) {
     io_uring_free_probe(probe);
   }  // else IORING_REGISTER_PROBE failed (kernel < 5.6): every opcode stays "no"
   support.provided_buffer_ring = can_register_buffer_ring(plain.raw());
+  support.multishot_drain = detail::multishot_receive_stops_at_limit();
 
   std::string missing;
   const auto require = [&](bool present, const std::string& what) {
@@ -236,6 +285,20 @@ void probe_into(IoUringSupport& support) {
 }
 
 }  // namespace
+
+namespace detail {
+
+bool multishot_receive_stops_at_limit() noexcept {
+  ProbeRing ring(0);
+  int sockets[2];
+  if (!ring.ok() || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sockets) != 0) return false;
+  const bool stopped = receive_stops_at_limit(ring.raw(), sockets);
+  ::close(sockets[0]);
+  ::close(sockets[1]);
+  return stopped;
+}
+
+}  // namespace detail
 
 IoUringSupport probe_io_uring() {
   IoUringSupport support;

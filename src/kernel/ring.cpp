@@ -200,17 +200,27 @@ std::string Ring::describe_flags() const {
 // ---------------------------------------------------------------------------------------------
 
 BufferRing::BufferRing(Ring& ring, std::uint16_t group, std::uint32_t count,
-                       std::uint32_t buffer_bytes)
-    : ring_(ring), group_(group), count_(count), buffer_bytes_(buffer_bytes) {
+                       std::uint32_t buffer_bytes, std::byte* shared, std::uint32_t first_id)
+    : ring_(ring),
+      group_(group),
+      count_(count),
+      buffer_bytes_(buffer_bytes),
+      first_id_(first_id),
+      stride_(shared == nullptr ? buffer_bytes : 0) {
   RL_ASSERT(count > 0 && count <= kMaxReceiveBufferCount && (count & (count - 1)) == 0);
+  RL_ASSERT((shared != nullptr ? first_id + 1 : first_id + count) <= 65536);
   ring_memory_bytes_ = round_up_to_page(count * sizeof(io_uring_buf));
   ring_memory_ = static_cast<io_uring_buf_ring*>(map_anonymous(ring_memory_bytes_, "buffer ring"));
-  buffers_bytes_ = std::size_t{count} * buffer_bytes;
-  try {
-    buffers_ = static_cast<std::byte*>(map_anonymous(buffers_bytes_, "receive buffers"));
-  } catch (...) {
-    munmap(ring_memory_, ring_memory_bytes_);
-    throw;
+  if (shared != nullptr) {
+    buffers_ = shared;
+  } else {
+    buffers_bytes_ = std::size_t{count} * buffer_bytes;
+    try {
+      buffers_ = static_cast<std::byte*>(map_anonymous(buffers_bytes_, "receive buffers"));
+    } catch (...) {
+      munmap(ring_memory_, ring_memory_bytes_);
+      throw;
+    }
   }
   io_uring_buf_reg registration{};
   registration.ring_addr = reinterpret_cast<std::uint64_t>(ring_memory_);
@@ -218,23 +228,24 @@ BufferRing::BufferRing(Ring& ring, std::uint16_t group, std::uint32_t count,
   registration.bgid = group;
   const int result = io_uring_register_buf_ring(&ring_.raw(), &registration, 0);
   if (result < 0) {
-    munmap(buffers_, buffers_bytes_);
+    if (buffers_bytes_ != 0) munmap(buffers_, buffers_bytes_);
     munmap(ring_memory_, ring_memory_bytes_);
     throw std::system_error(-result, std::system_category(),
                             "registering the provided-buffer ring (kernel 5.19+)");
   }
   io_uring_buf_ring_init(ring_memory_);
   const int mask = io_uring_buf_ring_mask(count);
-  for (std::uint32_t id = 0; id < count; ++id) {
-    io_uring_buf_ring_add(ring_memory_, buffers_ + std::size_t{id} * buffer_bytes, buffer_bytes,
-                          static_cast<unsigned short>(id), mask, static_cast<int>(id));
+  for (std::uint32_t index = 0; index < count; ++index) {
+    const std::uint32_t id = stride_ == 0 ? first_id : first_id + index;
+    io_uring_buf_ring_add(ring_memory_, buffers_ + std::size_t{index} * stride_, buffer_bytes,
+                          static_cast<unsigned short>(id), mask, static_cast<int>(index));
   }
   io_uring_buf_ring_advance(ring_memory_, static_cast<int>(count));
 }
 
 BufferRing::~BufferRing() {
   io_uring_unregister_buf_ring(&ring_.raw(), group_);
-  munmap(buffers_, buffers_bytes_);
+  if (buffers_bytes_ != 0) munmap(buffers_, buffers_bytes_);
   munmap(ring_memory_, ring_memory_bytes_);
 }
 

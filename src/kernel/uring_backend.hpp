@@ -9,6 +9,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <unordered_map>
 #include <vector>
@@ -39,6 +40,9 @@ class UringBackend final : public Backend {
   // the kernel refuses with EINVAL as kernels before 6.10 refuse IORING_ACCEPT_DONTWAIT. The
   // switch to accept4(2) then runs on any kernel (tests/tcp/accept_fallback_test.cpp).
   static void refuse_accept_dontwait_for_testing(bool refuse) noexcept;
+  // Tests only: while set, backends made after it drain with one receive per part, as on a
+  // kernel without the multishot receive's limit (the fallback runs on any kernel).
+  static void drain_without_multishot_for_testing(bool without) noexcept;
 
  private:
   // IoPort: requests become SQEs.
@@ -85,6 +89,11 @@ class UringBackend final : public Backend {
   // The kernel takes IORING_ACCEPT_DONTWAIT (6.10+); false after it refused it (EINVAL).
   bool accept_dontwait_ = true;
   BufferRing buffers_;
+  // Drains run as one multishot receive each (receive_limit.hpp), taking their buffers from
+  // drain_buffers_: entries that all are the discard area, under an id after buffers_' own.
+  // Without it (or when asked not to), one receive per part.
+  bool multishot_drain_;
+  std::optional<BufferRing> drain_buffers_;
   // File sends waiting for their socket to be writable (a POLLOUT poll in the ring), by slot:
   // the sendfile runs when the poll completes. Only connections using send_file() are here.
   struct FileSend {

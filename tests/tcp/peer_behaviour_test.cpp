@@ -12,7 +12,10 @@
 #include <cstdio>
 #include <functional>
 #include <thread>
+#include <vector>
 
+#include "kernel/uring_backend.hpp"
+#include "ringlinger/probe.hpp"
 #include "tcp_support.hpp"
 
 namespace ringlinger {
@@ -122,12 +125,22 @@ INSTANTIATE_TEST_SUITE_P(
              (variant.param.defer_taskrun ? "DeferTaskrun" : "Plain");
     });
 
-// The hostile peers, on both backends.
-class HostilePeer : public ::testing::TestWithParam<IoBackend> {
+// The hostile peers, on both backends, and on io_uring also with one receive per part of the
+// drain, as on a kernel that cannot stop a multishot receive at a total (kernel/receive_limit.hpp).
+struct DrainVariant {
+  IoBackend backend;
+  bool multishot_drain;  // where the kernel can (io_uring only)
+};
+
+class HostilePeer : public ::testing::TestWithParam<DrainVariant> {
  protected:
+  HostilePeer() {
+    detail::UringBackend::drain_without_multishot_for_testing(!GetParam().multishot_drain);
+  }
+  ~HostilePeer() override { detail::UringBackend::drain_without_multishot_for_testing(false); }
   Config base_config() const {
     Config config;
-    config.backend = GetParam();
+    config.backend = GetParam().backend;
     return config;
   }
 };
@@ -498,10 +511,56 @@ TEST_P(HostilePeer, ReaderThatStopsIsEndedASendTimeoutAfterItsLastAcknowledgemen
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, HostilePeer,
-                         ::testing::Values(IoBackend::io_uring, IoBackend::epoll),
-                         [](const ::testing::TestParamInfo<IoBackend>& backend) {
-                           return backend.param == IoBackend::epoll ? "Epoll" : "IoUring";
+                         ::testing::Values(DrainVariant{IoBackend::io_uring, true},
+                                           DrainVariant{IoBackend::io_uring, false},
+                                           DrainVariant{IoBackend::epoll, false}),
+                         [](const ::testing::TestParamInfo<DrainVariant>& variant) {
+                           if (variant.param.backend == IoBackend::epoll) return "Epoll";
+                           return variant.param.multishot_drain ? "IoUring" : "IoUringPartByPart";
                          });
+
+// The drain as one multishot receive, where the kernel can stop one at a total
+// (probe_io_uring().multishot_drain): a body and the peer's FIN through one request, where one
+// receive per part of at most 256 KiB takes five or more for a 1 MiB body. Counted in all the
+// ring's submissions while clients come one after another (so that the rest, an accept, a send and
+// a close each, is the same in both runs); every client gets its exact bytes and a clean EOF.
+std::uint64_t submissions_draining_bodies(bool multishot, int clients) {
+  detail::UringBackend::drain_without_multishot_for_testing(!multishot);
+  Config config;
+  config.backend = IoBackend::io_uring;
+  Responder responder(config, tools::make_response(1000));
+  detail::UringBackend::drain_without_multishot_for_testing(false);
+  EXPECT_EQ(responder.manager().describe_backend().find("+multishot drain") != std::string::npos,
+            multishot && probe_io_uring().multishot_drain);
+  std::vector<ReadResult> reads(static_cast<std::size_t>(clients));
+  std::thread client([&] {
+    for (ReadResult& read : reads) {
+      const int fd = connect_client(responder.address);
+      set_receive_timeout(fd, 10s);
+      send_all(fd, tools::make_request(1 << 20));  // blocks until the drain took most of it
+      ::shutdown(fd, SHUT_WR);
+      read = read_to_end(fd);
+      ::close(fd);
+    }
+  });
+  EXPECT_TRUE(responder.run_until_closed(reads.size()));
+  client.join();
+  EXPECT_EQ(responder.count(Outcome::clean), reads.size());
+  for (const ReadResult& read : reads) {
+    EXPECT_TRUE(read.bytes == responder.response() && read.clean_eof);
+  }
+  return responder.manager().stats().submissions;
+}
+
+TEST(MultishotDrain, DrainsABodyInFewerRequestsThanOneReceivePerPart) {
+  constexpr int kClients = 10;
+  const std::uint64_t part_by_part = submissions_draining_bodies(false, kClients);
+  const std::uint64_t multishot = submissions_draining_bodies(true, kClients);
+  RecordProperty("submissions_part_by_part", std::to_string(part_by_part));
+  RecordProperty("submissions_multishot", std::to_string(multishot));
+  if (!probe_io_uring().multishot_drain) return;  // both ran part by part: checked above
+  EXPECT_LE(multishot + 3 * kClients, part_by_part);
+}
 
 }  // namespace
 }  // namespace ringlinger
