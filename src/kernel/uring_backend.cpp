@@ -30,6 +30,7 @@ constexpr std::uint32_t kDrainBufferCount = 4096;
 constexpr std::uint16_t kDrainBufferId = kMaxReceiveBufferCount;
 
 std::atomic<bool> drain_without_multishot{false};
+std::atomic<std::uint32_t> drain_buffer_count{kDrainBufferCount};
 
 std::uint32_t completion_queue_entries(const Config& config) {
   // Four per submission queue entry, and at least one per two connections: each step reaps
@@ -52,14 +53,18 @@ UringBackend::UringBackend(const Config& config, Stats& stats)
       multishot_drain_(!drain_without_multishot.load(std::memory_order_relaxed) &&
                        multishot_receive_stops_at_limit()) {
   if (multishot_drain_) {
-    drain_buffers_.emplace(ring_, kDrainGroup, kDrainBufferCount, kDiscardChunkBytes,
-                           discard_area_, kDrainBufferId);
+    drain_buffers_.emplace(ring_, kDrainGroup, drain_buffer_count.load(std::memory_order_relaxed),
+                           kDiscardChunkBytes, discard_area_, kDrainBufferId);
   }
   description_ = "io_uring " + ring_.describe_flags() + (multishot_drain_ ? " +multishot drain" : "");
 }
 
 void UringBackend::drain_without_multishot_for_testing(bool without) noexcept {
   drain_without_multishot.store(without, std::memory_order_relaxed);
+}
+
+void UringBackend::drain_buffers_for_testing(std::uint32_t count) noexcept {
+  drain_buffer_count.store(count != 0 ? count : kDrainBufferCount, std::memory_order_relaxed);
 }
 
 UringBackend::~UringBackend() {

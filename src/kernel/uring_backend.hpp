@@ -43,6 +43,9 @@ class UringBackend final : public Backend {
   // Tests only: while set, backends made after it drain with one receive per part, as on a
   // kernel without the multishot receive's limit (the fallback runs on any kernel).
   static void drain_without_multishot_for_testing(bool without) noexcept;
+  // Tests only: backends made after it give the multishot drain `count` buffers (a power of
+  // two; 0: the default), so that drains run out of them (ENOBUFS) and are started again.
+  static void drain_buffers_for_testing(std::uint32_t count) noexcept;
 
  private:
   // IoPort: requests become SQEs.
