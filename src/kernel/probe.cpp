@@ -170,64 +170,71 @@ std::string explain_setup_error(int error) {
   }
 }
 
-// Registers a provided-buffer ring of 8 entries in group 0 (IORING_REGISTER_PBUF_RING, 5.19+)
-// and unregisters it again.
-bool can_register_buffer_ring(io_uring& ring) noexcept {
-  constexpr unsigned kEntries = 8;
-  const auto page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-  void* memory = mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (memory == MAP_FAILED) return false;
-  io_uring_buf_reg registration{};
-  registration.ring_addr = reinterpret_cast<std::uint64_t>(memory);
-  registration.ring_entries = kEntries;
-  registration.bgid = 0;
-  const bool registered = io_uring_register_buf_ring(&ring, &registration, 0) == 0;
-  if (registered) io_uring_unregister_buf_ring(&ring, 0);
-  munmap(memory, page);
-  return registered;
-}
+// A provided-buffer ring registered in group 0 of a probe ring (IORING_REGISTER_PBUF_RING, 5.19+),
+// on one page of its own: unregistered and unmapped in the destructor.
+class ProbeBufferRing {
+ public:
+  ProbeBufferRing(io_uring& ring, unsigned entries) noexcept
+      : ring_(ring), page_(static_cast<std::size_t>(sysconf(_SC_PAGESIZE))) {
+    memory_ = mmap(nullptr, page_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (memory_ == MAP_FAILED) return;
+    io_uring_buf_reg registration{};
+    registration.ring_addr = reinterpret_cast<std::uint64_t>(memory_);
+    registration.ring_entries = entries;
+    registration.bgid = kGroup;
+    registered_ = io_uring_register_buf_ring(&ring_, &registration, 0) == 0;
+  }
+  ~ProbeBufferRing() {
+    if (registered_) io_uring_unregister_buf_ring(&ring_, kGroup);
+    if (memory_ != MAP_FAILED) munmap(memory_, page_);
+  }
+  ProbeBufferRing(const ProbeBufferRing&) = delete;
+  ProbeBufferRing& operator=(const ProbeBufferRing&) = delete;
+
+  static constexpr std::uint16_t kGroup = 0;
+  bool ok() const noexcept { return registered_; }
+  io_uring_buf_ring* entries() const noexcept { return static_cast<io_uring_buf_ring*>(memory_); }
+
+ private:
+  io_uring& ring_;
+  std::size_t page_;
+  void* memory_ = MAP_FAILED;
+  bool registered_ = false;
+};
+
+bool can_register_buffer_ring(io_uring& ring) noexcept { return ProbeBufferRing(ring, 8).ok(); }
 
 // multishot_receive_stops_at_limit()'s question, on `ring` and a connected socket pair: one
-// multishot receive limited to 1 byte in all, from a socket holding 2.
+// multishot receive limited to 1 byte in all, from a socket holding 2. A receive still armed (a
+// kernel that ignored the limit) finds no buffer once the ring is unregistered, and ends with
+// the probe ring.
 bool receive_stops_at_limit(io_uring& ring, const int (&sockets)[2]) noexcept {
   constexpr unsigned kEntries = 2;
-  constexpr std::uint16_t kGroup = 0;
   static constexpr char kTwoBytes[] = {'a', 'b'};
   if (::send(sockets[1], kTwoBytes, sizeof(kTwoBytes), MSG_NOSIGNAL) != sizeof(kTwoBytes)) {
     return false;
   }
-  const auto page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-  void* memory = mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (memory == MAP_FAILED) return false;
-  auto* buffers = static_cast<io_uring_buf_ring*>(memory);
-  io_uring_buf_reg registration{};
-  registration.ring_addr = reinterpret_cast<std::uint64_t>(memory);
-  registration.ring_entries = kEntries;
-  registration.bgid = kGroup;
-  bool stopped = false;
-  if (io_uring_register_buf_ring(&ring, &registration, 0) == 0) {
-    char area[64];  // both entries point here
-    io_uring_buf_ring_init(buffers);
-    for (unsigned id = 0; id < kEntries; ++id) {
-      io_uring_buf_ring_add(buffers, area, sizeof(area), static_cast<unsigned short>(id),
-                            io_uring_buf_ring_mask(kEntries), static_cast<int>(id));
-    }
-    io_uring_buf_ring_advance(buffers, kEntries);
-    io_uring_sqe* sqe = io_uring_get_sqe(&ring);
-    io_uring_prep_recv_multishot(sqe, sockets[0], nullptr, 0, 0);
-    sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = kGroup;
-    sqe->file_index = 1;  // the total limit: sqe->optlen in newer headers (6.x), unnamed in 2.3's
-    io_uring_cqe* cqe = nullptr;
-    __kernel_timespec timeout{1, 0};  // the bytes are there: it completes during the submit
-    if (io_uring_submit(&ring) == 1 && io_uring_wait_cqe_timeout(&ring, &cqe, &timeout) == 0) {
-      stopped = cqe->res > 0 && (cqe->flags & IORING_CQE_F_MORE) == 0;
-      io_uring_cqe_seen(&ring, cqe);
-    }
-    // A receive still armed (a kernel that ignored the limit) ends with the ring.
-    io_uring_unregister_buf_ring(&ring, kGroup);
+  char area[64];  // both entries point here; declared first, so that it outlives the ring
+  const ProbeBufferRing buffers(ring, kEntries);
+  if (!buffers.ok()) return false;
+  io_uring_buf_ring_init(buffers.entries());
+  for (unsigned id = 0; id < kEntries; ++id) {
+    io_uring_buf_ring_add(buffers.entries(), area, sizeof(area), static_cast<unsigned short>(id),
+                          io_uring_buf_ring_mask(kEntries), static_cast<int>(id));
   }
-  munmap(memory, page);
+  io_uring_buf_ring_advance(buffers.entries(), kEntries);
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+  io_uring_prep_recv_multishot(sqe, sockets[0], nullptr, 0, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = ProbeBufferRing::kGroup;
+  sqe->file_index = 1;  // the total limit: sqe->optlen in newer headers (6.x), unnamed in 2.3's
+  io_uring_cqe* cqe = nullptr;
+  __kernel_timespec timeout{1, 0};  // the bytes are there: it completes during the submit
+  if (io_uring_submit(&ring) != 1 || io_uring_wait_cqe_timeout(&ring, &cqe, &timeout) != 0) {
+    return false;
+  }
+  const bool stopped = cqe->res > 0 && (cqe->flags & IORING_CQE_F_MORE) == 0;
+  io_uring_cqe_seen(&ring, cqe);
   return stopped;
 }
 

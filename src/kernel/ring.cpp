@@ -200,15 +200,9 @@ std::string Ring::describe_flags() const {
 // ---------------------------------------------------------------------------------------------
 
 BufferRing::BufferRing(Ring& ring, std::uint16_t group, std::uint32_t count,
-                       std::uint32_t buffer_bytes, std::byte* shared, std::uint32_t first_id)
-    : ring_(ring),
-      group_(group),
-      count_(count),
-      buffer_bytes_(buffer_bytes),
-      first_id_(first_id),
-      stride_(shared == nullptr ? buffer_bytes : 0) {
+                       std::uint32_t buffer_bytes, std::byte* shared, std::uint16_t shared_id)
+    : ring_(ring), group_(group), count_(count), buffer_bytes_(buffer_bytes) {
   RL_ASSERT(count > 0 && count <= kMaxReceiveBufferCount && (count & (count - 1)) == 0);
-  RL_ASSERT((shared != nullptr ? first_id + 1 : first_id + count) <= 65536);
   ring_memory_bytes_ = round_up_to_page(count * sizeof(io_uring_buf));
   ring_memory_ = static_cast<io_uring_buf_ring*>(map_anonymous(ring_memory_bytes_, "buffer ring"));
   if (shared != nullptr) {
@@ -228,7 +222,7 @@ BufferRing::BufferRing(Ring& ring, std::uint16_t group, std::uint32_t count,
   registration.bgid = group;
   const int result = io_uring_register_buf_ring(&ring_.raw(), &registration, 0);
   if (result < 0) {
-    if (buffers_bytes_ != 0) munmap(buffers_, buffers_bytes_);
+    if (!is_shared()) munmap(buffers_, buffers_bytes_);
     munmap(ring_memory_, ring_memory_bytes_);
     throw std::system_error(-result, std::system_category(),
                             "registering the provided-buffer ring (kernel 5.19+)");
@@ -236,16 +230,17 @@ BufferRing::BufferRing(Ring& ring, std::uint16_t group, std::uint32_t count,
   io_uring_buf_ring_init(ring_memory_);
   const int mask = io_uring_buf_ring_mask(count);
   for (std::uint32_t index = 0; index < count; ++index) {
-    const std::uint32_t id = stride_ == 0 ? first_id : first_id + index;
-    io_uring_buf_ring_add(ring_memory_, buffers_ + std::size_t{index} * stride_, buffer_bytes,
-                          static_cast<unsigned short>(id), mask, static_cast<int>(index));
+    const std::size_t offset = is_shared() ? 0 : std::size_t{index} * buffer_bytes;
+    const auto id = static_cast<unsigned short>(is_shared() ? shared_id : index);
+    io_uring_buf_ring_add(ring_memory_, buffers_ + offset, buffer_bytes, id, mask,
+                          static_cast<int>(index));
   }
   io_uring_buf_ring_advance(ring_memory_, static_cast<int>(count));
 }
 
 BufferRing::~BufferRing() {
   io_uring_unregister_buf_ring(&ring_.raw(), group_);
-  if (buffers_bytes_ != 0) munmap(buffers_, buffers_bytes_);
+  if (!is_shared()) munmap(buffers_, buffers_bytes_);
   munmap(ring_memory_, ring_memory_bytes_);
 }
 

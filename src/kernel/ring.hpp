@@ -111,36 +111,30 @@ class Ring {
 // 2.3 has no io_uring_setup_buf_ring(), so the ring memory is mapped and registered here.
 //
 // With a `shared` area, every entry is the same: that area (`buffer_bytes` long, nothing mapped
-// here) under one id, `first_id`. For receives with MSG_TRUNC, which copy nothing (the drain's
-// multishot receive). A completion names its buffer's id, not its group: the ids of two rings
-// must not overlap.
+// here) under one id, `shared_id`. For receives with MSG_TRUNC, which copy nothing (the drain's
+// multishot receive). A completion names its buffer's id, not its group: the shared id must be
+// none of the other ring's, whose ids are 0 to count - 1.
 class BufferRing {
  public:
-  // `count` must be a power of two (<= kMaxReceiveBufferCount), the ids below 65536.
-  // Throws std::system_error on failure.
+  // `count` must be a power of two (<= kMaxReceiveBufferCount). Throws std::system_error on failure.
   BufferRing(Ring& ring, std::uint16_t group, std::uint32_t count, std::uint32_t buffer_bytes,
-             std::byte* shared = nullptr, std::uint32_t first_id = 0);
+             std::byte* shared = nullptr, std::uint16_t shared_id = 0);
   ~BufferRing();
   BufferRing(const BufferRing&) = delete;
   BufferRing& operator=(const BufferRing&) = delete;
 
   std::uint16_t group() const noexcept { return group_; }
   std::uint32_t buffer_bytes() const noexcept { return buffer_bytes_; }
-  // Whether a buffer id is one of this ring's (for assertions: a completion's id is told apart
-  // by its value alone, where the ids are laid out).
-  bool owns(std::uint16_t id) const noexcept {
-    return id - first_id_ < (stride_ == 0 ? 1 : count_);
-  }
-  // The buffer with this id.
+  // The buffer with this id (a ring of its own buffers).
   std::span<std::byte> buffer(std::uint16_t id) const noexcept {
-    RL_ASSERT(owns(id));
-    return {buffers_ + std::size_t{id - first_id_} * stride_, buffer_bytes_};
+    RL_ASSERT(id < count_);
+    return {buffers_ + std::size_t{id} * buffer_bytes_, buffer_bytes_};
   }
-  // Gives a buffer back to the kernel once its bytes were handled. Inline: one per receive that
-  // took one, in the completion loop.
+  // Gives a buffer back to the kernel once its bytes were handled. Inline: one per delivering
+  // receive, in the completion loop.
   void recycle(std::uint16_t id) noexcept {
-    RL_ASSERT(owns(id) && stride_ != 0);
-    io_uring_buf_ring_add(ring_memory_, buffers_ + std::size_t{id - first_id_} * stride_,
+    RL_ASSERT(id < count_);
+    io_uring_buf_ring_add(ring_memory_, buffers_ + std::size_t{id} * buffer_bytes_,
                           buffer_bytes_, id, io_uring_buf_ring_mask(count_), 0);
     io_uring_buf_ring_advance(ring_memory_, 1);
   }
@@ -148,11 +142,13 @@ class BufferRing {
   // names the area, as every entry does, and the kernel never writes an entry (it reads them and
   // moves the head; only an incrementally consumed ring, IOU_PBUF_RING_INC, is written to).
   void recycle_shared() noexcept {
-    RL_ASSERT(stride_ == 0);  // the id: owns(), checked by the caller
+    RL_ASSERT(is_shared());
     io_uring_buf_ring_advance(ring_memory_, 1);
   }
 
  private:
+  bool is_shared() const noexcept { return buffers_bytes_ == 0; }
+
   Ring& ring_;
   io_uring_buf_ring* ring_memory_ = nullptr;
   std::size_t ring_memory_bytes_ = 0;
@@ -161,8 +157,6 @@ class BufferRing {
   std::uint16_t group_;
   std::uint32_t count_;
   std::uint32_t buffer_bytes_;
-  std::uint32_t first_id_;
-  std::size_t stride_;  // from one buffer to the next: 0 in a shared area
 };
 
 }  // namespace ringlinger::detail

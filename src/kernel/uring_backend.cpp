@@ -49,14 +49,14 @@ UringBackend::UringBackend(const Config& config, Stats& stats)
       ring_({config.ring_entries, completion_queue_entries(config), config.defer_taskrun,
              config.batch_wait_us},
             stats),
-      buffers_(ring_, kReceiveGroup, config.receive_buffer_count, config.receive_buffer_bytes),
-      multishot_drain_(!drain_without_multishot.load(std::memory_order_relaxed) &&
-                       multishot_receive_stops_at_limit()) {
-  if (multishot_drain_) {
+      buffers_(ring_, kReceiveGroup, config.receive_buffer_count, config.receive_buffer_bytes) {
+  if (!drain_without_multishot.load(std::memory_order_relaxed) &&
+      multishot_receive_stops_at_limit()) {
     drain_buffers_.emplace(ring_, kDrainGroup, drain_buffer_count.load(std::memory_order_relaxed),
                            kDiscardChunkBytes, discard_area_, kDrainBufferId);
   }
-  description_ = "io_uring " + ring_.describe_flags() + (multishot_drain_ ? " +multishot drain" : "");
+  description_ =
+      "io_uring " + ring_.describe_flags() + (drain_buffers_ ? " +multishot drain" : "");
 }
 
 void UringBackend::drain_without_multishot_for_testing(bool without) noexcept {
@@ -131,7 +131,7 @@ inline void UringBackend::complete_connection_request(OpTag tag, const io_uring_
   const auto buffer_id = static_cast<std::uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
   if (buffer_id == kDrainBufferId) {
     // A drain's part (its tag gets kPartBit), or its last one, which reached the total limit.
-    RL_ASSERT(drain_buffers_->owns(buffer_id));
+    RL_ASSERT(drain_buffers_.has_value());
     drain_buffers_->recycle_shared();
     if ((cqe.flags & IORING_CQE_F_MORE) != 0) tag = as_part(tag);
     return engine_->on_completion(tag, now, cqe.res, nullptr);
@@ -183,7 +183,7 @@ void UringBackend::submit_recv(OpTag tag, int fd, RecvMode mode, std::uint32_t m
       break;
     case RecvMode::discard:
       // MSG_TRUNC on TCP: the bytes are consumed and dropped without being copied.
-      if (multishot_drain_ && max_bytes > kDiscardChunkBytes) [[likely]] {
+      if (drain_buffers_ && max_bytes > kDiscardChunkBytes) [[likely]] {
         // The drain in one receive: parts of up to a buffer (the discard area, kDiscardChunkBytes)
         // until the peer's FIN, an error, or the total limit (receive_limit.hpp). The kernel
         // stops after the part that reaches the limit, so a limit one part short of max_bytes

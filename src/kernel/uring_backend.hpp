@@ -92,10 +92,9 @@ class UringBackend final : public Backend {
   // The kernel takes IORING_ACCEPT_DONTWAIT (6.10+); false after it refused it (EINVAL).
   bool accept_dontwait_ = true;
   BufferRing buffers_;
-  // Drains run as one multishot receive each (receive_limit.hpp), taking their buffers from
-  // drain_buffers_: entries that all are the discard area, under an id after buffers_' own.
-  // Without it (or when asked not to), one receive per part.
-  bool multishot_drain_;
+  // Set where drains run as one multishot receive each (receive_limit.hpp): their buffers,
+  // entries that all are the discard area, under an id after buffers_' own. Unset (a kernel
+  // without the limit, or a test asking so): one receive per part.
   std::optional<BufferRing> drain_buffers_;
   // File sends waiting for their socket to be writable (a POLLOUT poll in the ring), by slot:
   // the sendfile runs when the poll completes. Only connections using send_file() are here.
