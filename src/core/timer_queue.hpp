@@ -46,7 +46,9 @@ class TimerQueue {
 
   // A queue for slots 0..capacity-1 whose timers last at most `duration`.
   TimerQueue(std::uint32_t capacity, std::chrono::nanoseconds duration)
-      : nodes_(capacity), lane_of_(capacity, 0), duration_(duration) {}
+      : nodes_(capacity), duration_(duration) {
+    RL_ASSERT(capacity <= kEnd);
+  }
 
   // Sets the slot's deadline to now + duration (moving it if it was armed).
   void arm(std::uint32_t slot, TimePoint now) noexcept { insert(slot, kLanes - 1, now + duration_); }
@@ -61,17 +63,15 @@ class TimerQueue {
     disarm(slot);
     const TimePoint deadline = start + duration_;
     constexpr unsigned lane = kLanes - 1;
-    std::uint32_t after = tails_[lane];  // the node the slot goes behind, or kNone: the front
-    while (after != kNone && nodes_[after].deadline > deadline) after = nodes_[after].prev;
+    std::uint32_t after = tails_[lane];  // the node the slot goes behind, or the lane's end
+    while (!is_end(after) && nodes_[after].deadline > deadline) after = nodes_[after].prev;
     Node& node = nodes_[slot];
     node.deadline = deadline;
     node.prev = after;
-    node.next = after == kNone ? heads_[lane] : nodes_[after].next;
-    (after == kNone ? heads_[lane] : nodes_[after].next) = slot;
-    (node.next == kNone ? tails_[lane] : nodes_[node.next].prev) = slot;
+    node.next = is_end(after) ? heads_[lane] : nodes_[after].next;
+    (is_end(after) ? heads_[lane] : nodes_[after].next) = slot;
+    (is_end(node.next) ? tails_[lane] : nodes_[node.next].prev) = slot;
     used_lanes_ |= std::uint64_t{1} << lane;
-    lane_of_[slot] = static_cast<std::uint8_t>(lane);
-    ++size_;
   }
 
   // Sets the slot's deadline to the first lane deadline (now + duration * k / kLanes) at or after
@@ -94,15 +94,15 @@ class TimerQueue {
 
   // Removes the slot's deadline; harmless when it has none. A lane it leaves empty keeps its bit
   // in used_lanes_ until earliest() passes it (a check per disarm fewer: most leave their lane
-  // in use); an unarmed node's links are never read, so only its deadline is reset.
+  // in use); an unarmed node's links are never read, so only its deadline is reset. The first
+  // and last nodes of a lane name it by their end marks, so no table of each slot's lane is
+  // read (or written by every arm).
   void disarm(std::uint32_t slot) noexcept {
     Node& node = nodes_[slot];
     if (node.deadline == kUnarmed) return;
-    const unsigned lane = lane_of_[slot];
-    (node.prev == kNone ? heads_[lane] : nodes_[node.prev].next) = node.next;
-    (node.next == kNone ? tails_[lane] : nodes_[node.next].prev) = node.prev;
+    (is_end(node.prev) ? heads_[node.prev - kEnd] : nodes_[node.prev].next) = node.next;
+    (is_end(node.next) ? tails_[node.next - kEnd] : nodes_[node.next].prev) = node.prev;
     node.deadline = kUnarmed;
-    --size_;
   }
 
   // Whether the slot has a deadline in this queue.
@@ -133,8 +133,14 @@ class TimerQueue {
     return slot;
   }
 
-  // Number of armed slots.
-  std::size_t size() const noexcept { return size_; }
+  // Number of armed slots, counted (for tests: every arm and disarm kept a count before).
+  std::size_t size() const noexcept {
+    std::size_t armed = 0;
+    for (std::uint32_t lane = 0; lane <= kLanes; ++lane) {
+      for (std::uint32_t slot = heads_[lane]; !is_end(slot); slot = nodes_[slot].next) ++armed;
+    }
+    return armed;
+  }
   // The longest duration a timer of this queue lasts (arm()'s).
   std::chrono::nanoseconds duration() const noexcept { return duration_; }
 
@@ -142,34 +148,41 @@ class TimerQueue {
   void set_duration(std::chrono::nanoseconds duration) {
     if (duration == duration_) return;
     std::vector<std::uint32_t> armed;
-    armed.reserve(size_);
     // The retired lane first: among equal deadlines it pops first (earliest()), and keeps that.
     for (unsigned i = 0; i <= kLanes; ++i) {
       const unsigned lane = i == 0 ? kRetired : i - 1;
-      for (std::uint32_t slot = heads_[lane]; slot != kNone; slot = nodes_[slot].next) {
+      for (std::uint32_t slot = heads_[lane]; !is_end(slot); slot = nodes_[slot].next) {
         armed.push_back(slot);
       }
     }
     std::stable_sort(armed.begin(), armed.end(), [this](std::uint32_t a, std::uint32_t b) {
       return nodes_[a].deadline < nodes_[b].deadline;
     });
-    heads_.fill(kNone);
-    tails_.fill(kNone);
+    heads_ = kEnds;
+    tails_ = kEnds;
     used_lanes_ = 0;
     for (const std::uint32_t slot : armed) {
       Node& node = nodes_[slot];
       node.prev = tails_[kRetired];
-      node.next = kNone;
-      (tails_[kRetired] == kNone ? heads_[kRetired] : nodes_[tails_[kRetired]].next) = slot;
+      node.next = kEnd + kRetired;
+      (is_end(tails_[kRetired]) ? heads_[kRetired] : nodes_[tails_[kRetired]].next) = slot;
       tails_[kRetired] = slot;
-      lane_of_[slot] = static_cast<std::uint8_t>(kRetired);
     }
     duration_ = duration;
   }
 
  private:
-  static constexpr std::uint32_t kNone = UINT32_MAX;
+  static constexpr std::uint32_t kNone = UINT32_MAX;  // no slot (earliest() of an empty queue)
   static constexpr TimePoint kUnarmed = TimePoint::min();
+  // A lane's end: kEnd + the lane, in the prev of its first node and the next of its last, and
+  // in heads_ and tails_ while it is empty. Slots are below kEnd (the constructor checks).
+  static constexpr std::uint32_t kEnd = UINT32_MAX - 127;
+  static constexpr bool is_end(std::uint32_t link) noexcept { return link >= kEnd; }
+  static constexpr std::array<std::uint32_t, kLanes + 1> kEnds = [] {
+    std::array<std::uint32_t, kLanes + 1> ends{};
+    for (std::uint32_t lane = 0; lane <= kLanes; ++lane) ends[lane] = kEnd + lane;
+    return ends;
+  }();
 
   struct Node {
     std::uint32_t prev = kNone;
@@ -187,28 +200,27 @@ class TimerQueue {
     disarm(slot);
     Node& node = nodes_[slot];
     node.deadline = deadline;
-    RL_ASSERT(tails_[lane] == kNone || nodes_[tails_[lane]].deadline <= deadline);
-    node.prev = tails_[lane];
-    node.next = kNone;
-    if (tails_[lane] == kNone) {
+    const std::uint32_t tail = tails_[lane];  // the lane's end when it is empty
+    RL_ASSERT(is_end(tail) || nodes_[tail].deadline <= deadline);
+    node.prev = tail;
+    node.next = kEnd + lane;
+    if (is_end(tail)) {
       heads_[lane] = slot;
       used_lanes_ |= std::uint64_t{1} << lane;
     } else {
-      nodes_[tails_[lane]].next = slot;
+      nodes_[tail].next = slot;
     }
     tails_[lane] = slot;
-    lane_of_[slot] = static_cast<std::uint8_t>(lane);
-    ++size_;
   }
 
   // The head with the earliest deadline among the lanes in use (ties: the retired lane's, then
   // the shorter lane's), or kNone. Clears the bits of lanes that disarm() left empty.
   std::uint32_t earliest() const noexcept {
-    std::uint32_t best = heads_[kRetired];
+    std::uint32_t best = is_end(heads_[kRetired]) ? kNone : heads_[kRetired];
     for (std::uint64_t lanes = used_lanes_; lanes != 0; lanes &= lanes - 1) {
       const auto lane = static_cast<unsigned>(std::countr_zero(lanes));
       const std::uint32_t head = heads_[lane];
-      if (head == kNone) {
+      if (is_end(head)) {
         used_lanes_ &= ~(std::uint64_t{1} << lane);
         continue;
       }
@@ -220,20 +232,12 @@ class TimerQueue {
   static_assert(kLanes <= 64, "used_lanes_ has one bit per lane");
 
   std::vector<Node> nodes_;
-  std::vector<std::uint8_t> lane_of_;  // the lane of each armed slot
-  std::array<std::uint32_t, kLanes + 1> heads_ = filled(kNone);  // the lanes, then kRetired
-  std::array<std::uint32_t, kLanes + 1> tails_ = filled(kNone);
+  std::array<std::uint32_t, kLanes + 1> heads_ = kEnds;  // the lanes, then kRetired
+  std::array<std::uint32_t, kLanes + 1> tails_ = kEnds;
   // Bit k: lane k may hold a slot (not kRetired's). Set when a slot joins the lane; cleared by
   // earliest() once the lane is found empty (a cache of what heads_ says, hence mutable).
   mutable std::uint64_t used_lanes_ = 0;
-  std::size_t size_ = 0;
   std::chrono::nanoseconds duration_;
-
-  static constexpr std::array<std::uint32_t, kLanes + 1> filled(std::uint32_t value) {
-    std::array<std::uint32_t, kLanes + 1> array{};
-    array.fill(value);
-    return array;
-  }
 };
 
 }  // namespace ringlinger::detail
