@@ -332,12 +332,23 @@ struct Manager::Impl final : Backend::Host {
     posting_closed_seen = true;
   }
 
+  // The counters, with the per-state gauges counted now (the engine does not keep them).
+  Stats current_stats() const {
+    Stats counted = stats;
+    engine.count_states(counted);
+    return counted;
+  }
+
   std::optional<Stats> snapshot(std::chrono::milliseconds wait) {
-    if (driver.load(std::memory_order_relaxed) == std::this_thread::get_id()) return stats;
+    if (driver.load(std::memory_order_relaxed) == std::this_thread::get_id()) return current_stats();
     auto reply = std::make_shared<SnapshotReply>();
     auto ticket = std::make_shared<SnapshotTicket>(reply);
-    const std::error_code error =
-        enqueue_posted([&] { task_queue.push_back([this, ticket] { ticket->reply->finish(&stats); }); });
+    const std::error_code error = enqueue_posted([&] {
+      task_queue.push_back([this, ticket] {
+        const Stats counted = current_stats();
+        ticket->reply->finish(&counted);
+      });
+    });
     if (error) return std::nullopt;
     ticket.reset();  // the queued task holds it alone now
     std::unique_lock lock(reply->mutex);
@@ -586,7 +597,7 @@ void Manager::stop(std::chrono::milliseconds grace) noexcept {
   impl_->wake.signal();  // write(2): async-signal-safe; ends a wait in run() or the host's loop
 }
 
-Stats Manager::stats() const { return impl_->stats; }
+Stats Manager::stats() const { return impl_->current_stats(); }
 
 std::optional<Stats> Manager::snapshot(std::chrono::milliseconds wait) const {
   return impl_->snapshot(wait);

@@ -67,7 +67,8 @@ constexpr std::size_t close_latency_bucket(std::chrono::nanoseconds latency) noe
 // A snapshot of what a Manager did so far.
 struct Stats {
   // Gauges: connections in each state now (index with static_cast<size_t>(State)); the entry for
-  // State::free counts unused slots.
+  // State::free counts unused slots. Counted when the snapshot is taken (a pass over the
+  // max_connections slots).
   std::array<std::uint64_t, kStateCount> connections_in_state{};
   // Counters: connections closed with each outcome (index with static_cast<size_t>(Outcome)).
   std::array<std::uint64_t, kOutcomeCount> outcomes{};

@@ -48,7 +48,6 @@ Engine::Engine(const Config& config, IoPort& io, const Callbacks& callbacks, Sta
   for (std::uint32_t slot = 0; slot < config.max_connections; ++slot) slots_[slot].slot = slot;
   free_slots_.resize(config.max_connections);
   for (std::uint32_t slot = config.max_connections; slot-- > 0;) free_slots_[free_count_++] = slot;
-  stats_.connections_in_state[static_cast<std::size_t>(State::free)] = config.max_connections;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -860,9 +859,18 @@ void Engine::set_write_side(Connection& connection, WriteSide to) noexcept {
 }
 
 inline void Engine::set_state(Connection& connection, State to) noexcept {
-  --stats_.connections_in_state[static_cast<std::size_t>(connection.state)];
   transition(connection.state, to);
-  ++stats_.connections_in_state[static_cast<std::size_t>(to)];
+}
+
+// The per-state gauges, counted from the table when asked (Manager::stats(), snapshot(): about
+// once a second for the metrics and the progress lines), where keeping them current cost two
+// counter updates on each of a close's five transitions (bench/callgrind.sh: 20 instructions per
+// close). One pass over the slots: about 4 instructions each.
+void Engine::count_states(Stats& stats) const noexcept {
+  stats.connections_in_state.fill(0);
+  for (const Connection& connection : slots_) {
+    ++stats.connections_in_state[static_cast<std::size_t>(connection.state)];
+  }
 }
 
 }  // namespace ringlinger::detail

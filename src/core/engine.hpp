@@ -97,6 +97,8 @@ class Engine {
   std::size_t live_connections() const noexcept { return capacity_ - free_count_; }
   bool full() const noexcept { return free_count_ == 0; }
   std::uint32_t capacity() const noexcept { return capacity_; }
+  // Sets stats.connections_in_state from the table (the engine does not keep it current).
+  void count_states(Stats& stats) const noexcept;
   // Every slot, for invariant checks in tests.
   const std::vector<Connection>& slots() const noexcept { return slots_; }
 

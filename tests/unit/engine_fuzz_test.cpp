@@ -360,6 +360,7 @@ TEST(EngineScenario, GracefulCloseIsCleanOnlyAfterFlushShutdownAndEof) {
     EXPECT_EQ(report.bytes_sent, 5u);
     EXPECT_FALSE(report.reset_sent);
     EXPECT_EQ(report.teardown_time, 3ms);
+    h.engine->count_states(h.stats);
     EXPECT_EQ(h.stats.in_state(State::free), 4u);
     EXPECT_TRUE(h.io.violations().empty());
   }
@@ -476,6 +477,7 @@ TEST(EngineScenario, OnClosedMayAdoptIntoTheSlotJustFreed) {
   EXPECT_NE(successor.generation, id.generation);
   EXPECT_EQ(h.state(successor), State::open);
   EXPECT_TRUE(h.outstanding(Op::recv, successor));
+  h.engine->count_states(h.stats);
   EXPECT_EQ(h.stats.in_state(State::open), 1u);
   EXPECT_EQ(h.stats.in_state(State::free), 0u);
 }

@@ -610,6 +610,7 @@ inline void Fuzzer::inject_stale() {
 
   const auto slots_before = snapshot(*engine_);
   Stats stats_before = stats_;
+  engine_->count_states(stats_before);
   const std::size_t outstanding_before = io_.outstanding().size();
   const std::uint64_t submissions_before = io_.submissions();
   const std::uint64_t callbacks_before = callback_calls_;
@@ -621,7 +622,9 @@ inline void Fuzzer::inject_stale() {
   ++coverage_.stale_injected;
   if (on_reused) ++coverage_.stale_on_reused_slot;
   ++stats_before.stale_completions;
-  if (!same_stats(stats_, stats_before))
+  Stats stats_after = stats_;
+  engine_->count_states(stats_after);
+  if (!same_stats(stats_after, stats_before))
     violation("a stale completion changed the stats (or was not counted)");
   if (snapshot(*engine_) != slots_before) violation("a stale completion changed a slot");
   if (io_.outstanding().size() != outstanding_before || io_.submissions() != submissions_before) {
@@ -735,6 +738,7 @@ inline void Fuzzer::finish() {
     if (!model.closed) violation("connection " + id_text(model.id) + " never reported closed");
   }
   if (engine_->live_connections() != 0) violation("engine still has live connections");
+  engine_->count_states(stats_);  // the gauges, as Manager::stats() counts them
   if (stats_.in_state(State::free) != config_.max_connections)
     violation("not every slot is free");
   if (stats_.closed_connections() != models_.size()) {
