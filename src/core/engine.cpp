@@ -533,12 +533,16 @@ void Engine::on_completion(OpTag tag, TimePoint now, std::int32_t result,
     ((handlers[I | kPartBit] = part_handler_for<static_cast<Op>(I)>()), ...);
     return handlers;
   }(std::make_index_sequence<kOpCount>{});
-  Connection* connection = lookup(tag.slot, tag.generation);
-  if (connection == nullptr) {
+  // lookup() without its look at the state: a tag's generation names one connection of its slot
+  // (release() moves the slot to a generation no tag has yet, and a free slot submits nothing),
+  // so a free slot's generation never matches; were one to, the handler's in-flight assertion
+  // would stop it (a free slot has nothing in flight). The range check stays: the tag came back
+  // from the kernel.
+  if (tag.slot >= capacity_ || slots_[tag.slot].generation != tag.generation) [[unlikely]] {
     ++stats_.stale_completions;
     return;
   }
-  kHandlers[static_cast<std::uint8_t>(tag.op)](*this, *connection, now, result, data);
+  kHandlers[static_cast<std::uint8_t>(tag.op)](*this, slots_[tag.slot], now, result, data);
 }
 
 // ---------------------------------------------------------------------------------------------
