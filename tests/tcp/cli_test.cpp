@@ -72,8 +72,8 @@ TEST(HeadReader, CompletesWhereverTheHeadIsSplit) {
   }
 }
 
-// The head's end is found wherever it falls in the 16-byte rounds of the search and its scalar
-// tail, with the body behind it or not, and whether the request line's '\n' (where the rounds
+// The head's end is found wherever it falls in the 16-byte rounds of the search (taken two at a
+// time, and a last one alone) and its scalar tail, with the body behind it or not, and whether the request line's '\n' (where the rounds
 // stop looking for the first '\n') is in the same round as the end or an earlier one; one byte
 // short of it, it is not; and the request line is read whatever the head's length (HEAD is told
 // from GET).
