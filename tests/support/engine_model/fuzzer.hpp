@@ -232,8 +232,8 @@ class Fuzzer final : public FakeIo::Observer {
   };
 
   void check_invariants();
-  void check_state(const Model& m, const Connection& c, std::uint8_t outstanding,
-                   const SlotWhere& where);
+  State check_state(const Model& m, const Connection& c, std::uint8_t outstanding,
+                    const SlotWhere& where);
 
   struct PendingReceive {
     std::uint64_t key;
