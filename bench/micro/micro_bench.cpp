@@ -1,7 +1,7 @@
 // Microbenchmarks of the per-connection user-space work, no kernel involved: the user_data
-// encoding, the transition table, the timer queue at 1000 and 20000 slots, the send queue, and a
+// encoding, the transition table, the timer queue at 1000 and 20000 slots, the send queue, a
 // whole graceful close cycle (adopt -> send -> close -> completions -> on_closed) through the
-// engine over FakeIo. Everything is reported as items per second; setup stays outside the timed
+// engine over FakeIo, and the walk of the slots that counts the state gauges for a stats read. Everything is reported as items per second; setup stays outside the timed
 // loop (PauseTiming is amortised over a whole sweep of slots). Baselines measured in the same
 // run, to read the results as ratios:
 //   - BM_Baseline_StringAlloc: making and freeing the 64-byte std::string an owned send costs;
@@ -287,6 +287,40 @@ BENCHMARK(BM_Engine_GracefulClose)
     ->Args({1024, 0, 0})
     ->Args({1024, 1, 0})
     ->Args({1024, 0, 1});
+
+// What a stats read adds since the per-state gauges are counted when asked: Engine::count_states()
+// walks every slot, free or not (Manager::stats() and snapshot() call it). range(0): slots;
+// range(1): 1 = the slots evicted from the caches before each walk (a metrics scrape comes
+// seconds after the loop last touched most slots), 0 = warm.
+void BM_Engine_CountStates(benchmark::State& state) {
+  Config config;
+  config.max_connections = static_cast<std::uint32_t>(state.range(0));
+  fake::FakeIo io;
+  Stats stats;
+  Engine engine(config, io, Callbacks{}, stats);
+  std::vector<std::uint64_t> evictor(64 << 20 >> 3);  // 64 MiB: more than any cache here
+  std::uint64_t free = 0;
+  for (auto _ : state) {
+    if (state.range(1) == 1) {
+      state.PauseTiming();
+      for (std::uint64_t& word : evictor) word += 1;
+      benchmark::ClobberMemory();
+      state.ResumeTiming();
+    }
+    engine.count_states(stats);
+    free = stats.connections_in_state[static_cast<std::size_t>(State::free)];
+    benchmark::DoNotOptimize(free);
+  }
+  if (free != config.max_connections) state.SkipWithError("count_states() missed a slot");
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+BENCHMARK(BM_Engine_CountStates)
+    ->ArgNames({"slots", "cold"})
+    ->Args({20000, 0})
+    ->Args({20000, 1})
+    ->Args({100000, 0})
+    ->Args({100000, 1})
+    ->Unit(benchmark::kMicrosecond);
 
 // The fake's share of one cycle: the submissions and completions of a syscall-mode close
 // without on_receive (send, discarding recv, shutdown(2), close), minus the engine.

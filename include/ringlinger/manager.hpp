@@ -174,7 +174,7 @@ class Manager {
   std::error_code post(std::function<void()> task);
 
   // A snapshot of the counters. Call it on the manager's thread. It counts the per-state gauges
-  // then: a pass over the max_connections slots (some 160 us for 20000), so it is meant for a
+  // then: a pass over the max_connections slots (about 140 us for 20000), so it is meant for a
   // metrics scrape or a report, not for every loop step.
   Stats stats() const;
   // Thread-safe: the counters, read on the manager's thread. From the manager's own thread

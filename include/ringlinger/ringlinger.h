@@ -368,7 +368,7 @@ typedef struct rl_stats {
 
 /* Fills `*stats` (its first stats->size bytes; set size = sizeof(rl_stats) first) with a
  * snapshot of the counters; fields this library does not know are set to 0. The per-state
- * counts are taken then, a pass over the max_connections slots (some 160 us for 20000): for a
+ * counts are taken then, a pass over the max_connections slots (about 140 us for 20000): for a
  * scrape or a report, not every loop step. Errors: -EINVAL
  * (NULL, or a size smaller than the first version of rl_stats, which ends at
  * stale_completions), -ENOMEM. */

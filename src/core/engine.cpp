@@ -870,7 +870,8 @@ inline void Engine::set_state(Connection& connection, State to) noexcept {
 // metrics scrape, SIGUSR1, the end of a run), where keeping them current cost two counter
 // updates on each state change (bench/callgrind.sh: 16 instructions per close, in adopt(),
 // release(), terminate() and on_shutdown_done()). One pass over the slots: 5 instructions and a
-// cache line each, some 160 us for 20000 cold slots.
+// cache line each. bench/micro's BM_Engine_CountStates: 137 us for 20000 slots out of the
+// caches, 52 us in them; 653 and 347 us for 100000.
 void Engine::count_states(Stats& stats) const noexcept {
   stats.connections_in_state.fill(0);
   for (const Connection& connection : slots_) {
