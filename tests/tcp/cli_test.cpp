@@ -260,6 +260,35 @@ TEST(DeadlineFifo, StampsDeadlinesAddedWithoutATimeAtTheNextExpire) {
   EXPECT_EQ(fifo.size(), 0u);
 }
 
+// The stamp walks the unstamped entries from the back: it stops at the first one stamped, and
+// an unstamped entry removed from between them, or moved to the back by its slot's next add,
+// leaves the others stamped all the same.
+TEST(DeadlineFifo, StampsEveryUnstampedEntryBehindTheStampedOnes) {
+  using namespace std::chrono_literals;
+  DeadlineFifo fifo(100ms, 8);
+  const auto t0 = DeadlineFifo::Clock::now();
+  fifo.add({0, 1}, t0);  // stamped: due at t0 + 100ms
+  fifo.add({1, 1});
+  fifo.add({2, 1});
+  fifo.add({3, 1});
+  fifo.remove({2, 1});
+  fifo.add({1, 2});  // slot 1 again: to the back, still unstamped
+  EXPECT_EQ(fifo.size(), 3u);
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> fired;
+  const std::function<void(ConnectionId)> note = [&](ConnectionId id) {
+    fired.emplace_back(id.slot, id.generation);
+  };
+  fifo.expire(t0 + 10ms, note);  // stamps slots 3 and 1: due at t0 + 110ms
+  EXPECT_TRUE(fired.empty());
+  fifo.expire(t0 + 100ms, note);
+  EXPECT_EQ(fired, (decltype(fired){{0, 1}}));
+  fifo.expire(t0 + 109ms, note);
+  EXPECT_EQ(fired.size(), 1u);
+  fifo.expire(t0 + 110ms, note);
+  EXPECT_EQ(fired, (decltype(fired){{0, 1}, {3, 1}, {1, 2}}));
+  EXPECT_EQ(fifo.size(), 0u);
+}
+
 // Its memory is one entry per slot whatever the rate: 19000 slots' worth of adds, each removed or
 // expired, leave it empty; a timeout of 0 sets no deadline at all.
 TEST(DeadlineFifo, HoldsAtMostOneDeadlinePerSlot) {
