@@ -262,7 +262,7 @@ void Engine::expire_due(TimePoint now) {
   }
 }
 
-void Engine::retry_waiting_receives() {
+void Engine::retry_receives_now() {
   for (ConnectionId id : waiting_for_buffer_) {
     Connection* connection = lookup(id.slot, id.generation);
     if (connection == nullptr || !connection->waiting_for_buffer) continue;

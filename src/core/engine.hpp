@@ -84,8 +84,11 @@ class Engine {
                   completion.result, completion.data.data());
   }
   void expire_timers(TimePoint now);
-  // Restarts delivering receives that found no shared buffer.
-  void retry_waiting_receives();
+  // Restarts delivering receives that found no shared buffer. Inline: once a loop step, and
+  // almost always none is waiting.
+  void retry_waiting_receives() {
+    if (!waiting_for_buffer_.empty()) retry_receives_now();
+  }
   // The earliest timer deadline, if any.
   std::optional<TimePoint> next_deadline() const noexcept;
   // The same, with TimePoint::max() for none.
@@ -103,6 +106,7 @@ class Engine {
   const std::vector<Connection>& slots() const noexcept { return slots_; }
 
  private:
+  void retry_receives_now();
   // The part of send() and send_view() they share; `push` adds the bytes to the queue.
   template <class Push>
   std::error_code enqueue(ConnectionId id, TimePoint now, Push&& push);

@@ -63,7 +63,7 @@ Backend::Backlog Backend::accept_backlog(std::uint32_t index, TimePoint now) {
   return Backlog::host_full;
 }
 
-void Backend::resume_listeners(TimePoint now) {
+void Backend::resume_paused_listeners(TimePoint now) {
   for (std::uint32_t index = 0; index < listeners_.size(); ++index) {
     if (listeners_.may_resume(index, now) && host_->can_accept()) accept_again(index, now);
   }

@@ -60,7 +60,10 @@ class Backend : protected IoPort {
   // completion to the engine and every accepted socket to the host. Sets `now` after the wait.
   virtual void step(std::chrono::nanoseconds timeout, TimePoint& now) = 0;
   // Accepts again on listeners that paused (table full, EMFILE backoff) when that is possible.
-  void resume_listeners(TimePoint now);
+  // Inline: on most loop steps none is paused, and this is one test.
+  void resume_listeners(TimePoint now) {
+    if (listeners_.any_paused()) resume_paused_listeners(now);
+  }
   // The earliest future moment (after `now`) at which a paused listener's backoff ends, if any.
   std::optional<TimePoint> next_listener_deadline(TimePoint now) const {
     return listeners_.next_deadline(now);
@@ -99,6 +102,8 @@ class Backend : protected IoPort {
   std::string description_;  // set by the derived backend's constructor
 
  private:
+  void resume_paused_listeners(TimePoint now);
+
   // How the backend waits for connections on listener `index`. watch_listener: the listener was
   // just added (paused); 0, or the errno that makes listen() fail. accept_again: it may accept
   // again now (it is paused, and the host has room). stop_accepting: listeners are closing.

@@ -69,7 +69,7 @@ void EpollBackend::handle_event(const epoll_event& event, TimePoint now) {
   }
   if ((event.data.u64 & kListenerBit) != 0) {
     const auto index = static_cast<std::uint32_t>(event.data.u64 & ~kListenerBit);
-    listeners_[index].accepting = false;  // a new edge: the backlog holds connections
+    listeners_.set_accepting(index, false);  // a new edge: the backlog holds connections
     accept_again(index, now);
     return;
   }
@@ -316,13 +316,13 @@ int EpollBackend::watch_listener(std::uint32_t index) {
 }
 
 // Nothing is ever in flight on a listener with epoll: closing it ends the wait for its edges.
-void EpollBackend::stop_accepting(std::uint32_t index) { listeners_[index].accepting = false; }
+void EpollBackend::stop_accepting(std::uint32_t index) { listeners_.set_accepting(index, false); }
 
 // Accepts until the backlog is drained (EAGAIN), the host is full, or an error pauses it.
 void EpollBackend::accept_again(std::uint32_t index, TimePoint now) {
   // Drained: the next connection brings a new edge. Stopped before (table full): the backlog may
   // hold more, and resume_listeners() goes on; failed: it does after the backoff.
-  if (accept_backlog(index, now) == Backlog::drained) listeners_[index].accepting = true;
+  if (accept_backlog(index, now) == Backlog::drained) listeners_.set_accepting(index, true);
 }
 
 }  // namespace ringlinger::detail

@@ -330,16 +330,16 @@ void UringBackend::stop_accepting(std::uint32_t index) { pause_accept(index); }
 
 void UringBackend::arm_accept(std::uint32_t index) {
   ListenerTable::Listener& listener = listeners_[index];
-  RL_ASSERT(listener.fd >= 0 && !listener.accepting && !listener.cancelling);
+  RL_ASSERT(listener.fd >= 0 && !listener.accepting() && !listener.cancelling);
   io_uring_sqe* sqe = ring_.get_sqe();
   io_uring_prep_poll_multishot(sqe, listener.fd, POLLIN);
   io_uring_sqe_set_data64(sqe, encode({Op::listen_poll, 0, index}));
-  listener.accepting = true;
+  listeners_.set_accepting(index, true);
 }
 
 void UringBackend::pause_accept(std::uint32_t index) {
   ListenerTable::Listener& listener = listeners_[index];
-  if (!listener.accepting || listener.cancelling) return;
+  if (!listener.accepting() || listener.cancelling) return;
   io_uring_sqe* sqe = ring_.get_sqe();
   io_uring_prep_cancel64(sqe, encode({Op::listen_poll, 0, index}), 0);
   io_uring_sqe_set_data64(sqe, encode({Op::accept_cancel, 0, index}));
@@ -349,8 +349,8 @@ void UringBackend::pause_accept(std::uint32_t index) {
 // The poll reports connections in the backlog (or it ended: cancelled, or an error).
 void UringBackend::handle_listen_poll(OpTag tag, int result, unsigned flags, TimePoint now) {
   ListenerTable::Listener& listener = listeners_[tag.slot];
-  RL_ASSERT(listener.accepting);
-  if ((flags & IORING_CQE_F_MORE) == 0) listener.accepting = false;
+  RL_ASSERT(listener.accepting());
+  if ((flags & IORING_CQE_F_MORE) == 0) listeners_.set_accepting(tag.slot, false);
   if (result < 0) {
     if (result != -ECANCELED) listeners_.accept_failed(tag.slot, now);
   } else if (!host_->can_accept()) {
@@ -406,7 +406,7 @@ void UringBackend::handle_accept_end(OpTag tag, int result, unsigned flags, Time
   }
   // Ended before the backlog was empty (a full completion queue ends a multishot accept early,
   // and the poll reports only connections that arrive later): drain again.
-  if (ended && result != -EAGAIN && listener.accepting && !listener.cancelling &&
+  if (ended && result != -EAGAIN && listener.accepting() && !listener.cancelling &&
       host_->can_accept()) {
     drain_backlog(tag.slot, now);
   }
