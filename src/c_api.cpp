@@ -352,14 +352,17 @@ void rl_manager_free(rl_manager* manager) {
 int rl_manager_listen(rl_manager* manager, const char* address, int backlog, unsigned flags,
                       char* bound, size_t boundlen) {
   write_text(bound, boundlen, "");
-  if (manager == nullptr || address == nullptr || (flags & ~RL_LISTEN_REUSE_PORT) != 0) {
+  if (manager == nullptr || address == nullptr ||
+      (flags & ~(RL_LISTEN_REUSE_PORT | RL_LISTEN_DEFER_ACCEPT)) != 0) {
     return -EINVAL;
   }
   return guarded([&] {
     const std::optional<rl::SocketAddress> parsed = rl::SocketAddress::parse(address);
     if (!parsed) return -EINVAL;
     const rl::SocketAddress local = manager->manager.listen(
-        *parsed, backlog > 0 ? backlog : 4096, (flags & RL_LISTEN_REUSE_PORT) != 0);
+        *parsed, rl::ListenOptions{.backlog = backlog > 0 ? backlog : 4096,
+                                   .reuse_port = (flags & RL_LISTEN_REUSE_PORT) != 0,
+                                   .defer_accept = (flags & RL_LISTEN_DEFER_ACCEPT) != 0});
     write_text(bound, boundlen, local.to_string());
     return static_cast<int>(local.port());
   });

@@ -476,8 +476,12 @@ Manager::Manager(const Config& config, Callbacks callbacks)
 
 Manager::~Manager() = default;
 
+SocketAddress Manager::listen(const SocketAddress& address, const ListenOptions& options) {
+  return impl_->backend->listen(address, options);
+}
+
 SocketAddress Manager::listen(const SocketAddress& address, int backlog, bool reuse_port) {
-  return impl_->backend->listen(address, backlog, reuse_port);
+  return listen(address, ListenOptions{.backlog = backlog, .reuse_port = reuse_port});
 }
 
 std::error_code Manager::handoff(int fd, std::string final_bytes, HandoffDone on_done) {

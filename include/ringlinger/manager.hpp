@@ -18,6 +18,7 @@
 #include "ringlinger/address.hpp"
 #include "ringlinger/config.hpp"
 #include "ringlinger/connection_id.hpp"
+#include "ringlinger/listen_options.hpp"
 #include "ringlinger/outcome.hpp"
 #include "ringlinger/state.hpp"
 #include "ringlinger/stats.hpp"
@@ -63,8 +64,8 @@ class Manager {
 
   // Binds and listens on `address` (port 0 picks a free port) and accepts connections with a
   // multishot accept; returns the bound address. Throws std::system_error on failure.
-  // With `reuse_port`, SO_REUSEPORT is set first, so several managers (one per thread) can
-  // listen on the same port and the kernel spreads connections among them.
+  SocketAddress listen(const SocketAddress& address, const ListenOptions& options);
+  // The same, with a backlog and SO_REUSEPORT only (ListenOptions says what they do).
   SocketAddress listen(const SocketAddress& address, int backlog = 4096, bool reuse_port = false);
 
   // Takes ownership of a connected TCP socket. nullopt when the table is full or the manager is

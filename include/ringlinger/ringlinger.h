@@ -199,6 +199,10 @@ void rl_manager_free(rl_manager *manager);
 
 /* rl_manager_listen's flags. */
 #define RL_LISTEN_REUSE_PORT 1u /* SO_REUSEPORT: several managers may listen on one port */
+/* TCP_DEFER_ACCEPT, one second: a connection is accepted once its first bytes arrive (for
+ * protocols where the client speaks first; see ListenOptions::defer_accept in
+ * listen_options.hpp) */
+#define RL_LISTEN_DEFER_ACCEPT 2u
 
 /* Binds and listens on `address`, "IPv4:port" or "[IPv6]:port" (port 0 picks a free one), and
  * accepts connections (on_accept). `backlog` <= 0: 4096. Returns the bound port, and writes the

@@ -4,6 +4,7 @@
 #include "ringlinger/address.hpp"
 #include "ringlinger/config.hpp"
 #include "ringlinger/connection_id.hpp"
+#include "ringlinger/listen_options.hpp"
 #include "ringlinger/manager.hpp"
 #include "ringlinger/outcome.hpp"
 #include "ringlinger/probe.hpp"

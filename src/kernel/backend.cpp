@@ -34,8 +34,8 @@ void Backend::attach(Engine& engine, Host& host) {
 
 // --- listeners --------------------------------------------------------------------------------
 
-SocketAddress Backend::listen(const SocketAddress& address, int backlog, bool reuse_port) {
-  const int fd = open_listener(address, backlog, reuse_port);
+SocketAddress Backend::listen(const SocketAddress& address, const ListenOptions& options) {
+  const int fd = open_listener(address, options);
   auto bound = SocketAddress::local_of(fd);
   RL_ASSERT(bound.has_value());
   if (const int error = watch_listener(listeners_.add(fd)); error != 0) {

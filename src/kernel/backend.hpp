@@ -15,6 +15,7 @@
 #include "core/io_port.hpp"
 #include "kernel/listeners.hpp"
 #include "ringlinger/address.hpp"
+#include "ringlinger/listen_options.hpp"
 
 namespace ringlinger::detail {
 
@@ -44,8 +45,7 @@ class Backend : protected IoPort {
   // Completions go to `engine`, accepted sockets to `host`; called once, before the first step.
   void attach(Engine& engine, Host& host);
   // Binds, listens and starts accepting; returns the bound address. Throws std::system_error.
-  // With `reuse_port`, SO_REUSEPORT is set before bind.
-  SocketAddress listen(const SocketAddress& address, int backlog, bool reuse_port);
+  SocketAddress listen(const SocketAddress& address, const ListenOptions& options);
   // Watches `fd` (the read end of a pipe the manager owns): every write to it ends the current or next wait
   // and calls Host::on_wake() from a step. Called once, after attach().
   virtual void watch_wake(int fd) = 0;

@@ -25,17 +25,25 @@ bool sigpipe_ignored() noexcept {
 int send_file_once(int socket_fd, int file_fd, std::uint64_t offset, std::uint32_t length,
                    std::uint64_t& syscalls) noexcept;
 
-int open_listener(const SocketAddress& address, int backlog, bool reuse_port) {
+int open_listener(const SocketAddress& address, const ListenOptions& options) {
   const int fd = ::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) throw std::system_error(errno, std::system_category(), "socket");
   const int one = 1;
   (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+  const auto refuse = [fd](const char* what) {
     const int error = errno;
     ::close(fd);
-    throw std::system_error(error, std::system_category(), "SO_REUSEPORT");
+    throw std::system_error(error, std::system_category(), what);
+  };
+  if (options.reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+    refuse("SO_REUSEPORT");
   }
-  if (::bind(fd, address.data(), address.size()) != 0 || ::listen(fd, backlog) != 0) {
+  // One second, as nginx's `deferred`: the kernel rounds it to one SYN-ACK retransmission.
+  if (options.defer_accept &&
+      setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof(one)) != 0) {
+    refuse("TCP_DEFER_ACCEPT");
+  }
+  if (::bind(fd, address.data(), address.size()) != 0 || ::listen(fd, options.backlog) != 0) {
     const int error = errno;
     ::close(fd);
     throw std::system_error(error, std::system_category(), "listen on " + address.to_string());

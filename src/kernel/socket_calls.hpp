@@ -10,12 +10,13 @@
 #include <cstdint>
 
 #include "ringlinger/address.hpp"
+#include "ringlinger/listen_options.hpp"
 
 namespace ringlinger::detail {
 
-// A non-blocking, close-on-exec listening socket bound to `address` (SO_REUSEADDR). Throws
-// std::system_error naming the address on failure.
-int open_listener(const SocketAddress& address, int backlog, bool reuse_port = false);
+// A non-blocking, close-on-exec listening socket bound to `address` (SO_REUSEADDR, and what
+// `options` asks for). Throws std::system_error naming the address on failure.
+int open_listener(const SocketAddress& address, const ListenOptions& options);
 
 // shutdown(fd, SHUT_WR): 0 or -errno.
 int shutdown_write(int fd, std::uint64_t& syscalls) noexcept;

@@ -21,6 +21,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -541,6 +542,24 @@ static served *find_mode(server *s, enum mode mode) {
   return NULL;
 }
 
+/* TCP_DEFER_ACCEPT of the listening socket on `port` in this process; -1 when there is none. */
+static int defer_accept_of(int port) {
+  for (int fd = 0; fd < 1024; ++fd) {
+    int accepting = 0, seconds = -1;
+    socklen_t size = sizeof accepting;
+    struct sockaddr_in local;
+    socklen_t local_size = sizeof local;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &size) != 0 || !accepting ||
+        getsockname(fd, (struct sockaddr *)&local, &local_size) != 0 ||
+        local.sin_family != AF_INET || ntohs(local.sin_port) != port) {
+      continue;
+    }
+    size = sizeof seconds;
+    return getsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &seconds, &size) == 0 ? seconds : -1;
+  }
+  return -1;
+}
+
 static void test_serve_and_errors(int backend) {
   static server s; /* 64 KiB of reply: not on the stack */
   memset(&s, 0, sizeof s);
@@ -695,6 +714,10 @@ static void test_serve_and_errors(int backend) {
   CHECK_EQ(bound[0], '\0');
   CHECK_EQ(rl_manager_listen(m, "127.0.0.1:99999", 0, 0, NULL, 0), -EINVAL);
   CHECK_EQ(rl_manager_listen(m, "127.0.0.1:0", 0, 0x80u, NULL, 0), -EINVAL);
+  CHECK_EQ(defer_accept_of(port), 0);
+  const int deferred = rl_manager_listen(m, "127.0.0.1:0", 0, RL_LISTEN_DEFER_ACCEPT, NULL, 0);
+  CHECK(deferred > 0);
+  CHECK_EQ(defer_accept_of(deferred), 1);
   CHECK_EQ(rl_manager_listen(m, expected, 0, 0, NULL, 0), -EADDRINUSE);
   CHECK_EQ(rl_manager_listen(m, NULL, 0, 0, NULL, 0), -EINVAL);
   int done_calls = 0;

@@ -4,6 +4,7 @@
 // still connecting, and SO_REUSEPORT listeners.
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -497,6 +499,73 @@ TEST_P(EmbeddingTest, ReusePortListeners) {
   EXPECT_EQ(second.listen(bound, 128, true).port(), bound.port());
   Manager third(config_for(GetParam()));
   EXPECT_THROW(third.listen(bound, 128, false), std::system_error);
+}
+
+// The listening socket of `port` in this process (-1 if none): /proc/self/fd, then
+// SO_ACCEPTCONN and the bound port.
+int listener_fd(std::uint16_t port) {
+  for (int fd = 0; fd < 1024; ++fd) {
+    int accepting = 0;
+    socklen_t size = sizeof(accepting);
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &size) != 0 || accepting == 0) continue;
+    const auto local = SocketAddress::local_of(fd);
+    if (local && local->port() == port) return fd;
+  }
+  return -1;
+}
+
+int defer_accept_of(std::uint16_t port) {
+  const int fd = listener_fd(port);
+  int seconds = -1;
+  socklen_t size = sizeof(seconds);
+  if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &seconds, &size) != 0) return -1;
+  return seconds;
+}
+
+// ListenOptions::defer_accept: the listener gets TCP_DEFER_ACCEPT (one second), and a client
+// that connects and stays silent is not accepted before it sends, nor before the kernel's
+// SYN-ACK retransmission a second after its connect: then it is, its request served in full.
+TEST_P(EmbeddingTest, DeferredAcceptTakesASilentClientOnlyAfterItsFirstBytesOrASecond) {
+  const std::string response = pattern(64 * 1024);
+  Manager* manager_ptr = nullptr;
+  std::optional<Clock::time_point> accepted_at;
+  std::vector<CloseReport> reports;
+  Callbacks callbacks;
+  callbacks.on_accept = [&](ConnectionId) { accepted_at = Clock::now(); };
+  callbacks.on_receive = [&](ConnectionId id, std::span<const std::byte> data) {
+    if (data.empty()) return;
+    EXPECT_FALSE(manager_ptr->send(id, response));
+    EXPECT_FALSE(manager_ptr->close(id));
+  };
+  callbacks.on_closed = [&](ConnectionId, const CloseReport& report) { reports.push_back(report); };
+  Manager manager(config_for(GetParam()), callbacks);
+  manager_ptr = &manager;
+  const SocketAddress deferred = manager.listen(testing_support::loopback_any_port(),
+                                                ListenOptions{.defer_accept = true});
+  const SocketAddress plain = manager.listen(testing_support::loopback_any_port());
+  EXPECT_EQ(defer_accept_of(deferred.port()), 1);
+  EXPECT_EQ(defer_accept_of(plain.port()), 0);
+
+  const Clock::time_point connected_at = Clock::now();
+  const int fd = connect_client(deferred);
+  ASSERT_GE(fd, 0);
+  set_receive_timeout(fd, 20s);
+  // Silent until accepted: the kernel holds the connection for its retransmission, about 1 s.
+  while (!accepted_at && Clock::now() - connected_at < 10s) manager.run_once(50ms);
+  ASSERT_TRUE(accepted_at) << "a silent client was not accepted 10 s after its connect";
+  EXPECT_GE(*accepted_at - connected_at, 900ms) << "accepted before the deferral ended";
+  testing_support::ReadResult result;
+  std::thread client([&] {
+    send_all(fd, "GET / HTTP/1.1\r\n\r\n");
+    result = read_to_end(fd);
+    ::close(fd);
+  });
+  while (reports.empty() && Clock::now() - connected_at < 30s) manager.run_once(50ms);
+  client.join();
+  EXPECT_TRUE(result.bytes == response);
+  EXPECT_TRUE(result.clean_eof) << "errno " << result.error;
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_EQ(reports[0].outcome, Outcome::clean);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, EmbeddingTest,
