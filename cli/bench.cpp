@@ -50,6 +50,7 @@ struct BenchFlags {
   std::string plot_path;
   bool no_perf = false;
   bool sendfile = false;
+  std::string defer_accept = "on";  // as serve's
   DrainFlags drain;
 };
 
@@ -388,7 +389,8 @@ class Bench {
             drain.drain_max_bytes, "--send-timeout", drain.send_timeout, "--orphan-timeout",
             drain.orphan_timeout, "--on-timeout",
             drain.on_timeout, "--shutdown", drain.shutdown, "--batch-wait", drain.batch_wait,
-            "--max-connections", std::to_string(max_connections(concurrency)), "--stop-grace", "2s"};
+            "--max-connections", std::to_string(max_connections(concurrency)), "--stop-grace", "2s",
+            "--defer-accept", flags_.defer_accept};
     // The library's backends can send the body from a file; blocking and naive always copy.
     if (flags_.sendfile && (serve_backend == "uring" || serve_backend == "epoll")) arguments.push_back("--sendfile");
     if (metrics) arguments.insert(arguments.end(), {"--metrics", "127.0.0.1:0"});
@@ -466,6 +468,7 @@ class Bench {
     options.send_timeout_ms = config_.send_timeout_ms;
     options.worker_connections = static_cast<std::uint32_t>(max_connections(concurrency));
     options.cpu = 0;
+    options.deferred = flags_.defer_accept == "on";
     NginxServer nginx(options);
     const ProcessSample before = nginx.sample();
     auto perf = start_perf(nginx.worker_pid(), perf_output);
@@ -697,6 +700,7 @@ class Bench {
         {"concurrency", concurrency_levels_}, {"runs", flags_.runs},
         {"response_bytes", flags_.response_bytes}, {"body_bytes", flags_.body_bytes},
         {"read_delay", flags_.read_delay}, {"timeout", flags_.timeout}, {"sendfile", flags_.sendfile},
+        {"defer_accept", flags_.defer_accept},
         {"duration", flags_.duration}, {"source_addresses", flags_.source_addresses},
         {"peers", flags_.peers}, {"never_fin_hold", never_fin_hold_},
         {"drain_idle_timeout", drain.drain_idle_timeout}, {"drain_timeout", drain.drain_timeout},
@@ -870,6 +874,11 @@ Command add_bench_command(CLI::App& program) {
   app.add_flag("--sendfile", flags->sendfile,
                 "uring and epoll send the response body from a file with Manager::send_file "
                 "(sendfile(2), no copy), as nginx does");
+  app.add_option("--defer-accept", flags->defer_accept,
+                  "on: every server's listener hands a connection over only once its request "
+                  "has arrived (TCP_DEFER_ACCEPT, one second; nginx's `listen ... deferred`), as "
+                  "serve does by default")
+      .one_of({"on", "off"}).capture_default_str();
   add_drain_flags(app, flags->drain);
   return {&app.app(), [flags] { return Bench(*flags).run(); }};
 }

@@ -173,6 +173,14 @@ void add_runner_flags(CommandFlags command, RunnerFlags& flags,
                      "library's two backends)" +
                          (more_backends_help.empty() ? "" : ", " + std::string(more_backends_help)))
       .one_of(backends).capture_default_str();
+  command.add_option("--defer-accept", flags.defer_accept,
+                     "on: the kernel hands a connection over only once its first bytes have "
+                     "arrived (TCP_DEFER_ACCEPT, one second, as nginx's `listen ... deferred`), so "
+                     "its first receive finds them instead of waiting: less CPU per connection. "
+                     "For protocols where the client speaks first; a connection that sends "
+                     "nothing is taken about a second after its connect, when it answers the "
+                     "SYN-ACK the kernel sends again, and its timeouts start then")
+      .one_of({"on", "off"}).capture_default_str();
   command.add_option("--threads", flags.threads,
                      "Run N managers (one io_uring ring or epoll set each) on N threads, each "
                      "listening on the --listen address with SO_REUSEPORT: the kernel spreads "
@@ -230,6 +238,7 @@ RunnerSettings runner_settings(std::string_view command, const RunnerFlags& flag
   settings.flags = &flags;
   settings.listen_all = listen_addresses("--listen", flags.listen);
   settings.listen = settings.listen_all.front();
+  settings.defer_accept = flags.defer_accept == "on";
   convert_engine_flags(flags, settings);
   if (!flags.json_path.empty()) check_writable("--json", flags.json_path);
   settings.json_path = flags.json_path;
@@ -451,9 +460,9 @@ class ShardThread {
 
   // Starts the thread; returns once it listens on every address, or rethrows what making its
   // server or listening threw.
-  Listening start(const std::vector<SocketAddress>& addresses, bool reuse_port) {
+  Listening start(const std::vector<SocketAddress>& addresses, const ListenOptions& options) {
     std::future<Listening> listening = listening_.get_future();
-    thread_ = std::thread([this, addresses, reuse_port] { body(addresses, reuse_port); });
+    thread_ = std::thread([this, addresses, options] { body(addresses, options); });
     return listening.get();
   }
 
@@ -485,20 +494,21 @@ class ShardThread {
   const Config& config() const noexcept { return config_; }
 
  private:
-  Listening listen_all(Manager& manager, const std::vector<SocketAddress>& addresses, bool reuse_port) {
+  Listening listen_all(Manager& manager, const std::vector<SocketAddress>& addresses,
+                       const ListenOptions& options) {
     Listening listening{{}, {}, manager.backend(), manager.describe_backend()};
-    for (const SocketAddress& address : addresses) listening.bound_all.push_back(manager.listen(address, 4096, reuse_port));
+    for (const SocketAddress& address : addresses) listening.bound_all.push_back(manager.listen(address, options));
     listening.bound = listening.bound_all.front();
     return listening;
   }
 
-  void body(const std::vector<SocketAddress>& addresses, bool reuse_port) {
+  void body(const std::vector<SocketAddress>& addresses, const ListenOptions& options) {
     const std::string name = fmt::format("ringlinger-s{}", index_);
     pthread_setname_np(pthread_self(), name.c_str());  // for top -H, taskset -p (bench/threads.sh)
     try {
       server_ = command_.make_server(config_);
       server_->set_log(log_, config_.max_connections);
-      Listening listening = listen_all(server_->manager(), addresses, reuse_port);
+      Listening listening = listen_all(server_->manager(), addresses, options);
       manager_.store(&server_->manager());
       listening_.set_value(std::move(listening));
     } catch (...) {
@@ -589,7 +599,8 @@ Listening start_threads(const RunnerSettings& settings, const ShardedCommand& co
   for (std::uint32_t i = 0; i < count; ++i) {
     threads.push_back(std::make_unique<ShardThread>(i, share_of(settings.config, i, count), command,
                                                     board, *settings.log));
-    Listening listening = threads.back()->start(i == 0 ? settings.listen_all : first.bound_all, count > 1);
+    const ListenOptions options{.reuse_port = count > 1, .defer_accept = settings.defer_accept};
+    Listening listening = threads.back()->start(i == 0 ? settings.listen_all : first.bound_all, options);
     if (i == 0) first = std::move(listening);
   }
   return first;
@@ -650,6 +661,7 @@ class Reporter {
         {"listen", first_.bound.to_string()},
         {"listen_all", std::move(listen)},
         {"threads", settings_.threads},
+        {"defer_accept", settings_.defer_accept},
         {"config", config_json(settings_.config)},
         {"stats", stats_json(report.stats)},
         {"cpu", cpu_json(report.cpu)},

@@ -48,6 +48,8 @@ nlohmann::json cpu_json(const CpuUsage& cpu);
 struct RunnerFlags {
   std::vector<std::string> listen = {"127.0.0.1:8080"};
   std::string backend = "auto";
+  // "on" or "off"; a command sets its default before add_runner_flags.
+  std::string defer_accept = "off";
   std::string stop_grace = default_stop_grace_text();
   std::uint32_t threads = 1;
   std::string json_path;
@@ -85,6 +87,7 @@ struct RunnerSettings {
   std::string command;  // "serve": what the program's messages begin with
   std::vector<SocketAddress> listen_all;  // every --listen address, hostnames resolved
   SocketAddress listen;                   // the first of them
+  bool defer_accept = false;              // --defer-accept on: TCP_DEFER_ACCEPT on each listener
   std::uint32_t threads = 1;
   std::chrono::milliseconds stop_grace{0};
   Config config;  // the total --max-connections; backend from --backend

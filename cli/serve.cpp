@@ -416,7 +416,7 @@ int run_plain_server(Server& server, std::string_view backend, std::string_view 
 }
 
 int run_naive(const SocketAddress& address, std::uint64_t response_bytes, const RunnerSettings& settings) {
-  NaiveServer server({address, response_bytes, 4096});
+  NaiveServer server({address, response_bytes, 4096, settings.defer_accept});
   return run_plain_server(server, "naive", "plain close() right after the response, loses data",
                           response_bytes, settings, [](nlohmann::json&, bool) {});
 }
@@ -432,6 +432,7 @@ int run_blocking(const SocketAddress& address, std::uint64_t response_bytes,
   options.drain_max_bytes = config.drain_max_bytes;
   options.send_timeout_ms = config.send_timeout_ms;
   options.reset_on_timeout = config.on_timeout == OnTimeout::reset;
+  options.defer_accept = settings.defer_accept;
   options.head_timeout_ms = static_cast<std::uint32_t>(
       std::min<std::uint64_t>(static_cast<std::uint64_t>(head_timeout.count()), UINT32_MAX));
   BlockingServer server(options);
@@ -519,10 +520,11 @@ int run_responders(const RunnerSettings& settings, std::uint64_t response_bytes,
   };
   command.announce = [&](const Listening& first) {
     const Config& config = settings.config;
-    fmt::print("ringlinger serve: listening on {} (shutdown {}, on timeout {}, response {}; "
+    fmt::print("ringlinger serve: listening on {} (shutdown {}, on timeout {}, response {}{}; "
                "backend {}{})\n",
                first.bound_text(), to_string(config.shutdown_mode), to_string(config.on_timeout),
-               format_bytes(response_bytes), first.backend_description,
+               format_bytes(response_bytes), settings.defer_accept ? ", deferred accept" : "",
+               first.backend_description,
                settings.threads > 1 ? fmt::format("; {} threads, SO_REUSEPORT", settings.threads) : std::string());
     std::fflush(stdout);
     rss_start_kib = resident_kib();
@@ -585,6 +587,7 @@ Command add_serve_command(CLI::App& program) {
       "HTTP/1.x responder that answers without reading the request body, then closes "
       "gracefully (flush, SHUT_WR, drain to EOF, close). Prints its counters to stdout on "
       "SIGUSR1 and at exit; stops on SIGINT/SIGTERM.");
+  flags->common.defer_accept = "on";  // HTTP: the client speaks first
   add_runner_flags(app, flags->common, {"blocking", "naive"},
                    "blocking (the same procedure with blocking system calls, one connection at a "
                    "time), or naive (plain close() right after the response: shows the data loss)");
@@ -594,8 +597,8 @@ Command add_serve_command(CLI::App& program) {
                   "--sendfile (written once to a file in $TMPDIR)").type_name("SIZE")
       .capture_default_str();
   app.add_option("--head-timeout", flags->head_timeout,
-                  "Longest time a request head may take to arrive (slowloris); then the "
-                  "connection is reset, unanswered; 0 = no limit (uring, epoll, blocking)")
+                  "Longest time a request head may take to arrive (slowloris), from the accept; "
+                  "then the connection is reset, unanswered; 0 = no limit (uring, epoll, blocking)")
       .type_name("DURATION").capture_default_str();
   app.add_flag("--sendfile", flags->sendfile,
                 "Send the response body from a file with Manager::send_file (sendfile(2), no copy: "

@@ -43,6 +43,7 @@
 // Timeouts of 0 mean "no limit" (as drain_max_bytes = 0 does).
 #include "blocking_server.hpp"
 #include "accept_error.hpp"
+#include "defer_accept.hpp"
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -171,6 +172,7 @@ void BlockingServer::Impl::open_listener() {
       !set_timeout_option(listen_fd, SO_SNDTIMEO, or_unlimited(options.send_timeout_ms))) {
     throw std::system_error(errno, std::system_category(), "setsockopt(SO_RCVTIMEO/SO_SNDTIMEO)");
   }
+  if (options.defer_accept) defer_accept(listen_fd);
   if (bind(listen_fd, options.listen.data(), options.listen.size()) != 0) {
     throw std::system_error(errno, std::system_category(), "bind " + options.listen.to_string());
   }

@@ -26,6 +26,7 @@ struct BlockingServerOptions {
   std::uint32_t send_timeout_ms = 60'000;
   std::uint32_t head_timeout_ms = 10'000;     // reading the request head
   bool reset_on_timeout = false;              // SO_LINGER {1,0} before close on a timeout
+  bool defer_accept = false;                  // TCP_DEFER_ACCEPT on the listener (one second)
 };
 
 class BlockingServer {

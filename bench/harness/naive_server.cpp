@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "accept_error.hpp"
+#include "defer_accept.hpp"
 #include "http.hpp"
 
 namespace ringlinger::tools {
@@ -289,6 +290,7 @@ NaiveServer::NaiveServer(const NaiveServerOptions& options)
   if (setsockopt(internals.listen_fd, SOL_SOCKET, SO_REUSEADDR, &enable, sizeof(enable)) != 0) {
     throw std::system_error(errno, std::system_category(), "setsockopt(SO_REUSEADDR)");
   }
+  if (options.defer_accept) defer_accept(internals.listen_fd);
   if (bind(internals.listen_fd, options.listen.data(), options.listen.size()) != 0) {
     throw std::system_error(errno, std::system_category(), "bind " + options.listen.to_string());
   }

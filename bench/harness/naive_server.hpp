@@ -17,6 +17,7 @@ struct NaiveServerOptions {
   SocketAddress listen;             // port 0 picks a free port
   std::uint64_t response_bytes = 16384;
   int backlog = 4096;
+  bool defer_accept = false;  // TCP_DEFER_ACCEPT on the listener (one second)
 };
 
 class NaiveServer {

@@ -112,7 +112,7 @@ http {{
     scgi_temp_path {dir}/scgi;
 
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
+        listen 127.0.0.1:{port} backlog=4096{deferred};
         root {dir}/www;
         location / {{
             try_files /payload =404;
@@ -126,7 +126,8 @@ http {{
       fmt::arg("rlimit", options.worker_connections + 64), fmt::arg("dir", directory),
       fmt::arg("connections", options.worker_connections),
       fmt::arg("idle", options.drain_idle_timeout_ms), fmt::arg("total", options.drain_timeout_ms),
-      fmt::arg("send", options.send_timeout_ms), fmt::arg("port", port));
+      fmt::arg("send", options.send_timeout_ms), fmt::arg("port", port),
+      fmt::arg("deferred", options.deferred ? " deferred" : ""));
 }
 
 }  // namespace

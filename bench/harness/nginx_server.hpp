@@ -25,6 +25,7 @@ struct NginxOptions {
   std::uint64_t send_timeout_ms = 60000;
   std::uint32_t worker_connections = 4096;
   int cpu = 0;
+  bool deferred = false;  // `listen ... deferred` (TCP_DEFER_ACCEPT)
 };
 
 // What /proc says about the worker at one moment.

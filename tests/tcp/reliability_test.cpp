@@ -428,7 +428,11 @@ std::string sanitizer_reports_except_unverifiable_vptr(const std::string& stderr
 void fd_exhaustion(const std::string& backend) {
   constexpr int kLimit = 96;
   constexpr std::size_t kConnections = 200;  // more than the limit: the rest wait in the backlog
-  Serve serve(backend, {"--max-connections", "1000"},
+  // Accepted while silent, so they hold descriptors before sending, and in the order they
+  // connected, which the reads below follow. A deferred accept takes them a second later, when
+  // the kernel sends its SYN-ACKs again, in an order of its own (here the reverse of theirs):
+  // the first read would then wait for a connection still in the backlog.
+  Serve serve(backend, {"--max-connections", "1000", "--defer-accept", "off"},
               "ulimit -n " + std::to_string(kLimit) + "; export UBSAN_OPTIONS=halt_on_error=0:print_stacktrace=0");
   std::vector<int> fds;
   for (std::size_t i = 0; i < kConnections; ++i) {
