@@ -27,6 +27,7 @@
 #include <signal.h>
 #include <sys/syscall.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,7 +60,7 @@ static int free_count;
 static char drain_area[kDrainBytes];
 static char* response;
 static unsigned response_bytes;
-static int skip_close, ring_shutdown, direct, mshot_drain;
+static int skip_close, ring_shutdown, direct, mshot_drain, defer_accept;
 static struct io_uring_buf_ring* drain_buffers;
 
 // Points the request at the connection's socket: its fd, or its index in the fixed-file table.
@@ -247,7 +248,7 @@ static void make_response(unsigned body_bytes) {
 int main(int argc, char** argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: floorserve PORT [RESPONSE_BYTES "
-                    "[skip-close|ring-shutdown|direct|mshot-drain]...]\n");
+                    "[skip-close|ring-shutdown|direct|mshot-drain|defer-accept]...]\n");
     return 2;
   }
   for (int i = 3; i < argc; ++i) {
@@ -259,6 +260,8 @@ int main(int argc, char** argv) {
       direct = ring_shutdown = 1;
     } else if (strcmp(argv[i], "mshot-drain") == 0) {
       mshot_drain = 1;
+    } else if (strcmp(argv[i], "defer-accept") == 0) {
+      defer_accept = 1;
     } else {
       fprintf(stderr, "floorserve: unknown variant '%s'\n", argv[i]);
       return 2;
@@ -267,6 +270,12 @@ int main(int argc, char** argv) {
   make_response(argc >= 3 ? (unsigned)strtoul(argv[2], NULL, 10) : 16384);
   for (int slot = kSlots; slot-- > 0;) free_slots[free_count++] = slot;
   const int listener = floor_listen("floorserve", atoi(argv[1]));
+  const int defer_seconds = 10;
+  if (defer_accept &&
+      setsockopt(listener, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_seconds, sizeof defer_seconds) != 0) {
+    perror("floorserve: TCP_DEFER_ACCEPT");
+    return 1;
+  }
   struct io_uring ring;
   struct io_uring_params params = {
       .flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN};
