@@ -19,7 +19,8 @@
 #
 #   bench/proxy.sh [RUNS] [SECONDS] [CONNECTIONS]     defaults: 3 runs, 5 s, 50 connections
 # PROXY_ARGS adds flags to `ringlinger proxy` (e.g. PROXY_ARGS="--batch-wait 0"); HAPROXY_OPTIONS
-# adds lines to HAProxy's defaults section (e.g. HAPROXY_OPTIONS="option splice-auto").
+# adds lines to HAProxy's defaults section (e.g. HAPROXY_OPTIONS="option splice-auto"), HAPROXY_BIND
+# options to its bind line (e.g. HAPROXY_BIND=defer-accept, with PROXY_ARGS="--defer-accept on").
 # Needs a build in build/ (tools/test or tools/run make one; or EXE=path/to/ringlinger), nginx
 # with libnginx-mod-stream, haproxy, wrk (tools/lib.sh lists them; installed when missing).
 # bench/proxy_lib.sh holds what bench/floor/compare.sh shares: the upstream, HAProxy's

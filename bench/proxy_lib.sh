@@ -124,7 +124,7 @@ defaults
     timeout server 60s
 ${HAPROXY_OPTIONS:-}
 listen proxy
-    bind 127.0.0.1:$port backlog 4096
+    bind 127.0.0.1:$port backlog 4096 ${HAPROXY_BIND:-}
     server upstream 127.0.0.1:$upstream_port
 EOF
   "${pin_proxy[@]}" "$haproxy" -db -f "$dir/haproxy.cfg" >"$dir/haproxy.out" 2>&1 &
