@@ -11,7 +11,7 @@ struct ListenOptions {
   bool reuse_port = false;
   // TCP_DEFER_ACCEPT, one second (nginx's `listen ... deferred`): the kernel hands a connection
   // over only once its first bytes have arrived, so its first receive finds them instead of
-  // waiting (no poll armed, no wake-up: about 0.8 us less CPU per connection on loopback,
+  // waiting (no poll armed, no wake-up: about 1 us less CPU per connection on loopback,
   // docs/PERFORMANCE.md). For protocols where the client speaks first, such as HTTP. A connection
   // that sends nothing is handed over when it answers the SYN-ACK the kernel sends again after a
   // second (later if that is lost), and only then do on_accept and the timeouts see it.
