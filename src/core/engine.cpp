@@ -134,6 +134,10 @@ std::error_code Engine::close(ConnectionId id, TimePoint now) {
   connection->close_requested_at = now;
   connection->waiting_for_buffer = false;  // from now on receives discard and need no buffer
   set_state(*connection, State::flushing);
+  // The FIN follows the send in flight, unless a reset is to (abort_after_send() before this).
+  if (connection->is_in_flight(Op::send) && !connection->reset_after_send) {
+    io_.fin_follows(tag(*connection, Op::send));
+  }
   start_receive(*connection);  // keep reading (and discarding) while the queue drains
   if (!connection->is_in_flight(Op::send) && connection->send_queue.empty()) {
     flushed(*connection, now);
@@ -588,7 +592,7 @@ void Engine::submit_receive(Connection& connection) {
 
 // Everything queued was handed to the kernel after close() (or abort_after_send()).
 void Engine::flushed(Connection& connection, TimePoint now) {
-  if (connection.reset_after_send) return await_acknowledgement(connection, now);
+  if (connection.reset_after_send) return push_then_await_acknowledgement(connection, now);
   begin_shutdown(connection, now);
 }
 
@@ -653,6 +657,13 @@ void Engine::on_shutdown_done(Connection& connection, int result, TimePoint now)
 // asked again kAckWaitInterval after the first connection joined the list of those waiting (one
 // list and one deadline for them all: no per-slot timer for a rare case); the send timer, a
 // progress timer like any other, bounds the wait.
+// The first wait: what close() had the kernel hold for a FIN (IoPort::fin_follows) goes out now,
+// since no FIN will come to push it. Out of line, so that flushed() stays small.
+void Engine::push_then_await_acknowledgement(Connection& connection, TimePoint now) {
+  io_.push_held(connection.fd);
+  await_acknowledgement(connection, now);
+}
+
 void Engine::await_acknowledgement(Connection& connection, TimePoint now) {
   RL_ASSERT(connection.state == State::flushing && connection.reset_after_send);
   const PeerAcks acks = io_.peer_acks(connection.fd, now);

@@ -154,6 +154,7 @@ class Engine {
                                          std::int32_t result);
   void sent_all_while_open(Connection& connection, TimePoint now);
   void begin_shutdown(Connection& connection, TimePoint now);
+  [[gnu::noinline]] void push_then_await_acknowledgement(Connection& connection, TimePoint now);
   void await_acknowledgement(Connection& connection, TimePoint now);
   void shut_write_if_flushed(Connection& connection, TimePoint now);
   void on_shutdown_done(Connection& connection, int result, TimePoint now);

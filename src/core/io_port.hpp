@@ -49,6 +49,15 @@ class IoPort {
   // completes like submit_send, with the bytes sent.
   virtual void submit_send_file(OpTag tag, int fd, int file_fd, std::uint64_t offset,
                                 std::uint32_t length) = 0;
+  // The send just submitted for `tag` is one the connection's FIN follows (close() came after
+  // it): a backend may have the kernel hold its last segment (MSG_MORE) so that the shutdown
+  // sends data and FIN as one segment, one segment fewer each way per close on loopback
+  // (docs/PERFORMANCE.md). It must then hand the send to the kernel and report its completion
+  // before it waits, or the data would wait with it. The default ignores it.
+  virtual void fin_follows(OpTag tag) { (void)tag; }
+  // What fin_follows() held goes out now, for a connection that will not shut down after all
+  // (abort_after_send: its reset waits for the peer to acknowledge every byte).
+  virtual void push_held(int fd) { (void)fd; }
   virtual void submit_shutdown(OpTag tag, int fd) = 0;  // SHUT_WR
   virtual void submit_cancel(OpTag tag, int fd) = 0;    // every request on fd
   virtual void submit_close(OpTag tag, int fd) = 0;

@@ -48,6 +48,13 @@ class Ring {
     }
     return nullptr;
   }
+  // Whether `sqe` was prepared since the last submission, so still ours to change (its slot may
+  // hold another request by now: the caller checks what it holds).
+  bool unsubmitted(const io_uring_sqe* sqe) const noexcept {
+    const io_uring_sq& sq = ring_.sq;
+    const auto index = static_cast<unsigned>(sqe - sq.sqes);
+    return ((index - sq.sqe_head) & sq.ring_mask) < sq.sqe_tail - sq.sqe_head;
+  }
   // Submits what is prepared, without waiting, so that the submission queue has room again (one
   // early io_uring_enter, counted in Stats::sq_full_submits); asserts that it has.
   void make_room();

@@ -62,6 +62,12 @@ void limit_orphan_time(int fd, std::uint32_t milliseconds, std::uint64_t& syscal
   (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &value, sizeof(value));
 }
 
+void push_pending(int fd, std::uint64_t& syscalls) noexcept {
+  ++syscalls;
+  const int on = 1;
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+}
+
 void set_reset_on_close(int fd, std::uint64_t& syscalls) noexcept {
   ++syscalls;
   const linger reset{1, 0};

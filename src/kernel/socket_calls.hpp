@@ -21,6 +21,9 @@ int open_listener(const SocketAddress& address, const ListenOptions& options);
 // shutdown(fd, SHUT_WR): 0 or -errno.
 int shutdown_write(int fd, std::uint64_t& syscalls) noexcept;
 
+// TCP_NODELAY, which sends at once what MSG_MORE held back. Fails only for a bad fd.
+void push_pending(int fd, std::uint64_t& syscalls) noexcept;
+
 // SO_LINGER {1, 0}: the coming close sends RST. Fails only for a bad fd, which the engine never
 // passes; the close then ends as it would.
 void set_reset_on_close(int fd, std::uint64_t& syscalls) noexcept;

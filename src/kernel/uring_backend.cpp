@@ -74,14 +74,32 @@ UringBackend::~UringBackend() {
 // --- the step ---------------------------------------------------------------------------------
 
 void UringBackend::step(std::chrono::nanoseconds timeout, TimePoint& now) {
+  if (held_sends_) hand_over_held_sends(now);
   // Worth waiting for: completions for half the open connections (a close takes about six).
   // With few connections every completion matters to a peer that waits; with thousands, each
   // wake-up should carry dozens of closes (one io_uring_enter per 25 closes at 1000
   // connections); batch_wait_us bounds the wait either way.
   const auto open = static_cast<unsigned>(std::min<std::size_t>(engine_->live_connections(),
                                                                 Ring::kMaxBatchCompletions * 2));
-  ring_.submit_and_wait(timeout, open / 2);  // the one io_uring_enter of this step
+  ring_.submit_and_wait(timeout, open / 2);  // the step's waiting io_uring_enter
   now = Engine::Clock::now();
+  handle_ready(now);
+}
+
+// A few rounds at most: a round's completions can make more such sends (a new connection's
+// request, found at once with a deferred accept, answered and closed); the last ones go with the
+// step's wait.
+void UringBackend::hand_over_held_sends(TimePoint& now) {
+  constexpr int kRounds = 4;
+  for (int round = 0; round < kRounds && held_sends_; ++round) {
+    held_sends_ = false;
+    ring_.submit_and_wait(std::chrono::nanoseconds(0));
+    now = Engine::Clock::now();
+    handle_ready(now);
+  }
+}
+
+void UringBackend::handle_ready(TimePoint now) {
   // Callbacks do not throw, so every completion read here is handled before the release.
   const Ring::Ready ready = ring_.ready();
   for (const std::span<const io_uring_cqe> piece : {ready.first, ready.second}) {
@@ -213,7 +231,20 @@ void UringBackend::submit_send(OpTag tag, int fd, std::span<const std::byte> byt
   // timeout (a slow reader is not a dead one); the engine sends the rest.
   io_uring_prep_send(sqe, fd, bytes.data(), bytes.size(), MSG_NOSIGNAL | (more ? MSG_MORE : 0));
   io_uring_sqe_set_data64(sqe, encode(tag));
+  last_send_ = sqe;
 }
+
+void UringBackend::fin_follows(OpTag tag) {
+  // Only while the send is still ours to change: its slot may hold another request by now.
+  if (last_send_ == nullptr || !ring_.unsubmitted(last_send_) ||
+      last_send_->user_data != encode(tag)) {
+    return;
+  }
+  last_send_->msg_flags |= MSG_MORE;
+  held_sends_ = true;
+}
+
+void UringBackend::push_held(int fd) { push_pending(fd, stats_.syscalls); }
 
 void UringBackend::submit_send_file(OpTag tag, int fd, int file_fd, std::uint64_t offset,
                                     std::uint32_t length) {

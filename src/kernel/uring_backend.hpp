@@ -33,7 +33,8 @@ class UringBackend final : public Backend {
   void clear_notification() override;
   // Prepared SQEs, or completions the kernel holds back after the queue overflowed.
   bool has_unsubmitted_work() const override;
-  // One io_uring_enter: submits every prepared SQE and waits for a batch of completions.
+  // One io_uring_enter that submits every prepared SQE and waits for a batch of completions
+  // (after one that does not wait, when responses followed by a close are to be handed over).
   void step(std::chrono::nanoseconds timeout, TimePoint& now) override;
 
   // Tests only: while set, the accepts that drain a backlog carry a flag no kernel knows, which
@@ -52,6 +53,9 @@ class UringBackend final : public Backend {
   // A recv into a provided buffer (deliver), or into the discard area with MSG_TRUNC.
   void submit_recv(OpTag tag, int fd, RecvMode mode, std::uint32_t max_bytes) override;
   void submit_send(OpTag tag, int fd, std::span<const std::byte> bytes, bool more) override;
+  // MSG_MORE on the send still unsubmitted, and a submission before the step's wait.
+  void fin_follows(OpTag tag) override;
+  void push_held(int fd) override;  // TCP_NODELAY, which pushes what is held
   // A POLLOUT poll in the ring; sendfile(2) runs when it completes.
   void submit_send_file(OpTag tag, int fd, int file_fd, std::uint64_t offset,
                         std::uint32_t length) override;
@@ -68,6 +72,11 @@ class UringBackend final : public Backend {
   template <auto submit, class... Args>
   void after_making_room(Args... args);
 
+  // Every completion ready now, to the engine (a connection's) or its handler.
+  void handle_ready(TimePoint now);
+  // Submits the sends fin_follows() marked, without waiting, and handles what completed: their
+  // shutdowns go out now, each with the data it held, not after the batched wait.
+  [[gnu::noinline]] void hand_over_held_sends(TimePoint& now);
   void dispatch(OpTag tag, const io_uring_cqe& cqe, TimePoint now);
   void complete_file_send(const io_uring_cqe& cqe, TimePoint now);
   void complete_connection_request(OpTag tag, const io_uring_cqe& cqe, TimePoint now);
@@ -92,6 +101,9 @@ class UringBackend final : public Backend {
   // The kernel takes IORING_ACCEPT_DONTWAIT (6.10+); false after it refused it (EINVAL).
   bool accept_dontwait_ = true;
   BufferRing buffers_;
+  // The send submit_send() prepared last, for fin_follows(); sends it marked wait to be submitted.
+  io_uring_sqe* last_send_ = nullptr;
+  bool held_sends_ = false;
   // Set where drains run as one multishot receive each (receive_limit.hpp): their buffers,
   // entries that all are the discard area, under an id after buffers_' own. Unset (a kernel
   // without the limit, or a test asking so): one receive per part.
