@@ -60,7 +60,7 @@ static int free_count;
 static char drain_area[kDrainBytes];
 static char* response;
 static unsigned response_bytes;
-static int skip_close, ring_shutdown, direct, mshot_drain, defer_accept;
+static int skip_close, ring_shutdown, direct, mshot_drain, defer_accept, fin_with_data;
 static struct io_uring_buf_ring* drain_buffers;
 
 // Points the request at the connection's socket: its fd, or its index in the fixed-file table.
@@ -184,7 +184,8 @@ static void on_head(struct io_uring* ring, int slot, int result) {
     return receive_head(ring, slot);
   }
   struct io_uring_sqe* sqe = floor_sqe(ring);
-  io_uring_prep_send(sqe, s->fd, response, response_bytes, MSG_NOSIGNAL | MSG_WAITALL);
+  io_uring_prep_send(sqe, s->fd, response, response_bytes,
+                     MSG_NOSIGNAL | MSG_WAITALL | (fin_with_data ? MSG_MORE : 0));
   use_file(sqe);
   io_uring_sqe_set_data64(sqe, pack(slot, kSend));
 }
@@ -248,7 +249,7 @@ static void make_response(unsigned body_bytes) {
 int main(int argc, char** argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: floorserve PORT [RESPONSE_BYTES "
-                    "[skip-close|ring-shutdown|direct|mshot-drain|defer-accept]...]\n");
+                    "[skip-close|ring-shutdown|direct|mshot-drain|defer-accept|fin-with-data]...]\n");
     return 2;
   }
   for (int i = 3; i < argc; ++i) {
@@ -262,6 +263,8 @@ int main(int argc, char** argv) {
       mshot_drain = 1;
     } else if (strcmp(argv[i], "defer-accept") == 0) {
       defer_accept = 1;
+    } else if (strcmp(argv[i], "fin-with-data") == 0) {
+      fin_with_data = 1;
     } else {
       fprintf(stderr, "floorserve: unknown variant '%s'\n", argv[i]);
       return 2;
