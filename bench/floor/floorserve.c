@@ -19,6 +19,10 @@
 //   mshot-drain    the drain as one multishot receive (MSG_TRUNC, buffers selected from a ring
 //                  whose entries all point at the drain area, each given back at its completion):
 //                  one request for the body and the EOF, where the plain drain submits two
+//   defer-accept   TCP_DEFER_ACCEPT (1 s) on the listener: a connection is taken with its request
+//   fin-with-data  the send with MSG_MORE: the kernel holds the response until the shutdown, which
+//                  sends it with the FIN (held until the send's completion is handled, after the
+//                  batched wait: a measure of the segments saved, not a way to serve)
 // The response is the one `ringlinger client` checks: ringlinger serve's body pattern.
 #include <arpa/inet.h>
 #include <errno.h>
