@@ -49,6 +49,8 @@ struct Connection {
   // Input or a completed send came after the running progress timer was armed (or last
   // re-armed): when it expires, a new period starts from progress_at (Engine::note_input()).
   bool progress_noted : 1 = false;
+  // close() had the kernel hold the send in flight for the FIN (IoPort::fin_follows).
+  bool fin_held : 1 = false;
   // Decided once, when the connection leaves the lingering states.
   std::optional<Outcome> outcome;
   // The first error seen (positive errno, below 4096 as every kernel error is), 0 if none. Kept

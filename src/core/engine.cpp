@@ -136,7 +136,7 @@ std::error_code Engine::close(ConnectionId id, TimePoint now) {
   set_state(*connection, State::flushing);
   // The FIN follows the send in flight, unless a reset is to (abort_after_send() before this).
   if (connection->is_in_flight(Op::send) && !connection->reset_after_send) {
-    io_.fin_follows(tag(*connection, Op::send));
+    connection->fin_held = io_.fin_follows(tag(*connection, Op::send));
   }
   start_receive(*connection);  // keep reading (and discarding) while the queue drains
   if (!connection->is_in_flight(Op::send) && connection->send_queue.empty()) {
@@ -657,13 +657,6 @@ void Engine::on_shutdown_done(Connection& connection, int result, TimePoint now)
 // asked again kAckWaitInterval after the first connection joined the list of those waiting (one
 // list and one deadline for them all: no per-slot timer for a rare case); the send timer, a
 // progress timer like any other, bounds the wait.
-// The first wait: what close() had the kernel hold for a FIN (IoPort::fin_follows) goes out now,
-// since no FIN will come to push it. Out of line, so that flushed() stays small.
-void Engine::push_then_await_acknowledgement(Connection& connection, TimePoint now) {
-  io_.push_held(connection.fd);
-  await_acknowledgement(connection, now);
-}
-
 void Engine::await_acknowledgement(Connection& connection, TimePoint now) {
   RL_ASSERT(connection.state == State::flushing && connection.reset_after_send);
   const PeerAcks acks = io_.peer_acks(connection.fd, now);
@@ -671,6 +664,14 @@ void Engine::await_acknowledgement(Connection& connection, TimePoint now) {
   if (awaiting_ack_.empty()) ack_poll_at_ = now + kAckWaitInterval;
   awaiting_ack_.push_back(id_of(connection));
   if (!send_timers_.armed(slot_of(connection))) note_progress(connection, send_timers_, now);
+}
+
+// The first wait: what close() had the kernel hold for a FIN (IoPort::fin_follows) goes out now,
+// since no FIN will come to push it (one system call, only where something was held). Out of
+// line, so that flushed() stays small.
+void Engine::push_then_await_acknowledgement(Connection& connection, TimePoint now) {
+  if (connection.fin_held) io_.push_held(connection.fd);
+  await_acknowledgement(connection, now);
 }
 
 // A drain outlived its first idle period: its total timer, if begin_shutdown() left it unarmed,

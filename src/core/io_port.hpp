@@ -51,10 +51,13 @@ class IoPort {
                                 std::uint32_t length) = 0;
   // The send just submitted for `tag` is one the connection's FIN follows (close() came after
   // it): a backend may have the kernel hold its last segment (MSG_MORE) so that the shutdown
-  // sends data and FIN as one segment, one segment fewer each way per close on loopback
-  // (docs/PERFORMANCE.md). It must then hand the send to the kernel and report its completion
-  // before it waits, or the data would wait with it. The default ignores it.
-  virtual void fin_follows(OpTag tag) { (void)tag; }
+  // sends data and FIN as one segment, one segment fewer per close (docs/PERFORMANCE.md). It
+  // must then hand the send to the kernel and report its completion before it waits, or the
+  // data would wait with it. True when it holds it; the default ignores it.
+  virtual bool fin_follows(OpTag tag) {
+    (void)tag;
+    return false;
+  }
   // What fin_follows() held goes out now, for a connection that will not shut down after all
   // (abort_after_send: its reset waits for the peer to acknowledge every byte).
   virtual void push_held(int fd) { (void)fd; }

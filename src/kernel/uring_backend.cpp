@@ -234,14 +234,15 @@ void UringBackend::submit_send(OpTag tag, int fd, std::span<const std::byte> byt
   last_send_ = sqe;
 }
 
-void UringBackend::fin_follows(OpTag tag) {
+bool UringBackend::fin_follows(OpTag tag) {
   // Only while the send is still ours to change: its slot may hold another request by now.
   if (last_send_ == nullptr || !ring_.unsubmitted(last_send_) ||
       last_send_->user_data != encode(tag)) {
-    return;
+    return false;
   }
   last_send_->msg_flags |= MSG_MORE;
   held_sends_ = true;
+  return true;
 }
 
 void UringBackend::push_held(int fd) { push_pending(fd, stats_.syscalls); }
