@@ -221,6 +221,10 @@ class Responder final : public ShardServer {
       case HeadReader::Status::complete: [[likely]]  // tested first: the others are rare
         if (heads_[id.slot].head_method()) {
           send(id, std::string_view(dated.ok).substr(0, dated.ok_head_bytes));
+        } else if (inline_body_) {
+          // The whole response and the close in one call: its FIN leaves with its last bytes.
+          (void)manager_.send_view_and_close(id, std::as_bytes(std::span(dated.ok)));
+          return;
         } else {
           send_ok(id, dated);
         }
@@ -264,6 +268,7 @@ class Responder final : public ShardServer {
   }
 
   const Response& response_;
+  const bool inline_body_ = response_.inline_body();  // read for every answer
   ResponseCache dated_;  // this thread's: the date is formatted here at most once a second
   std::vector<HeadReader> heads_;  // indexed by ConnectionId::slot
   HeldResponses held_;

@@ -519,6 +519,10 @@ std::error_code Manager::send_view(ConnectionId id, std::span<const std::byte> b
   return impl_->at_time<&Engine::send_view>(id, bytes);
 }
 
+std::error_code Manager::send_view_and_close(ConnectionId id, std::span<const std::byte> bytes) {
+  return impl_->at_time<&Engine::send_view_and_close>(id, bytes);
+}
+
 std::error_code Manager::send_file(ConnectionId id, int file_fd, std::uint64_t offset,
                                    std::uint64_t length) {
   if (detail::Connection* connection = impl_->engine.find(id);

@@ -92,6 +92,11 @@ class Manager {
   // Like send(), without copying: `bytes` must stay valid and unchanged until on_closed runs
   // for this connection.
   std::error_code send_view(ConnectionId id, std::span<const std::byte> bytes);
+  // send_view(id, bytes), then close(id), in one call: a server's last response. Where nothing
+  // was queued before them, the bytes and the FIN may leave in one segment (with io_uring, as
+  // after send_view() and close() made in a row). Errors as send_view()'s: then nothing is
+  // queued and the connection is not closed.
+  std::error_code send_view_and_close(ConnectionId id, std::span<const std::byte> bytes);
   // Queues `length` bytes of the file `file_fd` from `offset`, sent with sendfile(2): the kernel
   // passes the file's page-cache pages to the socket without copying them, which is what makes
   // large responses cheap (nginx's `sendfile on`). The file must stay open and unchanged until

@@ -58,6 +58,11 @@ class Engine {
   std::error_code resume_receive(ConnectionId id);
   std::uint64_t queued_bytes(ConnectionId id) const noexcept;
   std::error_code close(ConnectionId id, TimePoint now);
+  // send_view() then close(), in one lookup: with nothing queued or in flight before them, the
+  // bytes go out in a send the FIN follows (IoPort::submit_final_send), otherwise as the two
+  // calls would send them. Errors as send_view()'s; then nothing is queued or closed.
+  std::error_code send_view_and_close(ConnectionId id, std::span<const std::byte> bytes,
+                                      TimePoint now);
   std::error_code abort(ConnectionId id, TimePoint now);
   std::error_code abort_after_send(ConnectionId id, TimePoint now);
   // close() on every open connection.
@@ -146,6 +151,9 @@ class Engine {
     if (!connection.is_in_flight(Op::recv) && !connection.peer_eof) submit_receive(connection);
   }
   void submit_receive(Connection& connection);
+  void submit_discard(Connection& connection);
+  // close()'s work on an open connection, after its lookup (shared with send_view_and_close()).
+  void begin_close(Connection& connection, TimePoint now);
   void flushed(Connection& connection, TimePoint now);
   void send_failed(Connection& connection, int error, TimePoint now);
   [[gnu::noinline]] void sent_from_node(Connection& connection, TimePoint now,

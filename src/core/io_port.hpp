@@ -58,6 +58,13 @@ class IoPort {
     (void)tag;
     return false;
   }
+  // A send the connection's FIN follows (Manager::send_view_and_close()): as submit_send(), and,
+  // as for fin_follows(), a backend may have the kernel hold its last segment for the FIN. True
+  // when it holds it; the default sends it as submit_send() does.
+  virtual bool submit_final_send(OpTag tag, int fd, std::span<const std::byte> bytes) {
+    submit_send(tag, fd, bytes, false);
+    return false;
+  }
   // What fin_follows() held goes out now, for a connection that will not shut down after all
   // (abort_after_send: its reset waits for the peer to acknowledge every byte).
   virtual void push_held(int fd) { (void)fd; }

@@ -55,6 +55,8 @@ class UringBackend final : public Backend {
   void submit_send(OpTag tag, int fd, std::span<const std::byte> bytes, bool more) override;
   // MSG_MORE on the send still unsubmitted, and a submission before the step's wait.
   bool fin_follows(OpTag tag) override;
+  // A send with MSG_MORE, marked as fin_follows() marks one.
+  bool submit_final_send(OpTag tag, int fd, std::span<const std::byte> bytes) override;
   void push_held(int fd) override;  // TCP_NODELAY, which pushes what is held
   // A POLLOUT poll in the ring; sendfile(2) runs when it completes.
   void submit_send_file(OpTag tag, int fd, int file_fd, std::uint64_t offset,

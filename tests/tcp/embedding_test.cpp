@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -608,19 +609,99 @@ TEST_P(EmbeddingTest, AbortAfterSendFollowingACloseSendsEveryByteThenResets) {
   EXPECT_EQ(reports[0].outcome, Outcome::aborted);
 }
 
-// A response then close(): on io_uring the send holds its last segment (MSG_MORE) and the
-// shutdown sends it with the FIN, one segment (one fewer each way per close). So the peer's
-// first wake-up finds the bytes and the end of the stream together: without the hold, the FIN
-// follows the data a loop step later.
-TEST(FinWithTheResponse, ThePeersFirstWakeUpFindsTheDataAndTheEnd) {
+// send_view_and_close(): the bytes, then a clean end of stream, also behind bytes queued before
+// it (then the two calls' path); refused like send_view() (nothing queued, not closed) on a
+// closing or half-closed connection and a stale id.
+TEST_P(EmbeddingTest, SendViewAndCloseSendsEveryByteThenTheEnd) {
+  const std::string first = pattern(100'000);  // more than one send: still in flight at the call
+  const std::string last = pattern(16 * 1024);
+  Manager* manager_ptr = nullptr;
+  std::vector<CloseReport> reports;
+  std::size_t answered = 0;
+  Callbacks callbacks;
+  callbacks.on_receive = [&](ConnectionId id, std::span<const std::byte> data) {
+    if (data.empty()) return;
+    Manager& manager = *manager_ptr;
+    const bool behind = answered++ % 2 == 1;  // every other one: bytes queued before it
+    if (behind) {
+      EXPECT_FALSE(manager.send_view(id, std::as_bytes(std::span(first))));
+    }
+    EXPECT_FALSE(manager.send_view_and_close(id, std::as_bytes(std::span(last))));
+    EXPECT_EQ(manager.send_view_and_close(id, std::as_bytes(std::span(last))),
+              std::make_error_code(std::errc::broken_pipe));  // closing: nothing more queued
+  };
+  callbacks.on_closed = [&](ConnectionId, const CloseReport& report) { reports.push_back(report); };
+  Manager manager(config_for(GetParam()), callbacks);
+  manager_ptr = &manager;
+  const SocketAddress address = manager.listen(testing_support::loopback_any_port());
+  constexpr std::size_t kClients = 6;
+  std::vector<testing_support::ReadResult> results(kClients);
+  for (std::size_t i = 0; i < kClients; ++i) {
+    std::thread client([&, i] {
+      const int fd = connect_client(address);
+      set_receive_timeout(fd, 10s);
+      send_all(fd, "GET / HTTP/1.1\r\n\r\n");
+      results[i] = read_to_end(fd);
+      ::close(fd);
+    });
+    const auto start = Clock::now();
+    while (reports.size() <= i && Clock::now() - start < 30s) manager.run_once(50ms);
+    client.join();
+  }
+  ASSERT_EQ(reports.size(), kClients);
+  for (std::size_t i = 0; i < kClients; ++i) {
+    const std::string expected = (i % 2 == 1 ? first : std::string()) + last;
+    EXPECT_TRUE(results[i].bytes == expected) << i << ": " << results[i].bytes.size() << " bytes";
+    EXPECT_TRUE(results[i].clean_eof) << i << ": errno " << results[i].error;
+    EXPECT_EQ(reports[i].outcome, Outcome::clean);
+    EXPECT_EQ(reports[i].bytes_sent, expected.size());
+  }
+  EXPECT_EQ(manager.send_view_and_close(ConnectionId{}, std::as_bytes(std::span(last))),
+            std::make_error_code(std::errc::bad_file_descriptor));
+}
+
+// After shutdown_write() our FIN may be out: send_view_and_close() is refused and closes nothing.
+TEST_P(EmbeddingTest, SendViewAndCloseAfterAHalfCloseIsRefused) {
+  Manager* manager_ptr = nullptr;
+  std::optional<ConnectionId> half;
+  Callbacks callbacks;
+  callbacks.on_receive = [&](ConnectionId id, std::span<const std::byte> data) {
+    if (data.empty() || half) return;
+    half = id;
+    EXPECT_FALSE(manager_ptr->shutdown_write(id));
+    EXPECT_EQ(manager_ptr->send_view_and_close(id, std::as_bytes(std::span("x", 1))),
+              std::make_error_code(std::errc::broken_pipe));
+    EXPECT_EQ(manager_ptr->state(id), State::open);
+  };
+  Manager manager(config_for(GetParam()), callbacks);
+  manager_ptr = &manager;
+  const SocketAddress address = manager.listen(testing_support::loopback_any_port());
+  const int fd = connect_client(address);
+  set_receive_timeout(fd, 10s);
+  send_all(fd, "GET / HTTP/1.1\r\n\r\n");
+  const auto start = Clock::now();
+  while (!half && Clock::now() - start < 10s) manager.run_once(50ms);
+  ASSERT_TRUE(half.has_value());
+  const testing_support::ReadResult result = read_to_end(fd);  // our FIN, no bytes
+  EXPECT_TRUE(result.bytes.empty());
+  EXPECT_TRUE(result.clean_eof);
+  EXPECT_EQ(manager.state(*half), State::open);  // still open: receiving goes on
+  ::close(fd);
+}
+
+// A response followed by the close: on io_uring the send holds its last segment (MSG_MORE) and
+// the shutdown sends it with the FIN, one segment (one fewer per close). So the peer's first
+// wake-up finds the bytes and the end of the stream together: without the hold, the FIN follows
+// the data a loop step later. `answer` sends the response and closes.
+void expect_first_wake_ups_with_the_end(
+    const std::function<void(Manager&, ConnectionId, const std::string&)>& answer) {
   const std::string response = pattern(16 * 1024);
   Manager* manager_ptr = nullptr;
   std::size_t closed = 0;
   Callbacks callbacks;
   callbacks.on_receive = [&](ConnectionId id, std::span<const std::byte> data) {
     if (data.empty()) return;
-    EXPECT_FALSE(manager_ptr->send(id, response));
-    EXPECT_FALSE(manager_ptr->close(id));
+    answer(*manager_ptr, id, response);
   };
   callbacks.on_closed = [&](ConnectionId, const CloseReport& report) {
     EXPECT_EQ(report.outcome, Outcome::clean);
@@ -654,6 +735,19 @@ TEST(FinWithTheResponse, ThePeersFirstWakeUpFindsTheDataAndTheEnd) {
     EXPECT_EQ(first_events[i] & (POLLIN | POLLRDHUP), POLLIN | POLLRDHUP)
         << "client " << i << ": the first wake-up had the data without the FIN";
   }
+}
+
+TEST(FinWithTheResponse, ThePeersFirstWakeUpFindsTheDataAndTheEnd) {
+  expect_first_wake_ups_with_the_end([](Manager& manager, ConnectionId id, const std::string& r) {
+    EXPECT_FALSE(manager.send(id, r));
+    EXPECT_FALSE(manager.close(id));
+  });
+}
+
+TEST(FinWithTheResponse, SendViewAndCloseSendsTheDataAndTheEndTogether) {
+  expect_first_wake_ups_with_the_end([](Manager& manager, ConnectionId id, const std::string& r) {
+    EXPECT_FALSE(manager.send_view_and_close(id, std::as_bytes(std::span(r))));
+  });
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, EmbeddingTest,

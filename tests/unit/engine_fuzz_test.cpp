@@ -201,6 +201,7 @@ TEST(EngineFuzzCoverage, EveryOutcomeAndEveryTrickyPathIsExercised) {
   EXPECT_GT(coverage.stale_on_reused_slot, 0u);
   EXPECT_GT(coverage.fd_reused_before_close_completion, 0u);
   EXPECT_GT(coverage.reentrant_close, 0u);
+  EXPECT_GT(coverage.sends_and_closes, 0u);
   EXPECT_GT(coverage.reentrant_send, 0u);
   EXPECT_GT(coverage.reentrant_abort, 0u);
   EXPECT_GT(coverage.reentrant_adopt, 0u);

@@ -47,8 +47,12 @@ inline void Fuzzer::on_receive(ConnectionId id, std::span<const std::byte> data)
     ++coverage_.reentrant_adopt;
     do_adopt("on_receive: adopt");
   } else if (r < 26) {
-    do_send(id, random_send_size(), false, "on_receive: send(self)");
-    do_close(id, "on_receive: then close(self)");
+    if (chance(50)) {
+      do_send_view_and_close(id, random_send_size(), "on_receive: send_view_and_close(self)");
+    } else {
+      do_send(id, random_send_size(), false, "on_receive: send(self)");
+      do_close(id, "on_receive: then close(self)");
+    }
   } else if (r < 27) {
     ++coverage_.reentrant_all;
     do_close_all();

@@ -19,6 +19,7 @@ struct Coverage {
   std::uint64_t stale_on_reused_slot = 0;
   std::uint64_t fd_reused_before_close_completion = 0;
   std::uint64_t reentrant_close = 0;
+  std::uint64_t sends_and_closes = 0;  // send_view_and_close() accepted
   std::uint64_t reentrant_send = 0;
   std::uint64_t reentrant_abort = 0;
   std::uint64_t reentrant_adopt = 0;
@@ -52,6 +53,7 @@ struct Coverage {
     stale_on_reused_slot += other.stale_on_reused_slot;
     fd_reused_before_close_completion += other.fd_reused_before_close_completion;
     reentrant_close += other.reentrant_close;
+    sends_and_closes += other.sends_and_closes;
     reentrant_send += other.reentrant_send;
     reentrant_abort += other.reentrant_abort;
     reentrant_adopt += other.reentrant_adopt;

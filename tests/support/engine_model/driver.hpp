@@ -146,6 +146,31 @@ inline void Fuzzer::do_close(ConnectionId id, const std::string& who) {
   check_result(engine_->close(id, now_), want, who + " close");
 }
 
+// send_view() then close() in one call: refused as send_view() is (then nothing is queued and
+// nothing closed); accepted, the two calls' model.
+inline void Fuzzer::do_send_view_and_close(ConnectionId id, std::size_t size,
+                                           const std::string& who) {
+  Model* m = find_model(id);
+  std::error_code want = expected_for(m, true);
+  if (!want && m->write_shutdown_requested) want = std::make_error_code(std::errc::broken_pipe);
+  const std::string bytes = random_bytes(size);
+  log(who + " send_view_and_close " + id_text(id) + " " + std::to_string(size) + " B");
+  if (!want) {
+    ++coverage_.sends_and_closes;
+    if (!bytes.empty()) {
+      if (m->unsent() == 0) arm_send_timer(*m);
+      m->queued += bytes;
+    }
+    if (m->open()) close_requested(*m);
+  }
+  auto storage = std::make_unique<std::vector<std::byte>>(size);
+  if (size != 0) std::memcpy(storage->data(), bytes.data(), size);
+  const std::span<const std::byte> span(storage->data(), storage->size());
+  (want ? graveyard_ : m->borrowed).push_back(std::move(storage));
+  CauseScope scope(*this, Cause::api);
+  check_result(engine_->send_view_and_close(id, span, now_), want, who + " send_view_and_close");
+}
+
 inline void Fuzzer::do_shutdown_write(ConnectionId id, const std::string& who) {
   Model* m = find_model(id);
   const std::error_code want = expected_for(m, true);
@@ -641,8 +666,10 @@ inline void Fuzzer::random_event() {
     do_send(pick_id(), random_send_size(), false, "test");
   } else if (r < 25) {
     do_send(pick_id(), random_send_size(), true, "test");
-  } else if (r < 33) {
+  } else if (r < 31) {
     do_close(pick_id(), "test");
+  } else if (r < 33) {
+    do_send_view_and_close(pick_id(), random_send_size(), "test");
   } else if (r < 36) {
     do_abort(pick_id(), "test");
   } else if (r < 37) {

@@ -195,6 +195,7 @@ class Fuzzer final : public FakeIo::Observer {
   std::optional<ConnectionId> do_adopt(const std::string& who);
   void do_send(ConnectionId id, std::size_t size, bool view, const std::string& who);
   void do_close(ConnectionId id, const std::string& who);
+  void do_send_view_and_close(ConnectionId id, std::size_t size, const std::string& who);
   void do_shutdown_write(ConnectionId id, const std::string& who);
   void do_pause(ConnectionId id, const std::string& who);
   void do_resume(ConnectionId id, const std::string& who);
