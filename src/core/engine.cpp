@@ -64,7 +64,11 @@ ConnectionId Engine::adopt(int fd, TimePoint now, bool nonblocking) {
   set_state(connection, State::open);
   stats_.peak_live_connections = std::max<std::uint64_t>(stats_.peak_live_connections,
                                                          live_connections());
-  start_receive(connection);
+  // start_receive() for a fresh slot (nothing in flight, paused or waiting): its first delivery.
+  if (callbacks_.on_receive) {
+    connection.mark_submitted(Op::recv);
+    io_.submit_recv(tag(connection, Op::recv), connection.fd, RecvMode::deliver, 0);
+  }
   return id_of(connection);
 }
 
@@ -558,27 +562,15 @@ void Engine::not_a_connection_op(Engine&, Connection&, TimePoint, std::int32_t,
 // so that a completion is dispatched with one load and no range check or null test: 38
 // instructions per completion before, with those checks and the in-flight bit from the op
 // table, 23 after (bench/callgrind.sh).
-void Engine::on_completion(OpTag tag, TimePoint now, std::int32_t result,
-                           const std::byte* data) {
-  static constexpr auto kHandlers = []<std::size_t... I>(std::index_sequence<I...>) {
-    std::array<CompletionHandler, 256> handlers{handler_for<static_cast<Op>(I)>()...};
-    for (std::size_t byte = sizeof...(I); byte < handlers.size(); ++byte) {
-      handlers[byte] = &not_a_connection_op;
-    }
-    ((handlers[I | kPartBit] = part_handler_for<static_cast<Op>(I)>()), ...);
-    return handlers;
-  }(std::make_index_sequence<kOpCount>{});
-  // lookup() without its look at the state: a tag's generation names one connection of its slot
-  // (release() moves the slot to a generation no tag has yet, and a free slot submits nothing),
-  // so a free slot's generation never matches; were one to, the handler's in-flight assertion
-  // would stop it (a free slot has nothing in flight). The range check stays: the tag came back
-  // from the kernel.
-  if (tag.slot >= capacity_ || slots_[tag.slot].generation != tag.generation) [[unlikely]] {
-    ++stats_.stale_completions;
-    return;
-  }
-  kHandlers[static_cast<std::uint8_t>(tag.op)](*this, slots_[tag.slot], now, result, data);
-}
+constinit const std::array<Engine::CompletionHandler, 256> Engine::kHandlers =
+    []<std::size_t... I>(std::index_sequence<I...>) {
+      std::array<CompletionHandler, 256> handlers{handler_for<static_cast<Op>(I)>()...};
+      for (std::size_t byte = sizeof...(I); byte < handlers.size(); ++byte) {
+        handlers[byte] = &not_a_connection_op;
+      }
+      ((handlers[I | kPartBit] = part_handler_for<static_cast<Op>(I)>()), ...);
+      return handlers;
+    }(std::make_index_sequence<kOpCount>{});
 
 // ---------------------------------------------------------------------------------------------
 // Steps
@@ -674,7 +666,7 @@ void Engine::shut_write_if_flushed(Connection& connection, TimePoint now) {
   set_write_side(connection, WriteSide::shut_down);
 }
 
-void Engine::on_shutdown_done(Connection& connection, int result, TimePoint now) {
+inline void Engine::on_shutdown_done(Connection& connection, int result, TimePoint now) {
   if (result < 0) {
     // ENOTCONN: the peer's RST arrived before our FIN could go out.
     return fail(connection, -result, is_peer_reset_error(-result) ? Outcome::peer_reset : Outcome::send_error,
@@ -781,7 +773,7 @@ void Engine::finish_if_idle(Connection& connection) {
   io_.submit_close(tag(connection, Op::close), connection.fd);
 }
 
-void Engine::release(Connection& connection) {
+inline void Engine::release(Connection& connection) {
   const std::uint32_t generation = (connection.generation + 1) & kGenerationMask;
   const std::uint32_t slot = connection.slot;
   set_state(connection, State::free);
@@ -797,7 +789,7 @@ void Engine::release(Connection& connection) {
 }
 
 // A progress timer starts: its first period runs from now.
-void Engine::note_progress(Connection& connection, TimerQueue& timers, TimePoint now) {
+inline void Engine::note_progress(Connection& connection, TimerQueue& timers, TimePoint now) {
   connection.progress_at = now;
   connection.progress_noted = false;
   timers.arm(slot_of(connection), now);

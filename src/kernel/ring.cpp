@@ -144,10 +144,11 @@ unsigned Ring::flush_submission_queue() noexcept {
 
 int Ring::enter(unsigned to_submit, unsigned wait_nr, std::chrono::nanoseconds timeout,
                 std::uint32_t min_wait_us) {
-  if (timeout.count() < 0) timeout = std::chrono::nanoseconds(0);
   __kernel_timespec ts{};
-  ts.tv_sec = static_cast<long long>(timeout.count() / 1'000'000'000);
-  ts.tv_nsec = static_cast<long long>(timeout.count() % 1'000'000'000);
+  if (timeout.count() > 0) {  // else 0: no division for the waits that do not wait
+    ts.tv_sec = static_cast<long long>(timeout.count() / 1'000'000'000);
+    ts.tv_nsec = static_cast<long long>(timeout.count() % 1'000'000'000);
+  }
   io_uring_getevents_arg arg{};
   arg.sigmask = 0;
   arg.sigmask_sz = _NSIG / 8;

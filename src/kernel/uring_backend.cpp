@@ -430,8 +430,10 @@ void UringBackend::drain_backlog(std::uint32_t index, TimePoint now) {
 void UringBackend::handle_accept(OpTag tag, int result, unsigned flags, TimePoint now) {
   RL_ASSERT(listeners_[tag.slot].draining);
   if (result >= 0 && (flags & IORING_CQE_F_MORE) != 0) [[likely]] {
+    // No close_if_idle(): with IORING_CQE_F_MORE the drain goes on, so the listener is not idle;
+    // the drain's last completion (handle_accept_end) looks.
     if (!host_->on_accepted(result, now)) pause_accept(tag.slot);
-    return listeners_.close_if_idle(tag.slot);
+    return;
   }
   handle_accept_end(tag, result, flags, now);
 }
