@@ -405,6 +405,15 @@ int rl_manager_send(rl_manager* manager, rl_conn_id id, const void* data, size_t
   });
 }
 
+int rl_manager_send_and_close(rl_manager* manager, rl_conn_id id, const void* data,
+                              size_t length) {
+  if (manager == nullptr || (data == nullptr && length > 0)) return -EINVAL;
+  return guarded([&] {
+    return to_errno(manager->manager.send_and_close(
+        from_c(id), std::string(static_cast<const char*>(data), length)));
+  });
+}
+
 int rl_manager_close(rl_manager* manager, rl_conn_id id) {
   if (manager == nullptr) return -EINVAL;
   return guarded([&] { return to_errno(manager->manager.close(from_c(id))); });

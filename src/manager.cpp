@@ -523,6 +523,10 @@ std::error_code Manager::send_view_and_close(ConnectionId id, std::span<const st
   return impl_->at_time<&Engine::send_view_and_close>(id, bytes);
 }
 
+std::error_code Manager::send_and_close(ConnectionId id, std::string bytes) {
+  return impl_->engine.send_and_close(id, std::move(bytes), impl_->time());
+}
+
 std::error_code Manager::send_file(ConnectionId id, int file_fd, std::uint64_t offset,
                                    std::uint64_t length) {
   if (detail::Connection* connection = impl_->engine.find(id);

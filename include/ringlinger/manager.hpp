@@ -97,6 +97,8 @@ class Manager {
   // after send_view() and close() made in a row). Errors as send_view()'s: then nothing is
   // queued and the connection is not closed.
   std::error_code send_view_and_close(ConnectionId id, std::span<const std::byte> bytes);
+  // send(id, bytes), then close(id), in one call: the same with owned bytes.
+  std::error_code send_and_close(ConnectionId id, std::string bytes);
   // Queues `length` bytes of the file `file_fd` from `offset`, sent with sendfile(2): the kernel
   // passes the file's page-cache pages to the socket without copying them, which is what makes
   // large responses cheap (nginx's `sendfile on`). The file must stay open and unchanged until

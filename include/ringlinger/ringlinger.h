@@ -236,6 +236,12 @@ int rl_manager_handoff(rl_manager *manager, int fd, const void *final_bytes, siz
  * -EINVAL (data NULL with length > 0), -ENOMEM. */
 int rl_manager_send(rl_manager *manager, rl_conn_id id, const void *data, size_t length);
 
+/* rl_manager_send() then rl_manager_close() in one call, for a server's last response: where
+ * nothing was queued before, the bytes and the FIN may leave in one segment. Errors as
+ * rl_manager_send()'s; then nothing is queued and the connection is not closed. */
+int rl_manager_send_and_close(rl_manager *manager, rl_conn_id id, const void *data,
+                              size_t length);
+
 /* Starts the graceful close: flush what is queued, shutdown(SHUT_WR), read and discard until the
  * peer's EOF (or a drain limit), close; on_closed follows. Calling it again is harmless.
  * Error: -EBADF (stale id). */

@@ -152,14 +152,27 @@ std::error_code Engine::close(ConnectionId id, TimePoint now) {
 // FIN, where close() amended it through fin_follows() (bench/callgrind.sh).
 std::error_code Engine::send_view_and_close(ConnectionId id, std::span<const std::byte> bytes,
                                             TimePoint now) {
+  return enqueue_and_close(id, now, bytes.empty(),
+                           [&](SendQueue& queue) { queue.push_view(bytes); });
+}
+
+std::error_code Engine::send_and_close(ConnectionId id, std::string bytes, TimePoint now) {
+  const bool empty = bytes.empty();
+  return enqueue_and_close(id, now, empty,
+                           [&](SendQueue& queue) { queue.push(std::move(bytes)); });
+}
+
+template <class Push>
+std::error_code Engine::enqueue_and_close(ConnectionId id, TimePoint now, bool empty,
+                                          Push&& push) {
   Connection* connection = lookup(id.slot, id.generation);
   if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
   if (connection->state != State::open || connection->write_side != WriteSide::open) {
     return std::make_error_code(std::errc::broken_pipe);
   }
   const bool alone = !connection->is_in_flight(Op::send) && connection->send_queue.empty() &&
-                     !bytes.empty();
-  connection->send_queue.push_view(bytes);
+                     !empty;
+  push(connection->send_queue);
   if (!alone) [[unlikely]] {
     start_send(*connection, now);
     return close(id, now);

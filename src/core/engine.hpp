@@ -64,6 +64,8 @@ class Engine {
   // calls would send them. Errors as send_view()'s; then nothing is queued or closed.
   std::error_code send_view_and_close(ConnectionId id, std::span<const std::byte> bytes,
                                       TimePoint now);
+  // The same with owned bytes (send() then close()).
+  std::error_code send_and_close(ConnectionId id, std::string bytes, TimePoint now);
   std::error_code abort(ConnectionId id, TimePoint now);
   std::error_code abort_after_send(ConnectionId id, TimePoint now);
   // close() on every open connection.
@@ -130,6 +132,9 @@ class Engine {
   // The part of send() and send_view() they share; `push` adds the bytes to the queue.
   template <class Push>
   std::error_code enqueue(ConnectionId id, TimePoint now, Push&& push);
+  // The part of send_view_and_close() and send_and_close() they share; `empty`: no bytes.
+  template <class Push>
+  std::error_code enqueue_and_close(ConnectionId id, TimePoint now, bool empty, Push&& push);
   Connection* lookup(std::uint32_t slot, std::uint32_t generation) noexcept;
   ConnectionId id_of(const Connection& connection) const noexcept;
   std::uint32_t slot_of(const Connection& connection) const noexcept;

@@ -353,7 +353,7 @@ static void test_config(void) {
 enum { kReplyBytes = 64 * 1024, kServeSlots = 64, kServedMax = 8 };
 
 /* How the manager answers, chosen by the client's request line. */
-enum mode { MODE_NONE, MODE_CLOSE, MODE_HALF, MODE_ABORT, MODE_ADOPTED };
+enum mode { MODE_NONE, MODE_CLOSE, MODE_HALF, MODE_ABORT, MODE_LAST, MODE_ADOPTED };
 
 /* One served connection, kept after it closed (its slot may be reused meanwhile). */
 typedef struct served {
@@ -467,6 +467,11 @@ static void on_receive(void *user, rl_conn_id id, const void *data, size_t lengt
   } else if (strcmp(c->request, "ABORT\n") == 0) {
     c->mode = MODE_ABORT;
     CHECK_EQ(rl_manager_abort(m, id), 0);
+  } else if (strcmp(c->request, "LAST\n") == 0) {
+    c->mode = MODE_LAST;
+    CHECK_EQ(rl_manager_send_and_close(m, id, s->reply, kReplyBytes), 0);
+    CHECK_EQ(rl_manager_send_and_close(m, id, "x", 1), -EPIPE); /* closing: refused */
+    CHECK_EQ(rl_manager_close(m, id), 0);                       /* harmless */
   } else {
     fprintf(stderr, "unexpected request \"%s\"\n", c->request);
     ++failures;
@@ -535,6 +540,15 @@ static int serve_done(void *arg) {
   return p->server->closed == p->count;
 }
 
+/* The client read the whole reply, byte for byte, then a clean EOF. */
+static void check_whole_reply(const client *c) {
+  CHECK_EQ(c->error, 0);
+  CHECK_EQ(c->result.bytes, kReplyBytes);
+  CHECK_EQ(c->result.first_wrong, SIZE_MAX);
+  CHECK_EQ(c->result.eof, 1);
+  CHECK_EQ(c->result.error, 0);
+}
+
 static served *find_mode(server *s, enum mode mode) {
   for (int i = 0; i < s->count; ++i) {
     if (s->conns[i].mode == mode) return &s->conns[i];
@@ -598,33 +612,29 @@ static void test_serve_and_errors(int backend) {
   host_loop loop;
   host_loop_init(&loop, m);
 
-  /* Three clients at once, one per way of ending. */
-  client clients[3];
+  /* Four clients at once, one per way of ending. */
+  client clients[4];
   memset(clients, 0, sizeof clients);
-  const char *requests[3] = {"CLOSE\n", "HALF\n", "ABORT\n"};
-  pthread_t threads[3];
-  for (int i = 0; i < 3; ++i) {
+  const char *requests[4] = {"CLOSE\n", "HALF\n", "ABORT\n", "LAST\n"};
+  pthread_t threads[4];
+  for (int i = 0; i < 4; ++i) {
     clients[i].port = (uint16_t)port;
     clients[i].request = requests[i];
     clients[i].after_eof = i == 1 ? "bye\n" : NULL;
     atomic_init(&clients[i].finished, 0);
     REQUIRE(pthread_create(&threads[i], NULL, client_main, &clients[i]) == 0);
   }
-  serve_progress progress = {&s, clients, 3};
+  serve_progress progress = {&s, clients, 4};
   CHECK(drive(&loop, serve_done, &progress, 30000));
-  for (int i = 0; i < 3; ++i) REQUIRE(pthread_join(threads[i], NULL) == 0);
+  for (int i = 0; i < 4; ++i) REQUIRE(pthread_join(threads[i], NULL) == 0);
 
-  CHECK_EQ(s.accepts, 3);
-  CHECK_EQ(s.closed, 3);
+  CHECK_EQ(s.accepts, 4);
+  CHECK_EQ(s.closed, 4);
   CHECK_EQ(s.poll_from_callback, -EDEADLK); /* driving it from a callback is refused */
   CHECK_EQ(s.run_once_from_callback, -EDEADLK);
 
   /* CLOSE: the exact 64 KiB, then a clean EOF; the report says clean. */
-  CHECK_EQ(clients[0].error, 0);
-  CHECK_EQ(clients[0].result.bytes, kReplyBytes);
-  CHECK_EQ(clients[0].result.first_wrong, SIZE_MAX);
-  CHECK_EQ(clients[0].result.eof, 1);
-  CHECK_EQ(clients[0].result.error, 0);
+  check_whole_reply(&clients[0]);
   served *c = find_mode(&s, MODE_CLOSE);
   CHECK(c != NULL);
   if (c != NULL) {
@@ -671,22 +681,35 @@ static void test_serve_and_errors(int backend) {
     CHECK_EQ(c->report.close_requested, 0);
   }
 
+  /* LAST (send_and_close): the exact 64 KiB, then a clean EOF, as CLOSE. */
+  check_whole_reply(&clients[3]);
+  c = find_mode(&s, MODE_LAST);
+  CHECK(c != NULL);
+  if (c != NULL) {
+    CHECK_EQ(c->closed, 1);
+    CHECK_EQ(c->report.outcome, RL_OUTCOME_CLEAN);
+    CHECK_EQ(c->report.close_requested, 1);
+    CHECK_EQ(c->report.bytes_sent, kReplyBytes);
+    CHECK_EQ(c->report.bytes_received, strlen("LAST\n"));
+  }
+
   /* 5. The counters agree. */
   rl_stats stats;
   memset(&stats, 0xff, sizeof stats);
   stats.size = sizeof stats;
   CHECK_EQ(rl_manager_stats(m, &stats), 0);
   CHECK_EQ(stats.size, sizeof stats);
-  CHECK_EQ(stats.connections_accepted, 3);
+  CHECK_EQ(stats.connections_accepted, 4);
   CHECK_EQ(stats.connections_handed_off, 0);
-  CHECK_EQ(stats.outcomes[RL_OUTCOME_CLEAN], 2);
+  CHECK_EQ(stats.outcomes[RL_OUTCOME_CLEAN], 3);
   CHECK_EQ(stats.outcomes[RL_OUTCOME_ABORTED], 1);
   for (int i = RL_OUTCOME_COUNT; i < RL_OUTCOME_SLOTS; ++i) CHECK_EQ(stats.outcomes[i], 0);
-  CHECK_EQ(stats.closed_connections, 3);
+  CHECK_EQ(stats.closed_connections, 4);
   CHECK_EQ(stats.live_connections, 0);
-  CHECK(stats.peak_live_connections >= 1 && stats.peak_live_connections <= 3);
-  CHECK_EQ(stats.bytes_sent, 2 * kReplyBytes);
-  CHECK_EQ(stats.bytes_received, strlen("CLOSE\n") + strlen("HALF\n") + 4 + strlen("ABORT\n"));
+  CHECK(stats.peak_live_connections >= 1 && stats.peak_live_connections <= 4);
+  CHECK_EQ(stats.bytes_sent, 3 * kReplyBytes);
+  CHECK_EQ(stats.bytes_received,
+           strlen("CLOSE\n") + strlen("HALF\n") + 4 + strlen("ABORT\n") + strlen("LAST\n"));
   CHECK_EQ(stats.write_shutdowns, 1);
   CHECK(stats.syscalls > 0);
   CHECK_EQ(stats.stale_completions, 0);
@@ -697,6 +720,7 @@ static void test_serve_and_errors(int backend) {
   for (int i = 0; i < 3; ++i) {
     const rl_conn_id id = invalid[i];
     CHECK_EQ(rl_manager_send(m, id, "x", 1), -EBADF);
+    CHECK_EQ(rl_manager_send_and_close(m, id, "x", 1), -EBADF);
     CHECK_EQ(rl_manager_close(m, id), -EBADF);
     CHECK_EQ(rl_manager_abort(m, id), -EBADF);
     CHECK_EQ(rl_manager_abort_after_send(m, id), -EBADF);
@@ -707,6 +731,7 @@ static void test_serve_and_errors(int backend) {
     CHECK_EQ(rl_manager_queued_bytes(m, id), 0);
   }
   CHECK_EQ(rl_manager_send(m, stale, NULL, 1), -EINVAL);
+  CHECK_EQ(rl_manager_send_and_close(m, stale, NULL, 1), -EINVAL);
   rl_conn_id id = 0;
   CHECK_EQ(rl_manager_adopt(m, -1, &id), -EBADF);
   CHECK_EQ(rl_manager_adopt(m, 0, NULL), -EINVAL);
@@ -725,6 +750,7 @@ static void test_serve_and_errors(int backend) {
   CHECK_EQ(rl_manager_handoff(m, 0, NULL, 1, NULL, &done_calls), -EINVAL);
   CHECK_EQ(rl_manager_poll(NULL), -EINVAL);
   CHECK_EQ(rl_manager_send(NULL, stale, "x", 1), -EINVAL);
+  CHECK_EQ(rl_manager_send_and_close(NULL, stale, "x", 1), -EINVAL);
   CHECK_EQ(rl_manager_abort_after_send(NULL, stale), -EINVAL);
   CHECK_EQ(rl_manager_stats(m, NULL), -EINVAL);
   rl_stats small;
@@ -740,7 +766,7 @@ static void test_serve_and_errors(int backend) {
   newer.stats.size = sizeof newer;
   CHECK_EQ(rl_manager_stats(m, &newer.stats), 0);
   CHECK(newer.later[0] == 0 && newer.later[1] == 0);
-  CHECK_EQ(newer.stats.connections_accepted, 3);
+  CHECK_EQ(newer.stats.connections_accepted, 4);
 
   /* A connection adopted by the program: the server side of a pair made on a listener the test
    * owns; its client (a thread, sending nothing) reads the 1000 bytes and EOF. */
@@ -779,8 +805,8 @@ static void test_serve_and_errors(int backend) {
   stats.size = sizeof stats;
   CHECK_EQ(rl_manager_stats(m, &stats), 0);
   CHECK_EQ(stats.connections_adopted, 1);
-  CHECK_EQ(stats.outcomes[RL_OUTCOME_CLEAN], 3);
-  CHECK_EQ(stats.closed_connections, 4);
+  CHECK_EQ(stats.outcomes[RL_OUTCOME_CLEAN], 4);
+  CHECK_EQ(stats.closed_connections, 5);
 
   /* Idle, nothing due: the host may wait as long as it likes. */
   const int idle = rl_manager_poll_timeout_ms(m, -1);

@@ -609,9 +609,9 @@ TEST_P(EmbeddingTest, AbortAfterSendFollowingACloseSendsEveryByteThenResets) {
   EXPECT_EQ(reports[0].outcome, Outcome::aborted);
 }
 
-// send_view_and_close(): the bytes, then a clean end of stream, also behind bytes queued before
-// it (then the two calls' path); refused like send_view() (nothing queued, not closed) on a
-// closing or half-closed connection and a stale id.
+// send_view_and_close() and send_and_close(): the bytes, then a clean end of stream, also behind
+// bytes queued before them (then the two calls' path); refused like send_view() (nothing queued,
+// not closed) on a closing or half-closed connection and a stale id.
 TEST_P(EmbeddingTest, SendViewAndCloseSendsEveryByteThenTheEnd) {
   const std::string first = pattern(100'000);  // more than one send: still in flight at the call
   const std::string last = pattern(16 * 1024);
@@ -622,11 +622,16 @@ TEST_P(EmbeddingTest, SendViewAndCloseSendsEveryByteThenTheEnd) {
   callbacks.on_receive = [&](ConnectionId id, std::span<const std::byte> data) {
     if (data.empty()) return;
     Manager& manager = *manager_ptr;
-    const bool behind = answered++ % 2 == 1;  // every other one: bytes queued before it
+    const bool behind = answered % 2 == 1;  // every other one: bytes queued before it
+    const bool owned = answered++ % 3 == 2;  // every third one: send_and_close(), a copy
     if (behind) {
       EXPECT_FALSE(manager.send_view(id, std::as_bytes(std::span(first))));
     }
-    EXPECT_FALSE(manager.send_view_and_close(id, std::as_bytes(std::span(last))));
+    if (owned) {
+      EXPECT_FALSE(manager.send_and_close(id, last));
+    } else {
+      EXPECT_FALSE(manager.send_view_and_close(id, std::as_bytes(std::span(last))));
+    }
     EXPECT_EQ(manager.send_view_and_close(id, std::as_bytes(std::span(last))),
               std::make_error_code(std::errc::broken_pipe));  // closing: nothing more queued
   };

@@ -146,29 +146,46 @@ inline void Fuzzer::do_close(ConnectionId id, const std::string& who) {
   check_result(engine_->close(id, now_), want, who + " close");
 }
 
-// send_view() then close() in one call: refused as send_view() is (then nothing is queued and
-// nothing closed); accepted, the two calls' model.
+// send_view() (or send()) then close() in one call: refused as a send is (then nothing is
+// queued and nothing closed); accepted, the two calls' model.
 inline void Fuzzer::do_send_view_and_close(ConnectionId id, std::size_t size,
                                            const std::string& who) {
+  if (chance(50)) return do_send_and_close(id, size, who);
   Model* m = find_model(id);
-  std::error_code want = expected_for(m, true);
-  if (!want && m->write_shutdown_requested) want = std::make_error_code(std::errc::broken_pipe);
   const std::string bytes = random_bytes(size);
   log(who + " send_view_and_close " + id_text(id) + " " + std::to_string(size) + " B");
-  if (!want) {
-    ++coverage_.sends_and_closes;
-    if (!bytes.empty()) {
-      if (m->unsent() == 0) arm_send_timer(*m);
-      m->queued += bytes;
-    }
-    if (m->open()) close_requested(*m);
-  }
+  const std::error_code want = expect_send_and_close(m, bytes);
   auto storage = std::make_unique<std::vector<std::byte>>(size);
   if (size != 0) std::memcpy(storage->data(), bytes.data(), size);
   const std::span<const std::byte> span(storage->data(), storage->size());
   (want ? graveyard_ : m->borrowed).push_back(std::move(storage));
   CauseScope scope(*this, Cause::api);
   check_result(engine_->send_view_and_close(id, span, now_), want, who + " send_view_and_close");
+}
+
+inline void Fuzzer::do_send_and_close(ConnectionId id, std::size_t size, const std::string& who) {
+  Model* m = find_model(id);
+  std::string bytes = random_bytes(size);
+  log(who + " send_and_close " + id_text(id) + " " + std::to_string(size) + " B");
+  const std::error_code want = expect_send_and_close(m, bytes);
+  CauseScope scope(*this, Cause::api);
+  check_result(engine_->send_and_close(id, std::move(bytes), now_), want, who + " send_and_close");
+}
+
+// What a send and close() in one call of `bytes` should return; the model's side of it when it
+// is accepted: the bytes queued (the send timeout starting if the queue was empty), then the
+// close.
+inline std::error_code Fuzzer::expect_send_and_close(Model* m, const std::string& bytes) {
+  std::error_code want = expected_for(m, true);
+  if (!want && m->write_shutdown_requested) want = std::make_error_code(std::errc::broken_pipe);
+  if (want) return want;
+  ++coverage_.sends_and_closes;
+  if (!bytes.empty()) {
+    if (m->unsent() == 0) arm_send_timer(*m);
+    m->queued += bytes;
+  }
+  if (m->open()) close_requested(*m);
+  return want;
 }
 
 inline void Fuzzer::do_shutdown_write(ConnectionId id, const std::string& who) {

@@ -196,6 +196,8 @@ class Fuzzer final : public FakeIo::Observer {
   void do_send(ConnectionId id, std::size_t size, bool view, const std::string& who);
   void do_close(ConnectionId id, const std::string& who);
   void do_send_view_and_close(ConnectionId id, std::size_t size, const std::string& who);
+  void do_send_and_close(ConnectionId id, std::size_t size, const std::string& who);
+  std::error_code expect_send_and_close(Model* m, const std::string& bytes);
   void do_shutdown_write(ConnectionId id, const std::string& who);
   void do_pause(ConnectionId id, const std::string& who);
   void do_resume(ConnectionId id, const std::string& who);
