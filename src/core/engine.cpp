@@ -163,8 +163,8 @@ std::error_code Engine::send_and_close(ConnectionId id, std::string bytes, TimeP
 }
 
 template <class Push>
-std::error_code Engine::enqueue_and_close(ConnectionId id, TimePoint now, bool empty,
-                                          Push&& push) {
+inline std::error_code Engine::enqueue_and_close(ConnectionId id, TimePoint now, bool empty,
+                                                 Push&& push) {
   Connection* connection = lookup(id.slot, id.generation);
   if (connection == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
   if (connection->state != State::open || connection->write_side != WriteSide::open) {
