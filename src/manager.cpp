@@ -235,6 +235,7 @@ struct Manager::Impl final : Backend::Host {
     }
     in_loop = false;
     if (!finished()) return true;
+    backend->submit_prepared();  // the last closes, unreported, run before run() returns
     if (!posting_closed_seen) close_posting();
     return false;
   }
@@ -263,7 +264,7 @@ struct Manager::Impl final : Backend::Host {
       return false;
     }
     ConnectionId id;
-    if (!stopping) id = engine.adopt(fd, at, /*nonblocking=*/true);  // both backends accept so
+    if (!stopping) id = engine.adopt(fd, at, /*accepted=*/true);  // O_NONBLOCK, as both accept
     if (!id.valid()) {
       reject(fd);  // stopping: nothing was read, nothing to lose
       return false;

@@ -35,8 +35,10 @@ struct Callbacks {
   // empty `data` means the peer sent EOF (no more data will come). When this callback is not set
   // the manager does not read before close() is requested. Never called after close().
   std::function<void(ConnectionId, std::span<const std::byte> data)> on_receive;
-  // The connection's fd was closed; called exactly once per connection, after which the id is
-  // stale. Not called for connections still open when the Manager is destroyed.
+  // The connection's fd was closed, or handed to the kernel to close before the manager next
+  // waits (io_uring, a drain the peer's FIN ended: the close has no completion to wait for);
+  // called exactly once per connection, after which the id is stale. Not called for connections
+  // still open when the Manager is destroyed.
   std::function<void(ConnectionId, const CloseReport&)> on_closed;
   // Every byte queued on an open connection was handed to the kernel (its send queue became
   // empty). With queued_bytes() and pause_receive() this is a proxy's flow control: stop reading

@@ -75,7 +75,8 @@ struct CloseReport {
   std::chrono::nanoseconds flush_time{0};
   // SHUT_WR done -> outcome decided (reading until the peer's EOF).
   std::chrono::nanoseconds drain_time{0};
-  // Outcome decided -> fd closed (cancelling requests in flight, then the close itself).
+  // Outcome decided -> fd closed (cancelling requests in flight, then the close itself); 0 for
+  // a drain the peer's FIN ended on io_uring, reported as its close is submitted (on_closed).
   std::chrono::nanoseconds teardown_time{0};
 
   // close() requested -> fd closed: the close latency (0 when close() was never requested).

@@ -111,7 +111,7 @@ typedef struct rl_close_report {
   uint64_t open_time_ns;    /* adopt/accept -> close requested (or -> outcome decided) */
   uint64_t flush_time_ns;   /* close requested -> SHUT_WR done */
   uint64_t drain_time_ns;   /* SHUT_WR done -> outcome decided (reading to the peer's EOF) */
-  uint64_t teardown_time_ns; /* outcome decided -> fd closed */
+  uint64_t teardown_time_ns; /* outcome decided -> fd closed (0: see CloseReport) */
   /* Appended after 0.1 (present when size covers it): */
   uint64_t bytes_unsent;    /* queued (send, handoff's final bytes) but never handed to the
                                kernel: what the peer cannot have received */
@@ -174,9 +174,10 @@ typedef struct rl_callbacks {
    * peer sent EOF. When NULL, the manager reads nothing before close is requested. Never called
    * after rl_manager_close(). */
   void (*on_receive)(void *user, rl_conn_id id, const void *data, size_t length);
-  /* The connection's fd was closed: exactly once per connection, after which `id` is stale. Not
-   * called for connections handed off (their done callback is), nor for connections still open
-   * when the manager is freed. */
+  /* The connection's fd was closed, or handed to the kernel to close before the manager next
+   * waits (io_uring, a drain the peer's FIN ended): exactly once per connection, after which
+   * `id` is stale. Not called for connections handed off (their done callback is), nor for
+   * connections still open when the manager is freed. */
   void (*on_closed)(void *user, rl_conn_id id, const rl_close_report *report);
   /* Every byte queued on an open connection was handed to the kernel: with
    * rl_manager_queued_bytes() and rl_manager_pause_receive(), a proxy's flow control. */

@@ -27,7 +27,8 @@ enum class State : std::uint8_t {
   // The outcome is decided; a cancel of every request on the fd is in flight and we wait for
   // every completion. No new request is started.
   cancelling,
-  // Nothing but IORING_OP_CLOSE is in flight; the outcome is reported when it completes.
+  // Nothing but IORING_OP_CLOSE is in flight; the outcome is reported when it completes (at once
+  // for a drain the peer's FIN ended, on io_uring: that close has no completion).
   closing,
 };
 

@@ -51,6 +51,10 @@ struct Connection {
   bool progress_noted : 1 = false;
   // close() had the kernel hold the send in flight for the FIN (IoPort::fin_follows).
   bool fin_held : 1 = false;
+  // The manager's listener accepted it: no one else knows its descriptor's number, so its close
+  // may be reported before the kernel ran it (IoPort::submit_close_unreported). An adopted fd's
+  // owner may reuse the number (dup2) once on_closed says it is closed.
+  bool accepted : 1 = false;
   // Decided once, when the connection leaves the lingering states.
   std::optional<Outcome> outcome;
   // The first error seen (positive errno, below 4096 as every kernel error is), 0 if none. Kept

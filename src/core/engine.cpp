@@ -53,13 +53,14 @@ Engine::Engine(const Config& config, IoPort& io, const Callbacks& callbacks, Sta
 // ---------------------------------------------------------------------------------------------
 // API calls
 
-ConnectionId Engine::adopt(int fd, TimePoint now, bool nonblocking) {
+ConnectionId Engine::adopt(int fd, TimePoint now, bool accepted) {
   if (fd < 0 || free_count_ == 0) return {};
   const std::uint32_t slot = free_slots_[--free_count_];
   Connection& connection = slots_[slot];
   RL_ASSERT(connection.state == State::free && connection.in_flight == 0);
   connection.fd = fd;
-  connection.nonblocking = nonblocking;
+  connection.nonblocking = accepted;
+  connection.accepted = accepted;
   connection.opened_at = now;
   set_state(connection, State::open);
   stats_.peak_live_connections = std::max<std::uint64_t>(stats_.peak_live_connections,
@@ -362,7 +363,7 @@ void Engine::complete<Op::recv>(Connection& connection, TimePoint now, std::int3
   if (result == 0 && connection.state == State::draining) {
     connection.peer_eof = true;
     // Nothing for finish_if_idle() after it: terminate() submitted the close, or the cancel.
-    return terminate(connection, Outcome::clean, now);
+    return terminate<true>(connection, Outcome::clean, now);
   }
   if (result > 0 && connection.state == State::open) return deliver(connection, now, result, data);
   return receive_other(connection, now, result);
@@ -742,6 +743,7 @@ void Engine::fail(Connection& connection, int error, Outcome outcome, TimePoint 
   terminate(connection, outcome, now);
 }
 
+template <bool kDrainEnded>
 void Engine::terminate(Connection& connection, Outcome outcome, TimePoint now) {
   if (is_terminating(connection.state)) return;  // the first decision stands
   RL_ASSERT(connection.state != State::free);
@@ -761,6 +763,14 @@ void Engine::terminate(Connection& connection, Outcome outcome, TimePoint now) {
     return io_.submit_cancel(tag(connection, Op::cancel), connection.fd);
   }
   set_state(connection, State::closing);
+  if constexpr (kDrainEnded) {
+    // The usual end of a close: one completion fewer, and the report now (the fd is closed by
+    // the backend's next io_uring_enter, which nothing can stop).
+    if (connection.accepted &&
+        io_.submit_close_unreported(tag(connection, Op::close), connection.fd)) [[likely]] {
+      return complete<Op::close>(connection, now, 0, nullptr);
+    }
+  }
   connection.mark_submitted(Op::close);
   io_.submit_close(tag(connection, Op::close), connection.fd);
 }

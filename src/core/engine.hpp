@@ -42,11 +42,11 @@ class Engine {
   Engine(const Config& config, IoPort& io, const Callbacks& callbacks, Stats& stats);
 
   // API calls (see Manager for their contracts).
-  // `nonblocking`: the caller knows the socket is O_NONBLOCK (it accepted it so). An invalid
+  // `accepted`: the manager's listener accepted it, O_NONBLOCK (Connection::accepted). An invalid
   // ConnectionId when refused (no free slot, or no fd): 8 bytes returned in a register, where
   // an optional was built on the stack and read back (bench/callgrind.sh: 66 -> 59 instructions
   // per accept).
-  ConnectionId adopt(int fd, TimePoint now, bool nonblocking = false);
+  ConnectionId adopt(int fd, TimePoint now, bool accepted = false);
   std::error_code send(ConnectionId id, std::string bytes, TimePoint now);
   // Out of line, with enqueue() in it: the Manager's call is then a tail call with the bytes in
   // registers, where inlined it kept them in a frame of its own for enqueue() (bench/callgrind.sh).
@@ -201,7 +201,13 @@ class Engine {
   void deliver(Connection& connection, TimePoint now, std::int32_t result, const std::byte* data);
   void receive_other(Connection& connection, TimePoint now, std::int32_t result);
   void fail(Connection& connection, int error, Outcome outcome, TimePoint now);
-  void terminate(Connection& connection, Outcome outcome, TimePoint now);
+  // The outcome is decided: cancel what is in flight, then close. kDrainEnded: called by the
+  // drain's receive completion for the peer's FIN, with no application call on the stack, so the
+  // close may go without a completion and be reported at once (IoPort::submit_close_unreported).
+  // Out of line: complete<recv>, which calls it for the peer's FIN, stays a function of tail
+  // calls that saves no registers.
+  template <bool kDrainEnded = false>
+  [[gnu::noinline]] void terminate(Connection& connection, Outcome outcome, TimePoint now);
   [[gnu::noinline]] void prepare_unclean_close(Connection& connection, Outcome outcome);
   void finish_if_idle(Connection& connection);
   // Inlined (always_inline) in complete<close>, its one caller.

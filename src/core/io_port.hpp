@@ -71,6 +71,16 @@ class IoPort {
   virtual void submit_shutdown(OpTag tag, int fd) = 0;  // SHUT_WR
   virtual void submit_cancel(OpTag tag, int fd) = 0;    // every request on fd
   virtual void submit_close(OpTag tag, int fd) = 0;
+  // A close that completes only if it fails (io_uring's IOSQE_CQE_SKIP_SUCCESS), for a drain the
+  // peer's FIN ended: the engine reports the connection closed at once. The backend closes the
+  // fd before its next wait, and a failure (a socket's close has none but EBADF, a bug) comes
+  // back as a stale completion. True when submitted so; false, with nothing submitted, where the
+  // backend cannot (the default): the caller then submits an ordinary close.
+  virtual bool submit_close_unreported(OpTag tag, int fd) {
+    (void)tag;
+    (void)fd;
+    return false;
+  }
 
   // Synchronous system calls; only ever made on an fd whose close was not yet submitted.
   // shutdown(fd, SHUT_WR): 0 or -errno.

@@ -50,7 +50,8 @@ inline constexpr Edge<State> kLegalEdges[] = {
     {State::draining, State::closing},
     // the last request in flight completed
     {State::cancelling, State::closing},
-    // IORING_OP_CLOSE completed; outcome reported
+    // IORING_OP_CLOSE completed, or submitted without a completion (a drain the peer's FIN
+    // ended: IoPort::submit_close_unreported); outcome reported
     {State::closing, State::free},
 };
 

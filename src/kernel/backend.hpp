@@ -56,6 +56,10 @@ class Backend : protected IoPort {
   virtual void clear_notification() = 0;
   // Whether requests were prepared that only the next step submits (a host loop must not sleep).
   virtual bool has_unsubmitted_work() const = 0;
+  // Submits what is prepared, without waiting: called when the loop ends, so that what the last
+  // step prepared (an unreported close: IoPort::submit_close_unreported) runs now, not when the
+  // backend is torn down. The default has nothing to submit.
+  virtual void submit_prepared() {}
   // Submits what is prepared, waits up to `timeout` for something to happen, and hands every
   // completion to the engine and every accepted socket to the host. Sets `now` after the wait.
   virtual void step(std::chrono::nanoseconds timeout, TimePoint& now) = 0;

@@ -74,6 +74,7 @@ Ring::Ring(const Options& options, Stats& stats) : stats_(stats) {
       // IORING_FEAT_MIN_TIMEOUT (kernel 6.12), not yet named by liburing 2.3's header.
       constexpr unsigned kFeatureMinTimeout = 1u << 15;
       if ((params.features & kFeatureMinTimeout) != 0) batch_wait_us_ = options.batch_wait_us;
+      skips_successes_ = (params.features & IORING_FEAT_CQE_SKIP) != 0;
       break;
     }
     if (result != -EINVAL) break;  // only an unknown flag is worth another attempt
@@ -92,7 +93,27 @@ Ring::Ring(const Options& options, Stats& stats) : stats_(stats) {
   }
 }
 
-Ring::~Ring() { io_uring_queue_exit(&ring_); }
+Ring::~Ring() {
+  close_unsubmitted();
+  io_uring_queue_exit(&ring_);
+}
+
+// io_uring_queue_exit() drops the SQEs never submitted; a close among them may have been reported
+// already (IoPort::submit_close_unreported), so it is made here. Not through io_uring_enter: with
+// SINGLE_ISSUER only the thread that drove the ring may submit, and another may destroy it.
+void Ring::close_unsubmitted() noexcept {
+  const io_uring_sq& sq = ring_.sq;
+  for (unsigned index = *sq.khead; index != sq.sqe_tail; ++index) {
+    const io_uring_sqe& sqe = sq.sqes[index & sq.ring_mask];  // the index array is 1:1
+    if (sqe.opcode == IORING_OP_CLOSE) ::close(sqe.fd);
+  }
+}
+
+void Ring::submit_prepared() {
+  if (const unsigned to_submit = flush_submission_queue(); to_submit != 0) {
+    enter(to_submit, 0, std::chrono::nanoseconds(0));
+  }
+}
 
 void Ring::make_room() {
   ++stats_.sq_full_submits;

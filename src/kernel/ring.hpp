@@ -98,10 +98,16 @@ class Ring {
   unsigned setup_flags() const noexcept { return setup_flags_; }
   // Whether waits are batched (batch_wait_us > 0 and the kernel has IORING_FEAT_MIN_TIMEOUT).
   bool batches_waits() const noexcept { return batch_wait_us_ > 0; }
+  // Whether a request can skip its completion on success (IORING_FEAT_CQE_SKIP, kernel 5.17).
+  bool skips_successes() const noexcept { return skips_successes_; }
+  // Submits what is prepared, without waiting: when the loop ends with requests prepared (a
+  // close without a completion must still run). On the thread that drives the ring.
+  void submit_prepared();
   io_uring& raw() noexcept { return ring_; }
 
  private:
   unsigned flush_submission_queue() noexcept;
+  void close_unsubmitted() noexcept;
   int enter(unsigned to_submit, unsigned wait_nr, std::chrono::nanoseconds timeout,
             std::uint32_t min_wait_us = 0);
 
@@ -111,6 +117,7 @@ class Ring {
   unsigned enter_flags_ = 0;  // IORING_ENTER_REGISTERED_RING when the ring fd is registered
   int enter_fd_ = -1;
   std::uint32_t batch_wait_us_ = 0;  // 0 when off or unsupported
+  bool skips_successes_ = false;
 };
 
 // A ring of provided buffers (IORING_REGISTER_PBUF_RING) from which delivering receives take a

@@ -278,11 +278,24 @@ void UringBackend::submit_cancel(OpTag tag, int fd) {
   io_uring_sqe_set_data64(sqe, encode(tag));
 }
 
-void UringBackend::submit_close(OpTag tag, int fd) {
+void UringBackend::submit_close(OpTag tag, int fd) { prepare_close(tag, fd, 0); }
+
+// One completion fewer per close. The SQE goes out with the step's next io_uring_enter (or
+// Ring::submit_prepared() when the loop ends first), after every SQE prepared before it.
+bool UringBackend::submit_close_unreported(OpTag tag, int fd) {
+  if (!ring_.skips_successes()) [[unlikely]] return false;
+  prepare_close(tag, fd, IOSQE_CQE_SKIP_SUCCESS);
+  return true;
+}
+
+inline void UringBackend::prepare_close(OpTag tag, int fd, std::uint8_t sqe_flags) {
   io_uring_sqe* sqe = ring_.try_get_sqe();
-  if (sqe == nullptr) [[unlikely]] return after_making_room<&UringBackend::submit_close>(tag, fd);
+  if (sqe == nullptr) [[unlikely]] {
+    return after_making_room<&UringBackend::prepare_close>(tag, fd, sqe_flags);
+  }
   io_uring_prep_close(sqe, fd);
   io_uring_sqe_set_data64(sqe, encode(tag));
+  sqe->flags |= sqe_flags;
 }
 
 // --- waking and the host's event loop ----------------------------------------------------------

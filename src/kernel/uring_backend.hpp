@@ -33,6 +33,7 @@ class UringBackend final : public Backend {
   void clear_notification() override;
   // Prepared SQEs, or completions the kernel holds back after the queue overflowed.
   bool has_unsubmitted_work() const override;
+  void submit_prepared() override { ring_.submit_prepared(); }
   // One io_uring_enter that submits every prepared SQE and waits for a batch of completions
   // (after one that does not wait, when responses followed by a close are to be handed over).
   void step(std::chrono::nanoseconds timeout, TimePoint& now) override;
@@ -64,12 +65,15 @@ class UringBackend final : public Backend {
   void submit_shutdown(OpTag tag, int fd) override;
   void submit_cancel(OpTag tag, int fd) override;
   void submit_close(OpTag tag, int fd) override;
+  bool submit_close_unreported(OpTag tag, int fd) override;
 
   // Backend: a listener waits for connections with a multishot poll.
   int watch_listener(std::uint32_t index) override;
   void accept_again(std::uint32_t index, TimePoint now) override;
   void stop_accepting(std::uint32_t index) override;
 
+  // A close's SQE, with IOSQE flags (IOSQE_CQE_SKIP_SUCCESS for an unreported one).
+  void prepare_close(OpTag tag, int fd, std::uint8_t sqe_flags);
   // A request whose SQE did not fit: submits what is prepared, then `submit` again.
   template <auto submit, class... Args>
   void after_making_room(Args... args);

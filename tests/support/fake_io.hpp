@@ -48,6 +48,8 @@ struct Request {
   std::span<const std::byte> bytes;
   // close only: the kernel already ran it (the fd number is free again); the completion is due.
   bool fd_released = false;
+  // close only: submitted with submit_close_unreported(): it ran at once and completes never.
+  bool unreported = false;
   // Order of submission, from 1.
   std::uint64_t serial = 0;
 };
@@ -73,6 +75,7 @@ inline std::string describe(const Request& request) {
   }
   if (request.tag.op == Op::send) text += ", len " + std::to_string(request.bytes.size());
   if (request.fd_released) text += ", ran";
+  if (request.unreported) text += ", unreported";
   return text + ", #" + std::to_string(request.serial) + "}";
 }
 
@@ -99,6 +102,9 @@ class FakeIo final : public detail::IoPort {
   std::function<PeerAcks(int fd, std::chrono::steady_clock::time_point now)> peer_acks_result;
   // Told about every call; may be null.
   Observer* observer = nullptr;
+  // Whether submit_close_unreported() takes the close, as io_uring does with
+  // IORING_FEAT_CQE_SKIP; when false it refuses it, as a backend without that does.
+  bool closes_unreported = false;
 
   // --- fds -----------------------------------------------------------------------------------
 
@@ -144,7 +150,7 @@ class FakeIo final : public detail::IoPort {
   // --- IoPort --------------------------------------------------------------------------------
 
   void submit_recv(OpTag tag, int fd, RecvMode mode, std::uint32_t max_bytes) override {
-    Request request{tag, fd, mode, max_bytes, {}, false, 0};
+    Request request{tag, fd, mode, max_bytes, {}, false, false, 0};
     if (mode == RecvMode::discard && max_bytes == 0) note("discarding recv of 0 bytes");
     if (mode == RecvMode::deliver && max_bytes != 0) note("delivering recv with a byte limit");
     add(request);
@@ -152,25 +158,34 @@ class FakeIo final : public detail::IoPort {
 
   void submit_send(OpTag tag, int fd, std::span<const std::byte> bytes, bool /*more*/) override {
     if (bytes.empty()) note("send of 0 bytes");
-    add(Request{tag, fd, RecvMode::deliver, 0, bytes, false, 0});
+    add(Request{tag, fd, RecvMode::deliver, 0, bytes, false, false, 0});
   }
 
   // The engine fuzzer does not queue file sends; a call here is a rule breach.
   void submit_send_file(OpTag tag, int fd, int, std::uint64_t, std::uint32_t) override {
     note("file send in a run that queued none");
-    add(Request{tag, fd, RecvMode::deliver, 0, {}, false, 0});
+    add(Request{tag, fd, RecvMode::deliver, 0, {}, false, false, 0});
   }
 
   void submit_shutdown(OpTag tag, int fd) override {
-    add(Request{tag, fd, RecvMode::deliver, 0, {}, false, 0});
+    add(Request{tag, fd, RecvMode::deliver, 0, {}, false, false, 0});
   }
 
   void submit_cancel(OpTag tag, int fd) override {
-    add(Request{tag, fd, RecvMode::deliver, 0, {}, false, 0});
+    add(Request{tag, fd, RecvMode::deliver, 0, {}, false, false, 0});
   }
 
   void submit_close(OpTag tag, int fd) override {
-    add(Request{tag, fd, RecvMode::deliver, 0, {}, false, 0});
+    add(Request{tag, fd, RecvMode::deliver, 0, {}, false, false, 0});
+  }
+
+  // Checked as any close; the kernel runs it at once and no completion is ever due.
+  bool submit_close_unreported(OpTag tag, int fd) override {
+    if (!closes_unreported) return false;
+    add(Request{tag, fd, RecvMode::deliver, 0, {}, false, true, 0});
+    if (!outstanding_.empty() && outstanding_.back().tag == tag) take(outstanding_.size() - 1);
+    ++unreported_closes_;
+    return true;
   }
 
   int shutdown_now(int fd) override {
@@ -262,6 +277,7 @@ class FakeIo final : public detail::IoPort {
   std::uint64_t shutdown_calls() const noexcept { return shutdown_calls_; }
   std::uint64_t peer_acks_calls() const noexcept { return peer_acks_calls_; }
   std::uint64_t reset_calls() const noexcept { return reset_calls_; }
+  std::uint64_t unreported_closes() const noexcept { return unreported_closes_; }
 
   // Breaches of the IoPort rules seen so far.
   const std::vector<std::string>& violations() const noexcept { return violations_; }
@@ -345,6 +361,7 @@ class FakeIo final : public detail::IoPort {
   std::uint64_t shutdown_calls_ = 0;
   std::uint64_t peer_acks_calls_ = 0;
   std::uint64_t reset_calls_ = 0;
+  std::uint64_t unreported_closes_ = 0;
 };
 
 }  // namespace ringlinger::fake

@@ -494,6 +494,38 @@ TEST_P(EmbeddingTest, AdoptAConnectingSocket) {
   EXPECT_EQ(refused, 1);
 }
 
+// An adopted descriptor's number is its owner's too (it may dup2 onto it once told that it is
+// closed): its close is reported only once the kernel ran it, even for a drain the peer's FIN
+// ended, which the manager reports at the close's submission for the sockets it accepted itself.
+TEST_P(EmbeddingTest, AnAdoptedDescriptorIsClosedWhenItsCloseIsReported) {
+  PlainListener listener;
+  int adopted_fd = -1;
+  std::optional<int> fcntl_error;  // errno of fcntl(F_GETFD) inside on_closed, 0 if it worked
+  Callbacks callbacks;
+  callbacks.on_closed = [&](ConnectionId, const CloseReport& report) {
+    EXPECT_EQ(report.outcome, Outcome::clean);
+    fcntl_error = fcntl(adopted_fd, F_GETFD) == -1 ? errno : 0;
+  };
+  Manager manager(config_for(GetParam()), callbacks);
+  adopted_fd = connecting_socket(listener.address());
+  const auto id = manager.adopt(adopted_fd);
+  ASSERT_TRUE(id.has_value());
+  ASSERT_FALSE(manager.send(*id, "hello"));
+  ASSERT_FALSE(manager.close(*id));
+  std::thread peer([&] {
+    const int fd = listener.accept();
+    set_receive_timeout(fd, 10s);
+    const auto result = read_to_end(fd);
+    EXPECT_EQ(result.bytes, "hello");
+    EXPECT_TRUE(result.clean_eof);
+    ::close(fd);  // its FIN ends the drain
+  });
+  const auto deadline = Clock::now() + 20s;
+  while (!fcntl_error && Clock::now() < deadline) manager.run_once(100ms);
+  peer.join();
+  EXPECT_EQ(fcntl_error, EBADF) << "on_closed ran while the adopted fd was still open";
+}
+
 TEST_P(EmbeddingTest, ReusePortListeners) {
   Manager first(config_for(GetParam()));
   Manager second(config_for(GetParam()));
@@ -665,6 +697,86 @@ TEST_P(EmbeddingTest, SendViewAndCloseSendsEveryByteThenTheEnd) {
             std::make_error_code(std::errc::bad_file_descriptor));
 }
 
+// How a test's server answers a request: the response, then the close.
+using Answer = std::function<void(Manager&, ConnectionId, const std::string& response)>;
+
+void send_view_and_close(Manager& manager, ConnectionId id, const std::string& response) {
+  EXPECT_FALSE(manager.send_view_and_close(id, std::as_bytes(std::span(response))));
+}
+
+// Callbacks that answer each request with `answer` (through `manager`, set once it is made) and
+// count in `clean` the connections that ended clean.
+Callbacks answering(Manager*& manager, const std::string& response, Answer answer,
+                    std::size_t& clean) {
+  Callbacks callbacks;
+  callbacks.on_receive = [&manager, &response, answer = std::move(answer)](
+                             ConnectionId id, std::span<const std::byte> data) {
+    if (!data.empty()) answer(*manager, id, response);
+  };
+  callbacks.on_closed = [&clean](ConnectionId, const CloseReport& report) {
+    EXPECT_EQ(report.outcome, Outcome::clean);
+    ++clean;
+  };
+  return callbacks;
+}
+
+// The sockets this process holds whose local port is `port`: the listener's, and every
+// connection accepted from it.
+int sockets_on_port(std::uint16_t port) {
+  int count = 0;
+  for (int fd = 0; fd < 1024; ++fd) {
+    const auto local = SocketAddress::local_of(fd);
+    if (local && local->port() == port) ++count;
+  }
+  return count;
+}
+
+// A drain the peer's FIN ends closes with no completion on io_uring (reported at once, the fd
+// closed by the next io_uring_enter): when that was the loop's last step, run_once() submits the
+// closes before it returns false, so no fd outlives the loop until the Manager is destroyed.
+TEST_P(EmbeddingTest, TheLastClosesRunBeforeTheLoopEnds) {
+  const std::string response = pattern(16 * 1024);
+  Manager* manager_ptr = nullptr;
+  std::size_t closed = 0;
+  Manager manager(config_for(GetParam()),
+                  answering(manager_ptr, response, send_view_and_close, closed));
+  manager_ptr = &manager;
+  const SocketAddress address = manager.listen(testing_support::loopback_any_port());
+  constexpr std::size_t kClients = 8;
+  std::vector<int> clients;
+  for (std::size_t i = 0; i < kClients; ++i) {
+    clients.push_back(connect_client(address));
+    set_receive_timeout(clients.back(), 10s);
+    send_all(clients.back(), "GET / HTTP/1.1\r\n\r\n");
+  }
+  // Each client reads the response and the server's FIN; the server then drains, waiting for
+  // theirs, which come once the listener is gone.
+  std::vector<testing_support::ReadResult> results(kClients);
+  std::atomic<bool> read_all{false};
+  std::thread reader([&] {
+    for (std::size_t i = 0; i < kClients; ++i) results[i] = read_to_end(clients[i]);
+    read_all = true;
+  });
+  auto limit = Clock::now() + 30s;
+  while (!read_all && Clock::now() < limit) manager.run_once(10ms);
+  reader.join();
+  manager.stop(10s);
+  while (sockets_on_port(address.port()) > static_cast<int>(kClients) && Clock::now() < limit) {
+    manager.run_once(10ms);  // the listener closes; the connections linger
+  }
+  ASSERT_EQ(sockets_on_port(address.port()), static_cast<int>(kClients));
+  for (const int fd : clients) ::close(fd);
+  limit = Clock::now() + 30s;
+  while (manager.run_once(50ms) && Clock::now() < limit) {
+  }
+  EXPECT_EQ(closed, kClients);
+  EXPECT_EQ(sockets_on_port(address.port()), 0) << "closes still unsubmitted when run_once() ended";
+  for (std::size_t i = 0; i < kClients; ++i) {
+    EXPECT_EQ(results[i].bytes, response) << i;
+    EXPECT_TRUE(results[i].clean_eof) << i;
+  }
+}
+
 // After shutdown_write() our FIN may be out: send_view_and_close() is refused and closes nothing.
 TEST_P(EmbeddingTest, SendViewAndCloseAfterAHalfCloseIsRefused) {
   Manager* manager_ptr = nullptr;
@@ -698,21 +810,12 @@ TEST_P(EmbeddingTest, SendViewAndCloseAfterAHalfCloseIsRefused) {
 // the shutdown sends it with the FIN, one segment (one fewer per close). So the peer's first
 // wake-up finds the bytes and the end of the stream together: without the hold, the FIN follows
 // the data a loop step later. `answer` sends the response and closes.
-void expect_first_wake_ups_with_the_end(
-    const std::function<void(Manager&, ConnectionId, const std::string&)>& answer) {
+void expect_first_wake_ups_with_the_end(const Answer& answer) {
   const std::string response = pattern(16 * 1024);
   Manager* manager_ptr = nullptr;
   std::size_t closed = 0;
-  Callbacks callbacks;
-  callbacks.on_receive = [&](ConnectionId id, std::span<const std::byte> data) {
-    if (data.empty()) return;
-    answer(*manager_ptr, id, response);
-  };
-  callbacks.on_closed = [&](ConnectionId, const CloseReport& report) {
-    EXPECT_EQ(report.outcome, Outcome::clean);
-    ++closed;
-  };
-  Manager manager(config_for(IoBackend::io_uring), callbacks);
+  Manager manager(config_for(IoBackend::io_uring),
+                  answering(manager_ptr, response, answer, closed));
   manager_ptr = &manager;
   const SocketAddress address = manager.listen(testing_support::loopback_any_port());
   constexpr std::size_t kClients = 20;
@@ -750,9 +853,7 @@ TEST(FinWithTheResponse, ThePeersFirstWakeUpFindsTheDataAndTheEnd) {
 }
 
 TEST(FinWithTheResponse, SendViewAndCloseSendsTheDataAndTheEndTogether) {
-  expect_first_wake_ups_with_the_end([](Manager& manager, ConnectionId id, const std::string& r) {
-    EXPECT_FALSE(manager.send_view_and_close(id, std::as_bytes(std::span(r))));
-  });
+  expect_first_wake_ups_with_the_end(send_view_and_close);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, EmbeddingTest,

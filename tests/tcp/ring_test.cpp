@@ -5,11 +5,15 @@
 // its tail alone.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
+#include <optional>
 #include <set>
+#include <thread>
 #include <vector>
 
 #include "kernel/ring.hpp"
@@ -110,6 +114,35 @@ TEST_P(RingVariants, ASharedAreaRingGivesItsBufferBackByTheTailAlone) {
     shared.recycle_shared();
   }
   ::close(sockets[0]);
+  ::close(sockets[1]);
+}
+
+// A close prepared and never submitted still runs when the ring is torn down (an unreported
+// close was already reported to the application), from any thread: with SINGLE_ISSUER only the
+// thread that drove the ring may enter it, so the teardown closes the fd itself. A NOP and a
+// receive prepared beside it are dropped, as io_uring_queue_exit() drops them.
+TEST_P(RingVariants, AClosePreparedAndNeverSubmittedRunsAtTeardown) {
+  int sockets[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sockets), 0);
+  Stats stats;
+  std::optional<Ring> ring;
+  std::thread driver([&] {
+    ring.emplace(Ring::Options{8, 16, GetParam(), 0}, stats);
+    const auto seen = round_trip_nops(*ring, 3);  // this thread is the ring's issuer now
+    EXPECT_EQ(seen.size(), 3u);
+    io_uring_prep_nop(ring->get_sqe());
+    io_uring_prep_close(ring->get_sqe(), sockets[0]);
+    char byte = 0;
+    io_uring_prep_recv(ring->get_sqe(), sockets[1], &byte, 1, 0);
+  });
+  driver.join();
+  ASSERT_NE(fcntl(sockets[0], F_GETFD), -1);
+  const auto enters = stats.enter_calls;
+  ring.reset();  // on this thread, which never entered the ring
+  EXPECT_EQ(fcntl(sockets[0], F_GETFD), -1) << "the prepared close did not run";
+  EXPECT_EQ(errno, EBADF);
+  EXPECT_NE(fcntl(sockets[1], F_GETFD), -1) << "only the close's fd is closed";
+  EXPECT_EQ(stats.enter_calls, enters);
   ::close(sockets[1]);
 }
 

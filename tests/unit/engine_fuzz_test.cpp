@@ -108,7 +108,7 @@ class EngineFuzz : public testing::TestWithParam<std::tuple<int, int>> {
     std::printf(
         "[ fuzz     ] half-closes %llu (failed %llu, then closed %llu, sends refused %llu), "
         "on_send_drained %llu, deliveries while paused %llu, resumes restarting %llu, "
-        "multishot drain parts %llu\n",
+        "multishot drain parts %llu, unreported closes %llu\n",
         static_cast<unsigned long long>(c.half_closes),
         static_cast<unsigned long long>(c.half_close_failures),
         static_cast<unsigned long long>(c.close_after_half_close),
@@ -116,7 +116,8 @@ class EngineFuzz : public testing::TestWithParam<std::tuple<int, int>> {
         static_cast<unsigned long long>(c.send_drained_calls),
         static_cast<unsigned long long>(c.deliveries_while_paused),
         static_cast<unsigned long long>(c.resumes_restarting),
-        static_cast<unsigned long long>(c.recv_parts));
+        static_cast<unsigned long long>(c.recv_parts),
+        static_cast<unsigned long long>(c.unreported_closes));
   }
 };
 
@@ -202,6 +203,7 @@ TEST(EngineFuzzCoverage, EveryOutcomeAndEveryTrickyPathIsExercised) {
   EXPECT_GT(coverage.fd_reused_before_close_completion, 0u);
   EXPECT_GT(coverage.reentrant_close, 0u);
   EXPECT_GT(coverage.sends_and_closes, 0u);
+  EXPECT_GT(coverage.unreported_closes, 0u);
   EXPECT_GT(coverage.reentrant_send, 0u);
   EXPECT_GT(coverage.reentrant_abort, 0u);
   EXPECT_GT(coverage.reentrant_adopt, 0u);

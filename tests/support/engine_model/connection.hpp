@@ -67,6 +67,7 @@ struct Model {
   int first_error = 0;
   ErrorSource first_error_source = ErrorSource::none;
   bool closed = false;  // on_closed ran
+  bool accepted = false;  // adopted as the manager's listener's (Connection::accepted)
 
   std::uint64_t unsent() const { return queued.size() - sent; }
   bool open() const { return !close_requested && !terminated; }

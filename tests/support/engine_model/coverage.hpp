@@ -44,6 +44,7 @@ struct Coverage {
   std::uint64_t recv_parts = 0;                // parts of a discarding recv (Completion::more)
   std::uint64_t recv_parts_after_cancel = 0;   // ... once the connection's cancel was submitted
   std::uint64_t byte_caps_after_parts = 0;     // drain_byte_cap for a connection that had parts
+  std::uint64_t unreported_closes = 0;         // closes with no completion, reported at once
 
   void add(const Coverage& other) {
     for (std::size_t i = 0; i < kOutcomeCount; ++i) outcomes[i] += other.outcomes[i];
@@ -78,6 +79,7 @@ struct Coverage {
     recv_parts += other.recv_parts;
     recv_parts_after_cancel += other.recv_parts_after_cancel;
     byte_caps_after_parts += other.byte_caps_after_parts;
+    unreported_closes += other.unreported_closes;
   }
 };
 

@@ -90,7 +90,8 @@ inline std::optional<ConnectionId> Fuzzer::do_adopt(const std::string& who) {
   }
   log(who + "(fd " + std::to_string(fd) + ")");
   adopting_fd_ = fd;
-  const ConnectionId adopted = engine_->adopt(fd, now_);
+  const bool accepted = chance(50);  // by the manager's listener: the fd's number is private
+  const ConnectionId adopted = engine_->adopt(fd, now_, accepted);
   const std::optional<ConnectionId> id =
       adopted.valid() ? std::optional<ConnectionId>(adopted) : std::nullopt;
   adopting_fd_ = -1;
@@ -105,6 +106,7 @@ inline std::optional<ConnectionId> Fuzzer::do_adopt(const std::string& who) {
   Model* m = find_model(*id);
   if (m == nullptr) m = &create_model(*id, fd);
   if (m->fd != fd || m->closed) violation("adopt returned " + id_text(*id) + " for another fd");
+  m->accepted = accepted;
   log("  -> " + id_text(*id));
   return id;
 }
@@ -526,10 +528,12 @@ inline void Fuzzer::deliver(std::size_t index, std::int32_t result) {
     case Op::wake:
       break;
   }
+  if (request.tag.op == Op::recv && result == 0) drain_eof_ = key;
   {
     CauseScope scope(*this, Cause::completion);
     engine_->on_completion(completion, now_);
   }
+  drain_eof_.reset();
   if (pending_receive_ && !pending_receive_->fired) {
     violation("on_receive not called for a recv completion of an open connection: " +
               fake::describe(request));
@@ -543,10 +547,11 @@ inline void Fuzzer::deliver(std::size_t index, std::int32_t result) {
               " open with nothing queued: " + fake::describe(request));
   }
   pending_drained_.reset();
-  if (request.tag.op == Op::close) {
+  if (request.tag.op == Op::close || unreported_close_) {
     if (!close_fired_)
       violation("on_closed not called for the close completion of " + id_text(m->id));
     pending_close_.reset();
+    unreported_close_ = false;
   }
 }
 

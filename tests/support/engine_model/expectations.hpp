@@ -89,8 +89,16 @@ inline void Fuzzer::on_submit(const Request& request) {
       terminated(*m);
       break;
     case Op::close:
+      if (request.unreported) expect_unreported_close(*m, request);
       if (!m->terminated) terminated(*m);
       m->close_submitted = true;
+      if (request.unreported) {  // reported at once, inside the receive's completion
+        pending_close_ = key_of(m->id);
+        close_fired_ = false;
+        close_error_ = 0;
+        unreported_close_ = true;
+        ++coverage_.unreported_closes;
+      }
       break;
     case Op::accept:
     case Op::accept_cancel:
@@ -100,6 +108,22 @@ inline void Fuzzer::on_submit(const Request& request) {
       violation("the engine submitted a backend-only op: " + what);
       break;
   }
+}
+
+// An unreported close (IoPort::submit_close_unreported) only ends a drain the peer's FIN ended:
+// inside the completion of the connection's receive with 0 bytes, nothing else in flight, clean
+// (no error, no reset to send), and of a connection the manager accepted itself.
+inline void Fuzzer::expect_unreported_close(const Model& m, const Request& request) {
+  const std::string what = fake::describe(request);
+  if (!drain_eof_ || *drain_eof_ != key_of(m.id))
+    violation("unreported close outside the completion of the drain's EOF: " + what);
+  if (m.terminated) violation("unreported close after a cancel or another end: " + what);
+  if (!m.accepted)
+    violation("unreported close of an adopted fd, whose number its owner knows: " + what);
+  if (m.first_error != 0 || m.reset_after_send || io_.reset_requested(m.fd))
+    violation("unreported close of a connection that does not end clean: " + what);
+  if ((io_.outstanding_ops(request.tag.slot) & ~bit(Op::close)) != 0)
+    violation("unreported close with requests in flight: " + what);
 }
 
 // A discarding recv may take, in all its parts, one byte more than the byte cap leaves (so that

@@ -54,6 +54,7 @@ class Fuzzer final : public FakeIo::Observer {
       config_.orphan_timeout_ms = chance(50) ? 0 : 1 + static_cast<std::uint32_t>(roll(20'000));
     }
     with_send_drained_ = roll(4) != 0;
+    io_.closes_unreported = chance(50);  // io_uring's, or a backend's without it
 
     if (variant.with_on_receive) {
       callbacks_.on_receive = [this](ConnectionId id, std::span<const std::byte> data) {
@@ -132,6 +133,7 @@ class Fuzzer final : public FakeIo::Observer {
   Model& create_model(ConnectionId id, int fd);
   void on_submit(const Request& request) override;
   void expect_drain_request(const Model& m, const Request& request);
+  void expect_unreported_close(const Model& m, const Request& request);
   void on_shutdown_now(int fd, int result) override;
   void on_set_reset_on_close(int fd) override;
   void on_limit_orphan_time(int fd, std::uint32_t timeout_ms) override;
@@ -281,6 +283,8 @@ class Fuzzer final : public FakeIo::Observer {
   std::optional<std::uint64_t> pending_close_;
   bool close_fired_ = false;
   int close_error_ = 0;  // of the close completion being handled
+  bool unreported_close_ = false;          // one was submitted in the completion being handled
+  std::optional<std::uint64_t> drain_eof_;  // the connection whose 0-byte receive is completing
 
   std::array<std::uint64_t, kOutcomeCount> model_outcomes_{};
   std::uint64_t total_sent_ = 0;
