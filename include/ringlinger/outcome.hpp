@@ -79,7 +79,8 @@ struct CloseReport {
   // a drain the peer's FIN ended on io_uring, reported as its close is submitted (on_closed).
   std::chrono::nanoseconds teardown_time{0};
 
-  // close() requested -> fd closed: the close latency (0 when close() was never requested).
+  // close() requested -> fd closed (or its close submitted: see teardown_time): the close latency
+  // (0 when close() was never requested).
   std::chrono::nanoseconds close_latency() const noexcept {
     return close_requested ? flush_time + drain_time + teardown_time : std::chrono::nanoseconds(0);
   }
