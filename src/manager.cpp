@@ -531,7 +531,8 @@ std::error_code Manager::send_and_close(ConnectionId id, std::string bytes) {
 std::error_code Manager::send_file(ConnectionId id, int file_fd, std::uint64_t offset,
                                    std::uint64_t length) {
   if (detail::Connection* connection = impl_->engine.find(id);
-      connection != nullptr && connection->state == State::open && !connection->nonblocking &&
+      connection != nullptr && connection->state == State::open && !connection->accepted &&
+      !connection->nonblocking &&
       file_fd >= 0 && length > 0) {
     // sendfile needs a non-blocking socket. Accepted ones are; an adopted one is asked once.
     if (const int error = detail::make_nonblocking(connection->fd, impl_->stats.syscalls);

@@ -34,8 +34,8 @@ struct Connection {
   // A delivering receive found no shared buffer (ENOBUFS); the engine retries it after the
   // current batch of completions, when buffers were given back.
   bool waiting_for_buffer : 1 = false;
-  // The socket is known to be O_NONBLOCK (accepted by the manager, or made so by send_file, which
-  // needs it): send_file asks the kernel only once per adopted connection.
+  // An adopted socket made O_NONBLOCK by send_file, which needs it (an accepted one is already:
+  // see `accepted`): send_file asks the kernel only once per adopted connection.
   bool nonblocking : 1 = false;
   // The half-close of an open connection (shutdown_write()), a sub-state of State::open with
   // its own legal edges (state_machine.hpp); changed only through Engine::set_write_side().
@@ -51,9 +51,9 @@ struct Connection {
   bool progress_noted : 1 = false;
   // close() had the kernel hold the send in flight for the FIN (IoPort::fin_follows).
   bool fin_held : 1 = false;
-  // The manager's listener accepted it: no one else knows its descriptor's number, so its close
-  // may be reported before the kernel ran it (IoPort::submit_close_unreported). An adopted fd's
-  // owner may reuse the number (dup2) once on_closed says it is closed.
+  // The manager's listener accepted it, O_NONBLOCK. No one else knows its descriptor's number,
+  // so its close may be reported before the kernel ran it (IoPort::submit_close_unreported). An
+  // adopted fd's owner may reuse the number (dup2) once on_closed says it is closed.
   bool accepted : 1 = false;
   // Decided once, when the connection leaves the lingering states.
   std::optional<Outcome> outcome;

@@ -59,7 +59,6 @@ ConnectionId Engine::adopt(int fd, TimePoint now, bool accepted) {
   Connection& connection = slots_[slot];
   RL_ASSERT(connection.state == State::free && connection.in_flight == 0);
   connection.fd = fd;
-  connection.nonblocking = accepted;
   connection.accepted = accepted;
   connection.opened_at = now;
   set_state(connection, State::open);

@@ -117,7 +117,7 @@ void Ring::submit_prepared() {
 
 void Ring::make_room() {
   ++stats_.sq_full_submits;
-  enter(flush_submission_queue(), 0, std::chrono::nanoseconds(0));
+  submit_prepared();
   // A request that finds no room calls make_room() and asks again: it must find room then.
   RL_ASSERT(ring_.sq.sqe_tail - *ring_.sq.khead < ring_.sq.ring_entries &&
             "the kernel took no SQE from a full submission queue");

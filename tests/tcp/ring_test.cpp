@@ -139,8 +139,10 @@ TEST_P(RingVariants, AClosePreparedAndNeverSubmittedRunsAtTeardown) {
   ASSERT_NE(fcntl(sockets[0], F_GETFD), -1);
   const auto enters = stats.enter_calls;
   ring.reset();  // on this thread, which never entered the ring
-  EXPECT_EQ(fcntl(sockets[0], F_GETFD), -1) << "the prepared close did not run";
-  EXPECT_EQ(errno, EBADF);
+  const int result = fcntl(sockets[0], F_GETFD);
+  const int error = errno;
+  EXPECT_EQ(result, -1) << "the prepared close did not run";
+  EXPECT_EQ(error, EBADF);
   EXPECT_NE(fcntl(sockets[1], F_GETFD), -1) << "only the close's fd is closed";
   EXPECT_EQ(stats.enter_calls, enters);
   ::close(sockets[1]);
